@@ -1,0 +1,3 @@
+from coldbrew.cli import main
+
+main()

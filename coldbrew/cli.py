@@ -1,0 +1,73 @@
+"""The ``coldbrew`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from coldbrew import __version__
+from coldbrew.settings import Settings
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from coldbrew.gateway.app import create_app
+
+    overrides: dict[str, Any] = {}
+    for flag in ("host", "port", "data_dir", "account_id", "log_level"):
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[flag] = value
+    if args.demo:
+        overrides["demo"] = True
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"coldbrew: invalid setting: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+        # In-flight invocations may run up to 60 s; let them finish on SIGTERM/SIGINT.
+        timeout_graceful_shutdown=65,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coldbrew", description="Self-hosted serverless inference with the SageMaker API.")
+    parser.add_argument("--version", action="version", version=f"coldbrew {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="start the gateway (control and runtime API on one port)")
+    serve.add_argument("--host", help="address to listen on (COLDBREW_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (COLDBREW_PORT, default 8080)")
+    serve.add_argument("--data-dir", type=Path, help="state and artifact cache (COLDBREW_DATA_DIR)")
+    serve.add_argument("--account-id", help="12-digit account id used in ARNs (COLDBREW_ACCOUNT_ID)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--demo", action="store_true",
+                       help="also deploy the demo endpoint 'coldbrew-demo' (a scikit-learn regressor)")
+    serve.set_defaults(func=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    sys.exit(args.func(args))

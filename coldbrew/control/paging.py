@@ -1,0 +1,98 @@
+"""List operations: filtering, sorting and NextToken paging over one resource table.
+
+NextToken carries the sort key of the last item returned (keyset paging), so resources created or
+deleted between pages neither repeat nor skip the ones already listed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.utils import parse_timestamp
+
+from coldbrew.control.store import Store
+from coldbrew.errors import ValidationException
+
+DEFAULT_MAX_RESULTS = 10
+
+SORT_COLUMNS = {"Name": "name_key", "CreationTime": "created_at", "Status": "status"}
+
+
+@dataclass
+class ListQuery:
+    table: str
+    sort_by: str = "CreationTime"
+    sort_order: str = "Descending"
+    name_contains: str | None = None
+    max_results: int = DEFAULT_MAX_RESULTS
+    next_token: str | None = None
+    where: list[str] = field(default_factory=list)
+    params: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def from_request(cls, table: str, request: dict[str, Any]) -> ListQuery:
+        query = cls(
+            table=table,
+            sort_by=request.get("SortBy", "CreationTime"),
+            sort_order=request.get("SortOrder", "Descending"),
+            name_contains=request.get("NameContains"),
+            max_results=request.get("MaxResults", DEFAULT_MAX_RESULTS),
+            next_token=request.get("NextToken"),
+        )
+        query.time_filter("created_at", "<", request.get("CreationTimeBefore"))
+        query.time_filter("created_at", ">", request.get("CreationTimeAfter"))
+        return query
+
+    def time_filter(self, column: str, op: str, value: Any) -> None:
+        if value is None:
+            return
+        self.where.append(f"{column} {op} ?")
+        self.params.append(parse_timestamp(value).timestamp())
+
+    def equals(self, column: str, value: Any) -> None:
+        if value is not None:
+            self.where.append(f"{column} = ?")
+            self.params.append(value)
+
+
+def _encode_token(sort_value: Any, name_key: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([sort_value, name_key]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[Any, str]:
+    try:
+        sort_value, name_key = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, binascii.Error):
+        raise ValidationException(f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response.")
+    if not isinstance(name_key, str):
+        raise ValidationException(f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response.")
+    return sort_value, name_key
+
+
+def list_rows(store: Store, query: ListQuery) -> tuple[list[Any], str | None]:
+    """One page of rows and the token for the next page (None on the last page)."""
+    column = SORT_COLUMNS[query.sort_by]
+    descending = query.sort_order == "Descending"
+    where, params = list(query.where), list(query.params)
+    if query.name_contains:
+        where.append("instr(name_key, ?) > 0")
+        params.append(query.name_contains.lower())
+    if query.next_token:
+        sort_value, name_key = _decode_token(query.next_token)
+        where.append(f"({column}, name_key) {'<' if descending else '>'} (?, ?)")
+        params += [sort_value, name_key]
+    direction = "DESC" if descending else "ASC"
+    sql = f"SELECT * FROM {query.table}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += f" ORDER BY {column} {direction}, name_key {direction} LIMIT ?"
+    rows = store.query(sql, [*params, query.max_results + 1])
+    if len(rows) <= query.max_results:
+        return rows, None
+    page = rows[: query.max_results]
+    last = page[-1]
+    return page, _encode_token(last[column], last["name_key"])

@@ -1,0 +1,126 @@
+"""Durable state in one SQLite file (WAL), with a versioned schema.
+
+Each resource row keeps the request that created it as JSON, so DescribeX answers with exactly
+what the user sent. One connection serves all threads behind a lock: control-plane calls are rare
+and short, and the invoke path never comes here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Each entry moves the schema one version up; never edit a released entry, append a new one.
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE models (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        arn TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        spec TEXT NOT NULL
+    );
+    CREATE TABLE endpoint_configs (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        arn TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        spec TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        arn TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        modified_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        failure_reason TEXT,
+        generation INTEGER NOT NULL DEFAULT 0,
+        config_name TEXT NOT NULL,
+        deployment TEXT NOT NULL,
+        pending_config_name TEXT,
+        pending_deployment TEXT,
+        variants TEXT
+    );
+    CREATE TABLE tags (
+        arn TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (arn, key)
+    );
+    CREATE INDEX endpoints_status ON endpoints (status);
+    """,
+)
+
+
+class Store:
+    """A thread-safe handle on the SQLite database at ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: an acknowledged CreateX must survive power loss, not only a process crash.
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > len(MIGRATIONS):
+                raise RuntimeError(
+                    f"{self.path} has schema version {version}, newer than this coldbrew "
+                    f"({len(MIGRATIONS)}); upgrade coldbrew or use another --data-dir"
+                )
+            for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {number}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def query_one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._conn.execute(sql, params).fetchone()
+            return row
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,97 @@
+"""The error hierarchy: each class is one SageMaker error code with its HTTP status.
+
+Errors are raised anywhere in coldbrew and translated to a wire response in exactly one place per
+protocol (``coldbrew.gateway``). The message is what the client sees, so it must say what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ColdbrewError(Exception):
+    """Root of every error a client can see. ``code`` is SageMaker's error code."""
+
+    code: ClassVar[str] = "InternalFailure"
+    status: ClassVar[int] = 500
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        # Extra members of the error shape (ModelError's OriginalStatusCode and so on).
+        self.fields = fields
+
+    def body(self) -> dict[str, Any]:
+        return {"__type": self.code, "message": self.message, **self.fields}
+
+
+# --- control plane (AWS JSON 1.1) ---------------------------------------------------------------
+
+
+class ValidationException(ColdbrewError):
+    code = "ValidationException"
+    status = 400
+
+
+class ResourceNotFound(ColdbrewError):
+    code = "ResourceNotFound"
+    status = 400
+
+
+class ResourceInUse(ColdbrewError):
+    code = "ResourceInUse"
+    status = 400
+
+
+class ResourceLimitExceeded(ColdbrewError):
+    code = "ResourceLimitExceeded"
+    status = 400
+
+
+class UnknownOperationException(ColdbrewError):
+    code = "UnknownOperationException"
+    status = 400
+
+
+class SerializationException(ColdbrewError):
+    code = "SerializationException"
+    status = 400
+
+
+class InternalFailure(ColdbrewError):
+    code = "InternalFailure"
+    status = 500
+
+
+# --- runtime (REST JSON) ------------------------------------------------------------------------
+
+
+class ValidationError(ColdbrewError):
+    code = "ValidationError"
+    status = 400
+
+
+class ThrottlingException(ColdbrewError):
+    # HTTP 400 as on SageMaker, so boto3's retry modes see the code and retry with backoff.
+    code = "ThrottlingException"
+    status = 400
+
+
+class ModelError(ColdbrewError):
+    code = "ModelError"
+    status = 424
+
+
+class ModelNotReadyException(ColdbrewError):
+    code = "ModelNotReadyException"
+    status = 429
+
+
+class ServiceUnavailable(ColdbrewError):
+    code = "ServiceUnavailable"
+    status = 503
+
+
+class InternalDependencyException(ColdbrewError):
+    code = "InternalDependencyException"
+    status = 530

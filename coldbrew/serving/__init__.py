@@ -1,0 +1,1 @@
+"""Serving: per-variant pools of execution environments, routing, admission and scaling."""

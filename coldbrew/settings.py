@@ -1,0 +1,51 @@
+"""Server settings: flags override ``COLDBREW_*`` environment variables, which override defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("coldbrew", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COLDBREW_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    """Address the gateway listens on."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the gateway: control API, runtime API, /ping and /metrics all share it."""
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    """Where the SQLite store and the artifact cache live."""
+
+    account_id: str = Field(default="123456789012", pattern=r"^\d{12}$")
+    """AWS account id used in the ARNs coldbrew forms."""
+
+    region: str = "us-east-1"
+    """Region used in ARNs when a request carries no SigV4 credential scope."""
+
+    max_artifact_bytes: PositiveInt = 20 * 1024**3
+    """Largest total size a model archive may expand to."""
+
+    idle_timeout_s: PositiveFloat = 300.0
+    """How long an idle serverless environment is kept before it is released."""
+
+    log_level: str = "info"
+
+    demo: bool = False
+    """Deploy the demo endpoint ``coldbrew-demo`` at start-up."""
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "coldbrew.db"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.data_dir / "artifacts"

@@ -1,0 +1,136 @@
+"""Real parts for tests: a coldbrew server in a subprocess, boto3 clients, model archives."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ColdbrewServer:
+    """``coldbrew serve`` as a child process on a free loopback port."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = env or {}
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
+
+    def start(self, timeout: float = 30.0) -> ColdbrewServer:
+        env = {**os.environ, "COLDBREW_LOG_LEVEL": "info", **self.env}
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "coldbrew", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"coldbrew exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"coldbrew did not answer /ping within {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                raise RuntimeError(f"coldbrew did not stop within {timeout} s of signal {sig}")
+        return self.process.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def client(self, service: str = "sagemaker", region: str = "us-east-1", **config: Any) -> Any:
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=region,
+            aws_access_key_id="anything",
+            aws_secret_access_key="anything",
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}, **config),
+        )
+
+
+def wait_for_status(sm: Any, name: str, status: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        described: dict[str, Any] = sm.describe_endpoint(EndpointName=name)
+        if described["EndpointStatus"] == status:
+            return described
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} is {described['EndpointStatus']}, not {status}: {described}")
+        time.sleep(0.05)
+
+
+def tar_gz(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def sklearn_archive(path: Path, n_estimators: int = 10) -> tuple[Path, Any]:
+    """A model.tar.gz holding a RandomForestRegressor fitted on load_diabetes, and the model."""
+    import joblib
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+
+    features, target = load_diabetes(return_X_y=True)
+    model = RandomForestRegressor(n_estimators=n_estimators, random_state=0).fit(features, target)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    path.write_bytes(tar_gz({"model.joblib": buffer.getvalue()}))
+    return path, model
+
+
+def deploy_serverless(sm: Any, name: str, model_data_url: str, memory: int = 1024, max_concurrency: int = 2,
+                      provisioned: int | None = None, environment: dict[str, str] | None = None) -> None:
+    container: dict[str, Any] = {"Image": "coldbrew/sklearn", "ModelDataUrl": model_data_url}
+    if environment:
+        container["Environment"] = environment
+    sm.create_model(ModelName=name, PrimaryContainer=container,
+                    ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew")
+    serverless: dict[str, Any] = {"MemorySizeInMB": memory, "MaxConcurrency": max_concurrency}
+    if provisioned is not None:
+        serverless["ProvisionedConcurrency"] = provisioned
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
