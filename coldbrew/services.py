@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from starlette.concurrency import run_in_threadpool
+
 from coldbrew.artifacts import ArtifactStore
+from coldbrew.backends.local import LocalBackend
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
 from coldbrew.demo import deploy_demo
-from coldbrew.serving.deployer import ServingDeployer
+from coldbrew.serving.runtime import Serving
 from coldbrew.settings import Settings
 
 log = logging.getLogger("coldbrew")
@@ -21,18 +24,20 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_path)
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
-        self.deployer = ServingDeployer(self.artifacts)
-        self.reconciler = Reconciler(self.store, self.deployer)
+        self.serving = Serving(LocalBackend(), self.artifacts, settings.idle_timeout_s)
+        self.reconciler = Reconciler(self.store, self.serving)
         self.control = ControlPlane(self.store, self.reconciler)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        await self.serving.start()
         self.reconciler.resume()
         if self.settings.demo:
             context = RequestContext(self.settings.region, self.settings.account_id)
-            deploy_demo(self.control, context, self.settings.data_dir)
+            await run_in_threadpool(deploy_demo, self.control, context, self.settings.data_dir)
         log.info("coldbrew is using %s", self.settings.data_dir)
 
-    def close(self) -> None:
-        self.reconciler.stop()
-        self.deployer.close()
+    async def close(self) -> None:
+        # The reconciler's threads may be waiting on the event loop, so stop them off the loop.
+        await run_in_threadpool(self.reconciler.stop)
+        await self.serving.close()
         self.store.close()

@@ -11,6 +11,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from coldbrew.gateway.control_api import ControlEndpoint
+from coldbrew.gateway.runtime_api import RuntimeEndpoint
 from coldbrew.services import Services
 from coldbrew.settings import Settings
 
@@ -18,21 +19,23 @@ from coldbrew.settings import Settings
 def create_app(settings: Settings) -> Starlette:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
+    runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id)
 
     async def ping(request: Request) -> Response:
         return PlainTextResponse("")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services.start()
+        await services.start()
         try:
             yield
         finally:
-            services.close()
+            await services.close()
 
     routes = [
         Route("/", control.handle, methods=["POST"]),
         Route("/ping", ping, methods=["GET"]),
+        Route("/endpoints/{name}/invocations", runtime.invoke, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services

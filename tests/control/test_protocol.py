@@ -85,5 +85,5 @@ def test_no_input_gets_a_500(server: ColdbrewServer) -> None:
             body = {"X": body}
         response = call(server, f"SageMaker.{operation}", json.dumps(body))
         assert response.status_code < 500, (operation, body, response.text)
-        assert "__type" in response.json()
+        assert response.status_code == 200 or "__type" in response.json()
     assert httpx.get(server.url + "/ping").status_code == 200

@@ -138,10 +138,10 @@ def test_botocore_validation_is_applied_server_side(server: ColdbrewServer) -> N
         sm.create_model(ModelName="no-container")
     assert error_of(excinfo)[0] == "ValidationException"
     with pytest.raises(ClientError) as excinfo:
-        sm.create_endpoint_config(EndpointConfigName="x", ProductionVariants="not-a-list")
+        sm.create_endpoint_config(EndpointConfigName="x", ProductionVariants=[{"ModelName": "m"}])
     code, message, status = error_of(excinfo)
     assert (code, status) == ("ValidationException", 400)
-    assert "ProductionVariants" in message
+    assert 'Missing required parameter in ProductionVariants[0]: "VariantName"' in message
 
 
 def test_list_paging_sorting_and_filters(sm: Any) -> None:

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+
+class ArtifactError(Exception):
+    """Model data could not be materialized.
+
+    ``str()`` is one line a person can act on; it becomes an endpoint's FailureReason verbatim, so it
+    names the model data and says what is wrong with it.
+    """

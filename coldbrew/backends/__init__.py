@@ -1,0 +1,1 @@
+"""Backends: how execution environments run. ``local`` starts worker processes on this machine."""

@@ -1,0 +1,42 @@
+"""The backend interface serving uses to start and stop execution environments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything needed to start one execution environment of a variant."""
+
+    model_dir: str
+    memory_mb: int
+    max_concurrency: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    command: str | None = None
+    """A user's own server command (``exec:`` images); None runs coldbrew's worker."""
+
+
+class WorkerStartError(Exception):
+    """The worker did not become ready; ``str()`` is the loader's error, fit for FailureReason."""
+
+
+class WorkerProcess(Protocol):
+    pid: int
+    address: str
+    """``unix:/path`` or ``http://127.0.0.1:port``."""
+    setup_ms: float
+
+    def rss_bytes(self) -> int: ...
+
+    def is_alive(self) -> bool: ...
+
+    async def stop(self, grace_s: float = 2.0) -> None: ...
+
+
+class Backend(Protocol):
+    async def start(self, spec: WorkerSpec) -> WorkerProcess:
+        """Start an environment and return once it answers; raise WorkerStartError otherwise."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,291 @@
+"""Serving: the endpoints that run, how an invocation reaches a worker, and housekeeping.
+
+All pool state lives on the gateway's event loop. The reconciler's threads reach it through
+``deploy``/``undeploy``, which hop onto the loop; the invoke path never leaves it and never
+touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from coldbrew.artifacts import ArtifactError, ArtifactStore
+from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
+from coldbrew.control.deployment import Deployment, VariantSpec
+from coldbrew.control.reconciler import DeployError
+from coldbrew.errors import ModelError, ValidationError
+from coldbrew.serving.environment import Environment
+from coldbrew.serving.instances import instance_type
+from coldbrew.serving.invocation import (
+    INVOCATION_TIMEOUT_S,
+    PROVISIONED_MAX_PAYLOAD,
+    SERVERLESS_MAX_PAYLOAD,
+    Invocation,
+    InvocationResult,
+)
+from coldbrew.serving.pool import PoolConfig, VariantPool
+
+log = logging.getLogger("coldbrew.serving")
+
+HOUSEKEEPING_INTERVAL_S = 0.25
+DRAIN_TIMEOUT_S = INVOCATION_TIMEOUT_S + 5
+MiB = 1024 * 1024
+
+
+@dataclass
+class EndpointRuntime:
+    name: str
+    pools: dict[str, VariantPool]
+    fingerprint: str
+    """Identifies what the pools run; a deploy with the same fingerprint only reconfigures them."""
+
+    def choose(self, target_variant: str | None) -> VariantPool:
+        if target_variant is not None:
+            pool = self.pools.get(target_variant)
+            if pool is None:
+                raise ValidationError(
+                    f"The variant {target_variant} is not present in endpoint {self.name}; "
+                    f"its variants are {', '.join(sorted(self.pools))}."
+                )
+            return pool
+        pools = [p for p in self.pools.values() if p.config.weight > 0]
+        if len(pools) == 1:
+            return pools[0]
+        return random.choices(pools, weights=[p.config.weight for p in pools])[0]
+
+
+def _fingerprint(deployment: Deployment) -> str:
+    return hashlib.sha256(json.dumps(deployment.to_json(), sort_keys=True).encode()).hexdigest()
+
+
+class Serving:
+    def __init__(self, backend: Backend, artifacts: ArtifactStore, idle_timeout_s: float) -> None:
+        self.backend = backend
+        self.artifacts = artifacts
+        self.idle_timeout_s = idle_timeout_s
+        self.endpoints: dict[str, EndpointRuntime] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._housekeeping = asyncio.create_task(self._housekeep())
+
+    async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        runtimes, self.endpoints = list(self.endpoints.values()), {}
+        await asyncio.gather(*(p.drain(DRAIN_TIMEOUT_S) for r in runtimes for p in r.pools.values()),
+                             *self._draining, return_exceptions=True)
+        await self.backend.close()
+
+    # --- the Deployer interface, called from reconciler threads -------------------------------
+
+    def _on_loop(self, coro: Any) -> Any:
+        if self._loop is None:
+            raise DeployError("coldbrew is shutting down; the endpoint will be deployed at the next start.")
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result()
+
+    def deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool) -> None:
+        model_dirs: dict[str, str] = {}
+        for variant in deployment.variants:
+            try:
+                model_dirs[variant.name] = str(self.artifacts.materialize(variant.container))
+            except ArtifactError as exc:
+                raise DeployError(str(exc)) from None
+        self._on_loop(self._deploy(endpoint, deployment, variants, model_dirs, verify))
+
+    def undeploy(self, endpoint: str) -> None:
+        if self._loop is not None and endpoint in self.endpoints:
+            self._on_loop(self._undeploy(endpoint))
+
+    # --- on the loop ---------------------------------------------------------------------------
+
+    def _pool_config(self, endpoint: str, variant: VariantSpec, summary: dict[str, Any]) -> PoolConfig:
+        weight = float(summary.get("DesiredWeight", variant.weight))
+        if variant.serverless is not None:
+            serverless = summary.get("DesiredServerlessConfig", variant.serverless)
+            return PoolConfig(
+                endpoint=endpoint, variant=variant.name, serverless=True,
+                memory_mb=serverless["MemorySizeInMB"], max_envs=serverless["MaxConcurrency"],
+                min_envs=serverless.get("ProvisionedConcurrency", 0), env_capacity=1,
+                idle_timeout_s=self._idle_timeout(variant), weight=weight,
+            )
+        instance = instance_type(variant.instance_type or "")
+        count = int(summary.get("DesiredInstanceCount", variant.instance_count or 1))
+        return PoolConfig(
+            endpoint=endpoint, variant=variant.name, serverless=False, memory_mb=instance.memory_mb,
+            max_envs=count, min_envs=count, env_capacity=max(2, instance.vcpus),
+            idle_timeout_s=float("inf"), weight=weight,
+        )
+
+    def _idle_timeout(self, variant: VariantSpec) -> float:
+        override = variant.container.get("Environment", {}).get("COLDBREW_IDLE_TIMEOUT_S")
+        try:
+            return float(override) if override is not None else self.idle_timeout_s
+        except ValueError:
+            return self.idle_timeout_s
+
+    async def _deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]],
+                      model_dirs: dict[str, str], verify: bool) -> None:
+        summaries = {s["VariantName"]: s for s in variants}
+        fingerprint = _fingerprint(deployment)
+        current = self.endpoints.get(endpoint)
+        if current is not None and current.fingerprint == fingerprint:
+            for variant in deployment.variants:
+                current.pools[variant.name].reconfigure(self._pool_config(endpoint, variant, summaries[variant.name]))
+            await self._warm(list(current.pools.values()))
+            return
+        pools: dict[str, VariantPool] = {}
+        for variant in deployment.variants:
+            config = self._pool_config(endpoint, variant, summaries.get(variant.name, {}))
+            env = {k: str(v) for k, v in variant.container.get("Environment", {}).items()}
+            spec = WorkerSpec(model_dir=model_dirs[variant.name], memory_mb=config.memory_mb,
+                              max_concurrency=config.env_capacity, env=env)
+            pools[variant.name] = VariantPool(config, spec, self.backend)
+        try:
+            await self._warm(list(pools.values()))
+            if verify:
+                await self._verify(list(pools.values()))
+        except DeployError:
+            await asyncio.gather(*(p.drain(0) for p in pools.values()), return_exceptions=True)
+            raise
+        # New environments are ready before the old ones drain: the swap is one assignment.
+        self.endpoints[endpoint] = EndpointRuntime(deployment.config_name, pools, fingerprint)
+        if current is not None:
+            self._drain_later(current)
+
+    async def _warm(self, pools: list[VariantPool]) -> None:
+        results = await asyncio.gather(*(p.ensure_minimum() for p in pools), return_exceptions=True)
+        for pool, result in zip(pools, results):
+            if isinstance(result, WorkerStartError):
+                raise DeployError(f"Variant {pool.config.variant}: the model failed to load: {result}")
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _verify(self, pools: list[VariantPool]) -> None:
+        """Prove that each scale-to-zero variant's model loads: start a worker, then release it."""
+        for pool in pools:
+            if pool.config.min_envs > 0:
+                continue  # its warm environments already proved it
+            try:
+                worker = await self.backend.start(pool.spec)
+            except WorkerStartError as exc:
+                raise DeployError(f"Variant {pool.config.variant}: the model failed to load: {exc}") from None
+            await worker.stop()
+
+    def _drain_later(self, runtime: EndpointRuntime) -> None:
+        async def drain() -> None:
+            await asyncio.gather(*(p.drain(DRAIN_TIMEOUT_S) for p in runtime.pools.values()), return_exceptions=True)
+
+        task = asyncio.create_task(drain())
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _undeploy(self, endpoint: str) -> None:
+        runtime = self.endpoints.pop(endpoint, None)
+        if runtime is not None:
+            for pool in runtime.pools.values():
+                pool.closed = True
+            self._drain_later(runtime)
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            now = time.monotonic()
+            for runtime in list(self.endpoints.values()):
+                for pool in runtime.pools.values():
+                    self._watch_memory(pool)
+                    pool.reap(now)
+                    pool.maintain()
+
+    def _watch_memory(self, pool: VariantPool) -> None:
+        limit = pool.config.memory_mb * MiB
+        for env in list(pool.envs):
+            rss = env.worker.rss_bytes()
+            if rss > limit and env.stop_reason is None:
+                env.stop_reason = (
+                    f"The model used {rss / MiB:.0f} MB, more than its memory size of {pool.config.memory_mb} MB, "
+                    "and its worker was stopped; deploy it with a larger MemorySizeInMB."
+                )
+                log.warning("%s/%s: worker %d stopped: %s", pool.config.endpoint, pool.config.variant,
+                            env.worker.pid, env.stop_reason)
+                pool.discard(env)
+
+    # --- the hot path --------------------------------------------------------------------------
+
+    def runtime(self, endpoint: str) -> EndpointRuntime | None:
+        return self.endpoints.get(endpoint.lower())
+
+    async def invoke(self, runtime: EndpointRuntime, request: Invocation) -> InvocationResult:
+        pool = runtime.choose(request.target_variant)
+        limit = SERVERLESS_MAX_PAYLOAD if pool.config.serverless else PROVISIONED_MAX_PAYLOAD
+        if len(request.body) > limit:
+            raise ValidationError(
+                f"Request payload of {len(request.body)} bytes exceeds the {limit // MiB} MB limit of "
+                f"{'serverless' if pool.config.serverless else 'real-time'} endpoints."
+            )
+        lease = await pool.acquire()
+        env = lease.env
+        headers = {"Content-Type": request.content_type or "application/octet-stream"}
+        if request.accept:
+            headers["Accept"] = request.accept
+        if request.custom_attributes is not None:
+            headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
+        started = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(
+                env.client.post("/invocations", content=request.body, headers=headers), INVOCATION_TIMEOUT_S
+            )
+        except asyncio.TimeoutError:
+            env.stop_reason = f"The invocation ran past the {INVOCATION_TIMEOUT_S:.0f} s limit and was stopped."
+            pool.discard(env)
+            raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
+        except httpx.TransportError:
+            pool.discard(env)
+            reason = env.stop_reason or "The model's worker process exited while handling this request; it is replaced."
+            raise ModelError(reason, OriginalStatusCode=500, OriginalMessage=reason) from None
+        finally:
+            pool.release(env)
+        latency_us = int((time.perf_counter() - started) * 1_000_000)
+        if response.status_code >= 300:
+            raise _model_error(response)
+        return InvocationResult(
+            body=response.content,
+            content_type=response.headers.get("content-type", "application/octet-stream"),
+            variant=pool.config.variant,
+            custom_attributes=response.headers.get("x-amzn-sagemaker-custom-attributes"),
+            cold_start=lease.cold,
+            setup_ms=lease.setup_ms,
+            model_latency_us=latency_us,
+        )
+
+
+def _model_error(response: httpx.Response) -> ModelError:
+    try:
+        message = str(response.json().get("message", response.text))
+    except (ValueError, AttributeError):
+        message = response.text
+    kind = "client" if response.status_code < 500 else "server"
+    return ModelError(
+        f'Received {kind} error ({response.status_code}) from primary with message "{message}".',
+        OriginalStatusCode=response.status_code,
+        OriginalMessage=message,
+    )

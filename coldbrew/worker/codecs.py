@@ -1,0 +1,205 @@
+"""Default request decoding and response encoding: CSV, JSON and NPY to and from numpy arrays.
+
+These are the ``input_fn`` and ``output_fn`` a model gets when its ``code/inference.py`` does not
+define them. Every malformed body is a :class:`BadRequest` naming what is wrong, so the client
+sees a 4xx it can fix rather than a 500 from deep inside numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from coldbrew.worker.errors import BadRequest, NotAcceptable, UnsupportedMediaType
+from coldbrew.worker.media import ANY, CSV, JSON, NPY, media_type
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def decode(body: str | bytes, content_type: str) -> np.ndarray:
+    """The default ``input_fn``: a 2-D float array from a CSV, JSON or NPY body."""
+    decoder = _DECODERS.get(media_type(content_type))
+    if decoder is None:
+        raise UnsupportedMediaType(
+            f"Content-Type {content_type!r} is not supported by the default input_fn: send "
+            f"{CSV}, {JSON} or {NPY}, or define input_fn in code/inference.py"
+        )
+    if not body:
+        raise BadRequest("the request body is empty")
+    return decoder(body)
+
+
+def _decode_csv(body: str | bytes) -> np.ndarray:
+    text = body if isinstance(body, str) else _utf8(body)
+    rows: list[list[float]] = []
+    width = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split(",")
+        if not rows:
+            width = len(fields)
+        elif len(fields) != width:
+            raise BadRequest(
+                f"CSV row {number} has {_values(len(fields))} but the first row has {width}: "
+                "every row must have the same number of features"
+            )
+        try:
+            # An empty field is a missing value, as numpy.genfromtxt and the XGBoost container read it.
+            rows.append([float(field) if field.strip() else math.nan for field in fields])
+        except ValueError:
+            column, bad = next((i, f) for i, f in enumerate(fields, start=1) if not _is_number(f))
+            raise BadRequest(
+                f"CSV row {number}, column {column}: {bad.strip()!r} is not a number "
+                "(send rows of numbers, without a header row)"
+            ) from None
+    if not rows:
+        raise BadRequest("the CSV body has no rows")
+    return np.array(rows, dtype=np.float64)
+
+
+def _decode_json(body: str | bytes) -> np.ndarray:
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if isinstance(payload, dict):
+        for key in ("instances", "inputs"):
+            if key in payload:
+                payload = payload[key]
+                break
+        else:
+            raise BadRequest(
+                'a JSON object body needs an "instances" or "inputs" key; '
+                "or send a list of rows, or a single row"
+            )
+    if not isinstance(payload, list) or not payload:
+        raise BadRequest("JSON input must be a non-empty list of rows of numbers, or a single row")
+    if isinstance(payload[0], list):
+        width = len(payload[0])
+        for number, row in enumerate(payload, start=1):
+            if not isinstance(row, list):
+                raise BadRequest(f"JSON row {number} is not a list, but row 1 is")
+            if len(row) != width:
+                raise BadRequest(
+                    f"JSON row {number} has {_values(len(row))} but row 1 has {width}: "
+                    "every row must have the same number of features"
+                )
+    try:
+        # null becomes NaN, the usual missing value for tree models.
+        array = np.array(payload, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"JSON rows must hold only numbers: {exc}") from None
+    return array.reshape(1, -1) if array.ndim == 1 else array
+
+
+def _decode_npy(body: str | bytes) -> np.ndarray:
+    raw = body.encode() if isinstance(body, str) else body
+    try:
+        array = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise BadRequest(f"the body is not a valid .npy array: {exc}") from None
+    if not isinstance(array, np.ndarray):
+        raise BadRequest("the body is an .npz archive; send a single .npy array")
+    return array.reshape(1, -1) if array.ndim == 1 else array
+
+
+_DECODERS: dict[str, Callable[[str | bytes], np.ndarray]] = {
+    CSV: _decode_csv,
+    JSON: _decode_json,
+    NPY: _decode_npy,
+}
+
+
+def _utf8(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the body is not valid UTF-8: {exc}") from None
+
+
+def _values(count: int) -> str:
+    return "1 value" if count == 1 else f"{count} values"
+
+
+def _is_number(text: str) -> bool:
+    if not text.strip():
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def encode(prediction: Any, accept: str) -> tuple[bytes, str]:
+    """The default ``output_fn``: the prediction as JSON, CSV or NPY, whichever ``accept`` names first."""
+    content_type = negotiate(accept)
+    return _ENCODERS[content_type](prediction), content_type
+
+
+def negotiate(accept: str) -> str:
+    """The first type in ``accept`` the default encoders can write; JSON for a wildcard.
+
+    Types are taken in the order listed; quality values are not weighed, because clients of an
+    inference endpoint name one type (boto3's Accept is a single value).
+    """
+    for part in accept.split(","):
+        wanted = media_type(part)
+        if wanted in _ENCODERS:
+            return wanted
+        if wanted in (ANY, "application/*", ""):
+            return JSON
+        if wanted == "text/*":
+            return CSV
+    raise NotAcceptable(
+        f"Accept {accept!r} is not supported by the default output_fn: ask for "
+        f"{JSON}, {CSV} or {NPY}, or define output_fn in code/inference.py"
+    )
+
+
+def _encode_json(prediction: Any) -> bytes:
+    return json.dumps(prediction, default=_json_default).encode()
+
+
+def _json_default(value: Any) -> Any:
+    # numpy arrays and scalars (float32, int64, bool_) all know how to become plain Python.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"prediction of type {type(value).__name__} cannot be written as JSON")
+
+
+def _encode_csv(prediction: Any) -> bytes:
+    array = np.asarray(prediction)
+    if array.ndim > 2:
+        raise NotAcceptable(
+            f"the prediction is {array.ndim}-D and text/csv holds at most 2-D: ask for {JSON} or {NPY}"
+        )
+    values = array.tolist()  # Python floats print with repr, so CSV round-trips exactly
+    rows = [[values]] if array.ndim == 0 else [[v] for v in values] if array.ndim == 1 else values
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    return out.getvalue().encode()
+
+
+def _encode_npy(prediction: Any) -> bytes:
+    out = io.BytesIO()
+    np.save(out, np.asarray(prediction), allow_pickle=False)
+    return out.getvalue()
+
+
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    JSON: _encode_json,
+    CSV: _encode_csv,
+    NPY: _encode_npy,
+}

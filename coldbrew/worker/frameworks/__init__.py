@@ -1,0 +1,59 @@
+"""Framework defaults: the ``model_fn`` and ``predict_fn`` a model gets when it brings none.
+
+Each framework is a module here exposing the :class:`Framework` protocol. Modules are listed by
+import string and imported only when probed, and each imports its heavy library (joblib, xgboost,
+torch, ...) inside ``model_fn``, so a worker pays only for the framework its model needs.
+Adding XGBoost, LightGBM, ONNX or PyTorch means one module and one line in ``_FRAMEWORKS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from coldbrew.worker.errors import ModelLoadError
+
+
+class Framework(Protocol):
+    NAME: str
+    """Human name, used in messages."""
+
+    EXPECTED: str
+    """The files this framework loads, for the "no model file found" message."""
+
+    def find_model_file(self, model_dir: Path) -> Path | None:
+        """The model file this framework would load from ``model_dir``, or None if it sees none.
+
+        Must be cheap (a directory listing, no imports of the framework); raise
+        :class:`ModelLoadError` if the directory is ambiguous.
+        """
+        ...
+
+    def model_fn(self, model_dir: str) -> Any: ...
+
+    def predict_fn(self, data: Any, model: Any) -> Any: ...
+
+
+# Probed in order; the first that finds a file wins.
+_FRAMEWORKS: tuple[str, ...] = ("coldbrew.worker.frameworks.sklearn",)
+
+
+def detect(model_dir: str) -> Framework | None:
+    """The framework whose model file is in ``model_dir``, or None."""
+    directory = Path(model_dir)
+    for name in _FRAMEWORKS:
+        framework = cast(Framework, importlib.import_module(name))
+        if framework.find_model_file(directory) is not None:
+            return framework
+    return None
+
+
+def expected_files() -> str:
+    """What a model directory must hold for some framework to load it, for error messages."""
+    return "; ".join(cast(Framework, importlib.import_module(name)).EXPECTED for name in _FRAMEWORKS)
+
+
+def generic_predict_fn(data: Any, model: Any) -> Any:
+    """``predict_fn`` for a model from a user's ``model_fn`` in a directory no framework claims."""
+    return model.predict(data)

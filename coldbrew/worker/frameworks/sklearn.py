@@ -1,0 +1,71 @@
+"""scikit-learn (and anything else saved with joblib or pickle that has ``predict``)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+from coldbrew.worker.errors import BadRequest, ModelLoadError, one_line
+
+NAME = "scikit-learn"
+
+# Looked for in this order; any one file with a suffix below is used when none of these exist.
+MODEL_FILES = ("model.joblib", "model.pkl", "model.pickle")
+SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+EXPECTED = "model.joblib, model.pkl or model.pickle (or a single *.joblib/*.pkl/*.pickle file)"
+
+logger = logging.getLogger(__name__)
+
+
+def find_model_file(model_dir: Path) -> Path | None:
+    for name in MODEL_FILES:
+        if (model_dir / name).is_file():
+            return model_dir / name
+    try:
+        candidates = sorted(p for p in model_dir.iterdir() if p.suffix in SUFFIXES and p.is_file())
+    except OSError:
+        return None
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise ModelLoadError(
+            f"Several model files in {model_dir} ({names}): rename the one to serve to model.joblib, "
+            "or load it with a model_fn in code/inference.py"
+        )
+    return candidates[0] if candidates else None
+
+
+def model_fn(model_dir: str) -> Any:
+    path = find_model_file(Path(model_dir))
+    if path is None:
+        raise ModelLoadError(f"No scikit-learn model in {model_dir}: expected {EXPECTED}")
+    try:
+        import joblib
+    except ImportError:  # joblib is optional for plain pickles
+        joblib = None
+    try:
+        if joblib is not None:
+            return joblib.load(path)
+        with path.open("rb") as f:
+            return pickle.load(f)
+    except Exception as exc:
+        error = exc
+    if joblib is not None:
+        # joblib reads plain pickles too, but not every one (protocol quirks); give pickle a turn.
+        try:
+            with path.open("rb") as f:
+                return pickle.load(f)
+        except Exception:
+            logger.debug("pickle fallback failed for %s", path, exc_info=True)
+    raise ModelLoadError(f"could not load {path}: {one_line(error)}") from error
+
+
+def predict_fn(data: Any, model: Any) -> Any:
+    # Checked here because scikit-learn reports it as a ValueError, which would be a 500.
+    expected = getattr(model, "n_features_in_", None)
+    shape = getattr(data, "shape", None)
+    if isinstance(expected, int) and shape is not None and len(shape) == 2 and shape[1] != expected:
+        raise BadRequest(f"each row must have {expected} features, got {shape[1]}")
+    return model.predict(data)

@@ -1,0 +1,198 @@
+"""The worker process: load a model, listen, report readiness on a pipe, serve until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import time
+from typing import Any, NoReturn
+
+from coldbrew.worker.config import WorkerConfig
+from coldbrew.worker.errors import ModelLoadError, one_line
+
+logger = logging.getLogger("coldbrew.worker")
+
+_BACKLOG = 128
+_MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
+
+
+def run_worker(config: WorkerConfig, status_fd: int) -> NoReturn:
+    """Serve ``config.model_dir`` until SIGTERM or the parent's death; never returns.
+
+    Writes exactly one JSON line to ``status_fd`` and closes it: ``{"ready": true, "pid": ...,
+    "setup_ms": ...}`` (plus ``"port"`` when listening on TCP) once requests can be served, or
+    ``{"ready": false, "error": "..."}`` before exiting with status 1.
+
+    Signals: SIGINT is ignored because the parent owns shutdown. A Ctrl+C in a terminal reaches
+    every process in the foreground group; if workers died on it, in-flight requests would fail
+    before the gateway could drain them. The gateway stops a worker with SIGTERM, which drains
+    for up to a second and exits 0.
+
+    Safe to call in a freshly forked child of a process that has imported coldbrew (the zygote):
+    everything with state (signal dispositions, the event loop, threads, the socket) is created
+    here, and the process always leaves through ``os._exit`` so it never runs the parent's
+    ``atexit`` handlers or returns into the parent's code.
+    """
+    code = 1
+    try:
+        code = _run(config, status_fd)
+    except BaseException:
+        logger.exception("worker crashed")
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _run(config: WorkerConfig, status_fd: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked child inherits the parent's Python handlers, which would act on the parent's
+    # state; until the event loop installs ours, SIGTERM simply ends the process.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.version_info < (3, 12):
+        # Python 3.11 keeps the parent's running loop across fork (3.12 resets it at fork), and
+        # asyncio refuses to start a loop while one is marked running.
+        asyncio.events._set_running_loop(None)
+    parent_pid = os.getppid()
+
+    os.environ.update(config.env)
+    os.environ["SM_MODEL_DIR"] = config.model_dir
+    _configure_logging()
+
+    started = time.perf_counter()
+    try:
+        from coldbrew.worker.handlers import load_handler
+
+        handler = load_handler(config.model_dir)
+        setup_ms = (time.perf_counter() - started) * 1000
+        sock = _bind(config)
+    except ModelLoadError as exc:
+        return _fail(status_fd, str(exc))
+    except BaseException as exc:
+        logger.error("worker setup failed", exc_info=exc)
+        return _fail(status_fd, one_line(exc))
+    logger.info("loaded %s in %.1f ms", config.model_dir, setup_ms)
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coldbrew.worker.app import WorkerApp
+    from coldbrew.worker.server import serve
+
+    executor = None
+    if config.max_concurrency > 1:
+        # Created here, not at import: a zygote that forks us must not hold threads.
+        executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="predict")
+    status: dict[str, Any] = {"ready": True, "pid": os.getpid(), "setup_ms": round(setup_ms, 3)}
+    if config.port is not None:
+        status["port"] = sock.getsockname()[1]
+    socket_id = _socket_identity(config.socket_path)
+    reported: list[bool] = []
+
+    def on_ready() -> bool:
+        reported.append(_report(status_fd, status))
+        return reported[-1]
+
+    try:
+        serve(WorkerApp(handler), sock, on_ready, parent_pid, executor)
+    finally:
+        if executor is not None:
+            # Threads still predicting are abandoned: os._exit follows and must not wait for them.
+            executor.shutdown(wait=False, cancel_futures=True)
+        _remove_socket(config.socket_path, socket_id)
+    return 0 if reported == [True] else 1
+
+
+def _configure_logging() -> None:
+    # A zygote may have configured logging already; its handlers are inherited and kept.
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    # uvicorn narrates start-up and shutdown at INFO; per worker that is noise.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+
+def _bind(config: WorkerConfig) -> socket.socket:
+    if config.socket_path is not None:
+        path = config.socket_path
+        if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            raise ModelLoadError(f"socket path {path} is longer than {_MAX_SOCKET_PATH} bytes: use a shorter one")
+        try:
+            if stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # left by a worker that was killed; a live one would own a fresh path
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            os.chmod(path, 0o600)  # only our own user may invoke the model
+            sock.listen(_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            raise ModelLoadError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+        return sock
+    assert config.port is not None
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((config.host, config.port))
+        sock.listen(_BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ModelLoadError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+    return sock
+
+
+def _report(status_fd: int, status: dict[str, Any]) -> bool:
+    """Write the status line and close the fd; False if the parent is no longer reading."""
+    data = (json.dumps(status) + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(status_fd, data) :]
+        return True
+    except OSError as exc:  # EPIPE: the parent died while we loaded
+        logger.warning("cannot report status on fd %d: %s", status_fd, exc)
+        return False
+    finally:
+        try:
+            os.close(status_fd)
+        except OSError:
+            pass
+
+
+def _fail(status_fd: int, error: str) -> int:
+    logger.error("worker not ready: %s", error)
+    _report(status_fd, {"ready": False, "error": error})
+    return 1
+
+
+def _socket_identity(path: str | None) -> tuple[int, int] | None:
+    if path is None:
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _remove_socket(path: str | None, identity: tuple[int, int] | None) -> None:
+    # Only our own file: a replacement worker may already be listening on the same path.
+    if path is None or identity is None:
+        return
+    try:
+        st = os.stat(path)
+        if (st.st_dev, st.st_ino) == identity:
+            os.unlink(path)
+    except OSError:
+        pass
