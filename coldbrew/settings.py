@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     idle_timeout_s: PositiveFloat = 300.0
     """How long an idle serverless environment is kept before it is released."""
 
+    invocation_timeout_s: PositiveFloat = 60.0
+    """An invocation running longer than this is ended with an error (SageMaker's limit is 60 s)."""
+
     log_level: str = "info"
 
     demo: bool = False

@@ -39,7 +39,6 @@ from coldbrew.serving.pool import PoolConfig, VariantPool
 log = logging.getLogger("coldbrew.serving")
 
 HOUSEKEEPING_INTERVAL_S = 0.25
-DRAIN_TIMEOUT_S = INVOCATION_TIMEOUT_S + 5
 MiB = 1024 * 1024
 
 
@@ -70,8 +69,10 @@ def _fingerprint(deployment: Deployment) -> str:
 
 
 class Serving:
-    def __init__(self, backend: Backend, artifacts: ArtifactStore, idle_timeout_s: float) -> None:
+    def __init__(self, backend: Backend, artifacts: ArtifactStore, idle_timeout_s: float,
+                 invocation_timeout_s: float = INVOCATION_TIMEOUT_S) -> None:
         self.backend = backend
+        self.invocation_timeout_s = invocation_timeout_s
         self.artifacts = artifacts
         self.idle_timeout_s = idle_timeout_s
         self.endpoints: dict[str, EndpointRuntime] = {}
@@ -91,7 +92,7 @@ class Serving:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         runtimes, self.endpoints = list(self.endpoints.values()), {}
-        await asyncio.gather(*(p.drain(DRAIN_TIMEOUT_S) for r in runtimes for p in r.pools.values()),
+        await asyncio.gather(*(p.drain(self.invocation_timeout_s + 5) for r in runtimes for p in r.pools.values()),
                              *self._draining, return_exceptions=True)
         await self.backend.close()
 
@@ -193,7 +194,7 @@ class Serving:
 
     def _drain_later(self, runtime: EndpointRuntime) -> None:
         async def drain() -> None:
-            await asyncio.gather(*(p.drain(DRAIN_TIMEOUT_S) for p in runtime.pools.values()), return_exceptions=True)
+            await asyncio.gather(*(p.drain(self.invocation_timeout_s + 5) for p in runtime.pools.values()), return_exceptions=True)
 
         task = asyncio.create_task(drain())
         self._draining.add(task)
@@ -252,10 +253,10 @@ class Serving:
         started = time.perf_counter()
         try:
             response = await asyncio.wait_for(
-                env.client.post("/invocations", content=request.body, headers=headers), INVOCATION_TIMEOUT_S
+                env.client.post("/invocations", content=request.body, headers=headers), self.invocation_timeout_s
             )
         except asyncio.TimeoutError:
-            env.stop_reason = f"The invocation ran past the {INVOCATION_TIMEOUT_S:.0f} s limit and was stopped."
+            env.stop_reason = f"The invocation ran past the {self.invocation_timeout_s:g} s limit and was stopped."
             pool.discard(env)
             raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
         except httpx.TransportError:

@@ -1,0 +1,247 @@
+"""Invoking endpoints through real worker processes with a real sagemaker-runtime client."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+from sklearn.datasets import load_diabetes
+
+from tests.serving.conftest import worker_pids
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
+
+ROWS = load_diabetes(return_X_y=True)[0][:5]
+
+
+@pytest.fixture(scope="module")
+def runtime(server: ColdbrewServer) -> Any:
+    return server.client("sagemaker-runtime", read_timeout=120)
+
+
+def invoke_json(runtime: Any, name: str, payload: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    response = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps(payload),
+                                       ContentType="application/json", **kwargs)
+    return json.loads(response["Body"].read()), response
+
+
+@pytest.fixture(scope="module")
+def plain(sm: Any, model_archive: tuple[Path, Any]) -> str:
+    deploy_serverless(sm, "plain", model_archive[0].as_uri(), max_concurrency=2)
+    wait_for_status(sm, "plain", "InService")
+    return "plain"
+
+
+@pytest.fixture(scope="module")
+def scripted(sm: Any, scripted_archive: Path) -> str:
+    deploy_serverless(sm, "scripted", scripted_archive.as_uri(), max_concurrency=1)
+    wait_for_status(sm, "scripted", "InService")
+    return "scripted"
+
+
+def test_default_sklearn_handlers_csv_and_json(runtime: Any, plain: str, model_archive: tuple[Path, Any]) -> None:
+    _, model = model_archive
+    expected = model.predict(ROWS)
+    csv_body = "\n".join(",".join(repr(float(v)) for v in row) for row in ROWS)
+    response = runtime.invoke_endpoint(EndpointName=plain, Body=csv_body, ContentType="text/csv", Accept="text/csv")
+    assert response["ContentType"].startswith("text/csv")
+    assert response["InvokedProductionVariant"] == "AllTraffic"
+    got = np.array([float(line) for line in response["Body"].read().decode().split()])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    response = runtime.invoke_endpoint(EndpointName=plain, Body=json.dumps(ROWS.tolist()),
+                                       ContentType="application/json", Accept="application/json")
+    assert response["ContentType"].startswith("application/json")
+    np.testing.assert_allclose(np.array(json.loads(response["Body"].read())).ravel(), expected, rtol=1e-12)
+
+
+def test_user_handlers_and_custom_attributes(runtime: Any, scripted: str, model_archive: tuple[Path, Any]) -> None:
+    body, response = invoke_json(runtime, scripted, {"rows": ROWS.tolist()}, CustomAttributes="trace=abc")
+    np.testing.assert_allclose(body["predictions"], model_archive[1].predict(ROWS))
+    assert response["CustomAttributes"] == "echo=trace=abc"
+    assert response["ContentType"] == "application/json"
+
+
+def test_handler_exception_is_a_model_error(runtime: Any, scripted: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        invoke_json(runtime, scripted, {"rows": ROWS.tolist(), "fail": "bad feature 7"})
+    error = excinfo.value.response
+    assert error["Error"]["Code"] == "ModelError"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert "bad feature 7" in error["Error"]["Message"]
+    assert error["OriginalStatusCode"] == 500
+    assert isinstance(excinfo.value, runtime.exceptions.ModelError)
+
+
+def test_unknown_endpoint_and_variant(runtime: Any, plain: str) -> None:
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(EndpointName="nobody", Body=b"1", ContentType="text/csv")
+    assert excinfo.value.response["Error"]["Message"] == "Endpoint nobody of account 123456789012 not found."
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=plain, Body=b"1", ContentType="text/csv", TargetVariant="Nope")
+    assert "Nope" in excinfo.value.response["Error"]["Message"]
+
+
+def test_oversized_payload(runtime: Any, plain: str) -> None:
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=plain, Body=b"1" * (4 * 1024 * 1024 + 1), ContentType="text/csv")
+    assert "exceeds the 4 MB limit" in excinfo.value.response["Error"]["Message"]
+    # The endpoint is unharmed.
+    runtime.invoke_endpoint(EndpointName=plain, Body=",".join(map(str, ROWS[0])), ContentType="text/csv")
+
+
+def test_throttling_past_max_concurrency(runtime: Any, scripted: str) -> None:
+    invoke_json(runtime, scripted, {"rows": ROWS.tolist()})  # warm
+    with ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(invoke_json, runtime, scripted, {"rows": ROWS.tolist(), "sleep": 1.5})
+        time.sleep(0.3)
+        with pytest.raises(ClientError) as excinfo:
+            invoke_json(runtime, scripted, {"rows": ROWS.tolist()})
+        assert slow.result()[0]["predictions"]
+    error = excinfo.value.response
+    assert error["Error"]["Code"] == "ThrottlingException"
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert "MaxConcurrency" in error["Error"]["Message"]
+
+
+def test_killed_worker_costs_one_request(server: ColdbrewServer, runtime: Any, scripted: str) -> None:
+    body, _ = invoke_json(runtime, scripted, {"rows": ROWS.tolist()})
+    victim = body["pid"]
+    with ThreadPoolExecutor(1) as pool:
+        doomed = pool.submit(invoke_json, runtime, scripted, {"rows": ROWS.tolist(), "sleep": 5})
+        time.sleep(0.5)
+        psutil.Process(victim).kill()
+        with pytest.raises(ClientError) as excinfo:
+            doomed.result()
+    assert excinfo.value.response["Error"]["Code"] == "ModelError"
+    assert "exited" in excinfo.value.response["Error"]["Message"]
+    body, _ = invoke_json(runtime, scripted, {"rows": ROWS.tolist()})
+    assert body["pid"] != victim
+    assert server.process is not None and server.process.poll() is None
+
+
+def test_memory_limit_stops_the_worker(runtime: Any, scripted: str) -> None:
+    with pytest.raises(ClientError) as excinfo:
+        invoke_json(runtime, scripted, {"rows": ROWS.tolist(), "hog_mb": 1400})
+    message = excinfo.value.response["Error"]["Message"]
+    assert "more than its memory size of 1024 MB" in message
+    body, _ = invoke_json(runtime, scripted, {"rows": ROWS.tolist()})
+    assert body["predictions"]
+
+
+def test_model_that_fails_to_load_fails_the_endpoint(sm: Any, runtime: Any, scripted_archive: Path) -> None:
+    deploy_serverless(sm, "noload", scripted_archive.as_uri(), environment={"FAIL_TO_LOAD": "weights are corrupt"})
+    described = wait_for_status(sm, "noload", "Failed")
+    assert "weights are corrupt" in described["FailureReason"]
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(EndpointName="noload", Body=b"{}", ContentType="application/json")
+    assert "Failed" in excinfo.value.response["Error"]["Message"]
+
+
+def test_scale_to_zero_and_back(server: ColdbrewServer, sm: Any, runtime: Any, scripted_archive: Path) -> None:
+    before = worker_pids(server)
+    deploy_serverless(sm, "zero", scripted_archive.as_uri(), environment={"COLDBREW_IDLE_TIMEOUT_S": "1"})
+    wait_for_status(sm, "zero", "InService")
+    # InService with no traffic: the load check's worker is gone, nothing runs for this endpoint.
+    assert worker_pids(server) - before == set()
+    body, _ = invoke_json(runtime, "zero", {"rows": ROWS.tolist()})
+    assert body["pid"] in worker_pids(server)
+    deadline = time.monotonic() + 10
+    while body["pid"] in worker_pids(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert body["pid"] not in worker_pids(server)
+    again, _ = invoke_json(runtime, "zero", {"rows": ROWS.tolist()})
+    assert again["pid"] != body["pid"]
+    assert again["predictions"] == body["predictions"]
+
+
+def test_provisioned_concurrency_and_instances_stay_warm(
+    server: ColdbrewServer, sm: Any, runtime: Any, scripted_archive: Path
+) -> None:
+    before = worker_pids(server)
+    deploy_serverless(sm, "warm", scripted_archive.as_uri(), max_concurrency=3, provisioned=2,
+                      environment={"COLDBREW_IDLE_TIMEOUT_S": "0.5"})
+    wait_for_status(sm, "warm", "InService")
+    warm = worker_pids(server) - before
+    assert len(warm) == 2
+    time.sleep(1.5)
+    assert worker_pids(server) - before == warm
+    body, _ = invoke_json(runtime, "warm", {"rows": ROWS.tolist()})
+    assert body["pid"] in warm
+    sm.delete_endpoint(EndpointName="warm")
+    sm.get_waiter("endpoint_deleted").wait(EndpointName="warm", WaiterConfig={"Delay": 0.1, "MaxAttempts": 300})
+    deadline = time.monotonic() + 10
+    while worker_pids(server) & warm and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not worker_pids(server) & warm
+
+
+def test_weighted_variants_and_target_variant(sm: Any, runtime: Any, model_archive: tuple[Path, Any]) -> None:
+    sm.create_model(ModelName="two", PrimaryContainer={"ModelDataUrl": model_archive[0].as_uri()})
+    sm.create_endpoint_config(EndpointConfigName="two", ProductionVariants=[
+        {"VariantName": "Serverless", "ModelName": "two", "InitialVariantWeight": 1,
+         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}},
+        {"VariantName": "Instances", "ModelName": "two", "InitialVariantWeight": 1,
+         "InstanceType": "ml.m5.large", "InitialInstanceCount": 1},
+    ])
+    sm.create_endpoint(EndpointName="two", EndpointConfigName="two")
+    wait_for_status(sm, "two", "InService")
+    row = ",".join(map(str, ROWS[0]))
+    seen = {runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv")["InvokedProductionVariant"]
+            for _ in range(40)}
+    assert seen == {"Serverless", "Instances"}
+    for target in ("Serverless", "Instances"):
+        response = runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv", TargetVariant=target)
+        assert response["InvokedProductionVariant"] == target
+    sm.update_endpoint_weights_and_capacities(EndpointName="two", DesiredWeightsAndCapacities=[
+        {"VariantName": "Serverless", "DesiredWeight": 0.0}])
+    wait_for_status(sm, "two", "InService")
+    seen = {runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv")["InvokedProductionVariant"]
+            for _ in range(20)}
+    assert seen == {"Instances"}
+
+
+def test_update_under_load_fails_no_request(sm: Any, runtime: Any, model_archive: tuple[Path, Any]) -> None:
+    deploy_serverless(sm, "rolling", model_archive[0].as_uri(), max_concurrency=4)
+    wait_for_status(sm, "rolling", "InService")
+    sm.create_endpoint_config(EndpointConfigName="rolling-v2", ProductionVariants=[{
+        "VariantName": "Green", "ModelName": "rolling", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    stop = threading.Event()
+    outcomes: list[str] = []
+    row = ",".join(map(str, ROWS[0]))
+
+    def hammer() -> None:
+        while not stop.is_set():
+            try:
+                variant = runtime.invoke_endpoint(EndpointName="rolling", Body=row,
+                                                  ContentType="text/csv")["InvokedProductionVariant"]
+                outcomes.append(variant)
+            except ClientError as exc:
+                outcomes.append("error: " + str(exc))
+
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(0.5)
+        sm.update_endpoint(EndpointName="rolling", EndpointConfigName="rolling-v2")
+        wait_for_status(sm, "rolling", "InService")
+        deadline = time.monotonic() + 10
+        while "Green" not in outcomes[-5:] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    errors = [o for o in outcomes if o.startswith("error")]
+    assert errors == []
+    assert "AllTraffic" in outcomes and "Green" in outcomes
+    assert outcomes[-1] == "Green"
