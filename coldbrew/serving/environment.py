@@ -6,23 +6,10 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-import httpx
-
 from coldbrew.backends.base import WorkerProcess
+from coldbrew.serving.worker_client import WorkerClient
 
 _ids = itertools.count(1)
-
-
-def worker_client(address: str) -> httpx.AsyncClient:
-    """A persistent keep-alive connection pool to one worker."""
-    if address.startswith("unix:"):
-        transport = httpx.AsyncHTTPTransport(uds=address[len("unix:"):])
-        base_url = "http://worker"
-    else:
-        transport = httpx.AsyncHTTPTransport()
-        base_url = address
-    # Timeouts are applied per invocation by the caller; the pool keeps connections open.
-    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=None)
 
 
 @dataclass(eq=False)
@@ -31,7 +18,7 @@ class Environment:
     memory_mb: int
     capacity: int
     """Invocations it serves at once: 1 for serverless, several for a provisioned instance."""
-    client: httpx.AsyncClient = field(init=False)
+    client: WorkerClient = field(init=False)
     id: int = field(default_factory=lambda: next(_ids))
     in_flight: int = 0
     invocations: int = 0
@@ -41,7 +28,7 @@ class Environment:
     """Why coldbrew stopped this worker (memory limit, timeout), told to the caller it affected."""
 
     def __post_init__(self) -> None:
-        self.client = worker_client(self.worker.address)
+        self.client = WorkerClient(self.worker.address)
 
     @property
     def idle(self) -> bool:

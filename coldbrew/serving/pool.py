@@ -76,12 +76,30 @@ class VariantPool:
             env = min(self.envs, key=lambda e: e.in_flight)
             env.in_flight += 1
             return Lease(env, cold=False, setup_ms=0.0)
-        if len(self.envs) + self.starting >= self.config.max_envs:
+        concurrent = sum(e.in_flight for e in self.envs) + len(self._waiters)
+        if concurrent >= self.config.max_envs:
             raise ThrottlingException(
                 f"Endpoint {self.config.endpoint} variant {self.config.variant} is at its MaxConcurrency "
                 f"of {self.config.max_envs}; retry with backoff or raise MaxConcurrency."
             )
+        if len(self.envs) + self.starting >= self.config.max_envs:
+            # Below the limit of concurrent invocations, but every environment the limit allows
+            # exists or is starting (some for invocations a hedge already served): wait for one.
+            return await self._wait_for_env()
         return await self._cold_start()
+
+    async def _wait_for_env(self) -> Lease:
+        waiter: asyncio.Future[Environment] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            env = await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self.release(waiter.result())
+            raise
+        return Lease(env, cold=False, setup_ms=0.0)
 
     def _take_ready(self) -> Environment | None:
         # Most recently used first, so the rest stay idle long enough to be released.

@@ -18,8 +18,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from coldbrew.artifacts import ArtifactError, ArtifactStore
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
 from coldbrew.control.deployment import Deployment, VariantSpec
@@ -35,6 +33,7 @@ from coldbrew.serving.invocation import (
     InvocationResult,
 )
 from coldbrew.serving.pool import PoolConfig, VariantPool
+from coldbrew.serving.worker_client import WorkerConnectionError, WorkerResponse
 
 log = logging.getLogger("coldbrew.serving")
 
@@ -253,23 +252,23 @@ class Serving:
         started = time.perf_counter()
         try:
             response = await asyncio.wait_for(
-                env.client.post("/invocations", content=request.body, headers=headers), self.invocation_timeout_s
+                env.client.request("POST", "/invocations", headers, request.body), self.invocation_timeout_s
             )
         except asyncio.TimeoutError:
             env.stop_reason = f"The invocation ran past the {self.invocation_timeout_s:g} s limit and was stopped."
             pool.discard(env)
             raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
-        except httpx.TransportError:
+        except WorkerConnectionError:
             pool.discard(env)
             reason = env.stop_reason or "The model's worker process exited while handling this request; it is replaced."
             raise ModelError(reason, OriginalStatusCode=500, OriginalMessage=reason) from None
         finally:
             pool.release(env)
         latency_us = int((time.perf_counter() - started) * 1_000_000)
-        if response.status_code >= 300:
+        if response.status >= 300:
             raise _model_error(response)
         return InvocationResult(
-            body=response.content,
+            body=response.body,
             content_type=response.headers.get("content-type", "application/octet-stream"),
             variant=pool.config.variant,
             custom_attributes=response.headers.get("x-amzn-sagemaker-custom-attributes"),
@@ -279,14 +278,15 @@ class Serving:
         )
 
 
-def _model_error(response: httpx.Response) -> ModelError:
+def _model_error(response: WorkerResponse) -> ModelError:
+    text = response.body.decode(errors="replace")
     try:
-        message = str(response.json().get("message", response.text))
+        message = str(json.loads(text).get("message", text))
     except (ValueError, AttributeError):
-        message = response.text
-    kind = "client" if response.status_code < 500 else "server"
+        message = text
+    kind = "client" if response.status < 500 else "server"
     return ModelError(
-        f'Received {kind} error ({response.status_code}) from primary with message "{message}".',
-        OriginalStatusCode=response.status_code,
+        f'Received {kind} error ({response.status}) from primary with message "{message}".',
+        OriginalStatusCode=response.status,
         OriginalMessage=message,
     )

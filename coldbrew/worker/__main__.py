@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--status-fd", type=int, required=True, help="inherited fd that receives one JSON status line"
     )
-    parser.add_argument("--max-concurrency", type=int, default=1, help="requests predicted at once (default 1)")
+    parser.add_argument(
+        "--max-concurrency", type=int, default=1, help="requests predicted at once (default 1)"
+    )
     args = parser.parse_args(argv)
     try:
         config = WorkerConfig(

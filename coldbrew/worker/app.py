@@ -31,9 +31,11 @@ Headers = list[tuple[bytes, bytes]]
 class Request:
     """One parsed HTTP request. Header names are lower-case; the last of a repeated header wins."""
 
-    __slots__ = ("method", "path", "headers", "body", "keep_alive")
+    __slots__ = ("body", "headers", "keep_alive", "method", "path")
 
-    def __init__(self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool) -> None:
+    def __init__(
+        self, method: bytes, path: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool
+    ) -> None:
         self.method = method
         self.path = path
         self.headers = headers
@@ -44,7 +46,7 @@ class Request:
 class Response:
     """Status, headers (without Content-Length, which the protocol adds) and body."""
 
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, headers: Headers, body: bytes = b"") -> None:
         self.status = status
@@ -72,7 +74,9 @@ class WorkerApp:
                 return error_response(405, "MethodNotAllowed: use GET /ping")
             # Served only once the model is loaded, so answering at all means healthy.
             return _PONG
-        return error_response(404, f"NotFound: no route {path.decode('latin-1')}; the worker serves /ping and /invocations")
+        return error_response(
+            404, f"NotFound: no route {path.decode('latin-1')}; the worker serves /ping and /invocations"
+        )
 
     def invoke(self, request: Request) -> Response:
         headers = request.headers

@@ -19,7 +19,6 @@ import numpy as np
 from coldbrew.worker.errors import BadRequest, NotAcceptable, UnsupportedMediaType
 from coldbrew.worker.media import ANY, CSV, JSON, NPY, media_type
 
-
 # --- decoding -----------------------------------------------------------------------------------
 
 

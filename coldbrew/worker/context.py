@@ -14,7 +14,14 @@ class Context:
     ``response_custom_attributes``.
     """
 
-    __slots__ = ("model_dir", "request_id", "custom_attributes", "content_type", "accept", "_response_attributes")
+    __slots__ = (
+        "_response_attributes",
+        "accept",
+        "content_type",
+        "custom_attributes",
+        "model_dir",
+        "request_id",
+    )
 
     def __init__(
         self,

@@ -18,8 +18,12 @@ is the requested ``accept``).
 :class:`~coldbrew.worker.context.Context`), after the ones above. Whether it does is decided
 once, at load, from its signature: it gets the context if it declares more positional
 parameters than the toolkit passes (``def input_fn(body, content_type, context)``), or a
-keyword-only parameter named ``context``. A signature that fits neither form fails the load with
-a message, rather than failing every request.
+keyword-only parameter named ``context``; ``*args`` alone gets no context, as in the toolkit.
+A signature that fits neither form fails the load with a message, rather than failing every
+request. (The toolkit counts parameters on every call; once at load is cheaper and fails early.)
+
+With ``max_concurrency`` > 1 the functions run in a thread pool, so they must be thread-safe
+(scikit-learn's ``predict`` is).
 """
 
 from __future__ import annotations
@@ -75,7 +79,9 @@ class InferenceHandler:
         self._transform_fn = transform_fn
         self._body_source = body_source  # the function named when a returned body is unusable
 
-    def invoke(self, body: bytes, content_type: str | None, accept: str | None, context: Context) -> tuple[bytes, str]:
+    def invoke(
+        self, body: bytes, content_type: str | None, accept: str | None, context: Context
+    ) -> tuple[bytes, str]:
         """Run one request through the pipeline; return the response body and its Content-Type.
 
         Raises whatever the handlers raise; :func:`coldbrew.worker.errors.describe` turns that
@@ -99,7 +105,9 @@ class InferenceHandler:
         content_type: Any = None
         if isinstance(result, tuple):
             if len(result) != 2:
-                raise TypeError(f"{self._body_source} returned a {len(result)}-tuple: return (body, content_type)")
+                raise TypeError(
+                    f"{self._body_source} returned a {len(result)}-tuple: return (body, content_type)"
+                )
             result, content_type = result
         if isinstance(result, bytes):
             body = result
@@ -116,7 +124,9 @@ class InferenceHandler:
             content_type = first_concrete(accept) or self.default_accept
         # It becomes a header: refuse anything that could split it.
         if not isinstance(content_type, str) or not (content_type.isascii() and content_type.isprintable()):
-            raise TypeError(f"{self._body_source} returned content type {content_type!r}: expected an ASCII str")
+            raise TypeError(
+                f"{self._body_source} returned content type {content_type!r}: expected an ASCII str"
+            )
         return body, content_type
 
 
@@ -145,30 +155,44 @@ def load_handler(model_dir: str) -> InferenceHandler:
         model = _run_hook("model_fn", _adapt(user["model_fn"], "model_fn"), model_dir, context)
     else:
         assert framework is not None  # _framework raised otherwise
-        model = _run_hook(f"{framework.NAME} model_fn", _adapt(framework.model_fn, "model_fn"), model_dir, context)
+        model = _run_hook(
+            f"{framework.NAME} model_fn", _adapt(framework.model_fn, "model_fn"), model_dir, context
+        )
     if "model_warmup_fn" in user:
-        _run_hook("model_warmup_fn", _adapt(user["model_warmup_fn"], "model_warmup_fn"), model_dir, model, context)
+        _run_hook(
+            "model_warmup_fn", _adapt(user["model_warmup_fn"], "model_warmup_fn"), model_dir, model, context
+        )
 
     default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or JSON
     if "transform_fn" in user:
         transform_fn = _adapt(user["transform_fn"], "transform_fn")
         return InferenceHandler(model_dir, model, transform_fn, default_accept, "transform_fn")
 
-    user_input_fn, user_output_fn = user.get("input_fn"), user.get("output_fn")
+    # The user's function, else the framework's, else the generic codec.
+    user_input_fn = user.get("input_fn") or getattr(framework, "input_fn", None)
+    user_output_fn = user.get("output_fn") or getattr(framework, "output_fn", None)
+    check_accept: Callable[[str], object] | None = None
     if user_input_fn is None or user_output_fn is None:
         # Imported only when needed: it pulls in numpy, which a user's own functions may not use.
         from coldbrew.worker import codecs
 
         user_input_fn = user_input_fn or codecs.decode
-        user_output_fn = user_output_fn or codecs.encode
+        if user_output_fn is None:
+            user_output_fn = codecs.encode
+            # An Accept the default output_fn cannot write is a 406 before any work, not after predict.
+            check_accept = codecs.negotiate
     input_fn = _adapt(user_input_fn, "input_fn")
     if "predict_fn" in user:
         predict_fn = _adapt(user["predict_fn"], "predict_fn")
     else:
-        predict_fn = _adapt(framework.predict_fn if framework else frameworks.generic_predict_fn, "predict_fn")
+        predict_fn = _adapt(
+            framework.predict_fn if framework else frameworks.generic_predict_fn, "predict_fn"
+        )
     output_fn = _adapt(user_output_fn, "output_fn")
 
     def pipeline_fn(model: Any, data: bytes | str, content_type: str, accept: str, context: Context) -> Any:
+        if check_accept is not None:
+            check_accept(accept)
         return output_fn(predict_fn(input_fn(data, content_type, context), model, context), accept, context)
 
     return InferenceHandler(model_dir, model, pipeline_fn, default_accept, "output_fn")
@@ -185,14 +209,20 @@ def _import_program(model_dir: str) -> ModuleType | None:
     path = code_dir / program
     if not path.is_file():
         if os.environ.get("SAGEMAKER_PROGRAM"):
-            raise ModelLoadError(f"SAGEMAKER_PROGRAM is {os.environ['SAGEMAKER_PROGRAM']!r} but {path} does not exist")
+            raise ModelLoadError(
+                f"SAGEMAKER_PROGRAM is {os.environ['SAGEMAKER_PROGRAM']!r} but {path} does not exist"
+            )
         return None
     name = path.stem
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) != str(path):
-        raise ModelLoadError(f"code/{program} has the name of the module {name!r}, which is already imported: rename it")
+        raise ModelLoadError(
+            f"code/{program} has the name of the module {name!r}, which is already imported: rename it"
+        )
     if (code_dir / "requirements.txt").is_file():
-        logger.warning("code/requirements.txt is not installed by coldbrew: include its packages in the runtime")
+        logger.warning(
+            "code/requirements.txt is not installed by coldbrew: include its packages in the runtime"
+        )
     # On sys.path so the program can import its sibling modules, as on SageMaker.
     if str(code_dir) not in sys.path:
         sys.path.insert(0, str(code_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -32,7 +33,8 @@ def run_worker(config: WorkerConfig, status_fd: int) -> NoReturn:
     Signals: SIGINT is ignored because the parent owns shutdown. A Ctrl+C in a terminal reaches
     every process in the foreground group; if workers died on it, in-flight requests would fail
     before the gateway could drain them. The gateway stops a worker with SIGTERM, which drains
-    for up to a second and exits 0.
+    for up to a second and exits 0 (while the model is still loading, SIGTERM ends the process
+    at once: there is nothing to drain).
 
     Safe to call in a freshly forked child of a process that has imported coldbrew (the zygote):
     everything with state (signal dispositions, the event loop, threads, the socket) is created
@@ -47,10 +49,8 @@ def run_worker(config: WorkerConfig, status_fd: int) -> NoReturn:
     finally:
         logging.shutdown()
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):  # a closed stdout must not stop the exit
                 stream.flush()
-            except Exception:
-                pass
         os._exit(code)
 
 
@@ -65,12 +65,11 @@ def _run(config: WorkerConfig, status_fd: int) -> int:
         asyncio.events._set_running_loop(None)
     parent_pid = os.getppid()
 
-    os.environ.update(config.env)
-    os.environ["SM_MODEL_DIR"] = config.model_dir
-    _configure_logging()
-
-    started = time.perf_counter()
     try:
+        os.environ.update(config.env)
+        os.environ["SM_MODEL_DIR"] = config.model_dir
+        _configure_logging()
+        started = time.perf_counter()
         from coldbrew.worker.handlers import load_handler
 
         handler = load_handler(config.model_dir)
@@ -117,7 +116,9 @@ def _configure_logging() -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s")
+        )
         root.addHandler(handler)
         root.setLevel(logging.INFO)
     # uvicorn narrates start-up and shutdown at INFO; per worker that is noise.
@@ -128,7 +129,9 @@ def _bind(config: WorkerConfig) -> socket.socket:
     if config.socket_path is not None:
         path = config.socket_path
         if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
-            raise ModelLoadError(f"socket path {path} is longer than {_MAX_SOCKET_PATH} bytes: use a shorter one")
+            raise ModelLoadError(
+                f"socket path {path} is longer than {_MAX_SOCKET_PATH} bytes: use a shorter one"
+            )
         try:
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 os.unlink(path)  # left by a worker that was killed; a live one would own a fresh path
@@ -167,10 +170,8 @@ def _report(status_fd: int, status: dict[str, Any]) -> bool:
         logger.warning("cannot report status on fd %d: %s", status_fd, exc)
         return False
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.close(status_fd)
-        except OSError:
-            pass
 
 
 def _fail(status_fd: int, error: str) -> int:

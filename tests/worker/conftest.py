@@ -97,7 +97,17 @@ def start_worker(
     socket_path = None if tcp else socket_dir / f"w{next(_counter)}.sock"
     where = ["--port", "0"] if tcp else ["--socket", str(socket_path)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "coldbrew.worker", "--model-dir", str(model_dir), *where, "--status-fd", str(write), *args],
+        [
+            sys.executable,
+            "-m",
+            "coldbrew.worker",
+            "--model-dir",
+            str(model_dir),
+            *where,
+            "--status-fd",
+            str(write),
+            *args,
+        ],
         pass_fds=(write,),
         cwd=ROOT,
         env=worker_env(env),

@@ -12,8 +12,6 @@ import importlib
 from pathlib import Path
 from typing import Any, Protocol, cast
 
-from coldbrew.worker.errors import ModelLoadError
-
 
 class Framework(Protocol):
     NAME: str
@@ -33,6 +31,11 @@ class Framework(Protocol):
     def model_fn(self, model_dir: str) -> Any: ...
 
     def predict_fn(self, data: Any, model: Any) -> Any: ...
+
+    # A framework whose models take something other than a 2-D float array (tensors, DMatrix,
+    # text/libsvm) may also define ``input_fn(input_data, content_type)`` and
+    # ``output_fn(prediction, accept)``; without them the defaults of ``coldbrew.worker.codecs``
+    # apply. Optional members cannot be spelled in a Protocol, so they are looked up by name.
 
 
 # Probed in order; the first that finds a file wins.
