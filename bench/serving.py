@@ -24,7 +24,13 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, wait_for_status  # noqa: E402
+from tests.support import (  # noqa: E402
+    ColdbrewServer,
+    deploy_serverless,
+    sklearn_archive,
+    wait_for_status,
+    worker_pids,
+)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -37,9 +43,7 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
 
 
 def worker_count(server: ColdbrewServer) -> int:
-    assert server.process is not None
-    return sum(1 for c in psutil.Process(server.process.pid).children(recursive=True)
-               if "coldbrew.worker" in " ".join(c.cmdline()))
+    return len(worker_pids(server))
 
 
 def main() -> None:

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     invocation_timeout_s: PositiveFloat = 60.0
     """An invocation running longer than this is ended with an error (SageMaker's limit is 60 s)."""
 
+    zygote: bool = True
+    """Fork workers from a process that has pre-imported the frameworks (fast cold starts)."""
+
     log_level: str = "info"
 
     demo: bool = False

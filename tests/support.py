@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import httpx
+import psutil
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -134,3 +135,19 @@ def deploy_serverless(sm: Any, name: str, model_data_url: str, memory: int = 102
     sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
         {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}])
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+def worker_pids(server: ColdbrewServer) -> set[int]:
+    """Worker processes the server runs now: spawned ones, and those forked by the zygote."""
+    assert server.process is not None
+    pids = set()
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE or "coldbrew.worker" not in " ".join(child.cmdline()):
+                continue
+            if child.ppid() == server.process.pid and "coldbrew.worker.zygote" in " ".join(child.cmdline()):
+                continue  # the zygote itself
+            pids.add(child.pid)
+        except psutil.Error:
+            pass
+    return pids

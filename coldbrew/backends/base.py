@@ -39,4 +39,7 @@ class Backend(Protocol):
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
         """Start an environment and return once it answers; raise WorkerStartError otherwise."""
 
+    def maintain(self) -> None:
+        """Periodic upkeep on the event loop (restart helpers that died); must not block."""
+
     async def close(self) -> None: ...

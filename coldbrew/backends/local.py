@@ -1,7 +1,10 @@
 """The local backend: each execution environment is a worker process on this machine.
 
-Workers listen on Unix sockets in a private run directory and report readiness (or the loader's
-error) as one JSON line on a pipe, so the gateway never polls and never guesses why a start failed.
+Workers are forked from a zygote that has already imported numpy, scikit-learn and the worker
+itself, so a cold start pays only for fork and the model load. Until the zygote is ready (or if it
+is turned off or dies) workers start as fresh interpreters instead; both kinds get the same
+environment and behave alike. Workers listen on Unix sockets in a private run directory and
+report readiness, or the loader's error, as one JSON line on a pipe.
 """
 
 from __future__ import annotations
@@ -14,39 +17,48 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
+from coldbrew.worker.zygote import DEFAULT_PRELOAD, THREAD_ENV
 
 log = logging.getLogger("coldbrew.backends")
 
 
-class LocalWorker:
+def _rss(pid: int, children: bool = True) -> int:
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        if children:
+            for child in process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+        return int(total)
+    except psutil.Error:
+        return 0
+
+
+class SpawnedWorker:
+    """A worker started as a fresh interpreter: a child of the gateway."""
+
     def __init__(self, process: asyncio.subprocess.Process, socket_path: str, setup_ms: float) -> None:
         self.process = process
         self.pid = process.pid
         self.address = f"unix:{socket_path}"
         self.socket_path = socket_path
         self.setup_ms = setup_ms
-        self._ps: psutil.Process | None = None
+        self.forked = False
 
     def rss_bytes(self) -> int:
-        """Resident memory of the worker and anything it started."""
-        try:
-            if self._ps is None:
-                self._ps = psutil.Process(self.pid)
-            total = self._ps.memory_info().rss
-            for child in self._ps.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    total += child.memory_info().rss
-            return int(total)
-        except psutil.Error:
-            return 0
+        return _rss(self.pid)
 
     def is_alive(self) -> bool:
         return self.process.returncode is None
@@ -65,26 +77,141 @@ class LocalWorker:
             os.unlink(self.socket_path)
 
 
+class ForkedWorker:
+    """A worker forked by the zygote: not our child, so its exit is followed through a pidfd."""
+
+    def __init__(self, pid: int, socket_path: str, setup_ms: float) -> None:
+        self.pid = pid
+        self.address = f"unix:{socket_path}"
+        self.socket_path = socket_path
+        self.setup_ms = setup_ms
+        self.forked = True
+        self._exited = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._pidfd = None
+            self._exited.set()
+            return
+        self._loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._exited.set()
+
+    def rss_bytes(self) -> int:
+        return _rss(self.pid)
+
+    def is_alive(self) -> bool:
+        return not self._exited.is_set()
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exited.wait(), grace_s)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                await self._exited.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+
+class Zygote:
+    """The zygote process, started by the gateway, restarted by it if it dies."""
+
+    def __init__(self, process: asyncio.subprocess.Process, socket_path: str, modules: list[str]) -> None:
+        self.process = process
+        self.socket_path = socket_path
+        self.modules = modules
+
+    def is_alive(self) -> bool:
+        return self.process.returncode is None
+
+    def rss_bytes(self) -> int:
+        return _rss(self.process.pid, children=False)
+
+    async def fork(self, fields: dict[str, Any], status_fd: int) -> int:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, self.socket_path)
+            socket.send_fds(sock, [json.dumps({"config": fields}).encode()], [status_fd])
+            reply = await loop.sock_recv(sock, 65536)
+        answer = json.loads(reply) if reply else {"error": "the zygote closed the connection"}
+        if "pid" not in answer:
+            raise OSError(answer.get("error", "the zygote refused"))
+        return int(answer["pid"])
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 3)
+            except asyncio.TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
 class LocalBackend:
-    def __init__(self, startup_timeout_s: float = 120.0) -> None:
+    def __init__(self, startup_timeout_s: float = 120.0, zygote: bool = True,
+                 preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
         # Short path: a Unix socket path must fit in 108 bytes.
         self.run_dir = Path(tempfile.mkdtemp(prefix="coldbrew-"))
         self.startup_timeout_s = startup_timeout_s
+        self.use_zygote = zygote
+        self.preload = list(preload)
+        self.zygote: Zygote | None = None
+        self.zygote_restarts = 0
+        self._zygote_starting: asyncio.Task[None] | None = None
         self._ids = itertools.count()
 
-    async def start(self, spec: WorkerSpec) -> LocalWorker:
-        socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
+    def _base_env(self, spec: WorkerSpec) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in THREAD_ENV:
+            env.setdefault(name, "1")
+        env.update(spec.env)
+        return env
+
+    # --- the zygote ----------------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Called periodically by serving: keeps the zygote running."""
+        self.ensure_zygote()
+
+    def ensure_zygote(self) -> None:
+        """Start the zygote in the background unless it runs or is starting (also restarts it)."""
+        if not self.use_zygote or (self.zygote is not None and self.zygote.is_alive()):
+            return
+        if self._zygote_starting is not None and not self._zygote_starting.done():
+            return
+        if self.zygote is not None:
+            log.warning("the zygote exited with status %s; restarting it", self.zygote.process.returncode)
+            self.zygote_restarts += 1
+            self.zygote = None
+        self._zygote_starting = asyncio.create_task(self._start_zygote())
+
+    async def wait_zygote(self, timeout: float) -> bool:
+        if self._zygote_starting is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._zygote_starting), timeout)
+        return self.zygote is not None and self.zygote.is_alive()
+
+    async def _start_zygote(self) -> None:
+        socket_path = str(self.run_dir / f"zygote-{next(self._ids)}.sock")
         read_fd, write_fd = os.pipe()
-        started = time.perf_counter()
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "coldbrew.worker",
-                "--model-dir", spec.model_dir,
-                "--socket", socket_path,
-                "--status-fd", str(write_fd),
-                "--max-concurrency", str(spec.max_concurrency),
-                pass_fds=(write_fd,),
-                env={**os.environ, **spec.env},
+                sys.executable, "-m", "coldbrew.worker.zygote", "--socket", socket_path,
+                "--status-fd", str(write_fd), "--preload", ",".join(self.preload),
+                pass_fds=(write_fd,), env=self._base_env(WorkerSpec(model_dir="", memory_mb=0)),
                 stdin=asyncio.subprocess.DEVNULL,
             )
         finally:
@@ -92,35 +219,103 @@ class LocalBackend:
         try:
             status = await asyncio.wait_for(_read_status(read_fd), self.startup_timeout_s)
         except asyncio.TimeoutError:
-            process.kill()
-            await process.wait()
-            raise WorkerStartError(
-                f"The model did not become ready within {self.startup_timeout_s:.0f} s."
-            ) from None
+            status = {"ready": False, "error": "timed out"}
         finally:
             os.close(read_fd)
         if not status.get("ready"):
+            log.warning("the zygote did not start (%s); workers start as fresh interpreters", status.get("error"))
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
             await process.wait()
-            error = status.get("error") or f"the worker exited with status {process.returncode} before it was ready"
-            raise WorkerStartError(error)
-        setup_ms = float(status.get("setup_ms", (time.perf_counter() - started) * 1000))
-        log.debug("worker %d ready on %s in %.1f ms", process.pid, socket_path, setup_ms)
-        return LocalWorker(process, socket_path, setup_ms)
+            return
+        modules = list(status.get("modules", []))  # type: ignore[call-overload]
+        self.zygote = Zygote(process, socket_path, modules)
+        log.info("zygote %d ready in %s ms with %s", process.pid, status.get("setup_ms"), ", ".join(modules))
+
+    # --- workers -------------------------------------------------------------------------------
+
+    async def start(self, spec: WorkerSpec) -> SpawnedWorker | ForkedWorker:
+        socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
+        zygote = self.zygote if self.zygote is not None and self.zygote.is_alive() else None
+        read_fd, write_fd = os.pipe()
+        process: asyncio.subprocess.Process | None = None
+        pid = 0
+        try:
+            if zygote is not None:
+                fields = {"model_dir": spec.model_dir, "socket_path": socket_path,
+                          "max_concurrency": spec.max_concurrency, "env": spec.env}
+                try:
+                    pid = await zygote.fork(fields, write_fd)
+                except OSError as exc:
+                    log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
+                    zygote = None
+            if zygote is None:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "coldbrew.worker",
+                    "--model-dir", spec.model_dir, "--socket", socket_path,
+                    "--status-fd", str(write_fd), "--max-concurrency", str(spec.max_concurrency),
+                    pass_fds=(write_fd,), env=self._base_env(spec), stdin=asyncio.subprocess.DEVNULL,
+                )
+                pid = process.pid
+        finally:
+            os.close(write_fd)
+        try:
+            status = await asyncio.wait_for(_read_status(read_fd), self.startup_timeout_s)
+        except asyncio.TimeoutError:
+            await _kill(process, pid)
+            raise WorkerStartError(f"The model did not become ready within {self.startup_timeout_s:.0f} s.") from None
+        finally:
+            os.close(read_fd)
+        if not status.get("ready"):
+            if process is not None:
+                await process.wait()
+            raise WorkerStartError(str(status.get("error") or "the worker exited before it was ready"))
+        setup_ms = float(status.get("setup_ms", 0.0))  # type: ignore[arg-type]
+        if process is not None:
+            return SpawnedWorker(process, socket_path, setup_ms)
+        return ForkedWorker(pid, socket_path, setup_ms)
 
     async def close(self) -> None:
+        if self._zygote_starting is not None:
+            self._zygote_starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._zygote_starting
+        if self.zygote is not None:
+            await self.zygote.stop()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+async def _kill(process: asyncio.subprocess.Process | None, pid: int) -> None:
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    elif pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 async def _read_status(fd: int) -> dict[str, object]:
+    """The one JSON status line a worker or zygote writes on its pipe (EOF without one: failed)."""
     loop = asyncio.get_running_loop()
-    data = b""
-    # The pipe is read in a thread: it is one short line, and connect_read_pipe would take
-    # ownership of the descriptor, which the caller closes.
-    while not data.endswith(b"\n"):
-        chunk = await loop.run_in_executor(None, os.read, fd, 65536)
-        if not chunk:
-            break
-        data += chunk
+    os.set_blocking(fd, False)
+    data = bytearray()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        data.extend(chunk)
+        if (not chunk or b"\n" in data) and not finished.done():
+            finished.set_result(None)
+
+    loop.add_reader(fd, readable)
+    try:
+        await finished
+    finally:
+        loop.remove_reader(fd)
     if not data.strip():
         return {"ready": False}
     try:

@@ -83,6 +83,7 @@ class Serving:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.backend.maintain()
         self._housekeeping = asyncio.create_task(self._housekeep())
 
     async def close(self) -> None:
@@ -210,6 +211,7 @@ class Serving:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             now = time.monotonic()
+            self.backend.maintain()
             for runtime in list(self.endpoints.values()):
                 for pool in runtime.pools.values():
                     self._watch_memory(pool)

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import psutil
 import pytest
 
-from tests.support import ColdbrewServer, tar_gz
+from tests.support import tar_gz
 
 # A model with code/inference.py that echoes custom attributes, can sleep, fail, or hog memory,
 # driven by the JSON request: {"rows": [[...]], "sleep": s, "fail": msg, "hog_mb": n}.
@@ -54,17 +53,3 @@ def scripted_archive(tmp_path_factory: pytest.TempPathFactory, model_archive: tu
     path = tmp_path_factory.mktemp("scripted") / "model.tar.gz"
     path.write_bytes(tar_gz({"model.joblib": buffer.getvalue(), "code/inference.py": INFERENCE_PY.encode()}))
     return path
-
-
-def worker_pids(server: ColdbrewServer) -> set[int]:
-    """Worker processes the server runs now."""
-    assert server.process is not None
-    children = psutil.Process(server.process.pid).children(recursive=True)
-    pids = set()
-    for child in children:
-        try:
-            if "coldbrew.worker" in " ".join(child.cmdline()) and child.status() != psutil.STATUS_ZOMBIE:
-                pids.add(child.pid)
-        except psutil.Error:
-            pass
-    return pids

@@ -16,8 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sklearn.datasets import load_diabetes
 
-from tests.serving.conftest import worker_pids
-from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status, worker_pids
 
 ROWS = load_diabetes(return_X_y=True)[0][:5]
 

@@ -13,8 +13,7 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.serving.conftest import worker_pids
-from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status, worker_pids
 
 
 def test_timeout_and_graceful_shutdown(tmp_path: Path, scripted_archive: Path) -> None:

@@ -1,0 +1,171 @@
+"""The zygote: a process that has imported the heavy modules once and forks workers on request.
+
+A cold start then skips interpreter start-up and imports (a second or more for scikit-learn) and
+pays only for ``fork`` and loading the model. The zygote must stay single-threaded: a fork copies
+only the calling thread, so locks held by any other thread would stay locked in the child. It
+therefore pins BLAS/OpenMP pools to one thread *before* numpy loads (fresh workers get the same
+settings, so both kinds behave alike) and checks that it holds no other thread before serving.
+
+Protocol, over a Unix stream socket, one request per connection: the gateway sends a JSON
+``{"config": {...WorkerConfig fields...}}`` with the worker's status pipe attached (SCM_RIGHTS);
+the zygote forks, the child runs :func:`coldbrew.worker.main.run_worker` with that pipe, and the
+zygote answers ``{"pid": N}`` (or ``{"error": "..."}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn
+
+# Thread pools of numerical libraries, one thread each unless the caller chose otherwise.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+DEFAULT_PRELOAD = (
+    "numpy", "scipy.sparse", "joblib", "sklearn.ensemble", "sklearn.linear_model", "sklearn.tree",
+    "sklearn.pipeline", "sklearn.preprocessing",
+)
+# What every worker imports, so the child does not pay for it either.
+WORKER_MODULES = (
+    "coldbrew.worker.main", "coldbrew.worker.handlers", "coldbrew.worker.app", "coldbrew.worker.server",
+    "coldbrew.worker.protocol", "coldbrew.worker.codecs", "coldbrew.worker.frameworks.sklearn", "uvloop",
+    "concurrent.futures",
+)
+
+log = logging.getLogger("coldbrew.zygote")
+
+
+def thread_count() -> int:
+    """Threads of this process as the kernel sees them (not only Python's)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def preload(modules: list[str]) -> list[str]:
+    """Import what can be imported; a missing optional framework is not the zygote's failure."""
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except ImportError as exc:
+            log.info("zygote: not preloading %s: %s", name, exc)
+    return loaded
+
+
+def _child(config_fields: dict[str, object], status_fd: int) -> NoReturn:
+    from coldbrew.worker.config import WorkerConfig
+    from coldbrew.worker.main import run_worker
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # Every worker draws its own random numbers, as a freshly started one would.
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
+    config = WorkerConfig(**config_fields)  # type: ignore[arg-type]
+    run_worker(config, status_fd)
+
+
+def _handle(conn: socket.socket, listener: socket.socket) -> None:
+    message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
+    if len(fds) != 1:
+        for fd in fds:
+            os.close(fd)
+        conn.sendall(json.dumps({"error": "expected one status pipe"}).encode())
+        return
+    try:
+        request = json.loads(message)
+        config_fields = dict(request["config"])
+    except (ValueError, KeyError, TypeError) as exc:
+        os.close(fds[0])
+        conn.sendall(json.dumps({"error": f"bad request: {exc}"}).encode())
+        return
+    pid = os.fork()
+    if pid == 0:
+        try:
+            listener.close()
+            conn.close()
+            _child(config_fields, fds[0])
+        finally:
+            os._exit(1)
+    os.close(fds[0])
+    conn.sendall(json.dumps({"pid": pid}).encode())
+
+
+def serve_zygote(socket_path: str, modules: list[str], status_fd: int) -> NoReturn:
+    code = 1
+    try:
+        code = _serve(socket_path, modules, status_fd)
+    except BaseException:
+        log.exception("zygote crashed")
+    finally:
+        os._exit(code)
+
+
+def _serve(socket_path: str, modules: list[str], status_fd: int) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Children are reaped by the kernel: the gateway follows them through pidfds, not waitpid.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, "1")
+    started = time.perf_counter()
+    loaded = preload([*modules, *WORKER_MODULES])
+    threads = thread_count()
+    if threads != 1:
+        error = f"the zygote holds {threads} threads after its imports; forking it would not be safe"
+        os.write(status_fd, (json.dumps({"ready": False, "error": error}) + "\n").encode())
+        return 1
+    parent = os.getppid()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path)
+    os.chmod(socket_path, 0o600)
+    listener.listen(64)
+    listener.settimeout(0.5)
+    status = {"ready": True, "pid": os.getpid(), "setup_ms": round((time.perf_counter() - started) * 1000, 1),
+              "modules": loaded}
+    os.write(status_fd, (json.dumps(status) + "\n").encode())
+    os.close(status_fd)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    while not stopping and os.getppid() == parent:
+        try:
+            conn, _ = listener.accept()
+        except (TimeoutError, InterruptedError):
+            continue
+        with conn:
+            conn.settimeout(5)
+            try:
+                _handle(conn, listener)
+            except OSError as exc:
+                log.warning("zygote: request failed: %s", exc)
+    listener.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(socket_path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m coldbrew.worker.zygote")
+    parser.add_argument("--socket", required=True)
+    parser.add_argument("--status-fd", type=int, required=True)
+    parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD), help="comma-separated modules")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [zygote %(process)d] %(message)s")
+    serve_zygote(args.socket, [m for m in args.preload.split(",") if m], args.status_fd)
+
+
+if __name__ == "__main__":
+    main()
