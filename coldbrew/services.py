@@ -24,7 +24,7 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_path)
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
-        self.serving = Serving(LocalBackend(zygote=settings.zygote), self.artifacts, settings.idle_timeout_s, settings.invocation_timeout_s)
+        self.serving = Serving(LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups), self.artifacts, settings.idle_timeout_s, settings.invocation_timeout_s)
         self.reconciler = Reconciler(self.store, self.serving)
         self.control = ControlPlane(self.store, self.reconciler)
 

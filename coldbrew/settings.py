@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     zygote: bool = True
     """Fork workers from a process that has pre-imported the frameworks (fast cold starts)."""
 
+    memory_cgroups: bool = True
+    """Enforce MemorySizeInMB with a memory cgroup per worker where the host allows (else RSS watchdog)."""
+
     log_level: str = "info"
 
     demo: bool = False

@@ -30,6 +30,13 @@ class WorkerProcess(Protocol):
 
     def rss_bytes(self) -> int: ...
 
+    @property
+    def memory_enforced(self) -> bool:
+        """True when the kernel enforces the memory size (a cgroup); else serving watches RSS."""
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel stopped the worker for exceeding its memory size."""
+
     def is_alive(self) -> bool: ...
 
     async def stop(self, grace_s: float = 2.0) -> None: ...

@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
+from coldbrew.backends.cgroups import MemoryCgroups, WorkerCgroup
 from coldbrew.worker.zygote import DEFAULT_PRELOAD, THREAD_ENV
 
 log = logging.getLogger("coldbrew.backends")
@@ -46,7 +47,24 @@ def _rss(pid: int, children: bool = True) -> int:
         return 0
 
 
-class SpawnedWorker:
+class _Limited:
+    """What both kinds of worker share: the memory cgroup that may limit them."""
+
+    cgroup: WorkerCgroup | None = None
+
+    @property
+    def memory_enforced(self) -> bool:
+        return self.cgroup is not None
+
+    def oom_killed(self) -> bool:
+        return self.cgroup is not None and self.cgroup.oom_killed()
+
+    def _release_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+class SpawnedWorker(_Limited):
     """A worker started as a fresh interpreter: a child of the gateway."""
 
     def __init__(self, process: asyncio.subprocess.Process, socket_path: str, setup_ms: float) -> None:
@@ -75,9 +93,10 @@ class SpawnedWorker:
                 await self.process.wait()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
+        self._release_cgroup()
 
 
-class ForkedWorker:
+class ForkedWorker(_Limited):
     """A worker forked by the zygote: not our child, so its exit is followed through a pidfd."""
 
     def __init__(self, pid: int, socket_path: str, setup_ms: float) -> None:
@@ -121,6 +140,7 @@ class ForkedWorker:
                 await self._exited.wait()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
+        self._release_cgroup()
 
 
 class Zygote:
@@ -162,7 +182,8 @@ class Zygote:
 
 class LocalBackend:
     def __init__(self, startup_timeout_s: float = 120.0, zygote: bool = True,
-                 preload: Sequence[str] = DEFAULT_PRELOAD) -> None:
+                 preload: Sequence[str] = DEFAULT_PRELOAD, memory_cgroups: bool = True) -> None:
+        self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
         # Short path: a Unix socket path must fit in 108 bytes.
         self.run_dir = Path(tempfile.mkdtemp(prefix="coldbrew-"))
         self.startup_timeout_s = startup_timeout_s
@@ -259,6 +280,8 @@ class LocalBackend:
                 pid = process.pid
         finally:
             os.close(write_fd)
+        # Limited from the start, so the model load itself counts against MemorySizeInMB.
+        cgroup = self.cgroups.attach(pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
         try:
             status = await asyncio.wait_for(_read_status(read_fd), self.startup_timeout_s)
         except asyncio.TimeoutError:
@@ -269,11 +292,20 @@ class LocalBackend:
         if not status.get("ready"):
             if process is not None:
                 await process.wait()
-            raise WorkerStartError(str(status.get("error") or "the worker exited before it was ready"))
+            error = str(status.get("error") or "the worker exited before it was ready")
+            if cgroup is not None and cgroup.oom_killed():
+                error = f"Loading the model needs more than its memory size of {spec.memory_mb} MB."
+            if cgroup is not None:
+                cgroup.remove()
+            raise WorkerStartError(error)
         setup_ms = float(status.get("setup_ms", 0.0))  # type: ignore[arg-type]
+        worker: SpawnedWorker | ForkedWorker
         if process is not None:
-            return SpawnedWorker(process, socket_path, setup_ms)
-        return ForkedWorker(pid, socket_path, setup_ms)
+            worker = SpawnedWorker(process, socket_path, setup_ms)
+        else:
+            worker = ForkedWorker(pid, socket_path, setup_ms)
+        worker.cgroup = cgroup
+        return worker
 
     async def close(self) -> None:
         if self._zygote_starting is not None:
@@ -282,6 +314,8 @@ class LocalBackend:
                 await self._zygote_starting
         if self.zygote is not None:
             await self.zygote.stop()
+        if self.cgroups is not None:
+            self.cgroups.remove()
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 

@@ -221,6 +221,8 @@ class Serving:
     def _watch_memory(self, pool: VariantPool) -> None:
         limit = pool.config.memory_mb * MiB
         for env in list(pool.envs):
+            if env.worker.memory_enforced:
+                continue  # the kernel enforces it exactly
             rss = env.worker.rss_bytes()
             if rss > limit and env.stop_reason is None:
                 env.stop_reason = (
@@ -262,6 +264,11 @@ class Serving:
             raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
         except WorkerConnectionError:
             pool.discard(env)
+            if env.stop_reason is None and env.worker.oom_killed():
+                env.stop_reason = (
+                    f"The model used more than its memory size of {pool.config.memory_mb} MB and its worker "
+                    "was stopped; deploy it with a larger MemorySizeInMB."
+                )
             reason = env.stop_reason or "The model's worker process exited while handling this request; it is replaced."
             raise ModelError(reason, OriginalStatusCode=500, OriginalMessage=reason) from None
         finally:

@@ -49,3 +49,27 @@ def test_timeout_and_graceful_shutdown(tmp_path: Path, scripted_archive: Path) -
                     psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("cgroups", ["true", "false"])
+def test_memory_limit_with_and_without_cgroups(tmp_path: Path, scripted_archive: Path, cgroups: str) -> None:
+    server = ColdbrewServer(tmp_path / "data", env={"COLDBREW_MEMORY_CGROUPS": cgroups}).start()
+    try:
+        sm, runtime = server.client(), server.client("sagemaker-runtime", read_timeout=30)
+        deploy_serverless(sm, "hog", scripted_archive.as_uri())
+        wait_for_status(sm, "hog", "InService")
+        with pytest.raises(ClientError) as excinfo:
+            runtime.invoke_endpoint(EndpointName="hog", Body=json.dumps({"rows": [[0.0] * 10], "hog_mb": 1400}),
+                                    ContentType="application/json")
+        assert "more than its memory size of 1024 MB" in excinfo.value.response["Error"]["Message"]
+        ok = runtime.invoke_endpoint(EndpointName="hog", Body=json.dumps({"rows": [[0.0] * 10]}),
+                                     ContentType="application/json")
+        assert json.loads(ok["Body"].read())["predictions"]
+    finally:
+        server.stop()
+    enforced_by_cgroup = "worker memory limits are enforced by cgroups" in server.log()
+    if cgroups == "false":
+        assert not enforced_by_cgroup
+    elif not enforced_by_cgroup:
+        # Hosts without a writable memory cgroup fall back to the watchdog; say so in the output.
+        print("memory cgroups are not available on this host; the RSS watchdog was used")
