@@ -70,6 +70,8 @@ def _child(config_fields: dict[str, object], status_fd: int) -> NoReturn:
     from coldbrew.worker.main import run_worker
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # The worker sets up its own log format (the zygote's would label it as the zygote).
+    logging.getLogger().handlers.clear()
     # Every worker draws its own random numbers, as a freshly started one would.
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
