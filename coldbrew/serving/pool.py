@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
 from coldbrew.errors import ModelNotReadyException, ThrottlingException
+from coldbrew.serving.admission import Admission, admit
 from coldbrew.serving.environment import Environment
 
 log = logging.getLogger("coldbrew.serving")
@@ -76,15 +77,19 @@ class VariantPool:
             env = min(self.envs, key=lambda e: e.in_flight)
             env.in_flight += 1
             return Lease(env, cold=False, setup_ms=0.0)
-        concurrent = sum(e.in_flight for e in self.envs) + len(self._waiters)
-        if concurrent >= self.config.max_envs:
+        decision = admit(
+            idle=0, live=len(self.envs), starting=self.starting,
+            concurrent=sum(e.in_flight for e in self.envs) + len(self._waiters),
+            max_concurrency=self.config.max_envs,
+        )
+        if decision is Admission.THROTTLE:
             raise ThrottlingException(
                 f"Endpoint {self.config.endpoint} variant {self.config.variant} is at its MaxConcurrency "
                 f"of {self.config.max_envs}; retry with backoff or raise MaxConcurrency."
             )
-        if len(self.envs) + self.starting >= self.config.max_envs:
-            # Below the limit of concurrent invocations, but every environment the limit allows
-            # exists or is starting (some for invocations a hedge already served): wait for one.
+        if decision is Admission.WAIT:
+            # Every environment the limit allows exists or is starting (some for invocations a
+            # hedge already served): take the first one that frees up.
             return await self._wait_for_env()
         return await self._cold_start()
 
