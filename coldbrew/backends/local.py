@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import psutil
 
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups, WorkerCgroup
+from coldbrew.serving.worker_client import WorkerClient, WorkerConnectionError
 from coldbrew.worker.zygote import DEFAULT_PRELOAD, THREAD_ENV
 
 log = logging.getLogger("coldbrew.backends")
@@ -67,10 +69,11 @@ class _Limited:
 class SpawnedWorker(_Limited):
     """A worker started as a fresh interpreter: a child of the gateway."""
 
-    def __init__(self, process: asyncio.subprocess.Process, socket_path: str, setup_ms: float) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, socket_path: str | None, setup_ms: float,
+                 address: str | None = None) -> None:
         self.process = process
         self.pid = process.pid
-        self.address = f"unix:{socket_path}"
+        self.address = address or f"unix:{socket_path}"
         self.socket_path = socket_path
         self.setup_ms = setup_ms
         self.forked = False
@@ -91,8 +94,9 @@ class SpawnedWorker(_Limited):
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
                 await self.process.wait()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
         self._release_cgroup()
 
 
@@ -256,6 +260,8 @@ class LocalBackend:
     # --- workers -------------------------------------------------------------------------------
 
     async def start(self, spec: WorkerSpec) -> SpawnedWorker | ForkedWorker:
+        if spec.command is not None:
+            return await self._start_command(spec, spec.command)
         socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
         zygote = self.zygote if self.zygote is not None and self.zygote.is_alive() else None
         read_fd, write_fd = os.pipe()
@@ -307,6 +313,56 @@ class LocalBackend:
         worker.cgroup = cgroup
         return worker
 
+    async def _start_command(self, spec: WorkerSpec, command: str) -> SpawnedWorker:
+        """A user's own server (``exec:`` images): it must answer GET /ping and POST /invocations
+        on ``SAGEMAKER_BIND_TO_PORT``; it starts in the model directory."""
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise WorkerStartError(f"The serve command {command!r} cannot be parsed: {exc}.") from None
+        if not argv:
+            raise WorkerStartError("The serve command is empty: use Image 'exec:COMMAND ARGS'.")
+        port = _free_port()
+        env = self._base_env(spec)
+        env.update(SAGEMAKER_BIND_TO_PORT=str(port), SM_MODEL_DIR=spec.model_dir, COLDBREW_MODEL_DIR=spec.model_dir)
+        started = time.perf_counter()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv, env=env, cwd=spec.model_dir or None, stdin=asyncio.subprocess.DEVNULL,
+            )
+        except OSError as exc:
+            raise WorkerStartError(f"The serve command {argv[0]!r} could not be started: {exc.strerror or exc}.") from None
+        cgroup = self.cgroups.attach(process.pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
+        address = f"http://127.0.0.1:{port}"
+        client = WorkerClient(address)
+        deadline = time.monotonic() + self.startup_timeout_s
+        try:
+            while True:
+                if process.returncode is not None:
+                    raise WorkerStartError(
+                        f"The serve command exited with status {process.returncode} before answering /ping "
+                        f"on port {port}."
+                    )
+                with contextlib.suppress(WorkerConnectionError, OSError):
+                    if (await client.request("GET", "/ping", {})).status == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise WorkerStartError(
+                        f"The serve command did not answer GET /ping with 200 on port {port} within "
+                        f"{self.startup_timeout_s:.0f} s."
+                    )
+                await asyncio.sleep(0.02)
+        except WorkerStartError:
+            await _kill(process, process.pid)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        finally:
+            await client.aclose()
+        worker = SpawnedWorker(process, None, (time.perf_counter() - started) * 1000, address=address)
+        worker.cgroup = cgroup
+        return worker
+
     async def close(self) -> None:
         if self._zygote_starting is not None:
             self._zygote_starting.cancel()
@@ -317,6 +373,12 @@ class LocalBackend:
         if self.cgroups is not None:
             self.cgroups.remove()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def _kill(process: asyncio.subprocess.Process | None, pid: int) -> None:

@@ -157,9 +157,7 @@ class Serving:
         pools: dict[str, VariantPool] = {}
         for variant in deployment.variants:
             config = self._pool_config(endpoint, variant, summaries.get(variant.name, {}))
-            env = {k: str(v) for k, v in variant.container.get("Environment", {}).items()}
-            spec = WorkerSpec(model_dir=model_dirs[variant.name], memory_mb=config.memory_mb,
-                              max_concurrency=config.env_capacity, env=env)
+            spec = _worker_spec(variant, model_dirs[variant.name], config)
             pools[variant.name] = VariantPool(config, spec, self.backend)
         try:
             await self._warm(list(pools.values()))
@@ -285,6 +283,20 @@ class Serving:
             setup_ms=lease.setup_ms,
             model_latency_us=latency_us,
         )
+
+
+def _worker_spec(variant: VariantSpec, model_dir: str, config: PoolConfig) -> WorkerSpec:
+    container = variant.container
+    env = {k: str(v) for k, v in container.get("Environment", {}).items()}
+    image = container.get("Image") or ""
+    command = env.get("COLDBREW_SERVE_COMMAND")
+    if image.startswith("exec:"):
+        command = image[len("exec:"):].strip()
+    elif image:
+        # The worker picks its runtime (framework container conventions) from the image.
+        env.setdefault("COLDBREW_IMAGE", image)
+    return WorkerSpec(model_dir=model_dir, memory_mb=config.memory_mb, max_concurrency=config.env_capacity,
+                      env=env, command=command)
 
 
 def _model_error(response: WorkerResponse) -> ModelError:
