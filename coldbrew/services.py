@@ -12,6 +12,7 @@ from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
 from coldbrew.demo import deploy_demo
+from coldbrew.metering.meter import Meter
 from coldbrew.serving.runtime import Serving
 from coldbrew.settings import Settings
 
@@ -24,12 +25,21 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_path)
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
-        self.serving = Serving(LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups), self.artifacts, settings.idle_timeout_s, settings.invocation_timeout_s)
+        backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
+        self.serving = Serving(backend, self.artifacts, settings.idle_timeout_s,
+                               settings.invocation_timeout_s, settings.memory_budget_mb)
         self.reconciler = Reconciler(self.store, self.serving)
+        # Metering: its own connection and writer thread on the same database (after the store has
+        # migrated it); the invoke path only appends to its buffer.
+        self.meter = Meter(settings.db_path, retention_days=settings.meter_retention_days,
+                           flush_interval_s=settings.meter_flush_interval_s,
+                           sample_interval_s=settings.meter_sample_interval_s,
+                           snapshot=self.serving.environment_snapshot)
         self.control = ControlPlane(self.store, self.reconciler)
 
     async def start(self) -> None:
         await self.serving.start()
+        self.meter.start()
         self.reconciler.resume()
         if self.settings.demo:
             context = RequestContext(self.settings.region, self.settings.account_id)
@@ -40,4 +50,6 @@ class Services:
         # The reconciler's threads may be waiting on the event loop, so stop them off the loop.
         await run_in_threadpool(self.reconciler.stop)
         await self.serving.close()
+        # After serving has drained, so the last invocations' records are flushed too.
+        await run_in_threadpool(self.meter.close)
         self.store.close()

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     invocation_timeout_s: PositiveFloat = 60.0
     """An invocation running longer than this is ended with an error (SageMaker's limit is 60 s)."""
 
+    memory_budget_mb: PositiveInt | None = None
+    """Most MemorySizeInMB all live serverless environments may hold together (default 80% of RAM)."""
+
     zygote: bool = True
     """Fork workers from a process that has pre-imported the frameworks (fast cold starts)."""
 
@@ -50,6 +53,15 @@ class Settings(BaseSettings):
 
     demo: bool = False
     """Deploy the demo endpoint ``coldbrew-demo`` at start-up."""
+
+    meter_retention_days: PositiveFloat = 7.0
+    """Days raw meter records (one per invocation) are kept; per-minute aggregates are kept for good."""
+
+    meter_flush_interval_s: PositiveFloat = 0.5
+    """How often meter records are written to the store: a crash loses at most this much."""
+
+    meter_sample_interval_s: PositiveFloat = 0.5
+    """How often live environments are sampled for MemoryUtilization and concurrency."""
 
     @property
     def db_path(self) -> Path:

@@ -19,8 +19,9 @@ import time
 from dataclasses import dataclass, replace
 
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
-from coldbrew.errors import ModelNotReadyException, ThrottlingException
+from coldbrew.errors import ColdbrewError, ModelNotReadyException, ThrottlingException
 from coldbrew.serving.admission import Admission, admit
+from coldbrew.serving.budget import MemoryBudget
 from coldbrew.serving.environment import Environment
 
 log = logging.getLogger("coldbrew.serving")
@@ -52,10 +53,14 @@ class Lease:
 
 
 class VariantPool:
-    def __init__(self, config: PoolConfig, spec: WorkerSpec, backend: Backend) -> None:
+    def __init__(self, config: PoolConfig, spec: WorkerSpec, backend: Backend,
+                 budget: MemoryBudget | None = None) -> None:
         self.config = config
         self.spec = spec
         self.backend = backend
+        # Only serverless environments count against the machine's budget: MemorySizeInMB is
+        # what they are sized by, while provisioned instances are always on by definition.
+        self.budget = budget if config.serverless else None
         self.envs: list[Environment] = []
         self.starting = 0
         self.cold_starts = 0
@@ -152,15 +157,21 @@ class VariantPool:
         start.add_done_callback(joined)
 
     async def _start_env(self, busy: bool) -> Environment:
+        memory_mb = self.config.memory_mb
+        if self.budget is not None:
+            self.budget.reserve(memory_mb, self)
         self.starting += 1
         try:
             worker = await self.backend.start(self.spec)
-        except WorkerStartError as exc:
-            log.warning("%s/%s: worker failed to start: %s", self.config.endpoint, self.config.variant, exc)
+        except BaseException as exc:
+            if self.budget is not None:
+                self.budget.release(memory_mb)
+            if isinstance(exc, WorkerStartError):
+                log.warning("%s/%s: worker failed to start: %s", self.config.endpoint, self.config.variant, exc)
             raise
         finally:
             self.starting -= 1
-        env = Environment(worker=worker, memory_mb=self.config.memory_mb, capacity=self.config.env_capacity)
+        env = Environment(worker=worker, memory_mb=memory_mb, capacity=self.config.env_capacity)
         env.in_flight = 1 if busy else 0
         self.envs.append(env)
         return env
@@ -188,6 +199,8 @@ class VariantPool:
             self.envs.remove(env)
         if not env.closing:
             env.closing = True
+            if self.budget is not None:
+                self.budget.release(env.memory_mb)
             self._spawn(env.close())
 
     # --- scaling -------------------------------------------------------------------------------
@@ -207,6 +220,14 @@ class VariantPool:
                 self._hand_to_waiters(result)
             elif isinstance(result, BaseException):
                 raise result
+
+    def evictable(self) -> list[Environment]:
+        """Idle environments this variant could give up for another's cold start."""
+        if not self.config.serverless:
+            return []
+        idle = sorted((e for e in self.envs if e.idle and not e.closing), key=lambda e: e.last_used)
+        surplus = len(self.envs) - self.config.min_envs
+        return idle[: max(0, surplus)]
 
     def reap(self, now: float) -> None:
         """Release idle serverless environments past the idle timeout, keeping ``min_envs``."""
@@ -233,8 +254,11 @@ class VariantPool:
             return
 
         async def top_up() -> None:
-            with contextlib.suppress(WorkerStartError):
+            try:
                 await self.ensure_minimum()
+            except (WorkerStartError, ColdbrewError) as exc:
+                log.warning("%s/%s: could not keep %d environments warm: %s", self.config.endpoint,
+                            self.config.variant, self.config.min_envs, exc)
 
         self._maintaining = asyncio.create_task(top_up())
 

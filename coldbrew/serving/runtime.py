@@ -18,11 +18,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from coldbrew.artifacts import ArtifactError, ArtifactStore
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
 from coldbrew.control.deployment import Deployment, VariantSpec
 from coldbrew.control.reconciler import DeployError
-from coldbrew.errors import ModelError, ValidationError
+from coldbrew.errors import ModelError, ThrottlingException, ValidationError
+from coldbrew.serving.budget import MemoryBudget
 from coldbrew.serving.environment import Environment
 from coldbrew.serving.instances import instance_type
 from coldbrew.serving.invocation import (
@@ -63,14 +66,20 @@ class EndpointRuntime:
         return random.choices(pools, weights=[p.config.weight for p in pools])[0]
 
 
+def default_memory_budget_mb() -> int:
+    """80% of the machine's memory."""
+    return int(psutil.virtual_memory().total * 0.8 / MiB)
+
+
 def _fingerprint(deployment: Deployment) -> str:
     return hashlib.sha256(json.dumps(deployment.to_json(), sort_keys=True).encode()).hexdigest()
 
 
 class Serving:
     def __init__(self, backend: Backend, artifacts: ArtifactStore, idle_timeout_s: float,
-                 invocation_timeout_s: float = INVOCATION_TIMEOUT_S) -> None:
+                 invocation_timeout_s: float = INVOCATION_TIMEOUT_S, memory_budget_mb: int | None = None) -> None:
         self.backend = backend
+        self.budget = MemoryBudget(memory_budget_mb or default_memory_budget_mb(), self._all_pools)
         self.invocation_timeout_s = invocation_timeout_s
         self.artifacts = artifacts
         self.idle_timeout_s = idle_timeout_s
@@ -158,7 +167,7 @@ class Serving:
         for variant in deployment.variants:
             config = self._pool_config(endpoint, variant, summaries.get(variant.name, {}))
             spec = _worker_spec(variant, model_dirs[variant.name], config)
-            pools[variant.name] = VariantPool(config, spec, self.backend)
+            pools[variant.name] = VariantPool(config, spec, self.backend, self.budget)
         try:
             await self._warm(list(pools.values()))
             if verify:
@@ -171,11 +180,16 @@ class Serving:
         if current is not None:
             self._drain_later(current)
 
+    def _all_pools(self) -> list[VariantPool]:
+        return [pool for runtime in self.endpoints.values() for pool in runtime.pools.values()]
+
     async def _warm(self, pools: list[VariantPool]) -> None:
         results = await asyncio.gather(*(p.ensure_minimum() for p in pools), return_exceptions=True)
         for pool, result in zip(pools, results):
             if isinstance(result, WorkerStartError):
                 raise DeployError(f"Variant {pool.config.variant}: the model failed to load: {result}")
+            if isinstance(result, ThrottlingException):
+                raise DeployError(f"Variant {pool.config.variant}: its ProvisionedConcurrency does not fit: {result}")
             if isinstance(result, BaseException):
                 raise result
 
@@ -184,11 +198,29 @@ class Serving:
         for pool in pools:
             if pool.config.min_envs > 0:
                 continue  # its warm environments already proved it
+            memory_mb = pool.config.memory_mb if pool.budget is not None else 0
+            await self._reserve_for_check(memory_mb, pool)
             try:
                 worker = await self.backend.start(pool.spec)
             except WorkerStartError as exc:
                 raise DeployError(f"Variant {pool.config.variant}: the model failed to load: {exc}") from None
+            finally:
+                self.budget.release(memory_mb)
             await worker.stop()
+
+    async def _reserve_for_check(self, memory_mb: int, pool: VariantPool, patience_s: float = 120.0) -> None:
+        """A load check is brief: wait for room in the memory budget rather than fail the deploy."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                self.budget.reserve(memory_mb, pool)
+                return
+            except ThrottlingException as exc:
+                if time.monotonic() > deadline or memory_mb > self.budget.budget_mb:
+                    raise DeployError(
+                        f"Variant {pool.config.variant}: no room to check that the model loads: {exc.message}"
+                    ) from None
+            await asyncio.sleep(0.05)
 
     def _drain_later(self, runtime: EndpointRuntime) -> None:
         async def drain() -> None:
@@ -283,6 +315,26 @@ class Serving:
             setup_ms=lease.setup_ms,
             model_latency_us=latency_us,
         )
+
+    # --- read-only, for the meter's sampling thread ---------------------------------------------
+
+    def environment_snapshot(self) -> list[dict[str, Any]]:
+        """Per live variant, the environments it holds: read off the loop by the meter's thread.
+
+        Only copies (``list()``) of the loop's containers are iterated, so a concurrent change can at
+        worst raise RuntimeError, which the meter treats as "skip this sample".
+        """
+        variants = []
+        for name, runtime in list(self.endpoints.items()):
+            for pool in list(runtime.pools.values()):
+                config = pool.config
+                envs = [{"memory_mb": env.memory_mb, "in_flight": env.in_flight,
+                         "rss_bytes": env.worker.rss_bytes() if env.worker.is_alive() else 0}
+                        for env in list(pool.envs)]
+                variants.append({"endpoint": name, "variant": config.variant, "serverless": config.serverless,
+                                 "memory_mb": config.memory_mb, "max_concurrency": config.max_envs,
+                                 "environments": envs})
+        return variants
 
 
 def _worker_spec(variant: VariantSpec, model_dir: str, config: PoolConfig) -> WorkerSpec:

@@ -21,6 +21,7 @@ INFERENCE_PY = textwrap.dedent('''
     import numpy as np
 
     def model_fn(model_dir):
+        time.sleep(float(os.environ.get("LOAD_SLEEP_S", "0")))
         if os.environ.get("FAIL_TO_LOAD"):
             raise RuntimeError(os.environ["FAIL_TO_LOAD"])
         return joblib.load(os.path.join(model_dir, "model.joblib"))

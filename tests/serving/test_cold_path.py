@@ -1,0 +1,90 @@
+"""Hedged cold starts and the machine's memory budget, with real workers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status, worker_pids
+
+ROWS = [[0.01] * 10]
+
+
+def call(runtime: Any, name: str, **payload: Any) -> tuple[dict[str, Any], float]:
+    started = time.perf_counter()
+    response = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps({"rows": ROWS, **payload}),
+                                       ContentType="application/json")
+    return json.loads(response["Body"].read()), time.perf_counter() - started
+
+
+def test_hedged_cold_start(sm: Any, server: ColdbrewServer, scripted_archive: Path) -> None:
+    runtime = server.client("sagemaker-runtime", read_timeout=60)
+    # Loading this model takes 2 s, so a busy environment that frees up first wins the race.
+    deploy_serverless(sm, "hedge", scripted_archive.as_uri(), max_concurrency=2,
+                      environment={"LOAD_SLEEP_S": "2"})
+    wait_for_status(sm, "hedge", "InService")
+    first, _ = call(runtime, "hedge")
+    before = worker_pids(server)
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(call, runtime, "hedge", sleep=0.5)
+        time.sleep(0.1)
+        hedged, elapsed = call(runtime, "hedge")
+        busy.result()
+    assert hedged["pid"] == first["pid"]  # served by the environment that became idle
+    assert elapsed < 1.5  # well before the 2 s model load would have finished
+    # The environment started for it still joins the pool.
+    deadline = time.monotonic() + 10
+    while len(worker_pids(server) - before) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(worker_pids(server) - before) == 1
+
+
+@pytest.fixture(scope="module")
+def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ColdbrewServer]:
+    server = ColdbrewServer(tmp_path_factory.mktemp("budget") / "data",
+                            env={"COLDBREW_MEMORY_BUDGET_MB": "3072"}).start()
+    yield server
+    server.stop()
+
+
+def test_memory_budget_evicts_least_recently_used_then_throttles(
+    budget_server: ColdbrewServer, scripted_archive: Path
+) -> None:
+    sm, runtime = budget_server.client(), budget_server.client("sagemaker-runtime", read_timeout=60)
+    for name in ("a", "b", "c", "d"):
+        deploy_serverless(sm, name, scripted_archive.as_uri(), memory=1024, max_concurrency=2)
+    for name in ("a", "b", "c", "d"):
+        wait_for_status(sm, name, "InService")
+    pids = {}
+    for name in ("a", "b", "c"):  # a is now the least recently used
+        pids[name] = call(runtime, name)[0]["pid"]
+        time.sleep(0.05)
+    assert set(pids.values()) <= worker_pids(budget_server)
+    pids["d"] = call(runtime, "d")[0]["pid"]  # needs room: a's idle environment goes
+    deadline = time.monotonic() + 5
+    while pids["a"] in worker_pids(budget_server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    live = worker_pids(budget_server)
+    assert pids["a"] not in live
+    assert {pids["b"], pids["c"], pids["d"]} <= live
+
+    # With every environment in the budget busy, a cold start has nowhere to go.
+    with ThreadPoolExecutor(3) as pool:
+        busy = [pool.submit(call, runtime, name, sleep=2) for name in ("b", "c", "d")]
+        time.sleep(0.5)
+        with pytest.raises(ClientError) as excinfo:
+            call(runtime, "a")
+        for future in busy:
+            future.result()
+    error = excinfo.value.response
+    assert error["Error"]["Code"] == "ThrottlingException"
+    assert "memory budget of 3072 MB" in error["Error"]["Message"]
+    # Once they are idle again, a gets its room back.
+    assert call(runtime, "a")[0]["predictions"]
