@@ -27,7 +27,8 @@ class Services:
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
         backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
         self.serving = Serving(backend, self.artifacts, settings.idle_timeout_s,
-                               settings.invocation_timeout_s, settings.memory_budget_mb)
+                               settings.invocation_timeout_s, settings.memory_budget_mb,
+                               settings.keepalive_policy)
         self.reconciler = Reconciler(self.store, self.serving)
         # Metering: its own connection and writer thread on the same database (after the store has
         # migrated it); the invoke path only appends to its buffer.

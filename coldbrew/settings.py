@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field, PositiveFloat, PositiveInt
@@ -39,6 +40,10 @@ class Settings(BaseSettings):
 
     invocation_timeout_s: PositiveFloat = 60.0
     """An invocation running longer than this is ended with an error (SageMaker's limit is 60 s)."""
+
+    keepalive_policy: Literal["fixed", "adaptive"] = "fixed"
+    """How long idle serverless environments are kept: a fixed idle timeout, or the adaptive
+    hybrid-histogram policy (per endpoint: COLDBREW_KEEPALIVE_POLICY in the model's Environment)."""
 
     memory_budget_mb: PositiveInt | None = None
     """Most MemorySizeInMB all live serverless environments may hold together (default 80% of RAM)."""

@@ -23,6 +23,7 @@ from coldbrew.errors import ColdbrewError, ModelNotReadyException, ThrottlingExc
 from coldbrew.serving.admission import Admission, admit
 from coldbrew.serving.budget import MemoryBudget
 from coldbrew.serving.environment import Environment
+from coldbrew.serving.keepalive import KeepAlivePolicy, make_policy
 
 log = logging.getLogger("coldbrew.serving")
 
@@ -41,6 +42,8 @@ class PoolConfig:
     """Invocations one environment serves at once (1 for serverless)."""
     idle_timeout_s: float
     weight: float = 1.0
+    keepalive: str = "fixed"
+    """Keep-alive policy name (``coldbrew.serving.keepalive.make_policy``)."""
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,13 @@ class VariantPool:
         # Only serverless environments count against the machine's budget: MemorySizeInMB is
         # what they are sized by, while provisioned instances are always on by definition.
         self.budget = budget if config.serverless else None
+        self.policy: KeepAlivePolicy = make_policy(config.keepalive, config.idle_timeout_s)
+        self.idle_since: float | None = time.monotonic()
+        """When the variant last finished its last in-flight invocation (None while busy)."""
         self.envs: list[Environment] = []
         self.starting = 0
         self.cold_starts = 0
+        self.prewarms = 0
         self.closed = False
         self._waiters: list[asyncio.Future[Environment]] = []
         self._maintaining: asyncio.Task[None] | None = None
@@ -74,6 +81,10 @@ class VariantPool:
     async def acquire(self) -> Lease:
         if self.closed:
             raise ModelNotReadyException(f"Variant {self.config.variant} is being replaced; retry the request.")
+        now = time.monotonic()
+        if self.idle_since is not None:
+            self.policy.on_arrival(now)
+            self.idle_since = None
         env = self._take_ready()
         if env is not None:
             return Lease(env, cold=False, setup_ms=0.0)
@@ -180,6 +191,9 @@ class VariantPool:
         env.in_flight -= 1
         env.invocations += 1
         env.last_used = time.monotonic()
+        if self.idle_since is None and not self._waiters and all(e.idle for e in self.envs):
+            self.idle_since = env.last_used
+            self.policy.on_idle(env.last_used)
         if not env.worker.is_alive() or env.stop_reason is not None or (self.closed and env.idle):
             # A replaced variant's environment that served a late invocation is stopped too.
             self.discard(env)
@@ -206,6 +220,8 @@ class VariantPool:
     # --- scaling -------------------------------------------------------------------------------
 
     def reconfigure(self, config: PoolConfig) -> None:
+        if (config.keepalive, config.idle_timeout_s) != (self.config.keepalive, self.config.idle_timeout_s):
+            self.policy = make_policy(config.keepalive, config.idle_timeout_s)
         self.config = replace(config)
 
     async def ensure_minimum(self) -> None:
@@ -230,21 +246,47 @@ class VariantPool:
         return idle[: max(0, surplus)]
 
     def reap(self, now: float) -> None:
-        """Release idle serverless environments past the idle timeout, keeping ``min_envs``."""
+        """Apply the keep-alive policy: release idle serverless environments (keeping ``min_envs``)
+        and pre-warm one when the policy expects the next invocation soon."""
         for env in list(self.envs):
             if not env.worker.is_alive() and env.idle:
                 self.discard(env)
-        if not self.config.serverless:
+        if not self.config.serverless or self.closed:
             return
+        windows = self.policy.windows(now)
+        idle_for = None if self.idle_since is None else now - self.idle_since
+        if windows.prewarm_s > 0 and idle_for is not None:
+            if idle_for < windows.prewarm_s or idle_for >= windows.prewarm_s + windows.keepalive_s:
+                keep_for = 0.0  # outside the window the next invocation is expected in
+            else:
+                keep_for = float("inf")
+                if not self.envs and not self.starting:
+                    self._prewarm()
+        else:
+            keep_for = windows.prewarm_s + windows.keepalive_s
         idle = sorted((e for e in self.envs if e.idle), key=lambda e: e.last_used)
         surplus = len(self.envs) - self.config.min_envs
         for env in idle:
             if surplus <= 0:
                 break
-            if now - env.last_used >= self.config.idle_timeout_s:
+            if now - env.last_used >= keep_for:
                 log.debug("%s/%s: releasing idle worker %d", self.config.endpoint, self.config.variant, env.worker.pid)
                 self.discard(env)
                 surplus -= 1
+
+    def _prewarm(self) -> None:
+        self.prewarms += 1
+
+        async def start() -> None:
+            try:
+                env = await self._start_env(busy=False)
+            except (WorkerStartError, ColdbrewError) as exc:
+                log.info("%s/%s: pre-warm skipped: %s", self.config.endpoint, self.config.variant, exc)
+                return
+            env.last_used = time.monotonic()
+            self._hand_to_waiters(env)
+
+        self._spawn(start())
 
     def maintain(self) -> None:
         """Kick a background top-up to ``min_envs`` unless one is running."""

@@ -77,8 +77,10 @@ def _fingerprint(deployment: Deployment) -> str:
 
 class Serving:
     def __init__(self, backend: Backend, artifacts: ArtifactStore, idle_timeout_s: float,
-                 invocation_timeout_s: float = INVOCATION_TIMEOUT_S, memory_budget_mb: int | None = None) -> None:
+                 invocation_timeout_s: float = INVOCATION_TIMEOUT_S, memory_budget_mb: int | None = None,
+                 keepalive: str = "fixed") -> None:
         self.backend = backend
+        self.keepalive = keepalive
         self.budget = MemoryBudget(memory_budget_mb or default_memory_budget_mb(), self._all_pools)
         self.invocation_timeout_s = invocation_timeout_s
         self.artifacts = artifacts
@@ -137,6 +139,7 @@ class Serving:
                 memory_mb=serverless["MemorySizeInMB"], max_envs=serverless["MaxConcurrency"],
                 min_envs=serverless.get("ProvisionedConcurrency", 0), env_capacity=1,
                 idle_timeout_s=self._idle_timeout(variant), weight=weight,
+                keepalive=variant.container.get("Environment", {}).get("COLDBREW_KEEPALIVE_POLICY", self.keepalive),
             )
         instance = instance_type(variant.instance_type or "")
         count = int(summary.get("DesiredInstanceCount", variant.instance_count or 1))
@@ -167,7 +170,10 @@ class Serving:
         for variant in deployment.variants:
             config = self._pool_config(endpoint, variant, summaries.get(variant.name, {}))
             spec = _worker_spec(variant, model_dirs[variant.name], config)
-            pools[variant.name] = VariantPool(config, spec, self.backend, self.budget)
+            try:
+                pools[variant.name] = VariantPool(config, spec, self.backend, self.budget)
+            except ValueError as exc:  # an unknown keep-alive policy name
+                raise DeployError(f"Variant {variant.name}: {exc}") from None
         try:
             await self._warm(list(pools.values()))
             if verify:

@@ -88,3 +88,22 @@ def test_memory_budget_evicts_least_recently_used_then_throttles(
     assert "memory budget of 3072 MB" in error["Error"]["Message"]
     # Once they are idle again, a gets its room back.
     assert call(runtime, "a")[0]["predictions"]
+
+
+def test_keepalive_policy_per_endpoint(sm: Any, server: ColdbrewServer, scripted_archive: Path) -> None:
+    runtime = server.client("sagemaker-runtime", read_timeout=60)
+    # Adaptive with no history yet falls back to the fixed idle timeout (1 s here): scale to zero.
+    deploy_serverless(sm, "adaptive", scripted_archive.as_uri(),
+                      environment={"COLDBREW_KEEPALIVE_POLICY": "adaptive", "COLDBREW_IDLE_TIMEOUT_S": "1"})
+    wait_for_status(sm, "adaptive", "InService")
+    body, _ = call(runtime, "adaptive")
+    assert body["pid"] in worker_pids(server)
+    deadline = time.monotonic() + 10
+    while body["pid"] in worker_pids(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert body["pid"] not in worker_pids(server)
+
+    deploy_serverless(sm, "bad-policy", scripted_archive.as_uri(),
+                      environment={"COLDBREW_KEEPALIVE_POLICY": "forever"})
+    failed = wait_for_status(sm, "bad-policy", "Failed")
+    assert "accepted names: fixed, adaptive" in failed["FailureReason"]
