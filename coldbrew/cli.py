@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true",
                        help="also deploy the demo endpoint 'coldbrew-demo' (a scikit-learn regressor)")
     serve.set_defaults(func=_serve)
+
+    from coldbrew.metering.cli import add_commands
+
+    add_commands(commands)  # metrics, cost, simulate
     return parser
 
 

@@ -16,6 +16,8 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     """A user's own server command (``exec:`` images); None runs coldbrew's worker."""
+    runtime: str = "generic"
+    """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
 
 
 class WorkerStartError(Exception):

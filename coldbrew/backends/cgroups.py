@@ -19,9 +19,10 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 class WorkerCgroup:
-    def __init__(self, path: Path, v2: bool) -> None:
+    def __init__(self, path: Path, v2: bool, cpu_path: Path | None = None) -> None:
         self.path = path
         self.v2 = v2
+        self.cpu_path = cpu_path
 
     def oom_killed(self) -> bool:
         """Whether the kernel killed a process of this cgroup for exceeding the limit."""
@@ -36,16 +37,20 @@ class WorkerCgroup:
         return False
 
     def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
+        for path in (self.path, self.cpu_path):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
 
 
 class MemoryCgroups:
     """The parent cgroup ``coldbrew-<pid>`` under the gateway's own memory cgroup."""
 
-    def __init__(self, base: Path, v2: bool) -> None:
+    def __init__(self, base: Path, v2: bool, cpu_base: Path | None = None) -> None:
         self.base = base
         self.v2 = v2
+        self.cpu_base = cpu_base
+        """Where CPU shares are set, proportional to memory as SageMaker sizes CPU by memory."""
         self._ids = itertools.count()
 
     @classmethod
@@ -75,7 +80,7 @@ class MemoryCgroups:
                     base.rmdir()
                 continue
             log.info("worker memory limits are enforced by cgroups under %s", base)
-            return cls(base, v2)
+            return cls(base, v2, _cpu_base(lines, v2, base))
         return None
 
     def attach(self, pid: int, limit_mb: int) -> WorkerCgroup | None:
@@ -98,14 +103,59 @@ class MemoryCgroups:
             with contextlib.suppress(OSError):
                 path.rmdir()
             return None
-        return WorkerCgroup(path, self.v2)
+        return WorkerCgroup(path, self.v2, self._cpu(pid, limit_mb, path.name))
+
+    def _cpu(self, pid: int, limit_mb: int, name: str) -> Path | None:
+        if self.cpu_base is None:
+            return None
+        if self.v2:
+            # The memory cgroup is the cpu cgroup in v2: weight 100 is one default process (1 GB).
+            with contextlib.suppress(OSError):
+                (self.base / name / "cpu.weight").write_text(str(max(1, min(10000, limit_mb * 100 // 1024))))
+            return None
+        path = self.cpu_base / name
+        try:
+            path.mkdir()
+            (path / "cpu.shares").write_text(str(max(2, limit_mb)))  # 1024 shares per GB
+            (path / "cgroup.procs").write_text(str(pid))
+        except OSError as exc:
+            log.info("no CPU share for worker %d: %s", pid, exc)
+            with contextlib.suppress(OSError):
+                path.rmdir()
+            return None
+        return path
 
     def remove(self) -> None:
-        for child in self.base.glob("w*"):
+        for base in (self.base, self.cpu_base):
+            if base is None:
+                continue
+            for child in base.glob("w*"):
+                with contextlib.suppress(OSError):
+                    child.rmdir()
             with contextlib.suppress(OSError):
-                child.rmdir()
-        with contextlib.suppress(OSError):
-            self.base.rmdir()
+                base.rmdir()
+
+
+def _cpu_base(lines: list[str], v2: bool, memory_base: Path) -> Path | None:
+    if v2:
+        controllers = _read(memory_base.parent / "cgroup.controllers").split()
+        if "cpu" in controllers:
+            with contextlib.suppress(OSError):
+                (memory_base / "cgroup.subtree_control").write_text("+cpu")
+                return memory_base
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "cpu" in controllers.split(","):
+            base = CGROUP_ROOT / controllers / path.lstrip("/") / f"coldbrew-{os.getpid()}"
+            if not base.parent.exists():
+                base = CGROUP_ROOT / "cpu" / path.lstrip("/") / f"coldbrew-{os.getpid()}"
+            try:
+                base.mkdir(exist_ok=True)
+            except OSError:
+                return None
+            return base
+    return None
 
 
 def _read(path: Path) -> str:

@@ -22,7 +22,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ import psutil
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups, WorkerCgroup
 from coldbrew.serving.worker_client import WorkerClient, WorkerConnectionError
-from coldbrew.worker.zygote import DEFAULT_PRELOAD, THREAD_ENV
+from coldbrew.worker.runtimes import RUNTIME_PRELOAD
+from coldbrew.worker.zygote import THREAD_ENV
 
 log = logging.getLogger("coldbrew.backends")
 
@@ -186,16 +187,21 @@ class Zygote:
 
 class LocalBackend:
     def __init__(self, startup_timeout_s: float = 120.0, zygote: bool = True,
-                 preload: Sequence[str] = DEFAULT_PRELOAD, memory_cgroups: bool = True) -> None:
+                 preload: Mapping[str, Sequence[str]] | None = None, memory_cgroups: bool = True,
+                 eager_runtimes: Sequence[str] = ("sklearn",)) -> None:
         self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
         # Short path: a Unix socket path must fit in 108 bytes.
         self.run_dir = Path(tempfile.mkdtemp(prefix="coldbrew-"))
         self.startup_timeout_s = startup_timeout_s
         self.use_zygote = zygote
-        self.preload = list(preload)
-        self.zygote: Zygote | None = None
+        self.preload = dict(preload if preload is not None else RUNTIME_PRELOAD)
+        # One zygote per runtime (a set of framework imports), started the first time a model of
+        # that runtime cold-starts (the eager ones at once), and restarted if it dies.
+        self.wanted_runtimes: set[str] = set(eager_runtimes) if zygote else set()
+        self.zygotes: dict[str, Zygote] = {}
         self.zygote_restarts = 0
-        self._zygote_starting: asyncio.Task[None] | None = None
+        self._zygote_starting: dict[str, asyncio.Task[None]] = {}
+        self._zygote_failed: set[str] = set()
         self._ids = itertools.count()
 
     def _base_env(self, spec: WorkerSpec) -> dict[str, str]:
@@ -205,37 +211,54 @@ class LocalBackend:
         env.update(spec.env)
         return env
 
-    # --- the zygote ----------------------------------------------------------------------------
+    # --- zygotes -------------------------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Called periodically by serving: keeps the zygote running."""
-        self.ensure_zygote()
+        """Called periodically by serving: keeps a zygote running for every runtime in use."""
+        for runtime in sorted(self.wanted_runtimes):
+            self.ensure_zygote(runtime)
 
-    def ensure_zygote(self) -> None:
-        """Start the zygote in the background unless it runs or is starting (also restarts it)."""
-        if not self.use_zygote or (self.zygote is not None and self.zygote.is_alive()):
+    @property
+    def zygote(self) -> Zygote | None:
+        """The scikit-learn zygote (the default runtime), if it runs."""
+        return self.zygotes.get("sklearn")
+
+    def helper_rss_bytes(self) -> int:
+        """Memory held by the zygotes themselves."""
+        return sum(z.rss_bytes() for z in self.zygotes.values() if z.is_alive())
+
+    def ensure_zygote(self, runtime: str) -> None:
+        """Start the runtime's zygote in the background unless it runs or is starting."""
+        if not self.use_zygote or runtime not in self.preload or runtime in self._zygote_failed:
             return
-        if self._zygote_starting is not None and not self._zygote_starting.done():
+        self.wanted_runtimes.add(runtime)
+        current = self.zygotes.get(runtime)
+        if current is not None and current.is_alive():
             return
-        if self.zygote is not None:
-            log.warning("the zygote exited with status %s; restarting it", self.zygote.process.returncode)
+        starting = self._zygote_starting.get(runtime)
+        if starting is not None and not starting.done():
+            return
+        if current is not None:
+            log.warning("the %s zygote exited with status %s; restarting it", runtime, current.process.returncode)
             self.zygote_restarts += 1
-            self.zygote = None
-        self._zygote_starting = asyncio.create_task(self._start_zygote())
+            del self.zygotes[runtime]
+        self._zygote_starting[runtime] = asyncio.create_task(self._start_zygote(runtime))
 
-    async def wait_zygote(self, timeout: float) -> bool:
-        if self._zygote_starting is not None:
+    async def wait_zygote(self, timeout: float, runtime: str = "sklearn") -> bool:
+        starting = self._zygote_starting.get(runtime)
+        if starting is not None:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._zygote_starting), timeout)
-        return self.zygote is not None and self.zygote.is_alive()
+                await asyncio.wait_for(asyncio.shield(starting), timeout)
+        zygote = self.zygotes.get(runtime)
+        return zygote is not None and zygote.is_alive()
 
-    async def _start_zygote(self) -> None:
-        socket_path = str(self.run_dir / f"zygote-{next(self._ids)}.sock")
+    async def _start_zygote(self, runtime: str) -> None:
+        socket_path = str(self.run_dir / f"zygote-{runtime}-{next(self._ids)}.sock")
         read_fd, write_fd = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "coldbrew.worker.zygote", "--socket", socket_path,
-                "--status-fd", str(write_fd), "--preload", ",".join(self.preload),
+                "--status-fd", str(write_fd), "--preload", ",".join(self.preload[runtime]),
                 pass_fds=(write_fd,), env=self._base_env(WorkerSpec(model_dir="", memory_mb=0)),
                 stdin=asyncio.subprocess.DEVNULL,
             )
@@ -248,14 +271,19 @@ class LocalBackend:
         finally:
             os.close(read_fd)
         if not status.get("ready"):
-            log.warning("the zygote did not start (%s); workers start as fresh interpreters", status.get("error"))
+            log.warning("the %s zygote did not start (%s); its workers start as fresh interpreters",
+                        runtime, status.get("error"))
+            # Not retried: whatever stopped it (a preload that starts threads) would again.
+            self.wanted_runtimes.discard(runtime)
+            self._zygote_failed.add(runtime)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
             return
         modules = list(status.get("modules", []))  # type: ignore[call-overload]
-        self.zygote = Zygote(process, socket_path, modules)
-        log.info("zygote %d ready in %s ms with %s", process.pid, status.get("setup_ms"), ", ".join(modules))
+        self.zygotes[runtime] = Zygote(process, socket_path, modules)
+        log.info("%s zygote %d ready in %s ms with %s", runtime, process.pid, status.get("setup_ms"),
+                 ", ".join(modules))
 
     # --- workers -------------------------------------------------------------------------------
 
@@ -263,7 +291,10 @@ class LocalBackend:
         if spec.command is not None:
             return await self._start_command(spec, spec.command)
         socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
-        zygote = self.zygote if self.zygote is not None and self.zygote.is_alive() else None
+        zygote = self.zygotes.get(spec.runtime)
+        if zygote is None or not zygote.is_alive():
+            zygote = None
+            self.ensure_zygote(spec.runtime)  # for the next cold start of this runtime
         read_fd, write_fd = os.pipe()
         process: asyncio.subprocess.Process | None = None
         pid = 0
@@ -364,12 +395,11 @@ class LocalBackend:
         return worker
 
     async def close(self) -> None:
-        if self._zygote_starting is not None:
-            self._zygote_starting.cancel()
+        for task in self._zygote_starting.values():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._zygote_starting
-        if self.zygote is not None:
-            await self.zygote.stop()
+                await task
+        await asyncio.gather(*(z.stop() for z in self.zygotes.values()), return_exceptions=True)
         if self.cgroups is not None:
             self.cgroups.remove()
         shutil.rmtree(self.run_dir, ignore_errors=True)

@@ -56,6 +56,60 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX endpoints_status ON endpoints (status);
     """,
+    # 2: metering (coldbrew.metering). Raw records are pruned after a retention period; the
+    # per-minute aggregates are kept for good and are updated in the same transaction as the
+    # records they sum, so they stay exact across crashes.
+    """
+    CREATE TABLE meter_records (
+        id INTEGER PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        model_latency_us INTEGER NOT NULL,
+        overhead_latency_us INTEGER NOT NULL,
+        cold_start INTEGER NOT NULL,
+        setup_us INTEGER NOT NULL,
+        memory_mb INTEGER NOT NULL,
+        serverless INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        error_code TEXT
+    );
+    CREATE INDEX meter_records_time ON meter_records (started_at);
+    CREATE INDEX meter_records_endpoint ON meter_records (endpoint, started_at);
+    CREATE TABLE meter_minutes (
+        endpoint TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        serverless INTEGER NOT NULL DEFAULT 1,
+        memory_mb INTEGER NOT NULL DEFAULT 0,
+        invocations INTEGER NOT NULL DEFAULT 0,
+        errors_4xx INTEGER NOT NULL DEFAULT 0,
+        errors_5xx INTEGER NOT NULL DEFAULT 0,
+        model_errors INTEGER NOT NULL DEFAULT 0,
+        throttles INTEGER NOT NULL DEFAULT 0,
+        cold_starts INTEGER NOT NULL DEFAULT 0,
+        model_latency_us INTEGER NOT NULL DEFAULT 0,
+        model_latency_max_us INTEGER NOT NULL DEFAULT 0,
+        overhead_latency_us INTEGER NOT NULL DEFAULT 0,
+        overhead_latency_max_us INTEGER NOT NULL DEFAULT 0,
+        setup_us INTEGER NOT NULL DEFAULT 0,
+        setup_max_us INTEGER NOT NULL DEFAULT 0,
+        billed_mb_ms INTEGER NOT NULL DEFAULT 0,
+        bytes_in INTEGER NOT NULL DEFAULT 0,
+        bytes_out INTEGER NOT NULL DEFAULT 0,
+        samples INTEGER NOT NULL DEFAULT 0,
+        memory_utilization_sum REAL NOT NULL DEFAULT 0,
+        memory_utilization_max REAL NOT NULL DEFAULT 0,
+        concurrency_utilization_sum REAL NOT NULL DEFAULT 0,
+        concurrency_utilization_max REAL NOT NULL DEFAULT 0,
+        held_mb_s REAL NOT NULL DEFAULT 0,
+        environment_starts INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (endpoint, variant, minute)
+    );
+    CREATE INDEX meter_minutes_time ON meter_minutes (minute);
+    """,
 )
 
 

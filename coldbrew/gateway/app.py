@@ -5,13 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.runtime_api import RuntimeEndpoint
+from coldbrew.metering.prometheus import registry_for
 from coldbrew.services import Services
 from coldbrew.settings import Settings
 
@@ -19,7 +22,15 @@ from coldbrew.settings import Settings
 def create_app(settings: Settings) -> Starlette:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
-    runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id)
+    runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id, services.meter)
+    registry = registry_for(services.meter)
+
+    async def metrics(request: Request) -> Response:
+        def render() -> bytes:
+            services.meter.flush()  # so a scrape sees every invocation answered before it
+            return generate_latest(registry)
+
+        return Response(await run_in_threadpool(render), media_type=CONTENT_TYPE_LATEST)
 
     async def ping(request: Request) -> Response:
         return PlainTextResponse("")
@@ -35,6 +46,7 @@ def create_app(settings: Settings) -> Starlette:
     routes = [
         Route("/", control.handle, methods=["POST"]),
         Route("/ping", ping, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/endpoints/{name}/invocations", runtime.invoke, methods=["POST"]),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import random
 import time
 from concurrent.futures import Future
@@ -37,6 +38,8 @@ from coldbrew.serving.invocation import (
 )
 from coldbrew.serving.pool import PoolConfig, VariantPool
 from coldbrew.serving.worker_client import WorkerConnectionError, WorkerResponse
+from coldbrew.worker.runtimes import detect_runtime
+from coldbrew.worker.zygote import THREAD_ENV
 
 log = logging.getLogger("coldbrew.serving")
 
@@ -117,12 +120,16 @@ class Serving:
 
     def deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool) -> None:
         model_dirs: dict[str, str] = {}
+        runtimes: dict[str, str] = {}
         for variant in deployment.variants:
             try:
                 model_dirs[variant.name] = str(self.artifacts.materialize(variant.container))
             except ArtifactError as exc:
                 raise DeployError(str(exc)) from None
-        self._on_loop(self._deploy(endpoint, deployment, variants, model_dirs, verify))
+            # Reads the model directory, so it is decided here, off the event loop.
+            runtimes[variant.name] = detect_runtime(model_dirs[variant.name], variant.container.get("Image"),
+                                                    variant.container.get("Environment", {}))
+        self._on_loop(self._deploy(endpoint, deployment, variants, model_dirs, runtimes, verify))
 
     def undeploy(self, endpoint: str) -> None:
         if self._loop is not None and endpoint in self.endpoints:
@@ -157,7 +164,7 @@ class Serving:
             return self.idle_timeout_s
 
     async def _deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]],
-                      model_dirs: dict[str, str], verify: bool) -> None:
+                      model_dirs: dict[str, str], runtimes: dict[str, str], verify: bool) -> None:
         summaries = {s["VariantName"]: s for s in variants}
         fingerprint = _fingerprint(deployment)
         current = self.endpoints.get(endpoint)
@@ -169,7 +176,7 @@ class Serving:
         pools: dict[str, VariantPool] = {}
         for variant in deployment.variants:
             config = self._pool_config(endpoint, variant, summaries.get(variant.name, {}))
-            spec = _worker_spec(variant, model_dirs[variant.name], config)
+            spec = _worker_spec(variant, model_dirs[variant.name], runtimes[variant.name], config)
             try:
                 pools[variant.name] = VariantPool(config, spec, self.backend, self.budget)
             except ValueError as exc:  # an unknown keep-alive policy name
@@ -334,7 +341,7 @@ class Serving:
         for name, runtime in list(self.endpoints.items()):
             for pool in list(runtime.pools.values()):
                 config = pool.config
-                envs = [{"memory_mb": env.memory_mb, "in_flight": env.in_flight,
+                envs = [{"id": env.id, "memory_mb": env.memory_mb, "in_flight": env.in_flight,
                          "rss_bytes": env.worker.rss_bytes() if env.worker.is_alive() else 0}
                         for env in list(pool.envs)]
                 variants.append({"endpoint": name, "variant": config.variant, "serverless": config.serverless,
@@ -343,7 +350,20 @@ class Serving:
         return variants
 
 
-def _worker_spec(variant: VariantSpec, model_dir: str, config: PoolConfig) -> WorkerSpec:
+MB_PER_VCPU = 1769
+"""Memory that buys one vCPU, as on AWS Lambda; SageMaker Serverless sizes CPU by memory likewise."""
+
+
+def threads_for(config: PoolConfig) -> int:
+    """Numerical-library threads for an environment: proportional to its memory, at most the cores."""
+    if config.serverless:
+        vcpus = round(config.memory_mb / MB_PER_VCPU)
+    else:
+        vcpus = config.env_capacity
+    return max(1, min(os.cpu_count() or 1, vcpus))
+
+
+def _worker_spec(variant: VariantSpec, model_dir: str, runtime: str, config: PoolConfig) -> WorkerSpec:
     container = variant.container
     env = {k: str(v) for k, v in container.get("Environment", {}).items()}
     image = container.get("Image") or ""
@@ -353,8 +373,11 @@ def _worker_spec(variant: VariantSpec, model_dir: str, config: PoolConfig) -> Wo
     elif image:
         # The worker picks its runtime (framework container conventions) from the image.
         env.setdefault("COLDBREW_IMAGE", image)
+    threads = str(threads_for(config))
+    for name in THREAD_ENV:
+        env.setdefault(name, threads)
     return WorkerSpec(model_dir=model_dir, memory_mb=config.memory_mb, max_concurrency=config.env_capacity,
-                      env=env, command=command)
+                      env=env, command=command, runtime=runtime)
 
 
 def _model_error(response: WorkerResponse) -> ModelError:

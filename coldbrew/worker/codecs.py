@@ -1,4 +1,4 @@
-"""Default request decoding and response encoding: CSV, JSON and NPY to and from numpy arrays.
+"""Default request decoding and response encoding: CSV, JSON, JSON Lines and NPY to and from numpy arrays.
 
 These are the ``input_fn`` and ``output_fn`` a model gets when its ``code/inference.py`` does not
 define them. Every malformed body is a :class:`BadRequest` naming what is wrong, so the client
@@ -17,18 +17,18 @@ from typing import Any
 import numpy as np
 
 from coldbrew.worker.errors import BadRequest, NotAcceptable, UnsupportedMediaType
-from coldbrew.worker.media import ANY, CSV, JSON, NPY, media_type
+from coldbrew.worker.media import ANY, CSV, JSON, JSONLINES, NPY, canonical
 
 # --- decoding -----------------------------------------------------------------------------------
 
 
 def decode(body: str | bytes, content_type: str) -> np.ndarray:
-    """The default ``input_fn``: a 2-D float array from a CSV, JSON or NPY body."""
-    decoder = _DECODERS.get(media_type(content_type))
+    """The default ``input_fn``: a 2-D float array from a CSV, JSON, JSON Lines or NPY body."""
+    decoder = _DECODERS.get(canonical(content_type))
     if decoder is None:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported by the default input_fn: send "
-            f"{CSV}, {JSON} or {NPY}, or define input_fn in code/inference.py"
+            f"{CSV}, {JSON}, {JSONLINES} or {NPY}, or define input_fn in code/inference.py"
         )
     if not body:
         raise BadRequest("the request body is empty")
@@ -65,10 +65,20 @@ def _decode_csv(body: str | bytes) -> np.ndarray:
 
 
 def _decode_json(body: str | bytes) -> np.ndarray:
+    return rows_from_json(parse_json(body))
+
+
+def parse_json(body: str | bytes) -> Any:
+    """The parsed JSON body, or a 400 naming the syntax error."""
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+def rows_from_json(payload: Any) -> np.ndarray:
+    """A parsed JSON body as a 2-D float array: a list of rows, a single row, or either under
+    ``"instances"`` or ``"inputs"`` (TensorFlow Serving's and the SageMaker containers' keys)."""
     if isinstance(payload, dict):
         for key in ("instances", "inputs"):
             if key in payload:
@@ -99,6 +109,51 @@ def _decode_json(body: str | bytes) -> np.ndarray:
     return array.reshape(1, -1) if array.ndim == 1 else array
 
 
+# Keys under which a JSON Lines object carries its row: "features" is what SageMaker's built-in
+# algorithms read; the others match the JSON body's keys.
+_JSONLINES_KEYS = ("features", "instances", "inputs")
+
+
+def _decode_jsonlines(body: str | bytes) -> np.ndarray:
+    text = body if isinstance(body, str) else _utf8(body)
+    rows: list[Any] = []
+    width = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise BadRequest(f"JSON Lines line {number} is not valid JSON: {exc}") from None
+        if isinstance(value, dict):
+            key = next((k for k in _JSONLINES_KEYS if k in value), None)
+            if key is None:
+                raise BadRequest(
+                    f'JSON Lines line {number} is an object without a "features", "instances" or '
+                    '"inputs" key: send one row of numbers, or an object holding it, per line'
+                )
+            value = value[key]
+        # A line holds one row, or (under "instances") several.
+        line_rows = value if isinstance(value, list) and value and isinstance(value[0], list) else [value]
+        for row in line_rows:
+            if not isinstance(row, list) or not row:
+                raise BadRequest(f"JSON Lines line {number} is not a non-empty list of numbers")
+            if not rows:
+                width = len(row)
+            elif len(row) != width:
+                raise BadRequest(
+                    f"JSON Lines line {number} has {_values(len(row))} but the first row has {width}: "
+                    "every row must have the same number of features"
+                )
+            rows.append(row)
+    if not rows:
+        raise BadRequest("the JSON Lines body has no rows")
+    try:
+        return np.array(rows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"JSON Lines rows must hold only numbers: {exc}") from None
+
+
 def _decode_npy(body: str | bytes) -> np.ndarray:
     raw = body.encode() if isinstance(body, str) else body
     try:
@@ -113,6 +168,7 @@ def _decode_npy(body: str | bytes) -> np.ndarray:
 _DECODERS: dict[str, Callable[[str | bytes], np.ndarray]] = {
     CSV: _decode_csv,
     JSON: _decode_json,
+    JSONLINES: _decode_jsonlines,
     NPY: _decode_npy,
 }
 
@@ -142,7 +198,8 @@ def _is_number(text: str) -> bool:
 
 
 def encode(prediction: Any, accept: str) -> tuple[bytes, str]:
-    """The default ``output_fn``: the prediction as JSON, CSV or NPY, whichever ``accept`` names first."""
+    """The default ``output_fn``: the prediction as JSON, CSV, JSON Lines or NPY, whichever ``accept``
+    names first."""
     content_type = negotiate(accept)
     return _ENCODERS[content_type](prediction), content_type
 
@@ -154,7 +211,7 @@ def negotiate(accept: str) -> str:
     inference endpoint name one type (boto3's Accept is a single value).
     """
     for part in accept.split(","):
-        wanted = media_type(part)
+        wanted = canonical(part)
         if wanted in _ENCODERS:
             return wanted
         if wanted in (ANY, "application/*", ""):
@@ -163,7 +220,7 @@ def negotiate(accept: str) -> str:
             return CSV
     raise NotAcceptable(
         f"Accept {accept!r} is not supported by the default output_fn: ask for "
-        f"{JSON}, {CSV} or {NPY}, or define output_fn in code/inference.py"
+        f"{JSON}, {CSV}, {JSONLINES} or {NPY}, or define output_fn in code/inference.py"
     )
 
 
@@ -191,6 +248,14 @@ def _encode_csv(prediction: Any) -> bytes:
     return out.getvalue().encode()
 
 
+def _encode_jsonlines(prediction: Any) -> bytes:
+    # One line per row (per element of the outer list); anything that is not a sequence, such as
+    # a dict, is one line.
+    values = prediction.tolist() if hasattr(prediction, "tolist") else prediction
+    items = values if isinstance(values, (list, tuple)) else [values]
+    return "".join(json.dumps(item, default=_json_default) + "\n" for item in items).encode()
+
+
 def _encode_npy(prediction: Any) -> bytes:
     out = io.BytesIO()
     np.save(out, np.asarray(prediction), allow_pickle=False)
@@ -200,5 +265,6 @@ def _encode_npy(prediction: Any) -> bytes:
 _ENCODERS: dict[str, Callable[[Any], bytes]] = {
     JSON: _encode_json,
     CSV: _encode_csv,
+    JSONLINES: _encode_jsonlines,
     NPY: _encode_npy,
 }

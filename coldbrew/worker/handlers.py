@@ -1,12 +1,14 @@
 """The inference toolkit: the user's handler functions, or framework defaults, as one pipeline.
 
-A model directory may hold ``code/inference.py`` (or the file ``SAGEMAKER_PROGRAM`` names) with
+A model directory may hold ``code/inference.py`` (or the file ``SAGEMAKER_PROGRAM`` names, in
+``SAGEMAKER_SUBMIT_DIRECTORY`` if set: see :mod:`coldbrew.worker.container`) with
 any of these functions, as in the SageMaker inference toolkit:
 
 - ``model_fn(model_dir)`` -> model; default: the framework whose model file is in ``model_dir``
-- ``input_fn(input_data, content_type)`` -> data; default: CSV/JSON/NPY into a 2-D float array
+- ``input_fn(input_data, content_type)`` -> data; default: the framework's (XGBoost also reads
+  text/libsvm), else CSV/JSON/JSON Lines/NPY into a 2-D float array
 - ``predict_fn(data, model)`` -> prediction; default: the framework's, else ``model.predict(data)``
-- ``output_fn(prediction, accept)`` -> body; default: JSON, CSV or NPY as ``accept`` asks
+- ``output_fn(prediction, accept)`` -> body; default: JSON, CSV, JSON Lines or NPY as ``accept`` asks
 - ``transform_fn(model, input_data, content_type, accept)`` -> body, instead of the three above
 - ``pre_model_fn(model_dir)`` and ``model_warmup_fn(model_dir, model)``: optional load hooks
 
@@ -38,14 +40,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from coldbrew.worker import frameworks
+from coldbrew.worker import container, frameworks, runtimes
 from coldbrew.worker.context import Context
 from coldbrew.worker.errors import BadRequest, ModelLoadError, one_line
 from coldbrew.worker.media import ANY, JSON, OCTET_STREAM, TEXT_TYPES, charset, first_concrete, media_type
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROGRAM = "inference.py"
+DEFAULT_PROGRAM = container.DEFAULT_PROGRAM
 
 # Arguments the toolkit passes each function, before the optional context.
 _PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -133,21 +135,36 @@ class InferenceHandler:
 def load_handler(model_dir: str) -> InferenceHandler:
     """Import the user's module, fill in defaults, check them, and load the model.
 
-    Raises :class:`ModelLoadError` with a one-line message for the status pipe.
+    The image (``COLDBREW_IMAGE``, the model's ``Image``) decides the defaults when it is one of
+    SageMaker's framework containers; otherwise the files in ``model_dir`` do (see
+    :mod:`coldbrew.worker.runtimes`). Raises :class:`ModelLoadError` with a one-line message for
+    the status pipe.
     """
-    module = _import_program(model_dir)
-    found = {name: _user_function(module, name) for name in _PARAMETERS} if module else {}
+    entry = container.entry_point(model_dir, os.environ)
+    has_requirements = container.note_requirements(entry)
+    try:
+        return _load(model_dir, entry)
+    except ModelLoadError as exc:
+        if has_requirements and _caused_by_import(exc):
+            # The likeliest fix is a package the user expected SageMaker to pip-install.
+            raise ModelLoadError(f"{exc} ({container.REQUIREMENTS_NOTE})") from exc
+        raise
+
+
+def _load(model_dir: str, entry: container.EntryPoint) -> InferenceHandler:
+    module = _import_program(entry)
+    found = {name: _user_function(module, name, entry) for name in _PARAMETERS} if module else {}
     user = {name: fn for name, fn in found.items() if fn is not None}
-    program = _program_name()
 
     pipeline = [name for name in ("input_fn", "predict_fn", "output_fn") if name in user]
     if "transform_fn" in user and pipeline:
         raise ModelLoadError(
-            f"code/{program} defines transform_fn together with {', '.join(pipeline)}: "
+            f"{entry.label} defines transform_fn together with {', '.join(pipeline)}: "
             "define either transform_fn alone, or any of input_fn, predict_fn and output_fn"
         )
 
-    framework = _framework(model_dir, program, required="model_fn" not in user)
+    image = os.environ.get("COLDBREW_IMAGE") or None
+    framework = _framework(model_dir, entry, image, required="model_fn" not in user)
     context = Context(model_dir)
     if "pre_model_fn" in user:
         _run_hook("pre_model_fn", _adapt(user["pre_model_fn"], "pre_model_fn"), model_dir, context)
@@ -163,7 +180,11 @@ def load_handler(model_dir: str) -> InferenceHandler:
             "model_warmup_fn", _adapt(user["model_warmup_fn"], "model_warmup_fn"), model_dir, model, context
         )
 
-    default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or JSON
+    default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or (
+        # A framework container answers in its own default type (CSV for XGBoost) when the
+        # request names none; coldbrew's own default is JSON.
+        getattr(framework, "DEFAULT_ACCEPT", None) if runtimes.image_runtime(image) else None
+    ) or JSON
     if "transform_fn" in user:
         transform_fn = _adapt(user["transform_fn"], "transform_fn")
         return InferenceHandler(model_dir, model, transform_fn, default_accept, "transform_fn")
@@ -172,15 +193,17 @@ def load_handler(model_dir: str) -> InferenceHandler:
     user_input_fn = user.get("input_fn") or getattr(framework, "input_fn", None)
     user_output_fn = user.get("output_fn") or getattr(framework, "output_fn", None)
     check_accept: Callable[[str], object] | None = None
-    if user_input_fn is None or user_output_fn is None:
+    if user_input_fn is None or "output_fn" not in user:
         # Imported only when needed: it pulls in numpy, which a user's own functions may not use.
         from coldbrew.worker import codecs
 
         user_input_fn = user_input_fn or codecs.decode
-        if user_output_fn is None:
-            user_output_fn = codecs.encode
-            # An Accept the default output_fn cannot write is a 406 before any work, not after predict.
+        user_output_fn = user_output_fn or codecs.encode
+        if "output_fn" not in user:
+            # An Accept the default output_fn (or a framework's, which writes the same types)
+            # cannot write is a 406 before any work, not after predict.
             check_accept = codecs.negotiate
+    assert user_input_fn is not None and user_output_fn is not None  # filled in just above
     input_fn = _adapt(user_input_fn, "input_fn")
     if "predict_fn" in user:
         predict_fn = _adapt(user["predict_fn"], "predict_fn")
@@ -198,17 +221,22 @@ def load_handler(model_dir: str) -> InferenceHandler:
     return InferenceHandler(model_dir, model, pipeline_fn, default_accept, "output_fn")
 
 
-def _program_name() -> str:
-    program = os.environ.get("SAGEMAKER_PROGRAM") or DEFAULT_PROGRAM
-    return program if program.endswith(".py") else f"{program}.py"
+def _caused_by_import(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ImportError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
-def _import_program(model_dir: str) -> ModuleType | None:
-    code_dir = Path(model_dir) / "code"
-    program = _program_name()
-    path = code_dir / program
+def _import_program(entry: container.EntryPoint) -> ModuleType | None:
+    code_dir = entry.code_dir
+    path = entry.path
     if not path.is_file():
-        if os.environ.get("SAGEMAKER_PROGRAM"):
+        if entry.named:
             raise ModelLoadError(
                 f"SAGEMAKER_PROGRAM is {os.environ['SAGEMAKER_PROGRAM']!r} but {path} does not exist"
             )
@@ -217,11 +245,7 @@ def _import_program(model_dir: str) -> ModuleType | None:
     existing = sys.modules.get(name)
     if existing is not None and getattr(existing, "__file__", None) != str(path):
         raise ModelLoadError(
-            f"code/{program} has the name of the module {name!r}, which is already imported: rename it"
-        )
-    if (code_dir / "requirements.txt").is_file():
-        logger.warning(
-            "code/requirements.txt is not installed by coldbrew: include its packages in the runtime"
+            f"{entry.label} has the name of the module {name!r}, which is already imported: rename it"
         )
     # On sys.path so the program can import its sibling modules, as on SageMaker.
     if str(code_dir) not in sys.path:
@@ -237,20 +261,50 @@ def _import_program(model_dir: str) -> ModuleType | None:
     except BaseException as exc:
         del sys.modules[name]
         logger.error("importing %s failed", path, exc_info=exc)
-        raise ModelLoadError(f"importing code/{program} raised {one_line(exc)}") from exc
+        raise ModelLoadError(f"importing {entry.label} raised {one_line(exc)}") from exc
     return module
 
 
-def _user_function(module: ModuleType, name: str) -> Handler | None:
+def _user_function(module: ModuleType, name: str, entry: container.EntryPoint) -> Handler | None:
     fn = getattr(module, name, None)
     if fn is not None and not callable(fn):
-        raise ModelLoadError(f"{name} in code/{_program_name()} is a {type(fn).__name__}, not a function")
+        raise ModelLoadError(f"{name} in {entry.label} is a {type(fn).__name__}, not a function")
     return fn
 
 
-def _framework(model_dir: str, program: str, required: bool) -> frameworks.Framework | None:
-    if not Path(model_dir).is_dir():
+def _framework(
+    model_dir: str, entry: container.EntryPoint, image: str | None, required: bool
+) -> frameworks.Framework | None:
+    """The framework whose defaults apply, or None (only when the user's model_fn loads the model)."""
+    directory = Path(model_dir)
+    if not directory.is_dir():
         raise ModelLoadError(f"model directory {model_dir} does not exist")
+    chosen = runtimes.image_runtime(image) or os.environ.get("COLDBREW_RUNTIME", "").strip().lower()
+    framework = frameworks.for_runtime(chosen) if chosen else None
+    if framework is not None:
+        # The image (or COLDBREW_RUNTIME) names the framework: its defaults apply whatever the
+        # files are called, as in that container, which loads the model file its own way.
+        find = getattr(framework, "container_model_file", framework.find_model_file)
+        try:
+            found = find(directory)
+        except ModelLoadError:
+            if required:
+                raise
+            return framework
+        if found is None and required:
+            # A model the image's framework cannot load by default, but another framework of
+            # coldbrew's can (say, an embedding model directory under a PyTorch image): serve it
+            # rather than refuse what SageMaker would have needed user code for.
+            other = _detect_quietly(model_dir)
+            if other is not None:
+                logger.info("%s: no %s model file; serving it as %s", model_dir, framework.NAME, other.NAME)
+                return other
+            served = f"the image {image}" if runtimes.image_runtime(image) else f"COLDBREW_RUNTIME={chosen}"
+            raise ModelLoadError(
+                f"No {framework.NAME} model file found in {model_dir}: {served} serves "
+                f"{framework.EXPECTED}, or a {entry.label} with model_fn"
+            )
+        return framework
     try:
         framework = frameworks.detect(model_dir)
     except ModelLoadError:
@@ -260,9 +314,16 @@ def _framework(model_dir: str, program: str, required: bool) -> frameworks.Frame
     if framework is None and required:
         raise ModelLoadError(
             f"No model file found in {model_dir}: expected {frameworks.expected_files()}, "
-            f"or a code/{program} with model_fn"
+            f"or a {entry.label} with model_fn"
         )
     return framework
+
+
+def _detect_quietly(model_dir: str) -> frameworks.Framework | None:
+    try:
+        return frameworks.detect(model_dir)
+    except ModelLoadError:
+        return None
 
 
 def _run_hook(label: str, fn: Handler, *args: Any) -> Any:

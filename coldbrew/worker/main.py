@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -68,7 +69,9 @@ def _run(config: WorkerConfig, status_fd: int) -> int:
     try:
         os.environ.update(config.env)
         os.environ["SM_MODEL_DIR"] = config.model_dir
+        _apply_pythonpath(config.env)
         _configure_logging()
+        _export_sagemaker_env(config.model_dir)
         started = time.perf_counter()
         from coldbrew.worker.handlers import load_handler
 
@@ -109,6 +112,33 @@ def _run(config: WorkerConfig, status_fd: int) -> int:
             executor.shutdown(wait=False, cancel_futures=True)
         _remove_socket(config.socket_path, socket_id)
     return 0 if reported == [True] else 1
+
+
+def _apply_pythonpath(env: dict[str, str]) -> None:
+    """Put the model's PYTHONPATH on sys.path, as a fresh interpreter would have.
+
+    A worker forked from the zygote started its interpreter before it saw this model's
+    environment. (Modules the zygote has already imported stay as they are: a model that must
+    replace one of those needs a freshly started worker.)
+    """
+    entries = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    missing = [entry for entry in entries if entry not in sys.path]
+    if missing:
+        # After sys.path[0] (the script's or the working directory), where Python puts PYTHONPATH.
+        sys.path[1:1] = missing
+        importlib.invalidate_caches()
+
+
+def _export_sagemaker_env(model_dir: str) -> None:
+    """Set the variables SageMaker's containers set, unless the model's environment sets them."""
+    from coldbrew.worker import container
+
+    try:
+        entry = container.entry_point(model_dir, os.environ)
+    except ModelLoadError:
+        return  # reported by load_handler, which resolves the entry point again
+    for name, value in container.sagemaker_env(model_dir, entry).items():
+        os.environ.setdefault(name, value)
 
 
 def _configure_logging() -> None:

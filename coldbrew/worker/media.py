@@ -4,9 +4,20 @@ from __future__ import annotations
 
 CSV = "text/csv"
 JSON = "application/json"
+JSONLINES = "application/jsonlines"
 NPY = "application/x-npy"
+LIBSVM = "text/libsvm"
 ANY = "*/*"
 OCTET_STREAM = "application/octet-stream"
+
+# Other spellings clients send for the same formats, mapped to the names above. SageMaker's
+# containers accept "text/x-libsvm" and "application/x-jsonlines" alike.
+ALIASES = {
+    "application/x-jsonlines": JSONLINES,
+    "application/jsonl": JSONLINES,
+    "text/x-libsvm": LIBSVM,
+    "application/npy": NPY,
+}
 
 # Bodies of these types reach input_fn/transform_fn as str, as in the SageMaker toolkit, so
 # handlers written for SageMaker (``request_body.split("\n")``) keep working.
@@ -16,6 +27,12 @@ TEXT_TYPES = frozenset({CSV, JSON})
 def media_type(header: str) -> str:
     """``"Text/CSV; charset=utf-8"`` -> ``"text/csv"``."""
     return header.split(";", 1)[0].strip().lower()
+
+
+def canonical(header: str) -> str:
+    """The media type of ``header`` with aliases resolved: ``"text/x-libsvm"`` -> ``"text/libsvm"``."""
+    kind = media_type(header)
+    return ALIASES.get(kind, kind)
 
 
 def charset(header: str, default: str = "utf-8") -> str:

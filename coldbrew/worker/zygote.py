@@ -29,10 +29,7 @@ from typing import NoReturn
 # Thread pools of numerical libraries, one thread each unless the caller chose otherwise.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
-DEFAULT_PRELOAD = (
-    "numpy", "scipy.sparse", "joblib", "sklearn.ensemble", "sklearn.linear_model", "sklearn.tree",
-    "sklearn.pipeline", "sklearn.preprocessing",
-)
+DEFAULT_PRELOAD = ("numpy", "joblib")
 # What every worker imports, so the child does not pay for it either.
 WORKER_MODULES = (
     "coldbrew.worker.main", "coldbrew.worker.handlers", "coldbrew.worker.app", "coldbrew.worker.server",
@@ -76,7 +73,23 @@ def _child(config_fields: dict[str, object], status_fd: int) -> NoReturn:
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
     config = WorkerConfig(**config_fields)  # type: ignore[arg-type]
+    _limit_threads(config.env.get("OMP_NUM_THREADS"))
     run_worker(config, status_fd)
+
+
+def _limit_threads(threads: str | None) -> None:
+    """The zygote loaded BLAS with one thread; give this worker the count its memory size buys
+    (a fresh worker gets it from the environment before the libraries load)."""
+    if not threads or not threads.isdigit() or int(threads) <= 1:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(threads))
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
 
 
 def _handle(conn: socket.socket, listener: socket.socket) -> None:

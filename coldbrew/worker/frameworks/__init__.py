@@ -3,7 +3,10 @@
 Each framework is a module here exposing the :class:`Framework` protocol. Modules are listed by
 import string and imported only when probed, and each imports its heavy library (joblib, xgboost,
 torch, ...) inside ``model_fn``, so a worker pays only for the framework its model needs.
-Adding XGBoost, LightGBM, ONNX or PyTorch means one module and one line in ``_FRAMEWORKS``.
+Adding a framework means one module and one line in ``_FRAMEWORKS``; the module's name is its
+runtime name (:mod:`coldbrew.worker.runtimes`). Optional members: ``input_fn``, ``output_fn``,
+``container_model_file`` (the file the framework's SageMaker container would load, used under
+its image) and ``DEFAULT_ACCEPT`` (that container's answer type when a request names none).
 """
 
 from __future__ import annotations
@@ -40,6 +43,12 @@ class Framework(Protocol):
 
 # Probed in order; the first that finds a file wins.
 _FRAMEWORKS: tuple[str, ...] = ("coldbrew.worker.frameworks.sklearn",)
+_FRAMEWORKS += ("coldbrew.worker.frameworks.pytorch",)  # model.pt (TorchScript)
+_FRAMEWORKS += (  # the file names of these three never overlap; JSON and text files are sniffed
+    "coldbrew.worker.frameworks.xgboost",
+    "coldbrew.worker.frameworks.lightgbm",
+    "coldbrew.worker.frameworks.onnx",
+)
 
 
 def detect(model_dir: str) -> Framework | None:
@@ -60,3 +69,16 @@ def expected_files() -> str:
 def generic_predict_fn(data: Any, model: Any) -> Any:
     """``predict_fn`` for a model from a user's ``model_fn`` in a directory no framework claims."""
     return model.predict(data)
+
+
+def runtime_of(framework: Framework) -> str:
+    """The runtime name of a framework: its module's name (``...frameworks.xgboost`` -> ``xgboost``)."""
+    return cast(Any, framework).__name__.rsplit(".", 1)[-1]
+
+
+def for_runtime(runtime: str) -> Framework | None:
+    """The registered framework of a runtime name, or None (``generic``, or not registered)."""
+    for name in _FRAMEWORKS:
+        if name.rsplit(".", 1)[-1] == runtime:
+            return cast(Framework, importlib.import_module(name))
+    return None

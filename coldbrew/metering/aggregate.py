@@ -1,0 +1,195 @@
+"""Per-minute aggregates of meter records and samples, and cumulative totals for Prometheus.
+
+Both are computed by the meter's writer thread from the batch it flushes, never on the hot path.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field, fields
+
+from coldbrew.metering.records import MeterRecord, Outcome
+
+# CloudWatch reports latencies in microseconds; buckets from 1 ms to the 60 s invocation limit.
+LATENCY_BUCKETS_US: tuple[float, ...] = (
+    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+)
+
+Key = tuple[str, str]
+"""(endpoint, variant)."""
+
+
+@dataclass
+class MinuteAggregate:
+    """One row of ``meter_minutes``: sums and maxima, so any longer period is a sum of minutes."""
+
+    serverless: int = 1
+    memory_mb: int = 0
+    invocations: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    model_errors: int = 0
+    throttles: int = 0
+    cold_starts: int = 0
+    model_latency_us: int = 0
+    model_latency_max_us: int = 0
+    overhead_latency_us: int = 0
+    overhead_latency_max_us: int = 0
+    setup_us: int = 0
+    setup_max_us: int = 0
+    billed_mb_ms: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    samples: int = 0
+    memory_utilization_sum: float = 0.0
+    memory_utilization_max: float = 0.0
+    concurrency_utilization_sum: float = 0.0
+    concurrency_utilization_max: float = 0.0
+    held_mb_s: float = 0.0
+    environment_starts: int = 0
+    """Environments first seen in this minute's samples (each cold start, hedged or not)."""
+
+    def add_record(self, r: MeterRecord) -> None:
+        self.serverless = int(r.serverless)
+        self.memory_mb = r.memory_mb
+        self.invocations += 1
+        outcome = r.outcome
+        if outcome is Outcome.CLIENT_ERROR:
+            self.errors_4xx += 1
+        elif outcome is Outcome.SERVER_ERROR:
+            self.errors_5xx += 1
+        elif outcome is Outcome.MODEL_ERROR:
+            self.model_errors += 1
+        if r.error_code == "ThrottlingException":
+            self.throttles += 1
+        if r.cold_start:
+            self.cold_starts += 1
+            self.setup_us += r.setup_us
+            self.setup_max_us = max(self.setup_max_us, r.setup_us)
+        self.model_latency_us += r.model_latency_us
+        self.model_latency_max_us = max(self.model_latency_max_us, r.model_latency_us)
+        self.overhead_latency_us += r.overhead_latency_us
+        self.overhead_latency_max_us = max(self.overhead_latency_max_us, r.overhead_latency_us)
+        self.billed_mb_ms += r.billed_mb_ms
+        self.bytes_in += r.bytes_in
+        self.bytes_out += r.bytes_out
+
+    def add_sample(self, sample: VariantSample, seconds: float) -> None:
+        self.serverless = int(sample.serverless)
+        self.memory_mb = sample.memory_mb
+        self.samples += 1
+        self.memory_utilization_sum += sample.memory_utilization
+        self.memory_utilization_max = max(self.memory_utilization_max, sample.memory_utilization)
+        self.concurrency_utilization_sum += sample.concurrency_utilization
+        self.concurrency_utilization_max = max(self.concurrency_utilization_max, sample.concurrency_utilization)
+        self.held_mb_s += sample.held_mb * seconds
+        self.environment_starts += sample.new_environments
+
+
+AGGREGATE_COLUMNS = tuple(f.name for f in fields(MinuteAggregate))
+_MAX_COLUMNS = {c for c in AGGREGATE_COLUMNS if c.endswith("_max") or c.endswith("_max_us")}
+_LAST_COLUMNS = {"serverless", "memory_mb"}
+
+
+def upsert_sql() -> str:
+    """Adds a batch's aggregate to a minute's row: sums add, maxima take the larger."""
+    updates = []
+    for column in AGGREGATE_COLUMNS:
+        if column in _LAST_COLUMNS:
+            updates.append(f"{column} = excluded.{column}")
+        elif column in _MAX_COLUMNS:
+            updates.append(f"{column} = max({column}, excluded.{column})")
+        else:
+            updates.append(f"{column} = {column} + excluded.{column}")
+    columns = ", ".join(("endpoint", "variant", "minute") + AGGREGATE_COLUMNS)
+    marks = ", ".join("?" * (3 + len(AGGREGATE_COLUMNS)))
+    return (f"INSERT INTO meter_minutes ({columns}) VALUES ({marks}) "
+            f"ON CONFLICT (endpoint, variant, minute) DO UPDATE SET {', '.join(updates)}")
+
+
+@dataclass(frozen=True)
+class VariantSample:
+    """What a variant's environments hold at one instant (from ``Serving.environment_snapshot``)."""
+
+    endpoint: str
+    variant: str
+    serverless: bool
+    memory_mb: int
+    max_concurrency: int
+    environments: int
+    in_flight: int
+    rss_bytes: int
+    held_mb: int
+    """Memory size summed over the environments that exist (what scale-to-zero saves)."""
+    new_environments: int = 0
+    """Environments not seen in the previous sample."""
+
+    @property
+    def memory_utilization(self) -> float:
+        """Percent of the memory the variant's environments may use that they do use."""
+        if self.held_mb <= 0:
+            return 0.0
+        return 100.0 * self.rss_bytes / (self.held_mb * 1024 * 1024)
+
+    @property
+    def concurrency_utilization(self) -> float:
+        """Concurrent executions over MaxConcurrency (CloudWatch unit: None, a ratio)."""
+        if not self.serverless or self.max_concurrency <= 0:
+            return 0.0
+        return self.in_flight / self.max_concurrency
+
+
+@dataclass
+class Histogram:
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_US) + 1))
+    total: float = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_US, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        running, out = 0, []
+        for bound, count in zip((*LATENCY_BUCKETS_US, float("inf")), self.counts):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else f"{bound:g}", running))
+        return out
+
+
+@dataclass
+class VariantTotals:
+    """Cumulative figures since the server started, as Prometheus counters and histograms want them."""
+
+    invocations: int = 0
+    errors_4xx: int = 0
+    errors_5xx: int = 0
+    model_errors: int = 0
+    cold_starts: int = 0
+    billed_mb_ms: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    model_latency: Histogram = field(default_factory=Histogram)
+    overhead_latency: Histogram = field(default_factory=Histogram)
+    setup_time: Histogram = field(default_factory=Histogram)
+    memory_utilization: float = 0.0
+    concurrency_utilization: float = 0.0
+    environments: int = 0
+    environment_starts: int = 0
+
+    def add_record(self, r: MeterRecord) -> None:
+        self.invocations += 1
+        outcome = r.outcome
+        self.errors_4xx += outcome is Outcome.CLIENT_ERROR
+        self.errors_5xx += outcome is Outcome.SERVER_ERROR
+        self.model_errors += outcome is Outcome.MODEL_ERROR
+        self.billed_mb_ms += r.billed_mb_ms
+        self.bytes_in += r.bytes_in
+        self.bytes_out += r.bytes_out
+        if outcome is Outcome.OK or outcome is Outcome.MODEL_ERROR:
+            # Refused requests never reached a model: they have no latency to report.
+            self.model_latency.observe(r.model_latency_us)
+            self.overhead_latency.observe(r.overhead_latency_us)
+        if r.cold_start:
+            self.cold_starts += 1
+            self.setup_time.observe(r.setup_us)

@@ -1,0 +1,118 @@
+"""Behaving as SageMaker's serving containers do: where the user's code is, and the environment.
+
+SageMaker's framework containers find the entry point from ``SAGEMAKER_PROGRAM`` (a file name)
+inside ``SAGEMAKER_SUBMIT_DIRECTORY``, which the SageMaker SDK sets to ``/opt/ml/model/code``
+when it packs the code into the model archive, or to an ``s3://.../sourcedir.tar.gz`` otherwise.
+coldbrew reads the model archive only: ``/opt/ml/model`` means the model directory, a local
+directory (or ``file://`` URL) is used as it is, and an S3 source directory fails the load with a
+message saying what to do instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from coldbrew.worker.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROGRAM = "inference.py"
+
+# Where SageMaker mounts the model archive; paths under it name the model directory here.
+SAGEMAKER_MODEL_DIR = "/opt/ml/model"
+
+REQUIREMENTS_NOTE = (
+    "code/requirements.txt lists packages, which coldbrew does not install: "
+    "install them into coldbrew's Python environment"
+)
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """The user's program: ``code_dir / program``, which may not exist."""
+
+    code_dir: Path
+    program: str
+    """File name, with ``.py``."""
+    named: bool
+    """Named by ``SAGEMAKER_PROGRAM``, so it must exist."""
+
+    @property
+    def path(self) -> Path:
+        return self.code_dir / self.program
+
+    @property
+    def label(self) -> str:
+        """How messages name it: ``code/inference.py`` in the archive, else its full path."""
+        return f"code/{self.program}" if self.code_dir.name == "code" else str(self.path)
+
+    @property
+    def requirements(self) -> Path | None:
+        path = self.code_dir / "requirements.txt"
+        return path if path.is_file() else None
+
+
+def entry_point(model_dir: str, env: Mapping[str, str]) -> EntryPoint:
+    program = env.get("SAGEMAKER_PROGRAM") or DEFAULT_PROGRAM
+    if not program.endswith(".py"):
+        program = f"{program}.py"
+    submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "").strip()
+    code_dir = _submit_directory(submit, model_dir) if submit else Path(model_dir) / "code"
+    return EntryPoint(code_dir, program, named=bool(env.get("SAGEMAKER_PROGRAM")))
+
+
+def _submit_directory(submit: str, model_dir: str) -> Path:
+    parsed = urlparse(submit)
+    if parsed.scheme == "file":
+        path = unquote(parsed.path)
+    elif parsed.scheme:
+        where = "S3" if parsed.scheme == "s3" else f"a {parsed.scheme}:// URL"
+        raise ModelLoadError(
+            f"SAGEMAKER_SUBMIT_DIRECTORY is {submit}, in {where}: coldbrew does not download source "
+            "directories and expects the code inside the model archive's code/ directory; put "
+            "inference.py (and its modules) under code/ in model.tar.gz and remove "
+            "SAGEMAKER_SUBMIT_DIRECTORY, or set it to /opt/ml/model/code"
+        )
+    else:
+        path = submit
+    if path == SAGEMAKER_MODEL_DIR or path.startswith(SAGEMAKER_MODEL_DIR + "/"):
+        path = model_dir + path[len(SAGEMAKER_MODEL_DIR):]
+    directory = Path(path)
+    if not directory.is_dir():
+        raise ModelLoadError(
+            f"SAGEMAKER_SUBMIT_DIRECTORY is {submit}, but {directory} is not a directory: "
+            "point it to the directory that holds the entry point, or put the code under code/ "
+            "in the model archive"
+        )
+    return directory
+
+
+def note_requirements(entry: EntryPoint) -> bool:
+    """Log that a requirements.txt is not installed; True if there is one."""
+    if entry.requirements is None:
+        return False
+    logger.warning(
+        "%s is not installed by coldbrew: the packages it lists must already be in the runtime",
+        entry.requirements,
+    )
+    return True
+
+
+def sagemaker_env(model_dir: str, entry: EntryPoint) -> dict[str, str]:
+    """Variables SageMaker's serving containers set, for code written against them.
+
+    ``SAGEMAKER_BIND_TO_PORT`` and the model-server variables are left out: the worker's address
+    is coldbrew's business, and user code that reads them would only be misled.
+    """
+    return {
+        "SM_MODEL_DIR": model_dir,
+        "SM_MODULE_DIR": str(entry.code_dir),
+        "SM_MODULE_NAME": entry.program[: -len(".py")],
+        "SM_NUM_CPUS": str(os.cpu_count() or 1),
+        "SM_NUM_GPUS": "0",
+    }

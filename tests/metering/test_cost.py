@@ -1,0 +1,86 @@
+"""Cost arithmetic against figures computed by hand, and the price table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from coldbrew.metering.cost import (
+    Usage,
+    billed_gb_seconds,
+    breakeven_per_hour,
+    instance_cost,
+    lambda_cost,
+    per_million,
+    serverless_cost,
+)
+from coldbrew.metering.prices import load_prices
+
+
+@pytest.fixture(scope="module")
+def prices():  # type: ignore[no-untyped-def]
+    return load_prices()
+
+
+def test_shipped_prices_carry_the_articles_figures(prices) -> None:  # type: ignore[no-untyped-def]
+    assert prices.sagemaker_serverless.per_gb_second == 0.00002
+    assert prices.instance_hourly("ml.m5.xlarge") == 0.23
+    assert prices.instance_hourly("ml.t2.medium") == 0.056
+    assert prices.instance_hourly("ml.m5.large") == 0.115
+    assert prices.lambda_arch("x86").per_gb_second == 0.0000166667
+    assert prices.lambda_arch("arm").per_gb_second == 0.0000133334
+    assert prices.lambda_arch("arm").per_request * 1_000_000 == pytest.approx(0.20)
+    assert prices.date and prices.region == "us-east-2"
+    for name in ("ml.t2.medium", "ml.m5.large", "ml.m5.xlarge", "ml.c5.large", "ml.c5.xlarge"):
+        assert prices.instance_hourly(name) > 0
+
+
+def test_user_prices_override_key_by_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"region": "eu-west-1", "sagemaker_instances": {"ml.m5.xlarge": 0.258}}))
+    mine = load_prices(path)
+    assert mine.region == "eu-west-1" and mine.instance_hourly("ml.m5.xlarge") == 0.258
+    assert mine.instance_hourly("ml.t2.medium") == 0.056  # untouched
+    toml = tmp_path / "mine.toml"
+    toml.write_text('[sagemaker_serverless]\nper_gb_second = 0.00003\n')
+    monkeypatch.setenv("COLDBREW_PRICES", str(toml))
+    assert load_prices().sagemaker_serverless.per_gb_second == 0.00003
+
+
+def test_smallest_instance_that_fits(prices) -> None:  # type: ignore[no-untyped-def]
+    assert prices.smallest_instance(1024) == "ml.t2.medium"  # 4 GB, the cheapest
+    assert prices.smallest_instance(6144) == "ml.t2.large"  # 8 GB at 0.111 beats ml.m5.large at 0.115
+    with pytest.raises(ValueError):
+        prices.smallest_instance(10**7)
+
+
+def test_serverless_cost_by_hand(prices) -> None:  # type: ignore[no-untyped-def]
+    # 1,000 invocations of 250 ms at 2 GB = 500 GB-s x 0.00002 = 0.01; 1 MB in and 3 MB out
+    # each = 1 GB + 3 GB (decimal) x 0.016 = 0.064.
+    usage = Usage(1000, billed_gb_seconds(1000, 0.25, 2048), 1000 * 10**6, 3000 * 10**6)
+    assert usage.gb_seconds == 500
+    assert serverless_cost(usage, prices) == pytest.approx(0.01 + 0.064, abs=1e-12)
+    assert per_million(0.074, 1000) == pytest.approx(74.0)
+    # Billed by the millisecond, rounded up: 1.2 ms bills 2 ms.
+    assert billed_gb_seconds(1, 0.0012, 1024) == pytest.approx(0.002)
+
+
+def test_lambda_worked_example(prices) -> None:  # type: ignore[no-untyped-def]
+    # "Serverless Machine Learning Inference": 1M requests x 200 ms at 1024 MB on Arm
+    # = 0.20 (requests) + 2.67 (compute) = 2.87 USD.
+    usage = Usage(1_000_000, billed_gb_seconds(1_000_000, 0.2, 1024))
+    assert usage.gb_seconds == pytest.approx(200_000)
+    total = lambda_cost(usage, prices, "arm")
+    assert total == pytest.approx(0.2 + 200_000 * 0.0000133334)
+    assert round(total - 0.2, 2) == 2.67 and round(total, 2) == 2.87
+
+
+def test_instance_cost_and_breakeven(prices) -> None:  # type: ignore[no-untyped-def]
+    assert instance_cost("ml.m5.xlarge", 720, prices) == pytest.approx(165.60)  # "approximately $166"
+    assert instance_cost("ml.t2.medium", 720, prices) == pytest.approx(40.32)
+    assert instance_cost("ml.c5.large", 10, prices, count=2) == pytest.approx(2.04)
+    # One 1 s, 1 GB invocation costs 0.00002: an ml.m5.xlarge (0.23/h) breaks even at 11,500 an hour.
+    assert breakeven_per_hour(0.23, 0.00002) == pytest.approx(11_500)
+    assert breakeven_per_hour(0.23, 0.0) is None

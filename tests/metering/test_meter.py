@@ -1,0 +1,121 @@
+"""The meter in-process: exact aggregates under concurrent recording, retention, Prometheus output."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from coldbrew.control.store import Store
+from coldbrew.metering.meter import Meter
+from coldbrew.metering.prometheus import registry_for
+from coldbrew.metering.query import metrics_report, open_readonly
+from coldbrew.metering.records import MeterRecord
+
+
+def _record(i: int, t: float, variant: str = "AllTraffic") -> MeterRecord:
+    kinds = [(200, None), (424, "ModelError"), (400, "ThrottlingException"), (500, "InternalFailure")]
+    status, code = kinds[i % 4] if i % 10 == 0 else (200, None)
+    return MeterRecord(
+        endpoint="ep", variant=variant, started_at=t, model_latency_us=1000 + i % 7, overhead_latency_us=50,
+        cold_start=i % 100 == 0, setup_us=30_000 if i % 100 == 0 else 0, memory_mb=2048, serverless=True,
+        bytes_in=100, bytes_out=10, status=status, error_code=code,
+    )
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "coldbrew.db"
+    Store(path).close()  # migrated
+    return path
+
+
+def test_concurrent_records_aggregate_exactly(db: Path) -> None:
+    snapshot = [{"endpoint": "ep", "variant": "AllTraffic", "serverless": True, "memory_mb": 2048,
+                 "max_concurrency": 4, "environments": [
+                     {"memory_mb": 2048, "in_flight": 1, "rss_bytes": 512 * 2**20},
+                     {"memory_mb": 2048, "in_flight": 0, "rss_bytes": 512 * 2**20}]}]
+    meter = Meter(db, flush_interval_s=0.05, sample_interval_s=0.05, snapshot=lambda: snapshot)
+    meter.start()
+    base = time.time() // 60 * 60 - 120  # two whole minutes back, so records span minute boundaries
+    threads, per_thread = 8, 2500
+    expected = [_record(i, base + (i % 150)) for i in range(threads * per_thread)]
+
+    def work(k: int) -> None:
+        for r in expected[k::threads]:
+            meter.record(r)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    time.sleep(0.3)
+    meter.close()
+
+    conn = open_readonly(db)
+    assert conn.execute("SELECT count(*) FROM meter_records").fetchone()[0] == len(expected)
+    sums = conn.execute(
+        "SELECT sum(invocations), sum(errors_4xx), sum(errors_5xx), sum(model_errors), sum(cold_starts), "
+        "sum(model_latency_us), sum(billed_mb_ms), sum(bytes_in), sum(setup_us) FROM meter_minutes").fetchone()
+    assert tuple(sums) == (
+        len(expected),
+        sum(r.status == 400 for r in expected),
+        sum(r.status == 500 for r in expected),
+        sum(r.error_code == "ModelError" for r in expected),
+        sum(r.cold_start for r in expected),
+        sum(r.model_latency_us for r in expected),
+        sum(r.billed_mb_ms for r in expected),
+        100 * len(expected),
+        sum(r.setup_us for r in expected),
+    )
+    # Per minute, too.
+    for minute, count in conn.execute("SELECT minute, invocations FROM meter_minutes WHERE invocations > 0"):
+        assert count == sum(1 for r in expected if int(r.started_at // 60 * 60) == minute)
+    report = metrics_report(conn, "ep", base, 3600, now=base + 200)
+    assert sum(p["Invocations"] for p in report["Datapoints"]) == len(expected)
+    sampled = [p for p in report["Datapoints"] if p["MemoryUtilization"]["Average"] is not None]
+    assert sampled and sampled[-1]["MemoryUtilization"]["Average"] == pytest.approx(25.0)
+    assert sampled[-1]["ServerlessConcurrentExecutionsUtilization"]["Maximum"] == pytest.approx(0.25)
+
+
+def test_retention_prunes_records_not_aggregates(db: Path) -> None:
+    now = time.time()
+    meter = Meter(db, retention_days=1, clock=lambda: now)
+    meter.record(_record(1, now - 3 * 86400))
+    meter.record(_record(2, now - 60))
+    meter.flush()
+    assert meter.prune(now) == 1
+    meter.close()
+    conn = open_readonly(db)
+    assert conn.execute("SELECT count(*) FROM meter_records").fetchone()[0] == 1
+    assert conn.execute("SELECT sum(invocations) FROM meter_minutes").fetchone()[0] == 2
+
+
+def test_prometheus_output_parses_with_cloudwatch_names(db: Path) -> None:
+    meter = Meter(db)
+    for i in range(20):
+        meter.record(_record(i, time.time()))
+    meter.flush()
+    text = generate_latest(registry_for(meter)).decode()
+    meter.close()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    labels = {"EndpointName": "ep", "VariantName": "AllTraffic"}
+
+    def value(family: str, sample: str, **extra: str) -> float:
+        return next(s.value for s in families[family].samples if s.name == sample and s.labels == {**labels, **extra})
+
+    assert value("sagemaker_Invocations", "sagemaker_Invocations_total") == 20
+    assert value("sagemaker_Invocation4XXErrors", "sagemaker_Invocation4XXErrors_total") == 1  # i = 10: throttled
+    assert value("sagemaker_InvocationModelErrors", "sagemaker_InvocationModelErrors_total") == 0
+    assert families["sagemaker_ModelLatency_microseconds"].type == "histogram"
+    # The throttled invocation never reached the model: it has no latency.
+    assert value("sagemaker_ModelLatency_microseconds", "sagemaker_ModelLatency_microseconds_count") == 19
+    assert value("sagemaker_ModelSetupTime_microseconds", "sagemaker_ModelSetupTime_microseconds_count") == 1
+    for name in ("Invocation4XXErrors", "Invocation5XXErrors", "MemoryUtilization",
+                 "ServerlessConcurrentExecutionsUtilization", "OverheadLatency_microseconds"):
+        assert f"sagemaker_{name}" in families
