@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, replace
 
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
-from coldbrew.errors import ColdbrewError, ModelNotReadyException, ThrottlingException
+from coldbrew.errors import ColdbrewError, ModelError, ModelNotReadyException, ThrottlingException
 from coldbrew.serving.admission import Admission, admit
 from coldbrew.serving.budget import MemoryBudget
 from coldbrew.serving.environment import Environment
@@ -149,7 +149,10 @@ class VariantPool:
             return Lease(waiter.result(), cold=False, setup_ms=0.0)
         self._waiters.remove(waiter)
         waiter.cancel()
-        env = start.result()
+        try:
+            env = start.result()
+        except WorkerStartError as exc:
+            raise _load_failed(exc) from None
         return Lease(env, cold=True, setup_ms=(time.perf_counter() - started) * 1000)
 
     def _abandon(self, start: asyncio.Task[Environment], waiter: asyncio.Future[Environment] | None) -> None:
@@ -175,19 +178,26 @@ class VariantPool:
         try:
             worker = await self.backend.start(self.spec)
         except BaseException as exc:
+            self.starting -= 1
             if self.budget is not None:
                 self.budget.release(memory_mb)
             if isinstance(exc, WorkerStartError):
                 log.warning("%s/%s: worker failed to start: %s", self.config.endpoint, self.config.variant, exc)
+                if not self.envs and not self.starting:
+                    # Invocations waiting for an environment would wait for ever: none will come.
+                    for waiter in self._waiters:
+                        if not waiter.done():
+                            waiter.set_exception(_load_failed(exc))
+                    self._waiters.clear()
             raise
-        finally:
-            self.starting -= 1
+        self.starting -= 1
         env = Environment(worker=worker, memory_mb=memory_mb, capacity=self.config.env_capacity)
         env.in_flight = 1 if busy else 0
         self.envs.append(env)
         return env
 
     def release(self, env: Environment) -> None:
+        """An invocation is done with ``env``: hand it to a waiting one, or let it idle."""
         env.in_flight -= 1
         env.invocations += 1
         env.last_used = time.monotonic()
@@ -324,3 +334,8 @@ class VariantPool:
             self.discard(env)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _load_failed(exc: WorkerStartError) -> ModelError:
+    return ModelError(f"The model failed to load on a cold start: {exc}", OriginalStatusCode=500,
+                      OriginalMessage=str(exc))

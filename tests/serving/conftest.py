@@ -22,6 +22,8 @@ INFERENCE_PY = textwrap.dedent('''
 
     def model_fn(model_dir):
         time.sleep(float(os.environ.get("LOAD_SLEEP_S", "0")))
+        if os.path.exists(os.environ.get("FAIL_IF_EXISTS", "/nonexistent")):
+            raise RuntimeError("the weights went missing")
         if os.environ.get("FAIL_TO_LOAD"):
             raise RuntimeError(os.environ["FAIL_TO_LOAD"])
         return joblib.load(os.path.join(model_dir, "model.joblib"))

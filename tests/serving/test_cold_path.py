@@ -107,3 +107,25 @@ def test_keepalive_policy_per_endpoint(sm: Any, server: ColdbrewServer, scripted
                       environment={"COLDBREW_KEEPALIVE_POLICY": "forever"})
     failed = wait_for_status(sm, "bad-policy", "Failed")
     assert "accepted names: fixed, adaptive" in failed["FailureReason"]
+
+
+def test_model_that_stops_loading_fails_the_invocation_not_the_server(
+    sm: Any, server: ColdbrewServer, scripted_archive: Path, tmp_path: Path
+) -> None:
+    runtime = server.client("sagemaker-runtime", read_timeout=60)
+    marker = tmp_path / "broken"
+    deploy_serverless(sm, "flaky-load", scripted_archive.as_uri(), max_concurrency=3,
+                      environment={"FAIL_IF_EXISTS": str(marker)})
+    wait_for_status(sm, "flaky-load", "InService")
+    marker.touch()  # from now on every cold start fails to load the model
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(call, runtime, "flaky-load") for _ in range(3)]
+        errors = []
+        for future in futures:
+            with pytest.raises(ClientError) as excinfo:
+                future.result(timeout=30)
+            errors.append(excinfo.value.response["Error"])
+    assert {e["Code"] for e in errors} == {"ModelError"}
+    assert all("the weights went missing" in e["Message"] for e in errors)
+    marker.unlink()
+    assert call(runtime, "flaky-load")[0]["predictions"]
