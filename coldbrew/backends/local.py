@@ -54,6 +54,14 @@ class _Limited:
     """What both kinds of worker share: the memory cgroup that may limit them."""
 
     cgroup: WorkerCgroup | None = None
+    pid: int
+    counts_children = False
+    """Only a user's own server may start processes of its own; scanning for children of
+    coldbrew's workers would cost the watchdog a walk over every process, for nothing."""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker (and of what it started, for a user's server)."""
+        return _rss(self.pid, children=self.counts_children)
 
     @property
     def memory_enforced(self) -> bool:
@@ -78,9 +86,6 @@ class SpawnedWorker(_Limited):
         self.socket_path = socket_path
         self.setup_ms = setup_ms
         self.forked = False
-
-    def rss_bytes(self) -> int:
-        return _rss(self.pid)
 
     def is_alive(self) -> bool:
         return self.process.returncode is None
@@ -126,9 +131,6 @@ class ForkedWorker(_Limited):
             os.close(self._pidfd)
             self._pidfd = None
         self._exited.set()
-
-    def rss_bytes(self) -> int:
-        return _rss(self.pid)
 
     def is_alive(self) -> bool:
         return not self._exited.is_set()
@@ -392,6 +394,7 @@ class LocalBackend:
             await client.aclose()
         worker = SpawnedWorker(process, None, (time.perf_counter() - started) * 1000, address=address)
         worker.cgroup = cgroup
+        worker.counts_children = True
         return worker
 
     async def close(self) -> None:
