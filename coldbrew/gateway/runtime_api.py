@@ -132,7 +132,7 @@ class RuntimeEndpoint:
 class _Metered:
     """What is known about an invocation for its meter record, filled in as the request proceeds."""
 
-    __slots__ = ("endpoint", "variant", "memory_mb", "serverless", "bytes_in")
+    __slots__ = ("bytes_in", "endpoint", "memory_mb", "serverless", "variant")
 
     def __init__(self) -> None:
         self.endpoint: str | None = None

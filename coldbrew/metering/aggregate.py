@@ -88,7 +88,7 @@ class MinuteAggregate:
 
 
 AGGREGATE_COLUMNS = tuple(f.name for f in fields(MinuteAggregate))
-_MAX_COLUMNS = {c for c in AGGREGATE_COLUMNS if c.endswith("_max") or c.endswith("_max_us")}
+_MAX_COLUMNS = {c for c in AGGREGATE_COLUMNS if c.endswith(("_max", "_max_us"))}
 _LAST_COLUMNS = {"serverless", "memory_mb"}
 
 

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from coldbrew.metering.prices import load_prices
-from coldbrew.metering.query import MeterQueryError, cost_report, metrics_report, open_readonly, parse_duration, parse_since
+from coldbrew.metering.query import (
+    MeterQueryError,
+    cost_report,
+    metrics_report,
+    open_readonly,
+    parse_duration,
+    parse_since,
+)
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

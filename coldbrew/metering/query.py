@@ -12,7 +12,7 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ def parse_since(text: str | None, now: float) -> float | None:
     except ValueError:
         raise MeterQueryError(f"--since {text!r}: give a duration (1h, 7d), an ISO time or Unix seconds") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
 
 
@@ -73,7 +73,7 @@ def open_readonly(db_path: Path) -> sqlite3.Connection:
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # --- coldbrew metrics -----------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def cost_report(conn: sqlite3.Connection, prices: PriceTable, endpoint: str | No
         hours = max(0.0, now - start) / 3600
         lines = []
         serverless_total = provisioned_total = 0.0
-        invocations = 0
+        invocations = serverless_invocations = 0
         gb_seconds = 0.0
         bytes_in = bytes_out = 0
         largest_memory = 0
@@ -203,6 +203,7 @@ def cost_report(conn: sqlite3.Connection, prices: PriceTable, endpoint: str | No
                     cost += serverless_provisioned_concurrency_cost(provisioned, v["memory_mb"], hours, prices)
                 line.update(Kind="serverless", GBSeconds=usage.gb_seconds, ProvisionedConcurrency=provisioned)
                 gb_seconds += usage.gb_seconds
+                serverless_invocations += usage.invocations
                 largest_memory = max(largest_memory, int(v["memory_mb"]))
                 serverless_total += cost
             else:
@@ -223,14 +224,14 @@ def cost_report(conn: sqlite3.Connection, prices: PriceTable, endpoint: str | No
         if largest_memory:
             alternative = prices.smallest_instance(largest_memory)
             hourly = prices.instance_hourly(alternative)
-            cost_per_invocation = serverless_total / invocations if invocations else 0.0
+            cost_per_invocation = serverless_total / serverless_invocations if serverless_invocations else 0.0
             report["InstanceAlternative"] = {
                 "InstanceType": alternative, "HourlyPrice": hourly, "Cost": instance_cost(alternative, hours, prices),
                 "Assumption": (f"one always-on {alternative}, the cheapest priced type with at least "
                                f"{largest_memory} MB, serves the same traffic over the same {hours:.2f} h"),
             }
             report["BreakEvenInvocationsPerHour"] = breakeven_per_hour(hourly, cost_per_invocation)
-            report["InvocationsPerHour"] = invocations / hours if hours > 0 else None
+            report["InvocationsPerHour"] = serverless_invocations / hours if hours > 0 else None
         reports.append(report)
     return {"Currency": prices.currency, "PriceRegion": prices.region, "PriceDate": prices.date, "Endpoints": reports}
 

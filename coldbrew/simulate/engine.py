@@ -32,21 +32,18 @@ from coldbrew.serving.keepalive import KeepAlivePolicy
 from coldbrew.simulate.spec import DAY_S, SimulationSpec
 from coldbrew.simulate.traffic import day_traffic, latencies, trace_traffic
 
-try:  # being added alongside the adaptive policy
-    from coldbrew.serving.keepalive import make_policy as _make_policy
-except ImportError:  # pragma: no cover - older keepalive module
-    _make_policy = None
-
 
 def make_policy(name: str, idle_timeout_s: float) -> KeepAlivePolicy:
-    if _make_policy is not None:
-        policy: KeepAlivePolicy = _make_policy(name, idle_timeout_s)
-        return policy
-    from coldbrew.serving.keepalive import FixedKeepAlive
+    """The live pool's policy by name (``keepalive.make_policy``), or FixedKeepAlive before it existed."""
+    from coldbrew.serving import keepalive
 
+    factory = getattr(keepalive, "make_policy", None)
+    if factory is not None:
+        policy: KeepAlivePolicy = factory(name, idle_timeout_s)
+        return policy
     if name != "fixed":
         raise ValueError(f"keep-alive policy {name!r} is not available; use 'fixed'")
-    return FixedKeepAlive(idle_timeout_s)
+    return keepalive.FixedKeepAlive(idle_timeout_s)
 
 
 _DONE, _READY, _PREWARM = 0, 1, 2
@@ -102,6 +99,9 @@ class VariantSim:
         self._held_at = 0.0
         self._seq = itertools.count()
         self._prewarm_generation = 0
+        self._idle_since: float | None = None
+        """When the variant last went idle (no invocation in flight or waiting); None while busy."""
+        self._window_end = math.inf
         self.result = DayResult()
         self._cold_rng = np.random.default_rng(spec.traffic.seed)
 
@@ -138,6 +138,7 @@ class VariantSim:
         """An environment has nothing to do at ``t``: the first waiter takes it, or it goes idle.
 
         ``finished``: it has just finished an invocation (else it has just started, unasked for).
+        Mirrors ``VariantPool.release`` and ``VariantPool.reap``.
         """
         while self.waiters:
             waiter = self.waiters.popleft()
@@ -147,18 +148,27 @@ class VariantSim:
                 self._serve(t, waiter.arrival, waiter.latency, cold=False)
                 return
         windows = self.policy.windows(t)
-        self.idle.append((t, t + windows.keepalive_s))
+        if not finished and self._idle_since is not None and windows.prewarm_s > 0:
+            deadline = self._window_end  # a pre-warmed environment lasts to the end of the window
+        else:
+            deadline = t + windows.prewarm_s + windows.keepalive_s
+        self.idle.append((t, deadline))
         if finished and self.busy == 0 and self.waiting == 0:
             # The variant finished its last in-flight invocation: the policy's "idle" event.
+            self._idle_since = t
             self.policy.on_idle(t)
+            windows = self.policy.windows(t)
             if windows.prewarm_s > 0:
+                # Outside the window the next invocation is expected in, nothing is kept; inside
+                # it, one environment is (started again if need be).
                 self._release_surplus(t, everything=True)
                 self._prewarm_generation += 1
+                self._window_end = t + windows.prewarm_s + windows.keepalive_s
                 self._push(t + windows.prewarm_s, _PREWARM, self._prewarm_generation)
 
     def _release_surplus(self, t: float, everything: bool = False) -> None:
         while self.idle and self.live > self.spec.provisioned_concurrency:
-            last_used, deadline = self.idle[0]
+            _, deadline = self.idle[0]
             if not everything and deadline > t:
                 return
             self.idle.popleft()
@@ -199,16 +209,18 @@ class VariantSim:
                 else:
                     self._free(at, finished=False)
             elif kind == _PREWARM:
-                if payload == self._prewarm_generation and self.busy == 0 and self.starting == 0:
-                    if self.live <= self.spec.provisioned_concurrency:
-                        self._start_env(at, None)
+                current = payload == self._prewarm_generation and self._idle_since is not None
+                if current and self.live == 0 and self.starting == 0:
+                    self._start_env(at, None)
         self.clock = max(self.clock, t)
 
     def arrive(self, t: float, latency: float) -> None:
         self.advance(t)
         self.result.invocations += 1
-        self.policy.on_arrival(t)
-        self._prewarm_generation += 1  # a pending pre-warm is moot once traffic is back
+        if self._idle_since is not None:  # the end of an idle time, as the pool reports it
+            self.policy.on_arrival(t)
+            self._idle_since = None
+            self._prewarm_generation += 1  # a pending pre-warm is moot once traffic is back
         decision = admit(idle=len(self.idle), live=self.live, starting=self.starting,
                          concurrent=self.busy + self.waiting, max_concurrency=self.spec.max_concurrency)
         if decision is Admission.WARM:
@@ -247,7 +259,7 @@ class VariantSim:
             tuple(sorted((rel(t), k, id(p) if k == _READY and p is not None else 0) for t, _, k, p in self.events
                          if k != _PREWARM)),
             tuple((rel(w.arrival), w.latency) for w in self.waiters if not w.served),
-            self.busy, self.live, self.starting,
+            self.busy, self.live, self.starting, None if self._idle_since is None else rel(self._idle_since),
         )
 
     def shift(self, delta: float) -> None:
@@ -259,6 +271,8 @@ class VariantSim:
             waiter.arrival += delta
         self.clock += delta
         self._held_at += delta
+        if self._idle_since is not None:
+            self._idle_since += delta
 
 
 @dataclass
@@ -316,6 +330,7 @@ def _snapshot(sim: VariantSim) -> dict[str, Any]:
         "idle": list(sim.idle), "events": list(sim.events),
         "waiters": [(w.arrival, w.latency, w.served) for w in sim.waiters],
         "counts": (sim.waiting, sim.busy, sim.live, sim.starting), "clock": sim.clock, "held_at": sim._held_at,
+        "idle_since": sim._idle_since,
     }
 
 
@@ -331,7 +346,7 @@ def _restore(sim: VariantSim, state: dict[str, Any], delta: float) -> None:
     sim.waiters = deque(waiters)
     sim.events = list(state["events"])
     sim.waiting, sim.busy, sim.live, sim.starting = state["counts"]
-    sim.clock, sim._held_at = state["clock"], state["held_at"]
+    sim.clock, sim._held_at, sim._idle_since = state["clock"], state["held_at"], state["idle_since"]
     sim.shift(delta)
 
 

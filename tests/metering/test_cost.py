@@ -84,3 +84,56 @@ def test_instance_cost_and_breakeven(prices) -> None:  # type: ignore[no-untyped
     # One 1 s, 1 GB invocation costs 0.00002: an ml.m5.xlarge (0.23/h) breaks even at 11,500 an hour.
     assert breakeven_per_hour(0.23, 0.00002) == pytest.approx(11_500)
     assert breakeven_per_hour(0.23, 0.0) is None
+
+
+def test_cost_report_by_hand(tmp_path: Path, prices) -> None:  # type: ignore[no-untyped-def]
+    from coldbrew.control.store import Store, dumps
+    from coldbrew.metering.query import cost_report, open_readonly
+
+    now = 1_700_000_000.0
+    store = Store(tmp_path / "coldbrew.db")
+    deployment = {"ConfigName": "c", "Models": {}, "Config": {"ProductionVariants": [
+        {"VariantName": "Serverless", "ModelName": "m", "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}},
+        {"VariantName": "Instances", "ModelName": "m", "InstanceType": "ml.m5.large", "InitialInstanceCount": 2},
+    ]}}
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO endpoints (name_key, name, arn, created_at, modified_at, status, config_name, deployment) "
+            "VALUES ('mixed', 'Mixed', 'arn', ?, ?, 'InService', 'c', ?)", [now - 10 * 3600, now - 10 * 3600, dumps(deployment)])
+        # 3,600 serverless invocations of 500 ms at 2 GB = 3,600 GB-s; 1 MB in and out each.
+        conn.execute("INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations, "
+                     "billed_mb_ms, bytes_in, bytes_out) VALUES ('mixed', 'Serverless', ?, 1, 2048, 3600, ?, ?, ?)",
+                     [int(now - 3600) // 60 * 60, 3600 * 2048 * 500, 3600 * 10**6, 3600 * 10**6])
+        conn.execute("INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations) "
+                     "VALUES ('mixed', 'Instances', ?, 0, 8192, 400)", [int(now - 3600) // 60 * 60])
+    store.close()
+    report = cost_report(open_readonly(tmp_path / "coldbrew.db"), prices, "mixed", None, now=now)
+    (endpoint,) = report["Endpoints"]
+    serverless = next(v for v in endpoint["Variants"] if v["VariantName"] == "Serverless")
+    instances = next(v for v in endpoint["Variants"] if v["VariantName"] == "Instances")
+    assert serverless["GBSeconds"] == pytest.approx(3600)
+    assert serverless["Cost"] == pytest.approx(3600 * 0.00002 + 7.2 * 0.016)  # 0.072 + 0.1152
+    # Provisioned: two ml.m5.large for the 10 hours the endpoint has existed.
+    assert instances["Hours"] == pytest.approx(10) and instances["Cost"] == pytest.approx(2 * 0.115 * 10)
+    assert endpoint["Invocations"] == 4000
+    assert endpoint["Cost"] == pytest.approx(0.1872 + 2.3)
+    assert endpoint["CostPerMillionInvocations"] == pytest.approx((0.1872 + 2.3) / 4000 * 1e6)
+    # The serverless variant on an always-on instance: the cheapest with >= 2048 MB, for 10 h.
+    assert endpoint["InstanceAlternative"]["InstanceType"] == "ml.t2.medium"
+    assert endpoint["InstanceAlternative"]["Cost"] == pytest.approx(0.56)
+    # Break-even: 0.056 an hour / (0.1872 / 3600 per serverless invocation) = 1,076.9 an hour.
+    assert endpoint["BreakEvenInvocationsPerHour"] == pytest.approx(0.056 / (0.1872 / 3600))
+    # --since cuts the window: 2 h of instances.
+    since = cost_report(open_readonly(tmp_path / "coldbrew.db"), prices, "mixed", now - 2 * 3600, now=now)
+    assert since["Endpoints"][0]["Hours"] == pytest.approx(2)
+
+
+def test_simulate_command_prints_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from coldbrew.cli import main
+    from tests.support import REPO
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", str(REPO / "examples/specs/lambda-arm-1m.toml"), "--json"])
+    assert exit_info.value.code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["invocations"] == 1_000_000

@@ -97,7 +97,7 @@ def test_trace_cold_starts_keepalive_and_throttling(tmp_path: Path) -> None:
     trace = tmp_path / "trace.txt"
     # Two at once (two cold starts), a third while both are busy (throttled at MaxConcurrency 2),
     # one 5 s later (warm), one 30 s later (released after 10 s idle: cold again).
-    trace.write_text("\n".join(["100", "100", "100.2", "105", "135"]))
+    trace.write_text("100\n100\n100.2\n105\n135\n")
     spec = _spec(traffic={"timestamps_file": str(trace)})
     result = run(spec)
     t = result.totals
