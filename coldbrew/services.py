@@ -25,8 +25,8 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_path)
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
-        backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
-        self.serving = Serving(backend, self.artifacts, settings.idle_timeout_s,
+        self.backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
+        self.serving = Serving(self.backend, self.artifacts, settings.idle_timeout_s,
                                settings.invocation_timeout_s, settings.memory_budget_mb,
                                settings.keepalive_policy)
         self.reconciler = Reconciler(self.store, self.serving)

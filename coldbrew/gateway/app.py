@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.runtime_api import RuntimeEndpoint
-from coldbrew.metering.prometheus import registry_for
+from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
 from coldbrew.settings import Settings
 
@@ -23,7 +23,13 @@ def create_app(settings: Settings) -> Starlette:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
     runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id, services.meter)
-    registry = registry_for(services.meter)
+    budget = services.serving.budget
+    registry = registry_for(services.meter, MachineGauges(
+        zygote_resident_bytes=services.backend.helper_rss_bytes,
+        memory_budget_mb=lambda: budget.budget_mb,
+        memory_budget_used_mb=lambda: budget.used_mb,
+        budget_evictions=lambda: budget.evictions,
+    ))
 
     async def metrics(request: Request) -> Response:
         def render() -> bytes:

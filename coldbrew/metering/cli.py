@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coldbrew.terminal import console
+
 from coldbrew.metering.prices import load_prices
 from coldbrew.metering.query import (
     MeterQueryError,
@@ -57,7 +59,6 @@ def metrics_command(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("time (UTC)", "variant", "Invocations", "4XX", "5XX", "ModelErrors", "ModelLatency µs",
@@ -70,7 +71,7 @@ def metrics_command(args: argparse.Namespace) -> int:
                       f"{_fmt(p['ModelSetupTime']['Average'])} ({p['ModelSetupTime']['SampleCount']})",
                       _fmt(p["MemoryUtilization"]["Average"], 1),
                       _fmt(p["ServerlessConcurrentExecutionsUtilization"]["Maximum"], 2))
-    Console().print(table)
+    console().print(table)
     return 0
 
 
@@ -87,10 +88,9 @@ def cost_command(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(report)
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    out = console()
     table = Table("endpoint", "hours", "invocations", "GB-s", "data GB", "cost", "per 1M", "instance alternative",
                   "break-even /h", "now /h",
                   title=f"Cost in {report['Currency']}, prices for {report['PriceRegion']} ({report['PriceDate']})")
@@ -100,10 +100,10 @@ def cost_command(args: argparse.Namespace) -> int:
                       _fmt(e["DataProcessedGB"], 4), _fmt(e["Cost"], 4), _fmt(e["CostPerMillionInvocations"], 2),
                       "-" if alt is None else f"{alt['InstanceType']}: {alt['Cost']:,.4f}",
                       _fmt(e.get("BreakEvenInvocationsPerHour"), 0), _fmt(e.get("InvocationsPerHour"), 1))
-    console.print(table)
+    out.print(table)
     for e in report["Endpoints"]:
         if e.get("InstanceAlternative"):
-            console.print(f"{e['EndpointName']}: assumes {e['InstanceAlternative']['Assumption']}.")
+            out.print(f"{e['EndpointName']}: assumes {e['InstanceAlternative']['Assumption']}.")
     return 0
 
 
@@ -149,3 +149,4 @@ def add_commands(commands: Any) -> None:
     sim.add_argument("--prices", help="your own price file over the shipped one (COLDBREW_PRICES)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=simulate_command)
+

@@ -8,7 +8,8 @@ unit, microseconds, in the name. Counters and histograms are cumulative since th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
@@ -73,9 +74,39 @@ class MeterCollector(Collector):
             yield gauge
 
 
-def registry_for(meter: Meter) -> CollectorRegistry:
+@dataclass(frozen=True)
+class MachineGauges:
+    """Readings of the machine-wide serving state, taken at scrape time."""
+
+    zygote_resident_bytes: Callable[[], int]
+    memory_budget_mb: Callable[[], int]
+    memory_budget_used_mb: Callable[[], int]
+    budget_evictions: Callable[[], int]
+
+
+class MachineCollector(Collector):
+    def __init__(self, gauges: MachineGauges) -> None:
+        self.gauges = gauges
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("coldbrew_zygote_resident_bytes",
+                                "Resident memory of the zygotes that workers are forked from",
+                                value=self.gauges.zygote_resident_bytes())
+        yield GaugeMetricFamily("coldbrew_memory_budget_megabytes", "The machine's memory budget for environments",
+                                value=self.gauges.memory_budget_mb())
+        yield GaugeMetricFamily("coldbrew_memory_budget_used_megabytes",
+                                "MemorySizeInMB held by live serverless environments",
+                                value=self.gauges.memory_budget_used_mb())
+        yield CounterMetricFamily("coldbrew_memory_budget_evictions",
+                                  "Idle environments released to make room for another's cold start",
+                                  value=self.gauges.budget_evictions())
+
+
+def registry_for(meter: Meter, machine: MachineGauges | None = None) -> CollectorRegistry:
     # A registry of our own: the process-wide default one would also export Python's GC and
     # process metrics of every coldbrew in the test process, and forbids registering twice.
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MeterCollector(meter))
+    if machine is not None:
+        registry.register(MachineCollector(machine))
     return registry

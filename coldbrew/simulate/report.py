@@ -17,6 +17,7 @@ from coldbrew.metering.cost import (
 from coldbrew.metering.prices import DATA_GB, PriceTable
 from coldbrew.simulate.engine import SimulationResult, weighted_percentile
 from coldbrew.simulate.traffic import latencies
+from coldbrew.terminal import console
 
 MONTH_DAYS = 30
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
@@ -89,15 +90,14 @@ def build_report(result: SimulationResult, prices: PriceTable) -> dict[str, Any]
 
 
 def render(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    console.print(f"[bold]{report['name']}[/]: {report['days']:g} days, {report['invocations']:,} invocations "
-                  f"({report['throttled']:,} throttled), {report['cold_starts']:,} cold starts, "
-                  f"{report['environment_starts']:,} environment starts, "
-                  f"{report['held_gb_seconds']:,.0f} GB-s held, {report['billed_gb_seconds']:,.0f} GB-s billed; "
-                  f"prices {report['prices']['region']} {report['prices']['date']}")
+    out = console()
+    out.print(f"[bold]{report['name']}[/]: {report['days']:g} days, {report['invocations']:,} invocations "
+              f"({report['throttled']:,} throttled), {report['cold_starts']:,} cold starts, "
+              f"{report['environment_starts']:,} environment starts, "
+              f"{report['held_gb_seconds']:,.0f} GB-s held, {report['billed_gb_seconds']:,.0f} GB-s billed; "
+              f"prices {report['prices']['region']} {report['prices']['date']}")
     table = Table("option", "per month", "per day", "per 1M inv.", "cold starts", "p50 ms", "p99 ms", "max ms")
     for alt in report["alternatives"]:
         lat = alt["latency"]
@@ -105,4 +105,4 @@ def render(report: dict[str, Any]) -> None:
                       "-" if alt["cost_per_million"] is None else f"{alt['cost_per_million']:,.2f}",
                       f"{alt['cold_starts']:,} ({alt['cold_start_rate']:.2%})",
                       f"{lat['p50_ms']}", f"{lat['p99_ms']}", f"{lat['max_ms']}")
-    console.print(table)
+    out.print(table)
