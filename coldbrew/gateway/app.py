@@ -11,15 +11,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from coldbrew.gateway.control_api import ControlEndpoint
-from coldbrew.gateway.runtime_api import RuntimeEndpoint
+from coldbrew.gateway.runtime_api import InvocationRouter, RuntimeEndpoint
 from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
 from coldbrew.settings import Settings
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> ASGIApp:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
     runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id, services.meter)
@@ -53,8 +54,6 @@ def create_app(settings: Settings) -> Starlette:
         Route("/", control.handle, methods=["POST"]),
         Route("/ping", ping, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/endpoints/{name}/invocations", runtime.invoke, methods=["POST"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.services = services
-    return app
+    # The invoke path is answered in front of Starlette; everything else (and the lifespan) goes on.
+    return InvocationRouter(Starlette(routes=routes, lifespan=lifespan), runtime)

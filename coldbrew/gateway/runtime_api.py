@@ -8,8 +8,7 @@ import time
 import uuid
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coldbrew.control.store import Store
 from coldbrew.errors import ColdbrewError, InternalFailure, ModelError, ValidationError
@@ -20,16 +19,63 @@ from coldbrew.serving.runtime import Serving
 
 log = logging.getLogger("coldbrew.gateway")
 
-CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
+CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+PREFIX, SUFFIX = "/endpoints/", "/invocations"
+
+Headers = list[tuple[bytes, bytes]]
 
 
-def runtime_error(error: ColdbrewError, request_id: str) -> Response:
-    return Response(
-        json.dumps({"message": error.message, **error.fields}),
-        status_code=error.status,
-        media_type="application/json",
-        headers={"x-amzn-ErrorType": error.code, "x-amzn-RequestId": request_id},
-    )
+class Reply:
+    """An HTTP response as the ASGI server takes it."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: Headers, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+
+def runtime_error(error: ColdbrewError, request_id: str) -> Reply:
+    body = json.dumps({"message": error.message, **error.fields}).encode()
+    return Reply(error.status, [(b"content-type", b"application/json"), (b"x-amzn-errortype", error.code.encode()),
+                                (b"x-amzn-requestid", request_id.encode())], body)
+
+
+class InvocationRouter:
+    """ASGI middleware that answers ``POST /endpoints/{name}/invocations`` itself.
+
+    The invoke path is the hot path: taking it before Starlette's routing, request and response
+    objects saves a noticeable share of the gateway's own time per invocation. Everything else
+    goes on to the Starlette app.
+    """
+
+    def __init__(self, app: ASGIApp, runtime: RuntimeEndpoint) -> None:
+        self.app = app
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            if path.startswith(PREFIX) and path.endswith(SUFFIX):
+                name = path[len(PREFIX):-len(SUFFIX)]
+                if name and "/" not in name:
+                    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                    reply = await self.runtime.invoke(name, headers, receive)
+                    await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+                    await send({"type": "http.response.body", "body": reply.body})
+                    return
+        await self.app(scope, receive, send)
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 class RuntimeEndpoint:
@@ -54,9 +100,9 @@ class RuntimeEndpoint:
             f"Endpoint {name} of account {self.account} is {status}; invoke it once it is InService."
         )
 
-    async def invoke(self, request: Request) -> Response:
+    async def invoke(self, name: str, headers: dict[str, str], receive: Receive) -> Reply:
+        """One invocation; ``headers`` has lower-case names."""
         request_id = str(uuid.uuid4())
-        name = request.path_params["name"]
         received, started = time.time(), time.perf_counter()
         metered = _Metered()
         try:
@@ -66,22 +112,22 @@ class RuntimeEndpoint:
             metered.endpoint = name.lower()
             # The variant is chosen here rather than in serving so that every record, an error's
             # too, names the variant and memory size it was for.
-            pool = runtime.choose(request.headers.get("x-amzn-sagemaker-target-variant"))
+            pool = runtime.choose(headers.get("x-amzn-sagemaker-target-variant"))
             metered.variant, metered.memory_mb = pool.config.variant, pool.config.memory_mb
             metered.serverless = pool.config.serverless
-            declared = request.headers.get("content-length")
+            declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > PROVISIONED_MAX_PAYLOAD:
                 raise ValidationError(
                     f"Request payload of {declared} bytes exceeds the {PROVISIONED_MAX_PAYLOAD // 2**20} MB limit."
                 )
-            body = await request.body()
+            body = await read_body(receive)
             metered.bytes_in = len(body)
             invocation = Invocation(
                 endpoint=name,
                 body=body,
-                content_type=request.headers.get("content-type"),
-                accept=request.headers.get("accept"),
-                custom_attributes=request.headers.get(CUSTOM_ATTRIBUTES),
+                content_type=headers.get("content-type"),
+                accept=headers.get("accept"),
+                custom_attributes=headers.get(CUSTOM_ATTRIBUTES),
                 target_variant=pool.config.variant,
             )
             result = await self.serving.invoke(runtime, invocation)
@@ -95,10 +141,11 @@ class RuntimeEndpoint:
             self._record_error(metered, received, started, response, InternalFailure(""))
             return response
         # The model's content type is passed through as is (no charset added).
-        headers = {"content-type": result.content_type, "x-Amzn-Invoked-Production-Variant": result.variant,
-                   "x-amzn-RequestId": request_id}
+        reply_headers = [(b"content-type", result.content_type.encode("latin-1")),
+                         (b"x-amzn-invoked-production-variant", result.variant.encode("latin-1")),
+                         (b"x-amzn-requestid", request_id.encode())]
         if result.custom_attributes is not None:
-            headers[CUSTOM_ATTRIBUTES] = result.custom_attributes
+            reply_headers.append((CUSTOM_ATTRIBUTES.encode(), result.custom_attributes.encode("latin-1")))
         if self.meter is not None:
             total_us = int((time.perf_counter() - started) * 1_000_000)
             self.meter.record(MeterRecord(
@@ -109,9 +156,9 @@ class RuntimeEndpoint:
                 cold_start=result.cold_start, setup_us=int(result.setup_ms * 1000), memory_mb=metered.memory_mb,
                 serverless=metered.serverless, bytes_in=metered.bytes_in, bytes_out=len(result.body), status=200,
             ))
-        return Response(result.body, headers=headers)
+        return Reply(200, reply_headers, result.body)
 
-    def _record_error(self, metered: _Metered, received: float, started: float, response: Response,
+    def _record_error(self, metered: _Metered, received: float, started: float, response: Reply,
                       error: ColdbrewError) -> None:
         # Invocations of endpoints that do not exist are not metered: there is nothing to charge
         # them to, and arbitrary names would grow the metrics without bound.
@@ -125,7 +172,7 @@ class RuntimeEndpoint:
             endpoint=metered.endpoint, variant=metered.variant, started_at=received, model_latency_us=model_us,
             overhead_latency_us=total_us - model_us, cold_start=False, setup_us=0, memory_mb=metered.memory_mb,
             serverless=metered.serverless, bytes_in=metered.bytes_in, bytes_out=len(response.body),
-            status=response.status_code, error_code=error.code,
+            status=response.status, error_code=error.code,
         ))
 
 
