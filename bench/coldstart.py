@@ -10,7 +10,6 @@ figure is a median over ``--trials`` trials with p99 beside it; the fresh-interp
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import joblib
 import numpy as np
 import psutil
 

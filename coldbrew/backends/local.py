@@ -96,7 +96,7 @@ class SpawnedWorker(_Limited):
                 self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self.process.kill()
                 await self.process.wait()
@@ -141,7 +141,7 @@ class ForkedWorker(_Limited):
                 os.kill(self.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(self._exited.wait(), grace_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)
                 await self._exited.wait()
@@ -182,7 +182,7 @@ class Zygote:
                 self.process.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), 3)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
 
@@ -268,7 +268,7 @@ class LocalBackend:
             os.close(write_fd)
         try:
             status = await asyncio.wait_for(_read_status(read_fd), self.startup_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             status = {"ready": False, "error": "timed out"}
         finally:
             os.close(read_fd)
@@ -323,7 +323,7 @@ class LocalBackend:
         cgroup = self.cgroups.attach(pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
         try:
             status = await asyncio.wait_for(_read_status(read_fd), self.startup_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await _kill(process, pid)
             raise WorkerStartError(f"The model did not become ready within {self.startup_timeout_s:.0f} s.") from None
         finally:

@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coldbrew.terminal import console
-
 from coldbrew.metering.prices import load_prices
 from coldbrew.metering.query import (
     MeterQueryError,
@@ -24,6 +22,7 @@ from coldbrew.metering.query import (
     parse_duration,
     parse_since,
 )
+from coldbrew.terminal import console
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

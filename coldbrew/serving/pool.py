@@ -13,7 +13,6 @@ Provisioned: InitialInstanceCount always-on instances, each serving several invo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, replace

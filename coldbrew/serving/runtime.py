@@ -27,7 +27,6 @@ from coldbrew.control.deployment import Deployment, VariantSpec
 from coldbrew.control.reconciler import DeployError
 from coldbrew.errors import ModelError, ThrottlingException, ValidationError
 from coldbrew.serving.budget import MemoryBudget
-from coldbrew.serving.environment import Environment
 from coldbrew.serving.instances import instance_type
 from coldbrew.serving.invocation import (
     INVOCATION_TIMEOUT_S,
@@ -301,7 +300,7 @@ class Serving:
             response = await asyncio.wait_for(
                 env.client.request("POST", "/invocations", headers, request.body), self.invocation_timeout_s
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             env.stop_reason = f"The invocation ran past the {self.invocation_timeout_s:g} s limit and was stopped."
             pool.discard(env)
             raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import gzip
-import re
 import os
+import re
 import tarfile
 import threading
 from pathlib import Path
 
 import pytest
 
-from coldbrew.artifacts import ArtifactError, ArtifactStore
-from coldbrew.artifacts import extract
+from coldbrew.artifacts import ArtifactError, ArtifactStore, extract
 
 from .conftest import assert_no_leftovers, reg, special, tar_gz_bytes, write_tar_gz
 

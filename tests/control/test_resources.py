@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from coldbrew.worker.errors import BadRequest, ModelLoadError, one_line
+from coldbrew.worker.frameworks.files import single_model_file
 from coldbrew.worker.frameworks.requires import require
 
 NAME = "LightGBM"
@@ -22,22 +23,9 @@ EXPECTED = "model.txt (a LightGBM text model, or any *.txt saved by Booster.save
 
 
 def find_model_file(model_dir: Path) -> Path | None:
-    try:
-        candidates = sorted(p for p in model_dir.iterdir() if p.suffix in SUFFIXES and p.is_file())
-    except OSError:
-        return None
     # A README.txt or requirements.txt is not a model: only files that begin as LightGBM's do count.
-    candidates = [p for p in candidates if _is_lightgbm_text(p)]
-    preferred = [p for p in candidates if p.name == MODEL_FILE]
-    if preferred:
-        return preferred[0]
-    if len(candidates) > 1:
-        names = ", ".join(p.name for p in candidates)
-        raise ModelLoadError(
-            f"Several LightGBM models in {model_dir} ({names}): rename the one to serve to {MODEL_FILE}, "
-            "or load it with a model_fn in code/inference.py"
-        )
-    return candidates[0] if candidates else None
+    return single_model_file(model_dir, kind="LightGBM models", names=(MODEL_FILE,), suffixes=SUFFIXES,
+                             accept=_is_lightgbm_text, check_names=True)
 
 
 def _is_lightgbm_text(path: Path) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from coldbrew.worker.errors import BadRequest, ModelLoadError, NotAcceptable, UnsupportedMediaType, one_line
+from coldbrew.worker.frameworks.files import single_model_file
 from coldbrew.worker.frameworks.requires import require
 from coldbrew.worker.media import CSV, JSON, JSONLINES, NPY, canonical
 
@@ -33,19 +34,7 @@ _DTYPES = {
 
 
 def find_model_file(model_dir: Path) -> Path | None:
-    if (model_dir / MODEL_FILE).is_file():
-        return model_dir / MODEL_FILE
-    try:
-        candidates = sorted(p for p in model_dir.iterdir() if p.suffix in SUFFIXES and p.is_file())
-    except OSError:
-        return None
-    if len(candidates) > 1:
-        names = ", ".join(p.name for p in candidates)
-        raise ModelLoadError(
-            f"Several ONNX models in {model_dir} ({names}): rename the one to serve to {MODEL_FILE}, "
-            "or load it with a model_fn in code/inference.py"
-        )
-    return candidates[0] if candidates else None
+    return single_model_file(model_dir, kind="ONNX models", names=(MODEL_FILE,), suffixes=SUFFIXES)
 
 
 def model_fn(model_dir: str) -> Any:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from coldbrew.worker.errors import BadRequest, ModelLoadError, one_line
+from coldbrew.worker.frameworks.files import single_model_file
 
 NAME = "scikit-learn"
 
@@ -22,20 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def find_model_file(model_dir: Path) -> Path | None:
-    for name in MODEL_FILES:
-        if (model_dir / name).is_file():
-            return model_dir / name
-    try:
-        candidates = sorted(p for p in model_dir.iterdir() if p.suffix in SUFFIXES and p.is_file())
-    except OSError:
-        return None
-    if len(candidates) > 1:
-        names = ", ".join(p.name for p in candidates)
-        raise ModelLoadError(
-            f"Several model files in {model_dir} ({names}): rename the one to serve to model.joblib, "
-            "or load it with a model_fn in code/inference.py"
-        )
-    return candidates[0] if candidates else None
+    return single_model_file(model_dir, kind="model files", names=MODEL_FILES, suffixes=SUFFIXES)
 
 
 def model_fn(model_dir: str) -> Any:

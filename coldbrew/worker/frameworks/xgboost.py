@@ -16,6 +16,7 @@ from typing import Any
 
 from coldbrew.worker import libsvm
 from coldbrew.worker.errors import BadRequest, ModelLoadError, UnsupportedMediaType, one_line
+from coldbrew.worker.frameworks.files import single_model_file
 from coldbrew.worker.frameworks.requires import require
 from coldbrew.worker.media import CSV, JSON, JSONLINES, LIBSVM, NPY, canonical
 
@@ -36,22 +37,9 @@ logger = logging.getLogger(__name__)
 
 
 def find_model_file(model_dir: Path) -> Path | None:
-    path = model_dir / MODEL_FILE
-    if path.is_file():
-        return path
-    try:
-        candidates = sorted(p for p in model_dir.iterdir() if p.suffix in SUFFIXES and p.is_file())
-    except OSError:
-        return None
     # A *.json file may be anyone's (a tokenizer, a config): only XGBoost's own are claimed.
-    candidates = [p for p in candidates if p.suffix == ".bst" or _is_xgboost_document(p)]
-    if len(candidates) > 1:
-        names = ", ".join(p.name for p in candidates)
-        raise ModelLoadError(
-            f"Several XGBoost models in {model_dir} ({names}): rename the one to serve to {MODEL_FILE}, "
-            "or load it with a model_fn in code/inference.py"
-        )
-    return candidates[0] if candidates else None
+    return single_model_file(model_dir, kind="XGBoost models", names=(MODEL_FILE,), suffixes=SUFFIXES,
+                             accept=lambda p: p.suffix == ".bst" or _is_xgboost_document(p))
 
 
 def container_model_file(model_dir: Path) -> Path | None:
