@@ -69,6 +69,7 @@ class MemoryCgroups:
                     if "memory" in _read(root / "cgroup.controllers").split():
                         candidates.append((root / path.lstrip("/"), True))
         for own, v2 in candidates:
+            sweep_stale(own)
             base = own / f"coldbrew-{os.getpid()}"
             try:
                 base.mkdir(exist_ok=True)
@@ -136,6 +137,34 @@ class MemoryCgroups:
                 base.rmdir()
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale(parent: Path) -> None:
+    """Remove ``coldbrew-<pid>`` cgroups (and ``w*`` children) of gateways no longer running: one
+    killed with SIGKILL never got to remove its own."""
+    try:
+        entries = list(parent.glob("coldbrew-*"))
+    except OSError:
+        return
+    for base in entries:
+        pid = base.name.removeprefix("coldbrew-")
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        for child in base.glob("w*"):
+            with contextlib.suppress(OSError):
+                child.rmdir()
+        with contextlib.suppress(OSError):
+            base.rmdir()
+
+
 def _cpu_base(lines: list[str], v2: bool, memory_base: Path) -> Path | None:
     if v2:
         controllers = _read(memory_base.parent / "cgroup.controllers").split()
@@ -150,6 +179,7 @@ def _cpu_base(lines: list[str], v2: bool, memory_base: Path) -> Path | None:
             base = CGROUP_ROOT / controllers / path.lstrip("/") / f"coldbrew-{os.getpid()}"
             if not base.parent.exists():
                 base = CGROUP_ROOT / "cpu" / path.lstrip("/") / f"coldbrew-{os.getpid()}"
+            sweep_stale(base.parent)
             try:
                 base.mkdir(exist_ok=True)
             except OSError:

@@ -192,8 +192,10 @@ class LocalBackend:
                  preload: Mapping[str, Sequence[str]] | None = None, memory_cgroups: bool = True,
                  eager_runtimes: Sequence[str] = ("sklearn",)) -> None:
         self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
-        # Short path: a Unix socket path must fit in 108 bytes.
-        self.run_dir = Path(tempfile.mkdtemp(prefix="coldbrew-"))
+        # Short path: a Unix socket path must fit in 108 bytes. The pid in the name lets a later
+        # gateway remove the run directory of one that was killed.
+        _sweep_run_dirs(Path(tempfile.gettempdir()))
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"coldbrew-{os.getpid()}-"))
         self.startup_timeout_s = startup_timeout_s
         self.use_zygote = zygote
         self.preload = dict(preload if preload is not None else RUNTIME_PRELOAD)
@@ -406,6 +408,13 @@ class LocalBackend:
         if self.cgroups is not None:
             self.cgroups.remove()
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def _sweep_run_dirs(tmp: Path) -> None:
+    for run_dir in tmp.glob("coldbrew-*-*"):
+        pid = run_dir.name.split("-")[1]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)) and run_dir.is_dir():
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _free_port() -> int:
