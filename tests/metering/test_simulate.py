@@ -108,10 +108,7 @@ def test_trace_cold_starts_keepalive_and_throttling(tmp_path: Path) -> None:
     assert t.billed_ms == 4000
 
 
-def test_adaptive_policy_if_available(tmp_path: Path) -> None:
-    keepalive = pytest.importorskip("coldbrew.serving.keepalive")
-    if "adaptive" not in getattr(keepalive, "POLICY_NAMES", ()):
-        pytest.skip("no adaptive keep-alive policy yet")
+def test_adaptive_policy(tmp_path: Path) -> None:
     spec = load_spec(SPECS / "random-forest-10k-a-day.toml").model_copy(
         update={"days": 2, "keep_alive": load_spec(SPECS / "random-forest-10k-a-day.toml").keep_alive.model_copy(
             update={"policy": "adaptive"})})

@@ -108,7 +108,7 @@ print(json.dumps({"loaded": loaded, "threads": len(os.listdir("/proc/self/task")
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
-@pytest.mark.parametrize("runtime", [r for r in RUNTIMES if r != "sklearn"])  # sklearn's is the zygote's default
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
 def test_preloads_start_no_thread(runtime: str) -> None:
     # A zygote forks only its own thread: a preload that starts others would make it unsafe.
     env = {name: "1" for name in THREAD_ENV}
