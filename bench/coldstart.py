@@ -40,8 +40,11 @@ EMBEDDING_ENV = {**FAST_IDLE, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"
 
 def stats_ms(samples_s: list[float]) -> dict[str, float]:
     ms = [s * 1000 for s in samples_s]
-    return {"p50_ms": round(statistics.median(ms), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "n": len(ms)}
+    return {
+        "p50_ms": round(statistics.median(ms), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "n": len(ms),
+    }
 
 
 def onnx_archive(path: Path, model: Any) -> Path:
@@ -58,7 +61,9 @@ def embedding_archive(path: Path) -> Path:
     return path
 
 
-def cold_starts(server: ColdbrewServer, name: str, body: bytes, content_type: str, trials: int) -> list[float]:
+def cold_starts(
+    server: ColdbrewServer, name: str, body: bytes, content_type: str, trials: int
+) -> list[float]:
     """First invoke after scale-to-zero, end to end, ``trials`` times."""
     url = f"{server.url}/endpoints/{name}/invocations"
     samples = []
@@ -84,19 +89,29 @@ def environment_memory(server: ColdbrewServer, name: str, body: bytes, content_t
         for _ in range(200):
             client.post(url, content=body, headers={"Content-Type": content_type}).raise_for_status()
         warm = psutil.Process(pid).memory_full_info()
-    return {"idle_rss_mb": round(idle.rss / 2**20, 1), "idle_uss_mb": round(idle.uss / 2**20, 1),
-            "warm_rss_mb": round(warm.rss / 2**20, 1), "warm_uss_mb": round(warm.uss / 2**20, 1)}
+    return {
+        "idle_rss_mb": round(idle.rss / 2**20, 1),
+        "idle_uss_mb": round(idle.uss / 2**20, 1),
+        "warm_rss_mb": round(warm.rss / 2**20, 1),
+        "warm_uss_mb": round(warm.uss / 2**20, 1),
+    }
 
 
 def models(tmp: Path, skip_embedding: bool) -> dict[str, tuple[Path, bytes, str, dict[str, str], int]]:
     archive, model = sklearn_archive(tmp / "rf.tar.gz", n_estimators=50)
     row = ",".join(repr(float(v)) for v in np.linspace(-0.05, 0.05, 10)).encode()
-    result = {"random_forest": (archive, row, "text/csv", FAST_IDLE, 1024),
-              "random_forest_onnx": (onnx_archive(tmp / "onnx.tar.gz", model), row, "text/csv", FAST_IDLE, 1024)}
+    result = {
+        "random_forest": (archive, row, "text/csv", FAST_IDLE, 1024),
+        "random_forest_onnx": (onnx_archive(tmp / "onnx.tar.gz", model), row, "text/csv", FAST_IDLE, 1024),
+    }
     if not skip_embedding:
-        result["embedding"] = (embedding_archive(tmp / "emb.tar.gz"),
-                               json.dumps({"inputs": ["a cold start in milliseconds"]}).encode(),
-                               "application/json", EMBEDDING_ENV, 3072)
+        result["embedding"] = (
+            embedding_archive(tmp / "emb.tar.gz"),
+            json.dumps({"inputs": ["a cold start in milliseconds"]}).encode(),
+            "application/json",
+            EMBEDDING_ENV,
+            3072,
+        )
     return result
 
 
@@ -107,7 +122,9 @@ def measure(tmp: Path, zygote: bool, trials: int, skip_embedding: bool) -> dict[
     try:
         sm = server.client()
         for name, (archive, body, content_type, model_env, memory) in models(tmp, skip_embedding).items():
-            deploy_serverless(sm, name.replace("_", "-"), archive.as_uri(), memory=memory, environment=model_env)
+            deploy_serverless(
+                sm, name.replace("_", "-"), archive.as_uri(), memory=memory, environment=model_env
+            )
             wait_for_status(sm, name.replace("_", "-"), "InService", timeout=300)
             # One untimed round lets the runtime's zygote start (it starts on first use).
             cold_starts(server, name.replace("_", "-"), body, content_type, 1)
@@ -123,16 +140,25 @@ def density(tmp: Path, endpoints: int, warm: int) -> dict[str, Any]:
     archive, _ = sklearn_archive(tmp / "dense.tar.gz", n_estimators=10)
     # Nominal sizes would cap 100 warm 1 GB environments at 80% of this machine's RAM; the workers
     # really hold far less, which the figures below show, so the budget is lifted for this run.
-    server = ColdbrewServer(tmp / "data-density", env={"COLDBREW_MEMORY_BUDGET_MB": str(1024 * (warm + 10))}).start()
+    server = ColdbrewServer(
+        tmp / "data-density", env={"COLDBREW_MEMORY_BUDGET_MB": str(1024 * (warm + 10))}
+    ).start()
     try:
         sm = server.client()
         started = time.monotonic()
         sm.create_model(ModelName="dense", PrimaryContainer={"ModelDataUrl": archive.as_uri()})
         for index in range(endpoints):
             name = f"dense-{index}"
-            sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": "dense",
-                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+            sm.create_endpoint_config(
+                EndpointConfigName=name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": "dense",
+                        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+                    }
+                ],
+            )
             sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
         for index in range(endpoints):
             wait_for_status(sm, f"dense-{index}", "InService", timeout=600)
@@ -144,23 +170,34 @@ def density(tmp: Path, endpoints: int, warm: int) -> dict[str, Any]:
         latencies = []
         with httpx.Client(timeout=120) as client:
             for index in range(warm):  # make `warm` of them warm
-                client.post(f"{server.url}/endpoints/dense-{index}/invocations", content=body,
-                            headers={"Content-Type": "text/csv"}).raise_for_status()
+                client.post(
+                    f"{server.url}/endpoints/dense-{index}/invocations",
+                    content=body,
+                    headers={"Content-Type": "text/csv"},
+                ).raise_for_status()
             for round_ in range(20):
                 for index in range(warm):
                     t = time.perf_counter()
-                    client.post(f"{server.url}/endpoints/dense-{index}/invocations", content=body,
-                                headers={"Content-Type": "text/csv"}).raise_for_status()
+                    client.post(
+                        f"{server.url}/endpoints/dense-{index}/invocations",
+                        content=body,
+                        headers={"Content-Type": "text/csv"},
+                    ).raise_for_status()
                     latencies.append(time.perf_counter() - t)
         processes = [gateway, *gateway.children(recursive=True)]
         total_rss = sum(p.memory_info().rss for p in processes if p.is_running())
         total_uss = sum(p.memory_full_info().uss for p in processes if p.is_running())
-        return {"endpoints": endpoints, "warm": warm, "warm_workers": len(worker_pids(server)),
-                "register_seconds": round(registered_s, 1),
-                "gateway_rss_mb_registered": round(rss_registered / 2**20, 1),
-                "gateway_rss_mb": round(gateway.memory_info().rss / 2**20, 1),
-                "total_rss_mb": round(total_rss / 2**20, 1), "total_uss_mb": round(total_uss / 2**20, 1),
-                "invoke": stats_ms(latencies)}
+        return {
+            "endpoints": endpoints,
+            "warm": warm,
+            "warm_workers": len(worker_pids(server)),
+            "register_seconds": round(registered_s, 1),
+            "gateway_rss_mb_registered": round(rss_registered / 2**20, 1),
+            "gateway_rss_mb": round(gateway.memory_info().rss / 2**20, 1),
+            "total_rss_mb": round(total_rss / 2**20, 1),
+            "total_uss_mb": round(total_uss / 2**20, 1),
+            "invoke": stats_ms(latencies),
+        }
     finally:
         server.stop()
 
@@ -176,8 +213,12 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="coldbrew-coldstart-"))
     zygote = measure(tmp, True, args.trials, args.skip_embedding)
     fresh = measure(tmp, False, args.trials, args.skip_embedding)
-    report: dict[str, Any] = {"trials": args.trials, "cold_start_zygote": zygote, "cold_start_fresh": fresh,
-                              "speedup_p50": {k: round(fresh[k]["p50_ms"] / zygote[k]["p50_ms"], 1) for k in zygote}}
+    report: dict[str, Any] = {
+        "trials": args.trials,
+        "cold_start_zygote": zygote,
+        "cold_start_fresh": fresh,
+        "speedup_p50": {k: round(fresh[k]["p50_ms"] / zygote[k]["p50_ms"], 1) for k in zygote},
+    }
     if not args.skip_density:
         report["density"] = density(tmp, args.endpoints, args.warm)
     print(json.dumps(report, indent=2))

@@ -66,7 +66,9 @@ def main() -> None:
         in_process.append(time.perf_counter() - started)
 
     server = ColdbrewServer(tmp / "data").start()
-    results: dict[str, Any] = {"model": "RandomForestRegressor(n_estimators=50) on load_diabetes, one-row CSV"}
+    results: dict[str, Any] = {
+        "model": "RandomForestRegressor(n_estimators=50) on load_diabetes, one-row CSV"
+    }
     try:
         sm = server.client()
         deploy_serverless(sm, "bench", archive.as_uri(), max_concurrency=8)
@@ -93,7 +95,8 @@ def main() -> None:
         results["warm_invoke_http"] = summary_ms(warm)
         results["warm_invoke_boto3"] = summary_ms(boto_warm)
         results["warm_overhead_p50_ms"] = round(
-            results["warm_invoke_http"]["p50_ms"] - results["in_process_predict"]["p50_ms"], 3)
+            results["warm_invoke_http"]["p50_ms"] - results["in_process_predict"]["p50_ms"], 3
+        )
         results["concurrent_8"] = concurrent(url, body, headers, args.concurrency_seconds)
         results["cold_start"] = cold_starts(server, sm, archive, body, args.cold_trials)
     finally:
@@ -139,8 +142,13 @@ def concurrent(url: str, body: str, headers: dict[str, str], seconds: float) -> 
     for thread in threads:
         thread.join()
     elapsed = time.monotonic() - started
-    return {"clients": 8, "seconds": round(elapsed, 1), "throughput_rps": round(len(latencies) / elapsed, 1),
-            "errors": errors, **summary_ms(latencies)}
+    return {
+        "clients": 8,
+        "seconds": round(elapsed, 1),
+        "throughput_rps": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        **summary_ms(latencies),
+    }
 
 
 def cold_starts(server: ColdbrewServer, sm: Any, archive: Path, body: str, trials: int) -> dict[str, Any]:
@@ -169,8 +177,12 @@ def idle_endpoints(server: ColdbrewServer, sm: Any, archive: Path, count: int) -
     for index in range(count):
         wait_for_status(sm, f"idle-{index}", "InService", timeout=300)
     time.sleep(1.0)
-    return {"endpoints": count, "gateway_rss_mb": round(gateway.memory_info().rss / 2**20, 1),
-            "gateway_rss_before_mb": round(before / 2**20, 1), "worker_processes": worker_count(server)}
+    return {
+        "endpoints": count,
+        "gateway_rss_mb": round(gateway.memory_info().rss / 2**20, 1),
+        "gateway_rss_before_mb": round(before / 2**20, 1),
+        "worker_processes": worker_count(server),
+    }
 
 
 if __name__ == "__main__":

@@ -46,14 +46,16 @@ ROW = ",".join(["0.01"] * 10)
 def trace(scale: float) -> list[float]:
     """Arrival times (s): bursts of parallel requests, steady trickles, and gaps past the timeout."""
     t: list[float] = []
+
     def burst(start: float, seconds: float, per_s: float, parallel: int) -> None:
         n = int(seconds * per_s)
         for i in range(n):
             t.extend([start + i / per_s] * parallel)
-    burst(0, 10, 4, 1)          # cold start, then warm
-    burst(20, 6, 2, 3)          # 3 at once: two more environments
-    burst(40, 20, 0.5, 1)       # trickle every 2 s: stays warm on one, the others are released
-    burst(75, 5, 2, 4)          # 4 at once after a gap past the timeout: four cold starts
+
+    burst(0, 10, 4, 1)  # cold start, then warm
+    burst(20, 6, 2, 3)  # 3 at once: two more environments
+    burst(40, 20, 0.5, 1)  # trickle every 2 s: stays warm on one, the others are released
+    burst(75, 5, 2, 4)  # 4 at once after a gap past the timeout: four cold starts
     burst(95, 3, 1, 2)
     burst(110, 2, 1, 1)
     burst(125, 8, 3, 2)
@@ -111,8 +113,14 @@ def main() -> None:
         server = ColdbrewServer(data, env={"COLDBREW_LOG_LEVEL": "warning"}).start()
         try:
             sm = server.client("sagemaker")
-            deploy_serverless(sm, ENDPOINT, f"file://{archive}", memory=MEMORY_MB, max_concurrency=MAX_CONCURRENCY,
-                              environment={"COLDBREW_IDLE_TIMEOUT_S": str(args.idle_timeout)})
+            deploy_serverless(
+                sm,
+                ENDPOINT,
+                f"file://{archive}",
+                memory=MEMORY_MB,
+                max_concurrency=MAX_CONCURRENCY,
+                environment={"COLDBREW_IDLE_TIMEOUT_S": str(args.idle_timeout)},
+            )
             wait_for_status(sm, ENDPOINT, "InService")
             time.sleep(1.0)
             errors = replay(server, arrivals)
@@ -125,22 +133,39 @@ def main() -> None:
         held_gb_s = sum(p["HeldGBSeconds"] for p in points)
         trace_file = tmp_path / "trace.txt"
         trace_file.write_text("\n".join(f"{t:.6f}" for t in arrivals))
-        latency_s = live["sagemaker_ModelLatency_microseconds_sum"] / live["sagemaker_ModelLatency_microseconds_count"] / 1e6
+        latency_s = (
+            live["sagemaker_ModelLatency_microseconds_sum"]
+            / live["sagemaker_ModelLatency_microseconds_count"]
+            / 1e6
+        )
         # The model latency's distribution, not just its mean: serverless bills each invocation
         # rounded up to the millisecond, and the first invocations of a new worker are slower.
-        measured = [r[0] / 1e6 for r in conn.execute(
-            "SELECT model_latency_us FROM meter_records WHERE endpoint = ? AND status = 200", [ENDPOINT])]
+        measured = [
+            r[0] / 1e6
+            for r in conn.execute(
+                "SELECT model_latency_us FROM meter_records WHERE endpoint = ? AND status = 200", [ENDPOINT]
+            )
+        ]
         setups = live.get("sagemaker_ModelSetupTime_microseconds_count", 0.0)
         cold_start_s = live["sagemaker_ModelSetupTime_microseconds_sum"] / setups / 1e6 if setups else 0.05
-        spec = SimulationSpec.model_validate({
-            "name": "sim vs live", "memory_mb": MEMORY_MB, "max_concurrency": MAX_CONCURRENCY,
-            "cold_start_s": cold_start_s,
-            "cold_start_empirical_s": [r[0] / 1e6 for r in conn.execute(
-                "SELECT setup_us FROM meter_records WHERE endpoint = ? AND cold_start = 1", [ENDPOINT])] or None,
-            "model_latency": {"empirical_s": measured},
-            "keep_alive": {"policy": "fixed", "idle_timeout_s": args.idle_timeout},
-            "traffic": {"timestamps_file": str(trace_file)},
-        })
+        spec = SimulationSpec.model_validate(
+            {
+                "name": "sim vs live",
+                "memory_mb": MEMORY_MB,
+                "max_concurrency": MAX_CONCURRENCY,
+                "cold_start_s": cold_start_s,
+                "cold_start_empirical_s": [
+                    r[0] / 1e6
+                    for r in conn.execute(
+                        "SELECT setup_us FROM meter_records WHERE endpoint = ? AND cold_start = 1", [ENDPOINT]
+                    )
+                ]
+                or None,
+                "model_latency": {"empirical_s": measured},
+                "keep_alive": {"policy": "fixed", "idle_timeout_s": args.idle_timeout},
+                "traffic": {"timestamps_file": str(trace_file)},
+            }
+        )
         sim = simulate(spec).totals
 
     def diff(a: float, b: float) -> float | None:
@@ -152,20 +177,42 @@ def main() -> None:
         "environment_starts": int(live.get("sagemaker_EnvironmentStarts_total", 0)),
         "billed_gb_seconds": live.get("sagemaker_ServerlessBilledGBSeconds_total", 0.0),
         "held_gb_seconds": held_gb_s,
-        "errors": errors, "mean_model_latency_ms": latency_s * 1000, "mean_setup_ms": cold_start_s * 1000,
+        "errors": errors,
+        "mean_model_latency_ms": latency_s * 1000,
+        "mean_setup_ms": cold_start_s * 1000,
     }
     sim_figures = {
-        "invocations": sim.invocations, "cold_starts": sim.cold_starts, "environment_starts": sim.environment_starts,
-        "throttled": sim.throttled, "billed_gb_seconds": sim.billed_ms / 1000 * MEMORY_MB / 1024,
+        "invocations": sim.invocations,
+        "cold_starts": sim.cold_starts,
+        "environment_starts": sim.environment_starts,
+        "throttled": sim.throttled,
+        "billed_gb_seconds": sim.billed_ms / 1000 * MEMORY_MB / 1024,
         "held_gb_seconds": sim.held_mb_s / 1024,
     }
-    print(json.dumps({
-        "trace": {"arrivals": len(arrivals), "seconds": arrivals[-1], "idle_timeout_s": args.idle_timeout},
-        "live": live_figures, "simulated": sim_figures,
-        "difference_percent": {k: diff(sim_figures[k], live_figures[k])
-                               for k in ("invocations", "cold_starts", "environment_starts", "billed_gb_seconds",
-                                         "held_gb_seconds")},
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "trace": {
+                    "arrivals": len(arrivals),
+                    "seconds": arrivals[-1],
+                    "idle_timeout_s": args.idle_timeout,
+                },
+                "live": live_figures,
+                "simulated": sim_figures,
+                "difference_percent": {
+                    k: diff(sim_figures[k], live_figures[k])
+                    for k in (
+                        "invocations",
+                        "cold_starts",
+                        "environment_starts",
+                        "billed_gb_seconds",
+                        "held_gb_seconds",
+                    )
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="coldbrew", description="Self-hosted serverless inference with the SageMaker API.")
+    parser = argparse.ArgumentParser(
+        prog="coldbrew", description="Self-hosted serverless inference with the SageMaker API."
+    )
     parser.add_argument("--version", action="version", version=f"coldbrew {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -62,8 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="state and artifact cache (COLDBREW_DATA_DIR)")
     serve.add_argument("--account-id", help="12-digit account id used in ARNs (COLDBREW_ACCOUNT_ID)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--demo", action="store_true",
-                       help="also deploy the demo endpoint 'coldbrew-demo' (a scikit-learn regressor)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="also deploy the demo endpoint 'coldbrew-demo' (a scikit-learn regressor)",
+    )
     serve.set_defaults(func=_serve)
 
     from coldbrew.metering.cli import add_commands

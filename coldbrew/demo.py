@@ -43,15 +43,23 @@ def deploy_demo(control: ControlPlane, context: RequestContext, data_dir: Path) 
     """Create the demo model, config and endpoint unless they already exist."""
     archive = build_demo_archive(data_dir / "demo")
     steps = [
-        (control.create_model, {"ModelName": DEMO_NAME, "PrimaryContainer": {"ModelDataUrl": archive.as_uri()}}),
-        (control.create_endpoint_config, {
-            "EndpointConfigName": DEMO_NAME,
-            "ProductionVariants": [{
-                "VariantName": "AllTraffic",
-                "ModelName": DEMO_NAME,
-                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 5},
-            }],
-        }),
+        (
+            control.create_model,
+            {"ModelName": DEMO_NAME, "PrimaryContainer": {"ModelDataUrl": archive.as_uri()}},
+        ),
+        (
+            control.create_endpoint_config,
+            {
+                "EndpointConfigName": DEMO_NAME,
+                "ProductionVariants": [
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": DEMO_NAME,
+                        "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 5},
+                    }
+                ],
+            },
+        ),
         (control.create_endpoint, {"EndpointName": DEMO_NAME, "EndpointConfigName": DEMO_NAME}),
     ]
     for create, request in steps:

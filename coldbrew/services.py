@@ -26,16 +26,24 @@ class Services:
         self.store = Store(settings.db_path)
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
         self.backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
-        self.serving = Serving(self.backend, self.artifacts, settings.idle_timeout_s,
-                               settings.invocation_timeout_s, settings.memory_budget_mb,
-                               settings.keepalive_policy)
+        self.serving = Serving(
+            self.backend,
+            self.artifacts,
+            settings.idle_timeout_s,
+            settings.invocation_timeout_s,
+            settings.memory_budget_mb,
+            settings.keepalive_policy,
+        )
         self.reconciler = Reconciler(self.store, self.serving)
         # Metering: its own connection and writer thread on the same database (after the store has
         # migrated it); the invoke path only appends to its buffer.
-        self.meter = Meter(settings.db_path, retention_days=settings.meter_retention_days,
-                           flush_interval_s=settings.meter_flush_interval_s,
-                           sample_interval_s=settings.meter_sample_interval_s,
-                           snapshot=self.serving.environment_snapshot)
+        self.meter = Meter(
+            settings.db_path,
+            retention_days=settings.meter_retention_days,
+            flush_interval_s=settings.meter_flush_interval_s,
+            sample_interval_s=settings.meter_sample_interval_s,
+            snapshot=self.serving.environment_snapshot,
+        )
         self.control = ControlPlane(self.store, self.reconciler)
 
     async def start(self) -> None:

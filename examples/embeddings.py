@@ -60,16 +60,20 @@ def model_archive(directory: Path) -> Path:
 
 def clean_up(sm: Any, name: str) -> None:
     """Delete the endpoint, its config and the model, whichever exist (also after a failed run)."""
-    for call, key in ((sm.delete_endpoint, "EndpointName"), (sm.delete_endpoint_config, "EndpointConfigName"),
-                      (sm.delete_model, "ModelName")):
+    for call, key in (
+        (sm.delete_endpoint, "EndpointName"),
+        (sm.delete_endpoint_config, "EndpointConfigName"),
+        (sm.delete_model, "ModelName"),
+    ):
         try:
             call(**{key: name})
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("ValidationException", "ResourceNotFound"):
                 raise
     try:
-        sm.get_waiter("endpoint_deleted").wait(EndpointName=name,
-                                               WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        sm.get_waiter("endpoint_deleted").wait(
+            EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
     except WaiterError:
         pass
 
@@ -95,17 +99,24 @@ def main(argv: list[str] | None = None) -> int:
                     "Environment": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
                 },
             )
-            sm.create_endpoint_config(EndpointConfigName=args.name, ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": args.name,
-                # torch, transformers and the model need ~0.6 GB; coldbrew enforces the size.
-                "ServerlessConfig": {"MemorySizeInMB": 3072, "MaxConcurrency": 2},
-            }])
+            sm.create_endpoint_config(
+                EndpointConfigName=args.name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": args.name,
+                        # torch, transformers and the model need ~0.6 GB; coldbrew enforces the size.
+                        "ServerlessConfig": {"MemorySizeInMB": 3072, "MaxConcurrency": 2},
+                    }
+                ],
+            )
             sm.create_endpoint(EndpointName=args.name, EndpointConfigName=args.name)
             print(f"creating endpoint {args.name} (the load check imports torch: a few seconds) ...")
             try:
                 # Delay 1 s: the waiter's default (30 s) is sized for SageMaker, not a local server.
                 sm.get_waiter("endpoint_in_service").wait(
-                    EndpointName=args.name, WaiterConfig={"Delay": 1, "MaxAttempts": 180})
+                    EndpointName=args.name, WaiterConfig={"Delay": 1, "MaxAttempts": 180}
+                )
             except WaiterError:
                 reason = sm.describe_endpoint(EndpointName=args.name).get("FailureReason")
                 print(f"endpoint {args.name} did not come up: {reason}", file=sys.stderr)
@@ -114,18 +125,25 @@ def main(argv: list[str] | None = None) -> int:
 
             for attempt in ("cold", "warm"):
                 started = time.perf_counter()
-                response = runtime.invoke_endpoint(EndpointName=args.name, ContentType="application/json",
-                                                   Accept="application/json",
-                                                   Body=json.dumps({"inputs": SENTENCES}))
+                response = runtime.invoke_endpoint(
+                    EndpointName=args.name,
+                    ContentType="application/json",
+                    Accept="application/json",
+                    Body=json.dumps({"inputs": SENTENCES}),
+                )
                 embeddings = np.array(json.loads(response["Body"].read())["embeddings"])
-                print(f"{attempt} invocation: {(time.perf_counter() - started) * 1000:.0f} ms, "
-                      f"embeddings of shape {embeddings.shape}")
+                print(
+                    f"{attempt} invocation: {(time.perf_counter() - started) * 1000:.0f} ms, "
+                    f"embeddings of shape {embeddings.shape}"
+                )
             similarity = embeddings @ embeddings.T  # the vectors are unit length: dot = cosine
             for i, sentence in enumerate(SENTENCES):
                 print(f"{sentence[:45]:<47}" + " ".join(f"{s:5.2f}" for s in similarity[i]))
             if embeddings.shape != (len(SENTENCES), 384) or not similarity[0, 1] > similarity[0, 2]:
-                print("unexpected embeddings: the two sentences on serving should be the closest",
-                      file=sys.stderr)
+                print(
+                    "unexpected embeddings: the two sentences on serving should be the closest",
+                    file=sys.stderr,
+                )
                 return 1
         finally:
             clean_up(sm, args.name)

@@ -52,16 +52,20 @@ def model_archive(booster: xgb.Booster, directory: Path) -> Path:
 
 def clean_up(sm: Any, name: str) -> None:
     """Delete the endpoint, its config and the model, whichever exist (also after a failed run)."""
-    for call, key in ((sm.delete_endpoint, "EndpointName"), (sm.delete_endpoint_config, "EndpointConfigName"),
-                      (sm.delete_model, "ModelName")):
+    for call, key in (
+        (sm.delete_endpoint, "EndpointName"),
+        (sm.delete_endpoint_config, "EndpointConfigName"),
+        (sm.delete_model, "ModelName"),
+    ):
         try:
             call(**{key: name})
         except ClientError as exc:
             if exc.response["Error"]["Code"] not in ("ValidationException", "ResourceNotFound"):
                 raise
     try:
-        sm.get_waiter("endpoint_deleted").wait(EndpointName=name,
-                                               WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+        sm.get_waiter("endpoint_deleted").wait(
+            EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+        )
     except WaiterError:
         pass
 
@@ -87,16 +91,23 @@ def main(argv: list[str] | None = None) -> int:
                 ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew-example",
                 PrimaryContainer={"Image": XGBOOST_IMAGE, "ModelDataUrl": archive.as_uri()},
             )
-            sm.create_endpoint_config(EndpointConfigName=args.name, ProductionVariants=[{
-                "VariantName": "AllTraffic", "ModelName": args.name,
-                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
-            }])
+            sm.create_endpoint_config(
+                EndpointConfigName=args.name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "AllTraffic",
+                        "ModelName": args.name,
+                        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
+                    }
+                ],
+            )
             sm.create_endpoint(EndpointName=args.name, EndpointConfigName=args.name)
             print(f"creating endpoint {args.name} ...")
             try:
                 # Delay 1 s: the waiter's default (30 s) is sized for SageMaker, not a local server.
                 sm.get_waiter("endpoint_in_service").wait(
-                    EndpointName=args.name, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
+                    EndpointName=args.name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+                )
             except WaiterError:
                 reason = sm.describe_endpoint(EndpointName=args.name).get("FailureReason")
                 print(f"endpoint {args.name} did not come up: {reason}", file=sys.stderr)
@@ -105,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
 
             rows = x_test[:5]
             payload = "\n".join(",".join(repr(float(v)) for v in row) for row in rows)
-            response = runtime.invoke_endpoint(EndpointName=args.name, ContentType="text/csv",
-                                               Accept="text/csv", Body=payload)
+            response = runtime.invoke_endpoint(
+                EndpointName=args.name, ContentType="text/csv", Accept="text/csv", Body=payload
+            )
             text = response["Body"].read().decode()
             # One prediction per line (or comma-separated, as the XGBoost container writes them).
             predicted = np.array([float(v) for v in text.replace(",", "\n").split()])

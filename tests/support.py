@@ -42,8 +42,20 @@ class ColdbrewServer:
         env = {**os.environ, "COLDBREW_LOG_LEVEL": "info", **self.env}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "coldbrew", "serve", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "coldbrew",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data_dir),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -122,18 +134,28 @@ def sklearn_archive(path: Path, n_estimators: int = 10) -> tuple[Path, Any]:
     return path, model
 
 
-def deploy_serverless(sm: Any, name: str, model_data_url: str, memory: int = 1024, max_concurrency: int = 2,
-                      provisioned: int | None = None, environment: dict[str, str] | None = None) -> None:
+def deploy_serverless(
+    sm: Any,
+    name: str,
+    model_data_url: str,
+    memory: int = 1024,
+    max_concurrency: int = 2,
+    provisioned: int | None = None,
+    environment: dict[str, str] | None = None,
+) -> None:
     container: dict[str, Any] = {"Image": "coldbrew/sklearn", "ModelDataUrl": model_data_url}
     if environment:
         container["Environment"] = environment
-    sm.create_model(ModelName=name, PrimaryContainer=container,
-                    ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew")
+    sm.create_model(
+        ModelName=name, PrimaryContainer=container, ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew"
+    )
     serverless: dict[str, Any] = {"MemorySizeInMB": memory, "MaxConcurrency": max_concurrency}
     if provisioned is not None:
         serverless["ProvisionedConcurrency"] = provisioned
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
-        {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}])
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
 
 

@@ -78,8 +78,13 @@ class _Limited:
 class SpawnedWorker(_Limited):
     """A worker started as a fresh interpreter: a child of the gateway."""
 
-    def __init__(self, process: asyncio.subprocess.Process, socket_path: str | None, setup_ms: float,
-                 address: str | None = None) -> None:
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        socket_path: str | None,
+        setup_ms: float,
+        address: str | None = None,
+    ) -> None:
         self.process = process
         self.pid = process.pid
         self.address = address or f"unix:{socket_path}"
@@ -188,9 +193,14 @@ class Zygote:
 
 
 class LocalBackend:
-    def __init__(self, startup_timeout_s: float = 120.0, zygote: bool = True,
-                 preload: Mapping[str, Sequence[str]] | None = None, memory_cgroups: bool = True,
-                 eager_runtimes: Sequence[str] = ("sklearn",)) -> None:
+    def __init__(
+        self,
+        startup_timeout_s: float = 120.0,
+        zygote: bool = True,
+        preload: Mapping[str, Sequence[str]] | None = None,
+        memory_cgroups: bool = True,
+        eager_runtimes: Sequence[str] = ("sklearn",),
+    ) -> None:
         self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
         # Short path: a Unix socket path must fit in 108 bytes. The pid in the name lets a later
         # gateway remove the run directory of one that was killed.
@@ -243,7 +253,9 @@ class LocalBackend:
         if starting is not None and not starting.done():
             return
         if current is not None:
-            log.warning("the %s zygote exited with status %s; restarting it", runtime, current.process.returncode)
+            log.warning(
+                "the %s zygote exited with status %s; restarting it", runtime, current.process.returncode
+            )
             self.zygote_restarts += 1
             del self.zygotes[runtime]
         self._zygote_starting[runtime] = asyncio.create_task(self._start_zygote(runtime))
@@ -261,9 +273,17 @@ class LocalBackend:
         read_fd, write_fd = os.pipe()
         try:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "coldbrew.worker.zygote", "--socket", socket_path,
-                "--status-fd", str(write_fd), "--preload", ",".join(self.preload[runtime]),
-                pass_fds=(write_fd,), env=self._base_env(WorkerSpec(model_dir="", memory_mb=0)),
+                sys.executable,
+                "-m",
+                "coldbrew.worker.zygote",
+                "--socket",
+                socket_path,
+                "--status-fd",
+                str(write_fd),
+                "--preload",
+                ",".join(self.preload[runtime]),
+                pass_fds=(write_fd,),
+                env=self._base_env(WorkerSpec(model_dir="", memory_mb=0)),
                 stdin=asyncio.subprocess.DEVNULL,
             )
         finally:
@@ -275,8 +295,11 @@ class LocalBackend:
         finally:
             os.close(read_fd)
         if not status.get("ready"):
-            log.warning("the %s zygote did not start (%s); its workers start as fresh interpreters",
-                        runtime, status.get("error"))
+            log.warning(
+                "the %s zygote did not start (%s); its workers start as fresh interpreters",
+                runtime,
+                status.get("error"),
+            )
             # Not retried: whatever stopped it (a preload that starts threads) would again.
             self.wanted_runtimes.discard(runtime)
             self._zygote_failed.add(runtime)
@@ -286,8 +309,13 @@ class LocalBackend:
             return
         modules = list(status.get("modules", []))  # type: ignore[call-overload]
         self.zygotes[runtime] = Zygote(process, socket_path, modules)
-        log.info("%s zygote %d ready in %s ms with %s", runtime, process.pid, status.get("setup_ms"),
-                 ", ".join(modules))
+        log.info(
+            "%s zygote %d ready in %s ms with %s",
+            runtime,
+            process.pid,
+            status.get("setup_ms"),
+            ", ".join(modules),
+        )
 
     # --- workers -------------------------------------------------------------------------------
 
@@ -304,8 +332,12 @@ class LocalBackend:
         pid = 0
         try:
             if zygote is not None:
-                fields = {"model_dir": spec.model_dir, "socket_path": socket_path,
-                          "max_concurrency": spec.max_concurrency, "env": spec.env}
+                fields = {
+                    "model_dir": spec.model_dir,
+                    "socket_path": socket_path,
+                    "max_concurrency": spec.max_concurrency,
+                    "env": spec.env,
+                }
                 try:
                     pid = await zygote.fork(fields, write_fd)
                 except OSError as exc:
@@ -313,21 +345,35 @@ class LocalBackend:
                     zygote = None
             if zygote is None:
                 process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "coldbrew.worker",
-                    "--model-dir", spec.model_dir, "--socket", socket_path,
-                    "--status-fd", str(write_fd), "--max-concurrency", str(spec.max_concurrency),
-                    pass_fds=(write_fd,), env=self._base_env(spec), stdin=asyncio.subprocess.DEVNULL,
+                    sys.executable,
+                    "-m",
+                    "coldbrew.worker",
+                    "--model-dir",
+                    spec.model_dir,
+                    "--socket",
+                    socket_path,
+                    "--status-fd",
+                    str(write_fd),
+                    "--max-concurrency",
+                    str(spec.max_concurrency),
+                    pass_fds=(write_fd,),
+                    env=self._base_env(spec),
+                    stdin=asyncio.subprocess.DEVNULL,
                 )
                 pid = process.pid
         finally:
             os.close(write_fd)
         # Limited from the start, so the model load itself counts against MemorySizeInMB.
-        cgroup = self.cgroups.attach(pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
+        cgroup = (
+            self.cgroups.attach(pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
+        )
         try:
             status = await asyncio.wait_for(_read_status(read_fd), self.startup_timeout_s)
         except TimeoutError:
             await _kill(process, pid)
-            raise WorkerStartError(f"The model did not become ready within {self.startup_timeout_s:.0f} s.") from None
+            raise WorkerStartError(
+                f"The model did not become ready within {self.startup_timeout_s:.0f} s."
+            ) from None
         finally:
             os.close(read_fd)
         if not status.get("ready"):
@@ -359,15 +405,26 @@ class LocalBackend:
             raise WorkerStartError("The serve command is empty: use Image 'exec:COMMAND ARGS'.")
         port = _free_port()
         env = self._base_env(spec)
-        env.update(SAGEMAKER_BIND_TO_PORT=str(port), SM_MODEL_DIR=spec.model_dir, COLDBREW_MODEL_DIR=spec.model_dir)
+        env.update(
+            SAGEMAKER_BIND_TO_PORT=str(port), SM_MODEL_DIR=spec.model_dir, COLDBREW_MODEL_DIR=spec.model_dir
+        )
         started = time.perf_counter()
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv, env=env, cwd=spec.model_dir or None, stdin=asyncio.subprocess.DEVNULL,
+                *argv,
+                env=env,
+                cwd=spec.model_dir or None,
+                stdin=asyncio.subprocess.DEVNULL,
             )
         except OSError as exc:
-            raise WorkerStartError(f"The serve command {argv[0]!r} could not be started: {exc.strerror or exc}.") from None
-        cgroup = self.cgroups.attach(process.pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
+            raise WorkerStartError(
+                f"The serve command {argv[0]!r} could not be started: {exc.strerror or exc}."
+            ) from None
+        cgroup = (
+            self.cgroups.attach(process.pid, spec.memory_mb)
+            if self.cgroups is not None and spec.memory_mb
+            else None
+        )
         address = f"http://127.0.0.1:{port}"
         client = WorkerClient(address)
         deadline = time.monotonic() + self.startup_timeout_s

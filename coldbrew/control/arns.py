@@ -10,7 +10,9 @@ MODEL = "model"
 ENDPOINT_CONFIG = "endpoint-config"
 ENDPOINT = "endpoint"
 
-_ARN = re.compile(r"^arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9\-]*):(?P<account>\d{12}):(?P<type>[a-z\-]+)/(?P<name>.+)$")
+_ARN = re.compile(
+    r"^arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9\-]*):(?P<account>\d{12}):(?P<type>[a-z\-]+)/(?P<name>.+)$"
+)
 
 
 @dataclass(frozen=True)

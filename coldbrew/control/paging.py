@@ -67,9 +67,13 @@ def _decode_token(token: str) -> tuple[Any, str]:
     try:
         sort_value, name_key = json.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, TypeError, binascii.Error):
-        raise ValidationException(f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response.")
+        raise ValidationException(
+            f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response."
+        )
     if not isinstance(name_key, str):
-        raise ValidationException(f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response.")
+        raise ValidationException(
+            f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response."
+        )
     return sort_value, name_key
 
 

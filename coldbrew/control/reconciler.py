@@ -25,7 +25,9 @@ class DeployError(Exception):
 
 
 class Deployer(Protocol):
-    def deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool) -> None:
+    def deploy(
+        self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool
+    ) -> None:
         """Make ``endpoint`` serve ``deployment`` with the weights and capacities in ``variants``.
 
         Blocks until the new variants can take traffic. ``verify`` asks for proof that the models
@@ -104,9 +106,14 @@ class Reconciler:
         if status == "Deleting":
             self.deployer.undeploy(name_key)
             with self.store.transaction() as conn:
-                conn.execute("DELETE FROM endpoints WHERE name_key = ? AND generation = ?", [name_key, generation])
-                conn.execute("DELETE FROM tags WHERE arn = ? AND NOT EXISTS "
-                             "(SELECT 1 FROM endpoints WHERE name_key = ?)", [row["arn"], name_key])
+                conn.execute(
+                    "DELETE FROM endpoints WHERE name_key = ? AND generation = ?", [name_key, generation]
+                )
+                conn.execute(
+                    "DELETE FROM tags WHERE arn = ? AND NOT EXISTS "
+                    "(SELECT 1 FROM endpoints WHERE name_key = ?)",
+                    [row["arn"], name_key],
+                )
             log.info("endpoint %s deleted", row["name"])
             return
         if status == "Failed":
@@ -124,8 +131,10 @@ class Reconciler:
                 self.deployer.deploy(name_key, pending, new_variants, verify=True)
             except DeployError as exc:
                 log.warning("update of endpoint %s failed: %s", row["name"], exc)
-                reason = (f"Update to endpoint configuration {pending.config_name} failed: {exc} "
-                          f"The endpoint still serves {deployment.config_name}.")
+                reason = (
+                    f"Update to endpoint configuration {pending.config_name} failed: {exc} "
+                    f"The endpoint still serves {deployment.config_name}."
+                )
                 self._finish(name_key, generation, "InService", reason=reason, pending=None)
                 return
             for summary in new_variants:
@@ -135,7 +144,9 @@ class Reconciler:
         if status == "Updating":
             self._deploy(row, deployment, variants, verify=False)
 
-    def _deploy(self, row: Any, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool) -> None:
+    def _deploy(
+        self, row: Any, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool
+    ) -> None:
         name_key, generation = row["name_key"], row["generation"]
         try:
             self.deployer.deploy(name_key, deployment, variants, verify=verify)
@@ -148,10 +159,23 @@ class Reconciler:
         self._finish(name_key, generation, "InService", variants=variants)
         log.info("endpoint %s is InService", row["name"])
 
-    def _finish(self, name_key: str, generation: int, status: str, *, reason: str | None = None,
-                variants: list[dict[str, Any]] | None = None, pending: Deployment | None = None) -> None:
-        sets = ["status = ?", "failure_reason = ?", "modified_at = ?",
-                "pending_config_name = NULL", "pending_deployment = NULL"]
+    def _finish(
+        self,
+        name_key: str,
+        generation: int,
+        status: str,
+        *,
+        reason: str | None = None,
+        variants: list[dict[str, Any]] | None = None,
+        pending: Deployment | None = None,
+    ) -> None:
+        sets = [
+            "status = ?",
+            "failure_reason = ?",
+            "modified_at = ?",
+            "pending_config_name = NULL",
+            "pending_deployment = NULL",
+        ]
         params: list[Any] = [status, reason, time.time()]
         if variants is not None:
             sets.append("variants = ?")

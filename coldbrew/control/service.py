@@ -79,13 +79,21 @@ class ControlPlane:
     # --- shared helpers ------------------------------------------------------------------------
 
     def _row(self, ctx: RequestContext, resource_type: str, name: str) -> Any:
-        row = self.store.query_one(f"SELECT * FROM {_TABLES[resource_type]} WHERE name_key = ?", [name.lower()])
+        row = self.store.query_one(
+            f"SELECT * FROM {_TABLES[resource_type]} WHERE name_key = ?", [name.lower()]
+        )
         if row is None:
             raise _not_found(ctx, resource_type, name)
         return row
 
-    def _insert(self, ctx: RequestContext, resource_type: str, name: str, columns: dict[str, Any],
-                tags: list[dict[str, str]]) -> str:
+    def _insert(
+        self,
+        ctx: RequestContext,
+        resource_type: str,
+        name: str,
+        columns: dict[str, Any],
+        tags: list[dict[str, str]],
+    ) -> str:
         arn = ctx.arn(resource_type, name)
         table = _TABLES[resource_type]
         values = {"name_key": name.lower(), "name": name, "arn": arn, "created_at": time.time(), **columns}
@@ -93,7 +101,9 @@ class ControlPlane:
             if conn.execute(f"SELECT 1 FROM {table} WHERE name_key = ?", [name.lower()]).fetchone():
                 raise _already_exists(ctx, resource_type, name)
             placeholders = ", ".join("?" for _ in values)
-            conn.execute(f"INSERT INTO {table} ({', '.join(values)}) VALUES ({placeholders})", list(values.values()))
+            conn.execute(
+                f"INSERT INTO {table} ({', '.join(values)}) VALUES ({placeholders})", list(values.values())
+            )
             self._write_tags(conn, arn, tags)
         return arn
 
@@ -109,7 +119,10 @@ class ControlPlane:
 
     @staticmethod
     def _write_tags(conn: Any, arn: str, tags: list[dict[str, str]]) -> None:
-        existing = {r["key"]: r["position"] for r in conn.execute("SELECT key, position FROM tags WHERE arn = ?", [arn])}
+        existing = {
+            r["key"]: r["position"]
+            for r in conn.execute("SELECT key, position FROM tags WHERE arn = ?", [arn])
+        }
         new_keys = {tag["Key"] for tag in tags} - existing.keys()
         if len(existing) + len(new_keys) > MAX_TAGS:
             raise ResourceLimitExceeded(
@@ -119,7 +132,10 @@ class ControlPlane:
         position = max(existing.values(), default=-1) + 1
         for tag in tags:
             if tag["Key"] in existing:
-                conn.execute("UPDATE tags SET value = ? WHERE arn = ? AND key = ?", [tag.get("Value", ""), arn, tag["Key"]])
+                conn.execute(
+                    "UPDATE tags SET value = ? WHERE arn = ? AND key = ?",
+                    [tag.get("Value", ""), arn, tag["Key"]],
+                )
                 continue
             conn.execute(
                 "INSERT INTO tags (arn, key, value, position) VALUES (?, ?, ?, ?)",
@@ -129,7 +145,9 @@ class ControlPlane:
             position += 1
 
     @staticmethod
-    def _page(rows: list[Any], token: str | None, key: str, summary: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    def _page(
+        rows: list[Any], token: str | None, key: str, summary: Callable[[Any], dict[str, Any]]
+    ) -> dict[str, Any]:
         response: dict[str, Any] = {key: [summary(row) for row in rows]}
         if token is not None:
             response["NextToken"] = token
@@ -149,7 +167,9 @@ class ControlPlane:
                 "than one container) are not supported. Pass one container as PrimaryContainer."
             )
         spec = {k: v for k, v in request.items() if k != "Tags"}
-        arn = self._insert(ctx, arns.MODEL, request["ModelName"], {"spec": dumps(spec)}, request.get("Tags", []))
+        arn = self._insert(
+            ctx, arns.MODEL, request["ModelName"], {"spec": dumps(spec)}, request.get("Tags", [])
+        )
         return {"ModelArn": arn}
 
     def describe_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -161,8 +181,12 @@ class ControlPlane:
 
     def list_models(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         rows, token = list_rows(self.store, ListQuery.from_request("models", request))
-        return self._page(rows, token, "Models", lambda r: {
-            "ModelName": r["name"], "ModelArn": r["arn"], "CreationTime": r["created_at"]})
+        return self._page(
+            rows,
+            token,
+            "Models",
+            lambda r: {"ModelName": r["name"], "ModelArn": r["arn"], "CreationTime": r["created_at"]},
+        )
 
     def delete_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         self._delete(ctx, arns.MODEL, request["ModelName"])
@@ -178,20 +202,35 @@ class ControlPlane:
                 raise ValidationException(f"Variant '{variant['VariantName']}' must name a ModelName.")
             self._row(ctx, arns.MODEL, variant["ModelName"])
         spec = {k: v for k, v in request.items() if k != "Tags"}
-        arn = self._insert(ctx, arns.ENDPOINT_CONFIG, request["EndpointConfigName"], {"spec": dumps(spec)},
-                           request.get("Tags", []))
+        arn = self._insert(
+            ctx,
+            arns.ENDPOINT_CONFIG,
+            request["EndpointConfigName"],
+            {"spec": dumps(spec)},
+            request.get("Tags", []),
+        )
         return {"EndpointConfigArn": arn}
 
     def describe_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         row = self._row(ctx, arns.ENDPOINT_CONFIG, request["EndpointConfigName"])
         spec = loads(row["spec"])
-        spec.update(EndpointConfigName=row["name"], EndpointConfigArn=row["arn"], CreationTime=row["created_at"])
+        spec.update(
+            EndpointConfigName=row["name"], EndpointConfigArn=row["arn"], CreationTime=row["created_at"]
+        )
         return spec
 
     def list_endpoint_configs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         rows, token = list_rows(self.store, ListQuery.from_request("endpoint_configs", request))
-        return self._page(rows, token, "EndpointConfigs", lambda r: {
-            "EndpointConfigName": r["name"], "EndpointConfigArn": r["arn"], "CreationTime": r["created_at"]})
+        return self._page(
+            rows,
+            token,
+            "EndpointConfigs",
+            lambda r: {
+                "EndpointConfigName": r["name"],
+                "EndpointConfigArn": r["arn"],
+                "CreationTime": r["created_at"],
+            },
+        )
 
     def delete_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         self._delete(ctx, arns.ENDPOINT_CONFIG, request["EndpointConfigName"])
@@ -211,13 +250,19 @@ class ControlPlane:
     def create_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         deployment = self._snapshot(ctx, request["EndpointConfigName"])
         now = time.time()
-        arn = self._insert(ctx, arns.ENDPOINT, request["EndpointName"], {
-            "modified_at": now,
-            "status": "Creating",
-            "config_name": deployment.config_name,
-            "deployment": dumps(deployment.to_json()),
-            "variants": dumps(variant_summaries(deployment, current=False)),
-        }, request.get("Tags", []))
+        arn = self._insert(
+            ctx,
+            arns.ENDPOINT,
+            request["EndpointName"],
+            {
+                "modified_at": now,
+                "status": "Creating",
+                "config_name": deployment.config_name,
+                "deployment": dumps(deployment.to_json()),
+                "variants": dumps(variant_summaries(deployment, current=False)),
+            },
+            request.get("Tags", []),
+        )
         self.reconciler.kick(request["EndpointName"].lower())
         return {"EndpointArn": arn}
 
@@ -250,9 +295,18 @@ class ControlPlane:
         query.time_filter("modified_at", ">", request.get("LastModifiedTimeAfter"))
         query.equals("status", request.get("StatusEquals"))
         rows, token = list_rows(self.store, query)
-        return self._page(rows, token, "Endpoints", lambda r: {
-            "EndpointName": r["name"], "EndpointArn": r["arn"], "CreationTime": r["created_at"],
-            "LastModifiedTime": r["modified_at"], "EndpointStatus": r["status"]})
+        return self._page(
+            rows,
+            token,
+            "Endpoints",
+            lambda r: {
+                "EndpointName": r["name"],
+                "EndpointArn": r["arn"],
+                "CreationTime": r["created_at"],
+                "LastModifiedTime": r["modified_at"],
+                "EndpointStatus": r["status"],
+            },
+        )
 
     def _require_in_service(self, ctx: RequestContext, row: Any) -> None:
         status = row["status"]
@@ -280,7 +334,9 @@ class ControlPlane:
         self.reconciler.kick(row["name_key"])
         return {"EndpointArn": row["arn"]}
 
-    def update_endpoint_weights_and_capacities(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    def update_endpoint_weights_and_capacities(
+        self, ctx: RequestContext, request: dict[str, Any]
+    ) -> dict[str, Any]:
         row = self._row(ctx, arns.ENDPOINT, request["EndpointName"])
         self._require_in_service(ctx, row)
         variants = {v["VariantName"]: v for v in loads(row["variants"])}
@@ -303,7 +359,9 @@ class ControlPlane:
                 summary["DesiredInstanceCount"] = desired["DesiredInstanceCount"]
             if "ServerlessUpdateConfig" in desired:
                 if not serverless:
-                    raise ValidationException(f"Variant '{name}' is not serverless; use DesiredInstanceCount.")
+                    raise ValidationException(
+                        f"Variant '{name}' is not serverless; use DesiredInstanceCount."
+                    )
                 config = {**summary["DesiredServerlessConfig"], **desired["ServerlessUpdateConfig"]}
                 if config.get("ProvisionedConcurrency", 0) > config["MaxConcurrency"]:
                     raise ValidationException(
@@ -315,7 +373,8 @@ class ControlPlane:
             raise ValidationException("At least one variant must have a weight greater than 0.")
         with self.store.transaction() as conn:
             updated = conn.execute(
-                "UPDATE endpoints SET status = 'Updating', variants = ?, failure_reason = NULL, modified_at = ?, "
+                "UPDATE endpoints SET status = 'Updating', variants = ?, failure_reason = NULL, "
+                "modified_at = ?, "
                 "generation = generation + 1 WHERE name_key = ? AND status = 'InService'",
                 [dumps(list(variants.values())), time.time(), row["name_key"]],
             ).rowcount
@@ -341,7 +400,8 @@ class ControlPlane:
         parsed = arns.parse_arn(arn)
         if parsed is None or parsed.resource_type not in _TABLES:
             raise ValidationException(
-                f'Could not find resource "{arn}": coldbrew tags models, endpoint configurations and endpoints.'
+                f'Could not find resource "{arn}": coldbrew tags models, endpoint configurations '
+                "and endpoints."
             )
         row = self.store.query_one(
             f"SELECT arn FROM {_TABLES[parsed.resource_type]} WHERE name_key = ?", [parsed.name.lower()]
@@ -363,7 +423,9 @@ class ControlPlane:
             try:
                 start = int(request["NextToken"])
             except ValueError:
-                raise ValidationException("Invalid NextToken: pass the NextToken of a previous ListTags response.")
+                raise ValidationException(
+                    "Invalid NextToken: pass the NextToken of a previous ListTags response."
+                )
         limit = request.get("MaxResults", MAX_TAGS)
         rows = self.store.query(
             "SELECT key, value, position FROM tags WHERE arn = ? AND position >= ? ORDER BY position LIMIT ?",
@@ -377,5 +439,7 @@ class ControlPlane:
     def delete_tags(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         arn = self._tagged_arn(ctx, request["ResourceArn"])
         with self.store.transaction() as conn:
-            conn.executemany("DELETE FROM tags WHERE arn = ? AND key = ?", [[arn, k] for k in request["TagKeys"]])
+            conn.executemany(
+                "DELETE FROM tags WHERE arn = ? AND key = ?", [[arn, k] for k in request["TagKeys"]]
+            )
         return {}

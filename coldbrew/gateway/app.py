@@ -25,12 +25,15 @@ def create_app(settings: Settings) -> ASGIApp:
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
     runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id, services.meter)
     budget = services.serving.budget
-    registry = registry_for(services.meter, MachineGauges(
-        zygote_resident_bytes=services.backend.helper_rss_bytes,
-        memory_budget_mb=lambda: budget.budget_mb,
-        memory_budget_used_mb=lambda: budget.used_mb,
-        budget_evictions=lambda: budget.evictions,
-    ))
+    registry = registry_for(
+        services.meter,
+        MachineGauges(
+            zygote_resident_bytes=services.backend.helper_rss_bytes,
+            memory_budget_mb=lambda: budget.budget_mb,
+            memory_budget_used_mb=lambda: budget.used_mb,
+            budget_evictions=lambda: budget.evictions,
+        ),
+    )
 
     async def metrics(request: Request) -> Response:
         def render() -> bytes:

@@ -24,7 +24,9 @@ TARGET_PREFIX = "SageMaker."
 
 def json_response(body: dict[str, Any], status: int = 200, request_id: str | None = None) -> Response:
     headers = {"x-amzn-RequestId": request_id or str(uuid.uuid4())}
-    return Response(json.dumps(body, default=str), status_code=status, media_type=CONTENT_TYPE, headers=headers)
+    return Response(
+        json.dumps(body, default=str), status_code=status, media_type=CONTENT_TYPE, headers=headers
+    )
 
 
 def error_response(error: ColdbrewError, request_id: str) -> Response:
@@ -40,8 +42,10 @@ def _operation_name(request: Request) -> str:
             "Missing X-Amz-Target header: send POST / with X-Amz-Target: SageMaker.<Operation>."
         )
     if not target.startswith(TARGET_PREFIX):
-        raise UnknownOperationException(f"Unknown operation target '{target}': expected SageMaker.<Operation>.")
-    return target[len(TARGET_PREFIX):]
+        raise UnknownOperationException(
+            f"Unknown operation target '{target}': expected SageMaker.<Operation>."
+        )
+    return target[len(TARGET_PREFIX) :]
 
 
 async def _parse_body(request: Request) -> dict[str, Any]:

@@ -36,8 +36,15 @@ class Reply:
 
 def runtime_error(error: ColdbrewError, request_id: str) -> Reply:
     body = json.dumps({"message": error.message, **error.fields}).encode()
-    return Reply(error.status, [(b"content-type", b"application/json"), (b"x-amzn-errortype", error.code.encode()),
-                                (b"x-amzn-requestid", request_id.encode())], body)
+    return Reply(
+        error.status,
+        [
+            (b"content-type", b"application/json"),
+            (b"x-amzn-errortype", error.code.encode()),
+            (b"x-amzn-requestid", request_id.encode()),
+        ],
+        body,
+    )
 
 
 class InvocationRouter:
@@ -56,11 +63,13 @@ class InvocationRouter:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
             if path.startswith(PREFIX) and path.endswith(SUFFIX):
-                name = path[len(PREFIX):-len(SUFFIX)]
+                name = path[len(PREFIX) : -len(SUFFIX)]
                 if name and "/" not in name:
                     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                     reply = await self.runtime.invoke(name, headers, receive)
-                    await send({"type": "http.response.start", "status": reply.status, "headers": reply.headers})
+                    await send(
+                        {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
+                    )
                     await send({"type": "http.response.body", "body": reply.body})
                     return
         await self.app(scope, receive, send)
@@ -87,7 +96,9 @@ class RuntimeEndpoint:
 
     def _not_serving(self, name: str) -> ValidationError:
         """Why an endpoint takes no invocations; reads the store, but only on this error path."""
-        row = self.store.query_one("SELECT name, status, failure_reason FROM endpoints WHERE name_key = ?", [name.lower()])
+        row = self.store.query_one(
+            "SELECT name, status, failure_reason FROM endpoints WHERE name_key = ?", [name.lower()]
+        )
         if row is None:
             return ValidationError(f"Endpoint {name} of account {self.account} not found.")
         status = row["status"]
@@ -118,7 +129,8 @@ class RuntimeEndpoint:
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > PROVISIONED_MAX_PAYLOAD:
                 raise ValidationError(
-                    f"Request payload of {declared} bytes exceeds the {PROVISIONED_MAX_PAYLOAD // 2**20} MB limit."
+                    f"Request payload of {declared} bytes exceeds the "
+                    f"{PROVISIONED_MAX_PAYLOAD // 2**20} MB limit."
                 )
             body = await read_body(receive)
             metered.bytes_in = len(body)
@@ -141,25 +153,37 @@ class RuntimeEndpoint:
             self._record_error(metered, received, started, response, InternalFailure(""))
             return response
         # The model's content type is passed through as is (no charset added).
-        reply_headers = [(b"content-type", result.content_type.encode("latin-1")),
-                         (b"x-amzn-invoked-production-variant", result.variant.encode("latin-1")),
-                         (b"x-amzn-requestid", request_id.encode())]
+        reply_headers = [
+            (b"content-type", result.content_type.encode("latin-1")),
+            (b"x-amzn-invoked-production-variant", result.variant.encode("latin-1")),
+            (b"x-amzn-requestid", request_id.encode()),
+        ]
         if result.custom_attributes is not None:
             reply_headers.append((CUSTOM_ATTRIBUTES.encode(), result.custom_attributes.encode("latin-1")))
         if self.meter is not None:
             total_us = int((time.perf_counter() - started) * 1_000_000)
-            self.meter.record(MeterRecord(
-                endpoint=metered.endpoint, variant=result.variant, started_at=received,
-                model_latency_us=result.model_latency_us,
-                # As on SageMaker Serverless, a cold start's setup counts as overhead.
-                overhead_latency_us=max(0, total_us - result.model_latency_us),
-                cold_start=result.cold_start, setup_us=int(result.setup_ms * 1000), memory_mb=metered.memory_mb,
-                serverless=metered.serverless, bytes_in=metered.bytes_in, bytes_out=len(result.body), status=200,
-            ))
+            self.meter.record(
+                MeterRecord(
+                    endpoint=metered.endpoint,
+                    variant=result.variant,
+                    started_at=received,
+                    model_latency_us=result.model_latency_us,
+                    # As on SageMaker Serverless, a cold start's setup counts as overhead.
+                    overhead_latency_us=max(0, total_us - result.model_latency_us),
+                    cold_start=result.cold_start,
+                    setup_us=int(result.setup_ms * 1000),
+                    memory_mb=metered.memory_mb,
+                    serverless=metered.serverless,
+                    bytes_in=metered.bytes_in,
+                    bytes_out=len(result.body),
+                    status=200,
+                )
+            )
         return Reply(200, reply_headers, result.body)
 
-    def _record_error(self, metered: _Metered, received: float, started: float, response: Reply,
-                      error: ColdbrewError) -> None:
+    def _record_error(
+        self, metered: _Metered, received: float, started: float, response: Reply, error: ColdbrewError
+    ) -> None:
         # Invocations of endpoints that do not exist are not metered: there is nothing to charge
         # them to, and arbitrary names would grow the metrics without bound.
         if self.meter is None or metered.endpoint is None:
@@ -168,12 +192,23 @@ class RuntimeEndpoint:
         # A ModelError ran the model (or crashed or timed out in it): serving does not say how long
         # the worker took, so the whole time is counted as model time, as the worker was held.
         model_us = total_us if isinstance(error, ModelError) else 0
-        self.meter.record(MeterRecord(
-            endpoint=metered.endpoint, variant=metered.variant, started_at=received, model_latency_us=model_us,
-            overhead_latency_us=total_us - model_us, cold_start=False, setup_us=0, memory_mb=metered.memory_mb,
-            serverless=metered.serverless, bytes_in=metered.bytes_in, bytes_out=len(response.body),
-            status=response.status, error_code=error.code,
-        ))
+        self.meter.record(
+            MeterRecord(
+                endpoint=metered.endpoint,
+                variant=metered.variant,
+                started_at=received,
+                model_latency_us=model_us,
+                overhead_latency_us=total_us - model_us,
+                cold_start=False,
+                setup_us=0,
+                memory_mb=metered.memory_mb,
+                serverless=metered.serverless,
+                bytes_in=metered.bytes_in,
+                bytes_out=len(response.body),
+                status=response.status,
+                error_code=error.code,
+            )
+        )
 
 
 class _Metered:

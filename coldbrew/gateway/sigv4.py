@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-_SCOPE = re.compile(r"Credential=[^/,\s]+/\d{8}/(?P<region>[a-z0-9\-]+)/(?P<service>[a-z0-9\-.]+)/aws4_request")
+_SCOPE = re.compile(
+    r"Credential=[^/,\s]+/\d{8}/(?P<region>[a-z0-9\-]+)/(?P<service>[a-z0-9\-.]+)/aws4_request"
+)
 
 
 def signed_region(authorization: str | None) -> str | None:

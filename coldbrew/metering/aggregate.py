@@ -12,8 +12,21 @@ from coldbrew.metering.records import MeterRecord, Outcome
 
 # CloudWatch reports latencies in microseconds; buckets from 1 ms to the 60 s invocation limit.
 LATENCY_BUCKETS_US: tuple[float, ...] = (
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
 )
 
 Key = tuple[str, str]
@@ -82,7 +95,9 @@ class MinuteAggregate:
         self.memory_utilization_sum += sample.memory_utilization
         self.memory_utilization_max = max(self.memory_utilization_max, sample.memory_utilization)
         self.concurrency_utilization_sum += sample.concurrency_utilization
-        self.concurrency_utilization_max = max(self.concurrency_utilization_max, sample.concurrency_utilization)
+        self.concurrency_utilization_max = max(
+            self.concurrency_utilization_max, sample.concurrency_utilization
+        )
         self.held_mb_s += sample.held_mb * seconds
         self.environment_starts += sample.new_environments
 
@@ -104,8 +119,10 @@ def upsert_sql() -> str:
             updates.append(f"{column} = {column} + excluded.{column}")
     columns = ", ".join(("endpoint", "variant", "minute") + AGGREGATE_COLUMNS)
     marks = ", ".join("?" * (3 + len(AGGREGATE_COLUMNS)))
-    return (f"INSERT INTO meter_minutes ({columns}) VALUES ({marks}) "
-            f"ON CONFLICT (endpoint, variant, minute) DO UPDATE SET {', '.join(updates)}")
+    return (
+        f"INSERT INTO meter_minutes ({columns}) VALUES ({marks}) "
+        f"ON CONFLICT (endpoint, variant, minute) DO UPDATE SET {', '.join(updates)}"
+    )
 
 
 @dataclass(frozen=True)

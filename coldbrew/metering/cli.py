@@ -50,8 +50,9 @@ def metrics_command(args: argparse.Namespace) -> int:
     try:
         now = time.time()
         conn = open_readonly(_data_dir(args) / "coldbrew.db")
-        report = metrics_report(conn, args.endpoint.lower(), parse_since(args.since, now),
-                                parse_duration(args.period), now)
+        report = metrics_report(
+            conn, args.endpoint.lower(), parse_since(args.since, now), parse_duration(args.period), now
+        )
     except MeterQueryError as exc:
         print(f"coldbrew: {exc}", file=sys.stderr)
         return 2
@@ -60,16 +61,34 @@ def metrics_command(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    table = Table("time (UTC)", "variant", "Invocations", "4XX", "5XX", "ModelErrors", "ModelLatency µs",
-                  "OverheadLatency µs", "ModelSetupTime µs", "MemoryUtil %", "ConcurrencyUtil",
-                  title=f"{args.endpoint}, {report['Period']} s periods since {report['Since']}")
+    table = Table(
+        "time (UTC)",
+        "variant",
+        "Invocations",
+        "4XX",
+        "5XX",
+        "ModelErrors",
+        "ModelLatency µs",
+        "OverheadLatency µs",
+        "ModelSetupTime µs",
+        "MemoryUtil %",
+        "ConcurrencyUtil",
+        title=f"{args.endpoint}, {report['Period']} s periods since {report['Since']}",
+    )
     for p in report["Datapoints"]:
-        table.add_row(p["Timestamp"], p["VariantName"], _fmt(p["Invocations"]), _fmt(p["Invocation4XXErrors"]),
-                      _fmt(p["Invocation5XXErrors"]), _fmt(p["InvocationModelErrors"]),
-                      _fmt(p["ModelLatency"]["Average"]), _fmt(p["OverheadLatency"]["Average"]),
-                      f"{_fmt(p['ModelSetupTime']['Average'])} ({p['ModelSetupTime']['SampleCount']})",
-                      _fmt(p["MemoryUtilization"]["Average"], 1),
-                      _fmt(p["ServerlessConcurrentExecutionsUtilization"]["Maximum"], 2))
+        table.add_row(
+            p["Timestamp"],
+            p["VariantName"],
+            _fmt(p["Invocations"]),
+            _fmt(p["Invocation4XXErrors"]),
+            _fmt(p["Invocation5XXErrors"]),
+            _fmt(p["InvocationModelErrors"]),
+            _fmt(p["ModelLatency"]["Average"]),
+            _fmt(p["OverheadLatency"]["Average"]),
+            f"{_fmt(p['ModelSetupTime']['Average'])} ({p['ModelSetupTime']['SampleCount']})",
+            _fmt(p["MemoryUtilization"]["Average"], 1),
+            _fmt(p["ServerlessConcurrentExecutionsUtilization"]["Maximum"], 2),
+        )
     console().print(table)
     return 0
 
@@ -79,8 +98,9 @@ def cost_command(args: argparse.Namespace) -> int:
         now = time.time()
         prices = load_prices(args.prices)
         conn = open_readonly(_data_dir(args) / "coldbrew.db")
-        report = cost_report(conn, prices, args.endpoint.lower() if args.endpoint else None,
-                             parse_since(args.since, now), now)
+        report = cost_report(
+            conn, prices, args.endpoint.lower() if args.endpoint else None, parse_since(args.since, now), now
+        )
     except (MeterQueryError, OSError, ValueError) as exc:
         print(f"coldbrew: {exc}", file=sys.stderr)
         return 2
@@ -90,15 +110,33 @@ def cost_command(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     out = console()
-    table = Table("endpoint", "hours", "invocations", "GB-s", "data GB", "cost", "per 1M", "instance alternative",
-                  "break-even /h", "now /h",
-                  title=f"Cost in {report['Currency']}, prices for {report['PriceRegion']} ({report['PriceDate']})")
+    table = Table(
+        "endpoint",
+        "hours",
+        "invocations",
+        "GB-s",
+        "data GB",
+        "cost",
+        "per 1M",
+        "instance alternative",
+        "break-even /h",
+        "now /h",
+        title=f"Cost in {report['Currency']}, prices for {report['PriceRegion']} ({report['PriceDate']})",
+    )
     for e in report["Endpoints"]:
         alt = e.get("InstanceAlternative")
-        table.add_row(e["EndpointName"], _fmt(e["Hours"], 2), _fmt(e["Invocations"]), _fmt(e["GBSeconds"], 1),
-                      _fmt(e["DataProcessedGB"], 4), _fmt(e["Cost"], 4), _fmt(e["CostPerMillionInvocations"], 2),
-                      "-" if alt is None else f"{alt['InstanceType']}: {alt['Cost']:,.4f}",
-                      _fmt(e.get("BreakEvenInvocationsPerHour"), 0), _fmt(e.get("InvocationsPerHour"), 1))
+        table.add_row(
+            e["EndpointName"],
+            _fmt(e["Hours"], 2),
+            _fmt(e["Invocations"]),
+            _fmt(e["GBSeconds"], 1),
+            _fmt(e["DataProcessedGB"], 4),
+            _fmt(e["Cost"], 4),
+            _fmt(e["CostPerMillionInvocations"], 2),
+            "-" if alt is None else f"{alt['InstanceType']}: {alt['Cost']:,.4f}",
+            _fmt(e.get("BreakEvenInvocationsPerHour"), 0),
+            _fmt(e.get("InvocationsPerHour"), 1),
+        )
     out.print(table)
     for e in report["Endpoints"]:
         if e.get("InstanceAlternative"):
@@ -148,4 +186,3 @@ def add_commands(commands: Any) -> None:
     sim.add_argument("--prices", help="your own price file over the shipped one (COLDBREW_PRICES)")
     sim.add_argument("--json", action="store_true")
     sim.set_defaults(func=simulate_command)
-

@@ -23,13 +23,25 @@ class Usage:
 def serverless_cost(usage: Usage, prices: PriceTable) -> float:
     """SageMaker Serverless Inference: inference duration by memory, plus data processed in and out."""
     p = prices.sagemaker_serverless
-    return (usage.gb_seconds * p.per_gb_second + usage.bytes_in / DATA_GB * p.per_gb_data_in
-            + usage.bytes_out / DATA_GB * p.per_gb_data_out)
+    return (
+        usage.gb_seconds * p.per_gb_second
+        + usage.bytes_in / DATA_GB * p.per_gb_data_in
+        + usage.bytes_out / DATA_GB * p.per_gb_data_out
+    )
 
 
-def serverless_provisioned_concurrency_cost(provisioned: int, memory_mb: int, hours: float, prices: PriceTable) -> float:
+def serverless_provisioned_concurrency_cost(
+    provisioned: int, memory_mb: int, hours: float, prices: PriceTable
+) -> float:
     """What ProvisionedConcurrency environments cost for existing, on top of their inference."""
-    return provisioned * memory_mb / 1024 * hours * 3600 * prices.sagemaker_serverless.provisioned_concurrency_per_gb_second
+    return (
+        provisioned
+        * memory_mb
+        / 1024
+        * hours
+        * 3600
+        * prices.sagemaker_serverless.provisioned_concurrency_per_gb_second
+    )
 
 
 def lambda_cost(usage: Usage, prices: PriceTable, arch: str = "x86") -> float:

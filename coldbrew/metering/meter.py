@@ -29,11 +29,14 @@ Snapshot = Callable[[], Iterable[dict[str, Any]]]
 ``environments``, a list of dicts with memory_mb, in_flight and rss_bytes."""
 
 PRUNE_INTERVAL_S = 60.0
-_INSERT_RECORD = (f"INSERT INTO meter_records ({', '.join(RECORD_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(RECORD_COLUMNS))})")
+_INSERT_RECORD = (
+    f"INSERT INTO meter_records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
+)
 
 
-def samples_from_snapshot(snapshot: Iterable[dict[str, Any]], seen: set[object] | None = None) -> list[VariantSample]:
+def samples_from_snapshot(
+    snapshot: Iterable[dict[str, Any]], seen: set[object] | None = None
+) -> list[VariantSample]:
     """Samples per variant; ``seen`` (environment ids of the previous sample) is updated in place."""
     samples = []
     current: set[object] = set()
@@ -42,13 +45,20 @@ def samples_from_snapshot(snapshot: Iterable[dict[str, Any]], seen: set[object] 
         ids = {(variant["endpoint"], variant["variant"], e["id"]) for e in envs if "id" in e}
         current |= ids
         new = len(ids - seen) if seen is not None else 0
-        samples.append(VariantSample(
-            endpoint=variant["endpoint"], variant=variant["variant"], serverless=bool(variant["serverless"]),
-            memory_mb=int(variant["memory_mb"]), max_concurrency=int(variant.get("max_concurrency", 0)),
-            environments=len(envs), in_flight=sum(int(e.get("in_flight", 0)) for e in envs),
-            rss_bytes=sum(int(e.get("rss_bytes", 0)) for e in envs),
-            held_mb=sum(int(e.get("memory_mb", variant["memory_mb"])) for e in envs), new_environments=new,
-        ))
+        samples.append(
+            VariantSample(
+                endpoint=variant["endpoint"],
+                variant=variant["variant"],
+                serverless=bool(variant["serverless"]),
+                memory_mb=int(variant["memory_mb"]),
+                max_concurrency=int(variant.get("max_concurrency", 0)),
+                environments=len(envs),
+                in_flight=sum(int(e.get("in_flight", 0)) for e in envs),
+                rss_bytes=sum(int(e.get("rss_bytes", 0)) for e in envs),
+                held_mb=sum(int(e.get("memory_mb", variant["memory_mb"])) for e in envs),
+                new_environments=new,
+            )
+        )
     if seen is not None:
         seen.clear()
         seen |= current
@@ -56,9 +66,16 @@ def samples_from_snapshot(snapshot: Iterable[dict[str, Any]], seen: set[object] 
 
 
 class Meter:
-    def __init__(self, db_path: Path, *, retention_days: float = 7.0, flush_interval_s: float = 0.5,
-                 sample_interval_s: float = 0.5, snapshot: Snapshot | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        retention_days: float = 7.0,
+        flush_interval_s: float = 0.5,
+        sample_interval_s: float = 0.5,
+        snapshot: Snapshot | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.db_path = db_path
         self.retention_s = retention_days * 86400
         self.flush_interval_s = flush_interval_s
@@ -127,7 +144,9 @@ class Meter:
                 return 0
             minutes: dict[tuple[str, str, int], MinuteAggregate] = defaultdict(MinuteAggregate)
             for record in batch:
-                minutes[(record.endpoint, record.variant, int(record.started_at // 60 * 60))].add_record(record)
+                minutes[(record.endpoint, record.variant, int(record.started_at // 60 * 60))].add_record(
+                    record
+                )
             for at, seconds, samples in sampled:
                 for sample in samples:
                     minutes[(sample.endpoint, sample.variant, int(at // 60 * 60))].add_sample(sample, seconds)
@@ -152,7 +171,9 @@ class Meter:
                         totals.environments = 0
                 for _, _, samples in sampled:
                     for sample in samples:
-                        self.totals[(sample.endpoint, sample.variant)].environment_starts += sample.new_environments
+                        self.totals[
+                            (sample.endpoint, sample.variant)
+                        ].environment_starts += sample.new_environments
                 for key, sample in latest.items():
                     totals = self.totals[key]
                     totals.memory_utilization = sample.memory_utilization
@@ -170,7 +191,9 @@ class Meter:
     def prune(self, now: float) -> int:
         """Drop raw records older than the retention period; the minute aggregates stay."""
         with self._lock:
-            cursor = self._conn.execute("DELETE FROM meter_records WHERE started_at < ?", [now - self.retention_s])
+            cursor = self._conn.execute(
+                "DELETE FROM meter_records WHERE started_at < ?", [now - self.retention_s]
+            )
             return cursor.rowcount
 
     def totals_snapshot(self) -> dict[Key, VariantTotals]:

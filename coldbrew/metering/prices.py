@@ -55,8 +55,12 @@ class PriceTable(_Prices):
     sagemaker_instances: dict[str, NonNegativeFloat]
     """Hourly on-demand price of each instance type."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True,
-                              alias_generator=lambda name: "lambda" if name == "lambda_" else name)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=lambda name: "lambda" if name == "lambda_" else name,
+    )
 
     def instance_hourly(self, name: str) -> float:
         try:
@@ -66,8 +70,11 @@ class PriceTable(_Prices):
 
     def smallest_instance(self, memory_mb: int) -> str:
         """The cheapest priced instance type with at least ``memory_mb`` of memory."""
-        fits = [(price, name) for name, price in self.sagemaker_instances.items()
-                if instance_type(name).memory_mb >= memory_mb]
+        fits = [
+            (price, name)
+            for name, price in self.sagemaker_instances.items()
+            if instance_type(name).memory_mb >= memory_mb
+        ]
         if not fits:
             raise ValueError(f"no priced instance type has {memory_mb} MB of memory")
         return min(fits)[1]
@@ -76,7 +83,9 @@ class PriceTable(_Prices):
         try:
             return self.lambda_[arch]
         except KeyError:
-            raise KeyError(f"no Lambda prices for architecture {arch!r}; known: {', '.join(self.lambda_)}") from None
+            raise KeyError(
+                f"no Lambda prices for architecture {arch!r}; known: {', '.join(self.lambda_)}"
+            ) from None
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +99,9 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def default_prices_data() -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(resources.files("coldbrew.metering").joinpath("prices.json").read_text())
+    data: dict[str, Any] = json.loads(
+        resources.files("coldbrew.metering").joinpath("prices.json").read_text()
+    )
     return data
 
 

@@ -30,10 +30,15 @@ class MeterCollector(Collector):
             "Invocations": ("invocations", "Number of InvokeEndpoint requests sent to the variant."),
             "Invocation4XXErrors": ("errors_4xx", "Requests refused with a 4xx (validation, throttling)."),
             "Invocation5XXErrors": ("errors_5xx", "Requests that failed with a 5xx in coldbrew."),
-            "InvocationModelErrors": ("model_errors", "Requests the model answered with an error (ModelError)."),
+            "InvocationModelErrors": (
+                "model_errors",
+                "Requests the model answered with an error (ModelError).",
+            ),
             "ColdStarts": ("cold_starts", "Invocations that waited for a new execution environment."),
-            "EnvironmentStarts": ("environment_starts",
-                                  "Execution environments started (sampled; a hedged cold start counts here only)."),
+            "EnvironmentStarts": (
+                "environment_starts",
+                "Execution environments started (sampled; a hedged cold start counts here only).",
+            ),
             "BytesIn": ("bytes_in", "Request payload bytes (data processed in)."),
             "BytesOut": ("bytes_out", "Response payload bytes (data processed out)."),
         }
@@ -42,29 +47,39 @@ class MeterCollector(Collector):
             for (endpoint, variant), t in totals.items():
                 family.add_metric([endpoint, variant], getattr(t, attribute))
             yield family
-        billed = CounterMetricFamily("sagemaker_ServerlessBilledGBSeconds",
-                                     "Memory size times model latency (rounded up to 1 ms), as serverless bills it.",
-                                     labels=LABELS)
+        billed = CounterMetricFamily(
+            "sagemaker_ServerlessBilledGBSeconds",
+            "Memory size times model latency (rounded up to 1 ms), as serverless bills it.",
+            labels=LABELS,
+        )
         for (endpoint, variant), t in totals.items():
             billed.add_metric([endpoint, variant], t.billed_mb_ms / 1024 / 1000)
         yield billed
         histograms = {
             "ModelLatency": ("model_latency", "Time the model took to respond (CloudWatch ModelLatency)."),
-            "OverheadLatency": ("overhead_latency",
-                                "Time added by coldbrew, cold starts included (CloudWatch OverheadLatency)."),
+            "OverheadLatency": (
+                "overhead_latency",
+                "Time added by coldbrew, cold starts included (CloudWatch OverheadLatency).",
+            ),
             "ModelSetupTime": ("setup_time", "Time to launch a new execution environment (ModelSetupTime)."),
         }
         for name, (attribute, documentation) in histograms.items():
-            hist = HistogramMetricFamily(f"sagemaker_{name}", documentation, labels=LABELS, unit="microseconds")
+            hist = HistogramMetricFamily(
+                f"sagemaker_{name}", documentation, labels=LABELS, unit="microseconds"
+            )
             for (endpoint, variant), t in totals.items():
                 h: Histogram = getattr(t, attribute)
                 hist.add_metric([endpoint, variant], h.cumulative(), sum_value=h.total)
             yield hist
         gauges = {
-            "MemoryUtilization": ("memory_utilization",
-                                  "Percent of the memory size of the variant's environments its workers use."),
+            "MemoryUtilization": (
+                "memory_utilization",
+                "Percent of the memory size of the variant's environments its workers use.",
+            ),
             "ServerlessConcurrentExecutionsUtilization": (
-                "concurrency_utilization", "Concurrent executions divided by MaxConcurrency (sampled)."),
+                "concurrency_utilization",
+                "Concurrent executions divided by MaxConcurrency (sampled).",
+            ),
             "ExecutionEnvironments": ("environments", "Execution environments the variant holds now."),
         }
         for name, (attribute, documentation) in gauges.items():
@@ -89,17 +104,26 @@ class MachineCollector(Collector):
         self.gauges = gauges
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("coldbrew_zygote_resident_bytes",
-                                "Resident memory of the zygotes that workers are forked from",
-                                value=self.gauges.zygote_resident_bytes())
-        yield GaugeMetricFamily("coldbrew_memory_budget_megabytes", "The machine's memory budget for environments",
-                                value=self.gauges.memory_budget_mb())
-        yield GaugeMetricFamily("coldbrew_memory_budget_used_megabytes",
-                                "MemorySizeInMB held by live serverless environments",
-                                value=self.gauges.memory_budget_used_mb())
-        yield CounterMetricFamily("coldbrew_memory_budget_evictions",
-                                  "Idle environments released to make room for another's cold start",
-                                  value=self.gauges.budget_evictions())
+        yield GaugeMetricFamily(
+            "coldbrew_zygote_resident_bytes",
+            "Resident memory of the zygotes that workers are forked from",
+            value=self.gauges.zygote_resident_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "coldbrew_memory_budget_megabytes",
+            "The machine's memory budget for environments",
+            value=self.gauges.memory_budget_mb(),
+        )
+        yield GaugeMetricFamily(
+            "coldbrew_memory_budget_used_megabytes",
+            "MemorySizeInMB held by live serverless environments",
+            value=self.gauges.memory_budget_used_mb(),
+        )
+        yield CounterMetricFamily(
+            "coldbrew_memory_budget_evictions",
+            "Idle environments released to make room for another's cold start",
+            value=self.gauges.budget_evictions(),
+        )
 
 
 def registry_for(meter: Meter, machine: MachineGauges | None = None) -> CollectorRegistry:

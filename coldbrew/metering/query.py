@@ -55,7 +55,9 @@ def parse_since(text: str | None, now: float) -> float | None:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise MeterQueryError(f"--since {text!r}: give a duration (1h, 7d), an ISO time or Unix seconds") from None
+        raise MeterQueryError(
+            f"--since {text!r}: give a duration (1h, 7d), an ISO time or Unix seconds"
+        ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
@@ -68,7 +70,9 @@ def open_readonly(db_path: Path) -> sqlite3.Connection:
     conn.row_factory = sqlite3.Row
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "meter_minutes" not in tables:
-        raise MeterQueryError(f"{db_path} has no metering tables yet; start this version of coldbrew on it once")
+        raise MeterQueryError(
+            f"{db_path} has no metering tables yet; start this version of coldbrew on it once"
+        )
     return conn
 
 
@@ -79,8 +83,9 @@ def _iso(t: float) -> str:
 # --- coldbrew metrics -----------------------------------------------------------------------------
 
 
-def metrics_report(conn: sqlite3.Connection, endpoint: str, since: float | None, period_s: float,
-                   now: float | None = None) -> dict[str, Any]:
+def metrics_report(
+    conn: sqlite3.Connection, endpoint: str, since: float | None, period_s: float, now: float | None = None
+) -> dict[str, Any]:
     """CloudWatch-style datapoints per variant and period (a period is whole minutes)."""
     now = time.time() if now is None else now
     period = max(60, int(period_s) // 60 * 60)
@@ -104,28 +109,45 @@ def metrics_report(conn: sqlite3.Connection, endpoint: str, since: float | None,
         def avg(column: str, count: int, rows: list[sqlite3.Row] = group) -> float | None:
             return None if count == 0 else sum(r[column] for r in rows) / count
 
-        datapoints.append({
-            "Timestamp": _iso(at),
-            "VariantName": variant,
-            "Invocations": inv,
-            "Invocation4XXErrors": sum(r["errors_4xx"] for r in group),
-            "Invocation5XXErrors": sum(r["errors_5xx"] for r in group),
-            "InvocationModelErrors": sum(r["model_errors"] for r in group),
-            "ModelLatency": {"Average": avg("model_latency_us", served),
-                             "Maximum": max(r["model_latency_max_us"] for r in group), "Unit": "Microseconds"},
-            "OverheadLatency": {"Average": avg("overhead_latency_us", served),
-                                "Maximum": max(r["overhead_latency_max_us"] for r in group), "Unit": "Microseconds"},
-            "ModelSetupTime": {"Average": avg("setup_us", cold), "Maximum": max(r["setup_max_us"] for r in group),
-                               "SampleCount": cold, "Unit": "Microseconds"},
-            "MemoryUtilization": {"Average": avg("memory_utilization_sum", samples),
-                                  "Maximum": max(r["memory_utilization_max"] for r in group), "Unit": "Percent"},
-            "ServerlessConcurrentExecutionsUtilization": {
-                "Average": avg("concurrency_utilization_sum", samples),
-                "Maximum": max(r["concurrency_utilization_max"] for r in group), "Unit": "None"},
-            "HeldGBSeconds": sum(r["held_mb_s"] for r in group) / 1024,
-            "ColdStarts": cold,
-            "EnvironmentStarts": sum(r["environment_starts"] for r in group),
-        })
+        datapoints.append(
+            {
+                "Timestamp": _iso(at),
+                "VariantName": variant,
+                "Invocations": inv,
+                "Invocation4XXErrors": sum(r["errors_4xx"] for r in group),
+                "Invocation5XXErrors": sum(r["errors_5xx"] for r in group),
+                "InvocationModelErrors": sum(r["model_errors"] for r in group),
+                "ModelLatency": {
+                    "Average": avg("model_latency_us", served),
+                    "Maximum": max(r["model_latency_max_us"] for r in group),
+                    "Unit": "Microseconds",
+                },
+                "OverheadLatency": {
+                    "Average": avg("overhead_latency_us", served),
+                    "Maximum": max(r["overhead_latency_max_us"] for r in group),
+                    "Unit": "Microseconds",
+                },
+                "ModelSetupTime": {
+                    "Average": avg("setup_us", cold),
+                    "Maximum": max(r["setup_max_us"] for r in group),
+                    "SampleCount": cold,
+                    "Unit": "Microseconds",
+                },
+                "MemoryUtilization": {
+                    "Average": avg("memory_utilization_sum", samples),
+                    "Maximum": max(r["memory_utilization_max"] for r in group),
+                    "Unit": "Percent",
+                },
+                "ServerlessConcurrentExecutionsUtilization": {
+                    "Average": avg("concurrency_utilization_sum", samples),
+                    "Maximum": max(r["concurrency_utilization_max"] for r in group),
+                    "Unit": "None",
+                },
+                "HeldGBSeconds": sum(r["held_mb_s"] for r in group) / 1024,
+                "ColdStarts": cold,
+                "EnvironmentStarts": sum(r["environment_starts"] for r in group),
+            }
+        )
     return {"EndpointName": endpoint, "Since": _iso(since), "Period": period, "Datapoints": datapoints}
 
 
@@ -133,7 +155,10 @@ def metrics_report(conn: sqlite3.Connection, endpoint: str, since: float | None,
 
 
 def _endpoint_rows(conn: sqlite3.Connection) -> dict[str, sqlite3.Row]:
-    return {r["name"].lower(): r for r in conn.execute("SELECT name, created_at, modified_at, deployment FROM endpoints")}
+    return {
+        r["name"].lower(): r
+        for r in conn.execute("SELECT name, created_at, modified_at, deployment FROM endpoints")
+    }
 
 
 def _deployed_variants(row: sqlite3.Row | None) -> dict[str, dict[str, Any]]:
@@ -143,8 +168,13 @@ def _deployed_variants(row: sqlite3.Row | None) -> dict[str, dict[str, Any]]:
     return {v["VariantName"]: v for v in config.get("ProductionVariants", [])}
 
 
-def cost_report(conn: sqlite3.Connection, prices: PriceTable, endpoint: str | None, since: float | None,
-                now: float | None = None) -> dict[str, Any]:
+def cost_report(
+    conn: sqlite3.Connection,
+    prices: PriceTable,
+    endpoint: str | None,
+    since: float | None,
+    now: float | None = None,
+) -> dict[str, Any]:
     """Cost per endpoint over [since, now], with the always-on instance alternative and break-even.
 
     Provisioned variants (and ProvisionedConcurrency) are priced by the hours they existed: from
@@ -187,20 +217,31 @@ def cost_report(conn: sqlite3.Connection, prices: PriceTable, endpoint: str | No
         bytes_in = bytes_out = 0
         largest_memory = 0
         for v in variants:
-            usage = Usage(int(v["invocations"]), v["billed_mb_ms"] / 1024 / 1000, int(v["bytes_in"]), int(v["bytes_out"]))
+            usage = Usage(
+                int(v["invocations"]),
+                v["billed_mb_ms"] / 1024 / 1000,
+                int(v["bytes_in"]),
+                int(v["bytes_out"]),
+            )
             invocations += usage.invocations
             bytes_in += usage.bytes_in
             bytes_out += usage.bytes_out
-            line: dict[str, Any] = {"VariantName": v["variant"], "Invocations": usage.invocations,
-                                    "MemorySizeInMB": v["memory_mb"], "ColdStarts": v["cold_starts"],
-                                    "HeldGBSeconds": v["held_mb_s"] / 1024,
-                                    "DataProcessedGB": (usage.bytes_in + usage.bytes_out) / DATA_GB}
+            line: dict[str, Any] = {
+                "VariantName": v["variant"],
+                "Invocations": usage.invocations,
+                "MemorySizeInMB": v["memory_mb"],
+                "ColdStarts": v["cold_starts"],
+                "HeldGBSeconds": v["held_mb_s"] / 1024,
+                "DataProcessedGB": (usage.bytes_in + usage.bytes_out) / DATA_GB,
+            }
             spec = deployed.get(v["variant"], {})
             if v["serverless"]:
                 cost = serverless_cost(usage, prices)
                 provisioned = int((spec.get("ServerlessConfig") or {}).get("ProvisionedConcurrency", 0))
                 if provisioned:
-                    cost += serverless_provisioned_concurrency_cost(provisioned, v["memory_mb"], hours, prices)
+                    cost += serverless_provisioned_concurrency_cost(
+                        provisioned, v["memory_mb"], hours, prices
+                    )
                 line.update(Kind="serverless", GBSeconds=usage.gb_seconds, ProvisionedConcurrency=provisioned)
                 gb_seconds += usage.gb_seconds
                 serverless_invocations += usage.invocations
@@ -217,23 +258,39 @@ def cost_report(conn: sqlite3.Connection, prices: PriceTable, endpoint: str | No
             lines.append(line)
         total = serverless_total + provisioned_total
         report: dict[str, Any] = {
-            "EndpointName": name, "Start": _iso(start), "End": _iso(now), "Hours": hours,
-            "Invocations": invocations, "GBSeconds": gb_seconds, "DataProcessedGB": (bytes_in + bytes_out) / DATA_GB,
-            "Cost": total, "CostPerMillionInvocations": per_million(total, invocations), "Variants": lines,
+            "EndpointName": name,
+            "Start": _iso(start),
+            "End": _iso(now),
+            "Hours": hours,
+            "Invocations": invocations,
+            "GBSeconds": gb_seconds,
+            "DataProcessedGB": (bytes_in + bytes_out) / DATA_GB,
+            "Cost": total,
+            "CostPerMillionInvocations": per_million(total, invocations),
+            "Variants": lines,
         }
         if largest_memory:
             alternative = prices.smallest_instance(largest_memory)
             hourly = prices.instance_hourly(alternative)
             cost_per_invocation = serverless_total / serverless_invocations if serverless_invocations else 0.0
             report["InstanceAlternative"] = {
-                "InstanceType": alternative, "HourlyPrice": hourly, "Cost": instance_cost(alternative, hours, prices),
-                "Assumption": (f"one always-on {alternative}, the cheapest priced type with at least "
-                               f"{largest_memory} MB, serves the same traffic over the same {hours:.2f} h"),
+                "InstanceType": alternative,
+                "HourlyPrice": hourly,
+                "Cost": instance_cost(alternative, hours, prices),
+                "Assumption": (
+                    f"one always-on {alternative}, the cheapest priced type with at least "
+                    f"{largest_memory} MB, serves the same traffic over the same {hours:.2f} h"
+                ),
             }
             report["BreakEvenInvocationsPerHour"] = breakeven_per_hour(hourly, cost_per_invocation)
             report["InvocationsPerHour"] = serverless_invocations / hours if hours > 0 else None
         reports.append(report)
-    return {"Currency": prices.currency, "PriceRegion": prices.region, "PriceDate": prices.date, "Endpoints": reports}
+    return {
+        "Currency": prices.currency,
+        "PriceRegion": prices.region,
+        "PriceDate": prices.date,
+        "Endpoints": reports,
+    }
 
 
 def _instance_for_memory(memory_mb: int) -> str:

@@ -58,14 +58,35 @@ class MeterRecord:
 
 
 RECORD_COLUMNS = (
-    "endpoint", "variant", "started_at", "model_latency_us", "overhead_latency_us", "cold_start", "setup_us",
-    "memory_mb", "serverless", "bytes_in", "bytes_out", "status", "error_code",
+    "endpoint",
+    "variant",
+    "started_at",
+    "model_latency_us",
+    "overhead_latency_us",
+    "cold_start",
+    "setup_us",
+    "memory_mb",
+    "serverless",
+    "bytes_in",
+    "bytes_out",
+    "status",
+    "error_code",
 )
 
 
 def record_row(record: MeterRecord) -> tuple[object, ...]:
     return (
-        record.endpoint, record.variant, record.started_at, record.model_latency_us, record.overhead_latency_us,
-        int(record.cold_start), record.setup_us, record.memory_mb, int(record.serverless), record.bytes_in,
-        record.bytes_out, record.status, record.error_code,
+        record.endpoint,
+        record.variant,
+        record.started_at,
+        record.model_latency_us,
+        record.overhead_latency_us,
+        int(record.cold_start),
+        record.setup_us,
+        record.memory_mb,
+        int(record.serverless),
+        record.bytes_in,
+        record.bytes_out,
+        record.status,
+        record.error_code,
     )

@@ -36,7 +36,8 @@ class MemoryBudget:
         """Take ``memory_mb`` for a new environment of ``requester`` or raise ThrottlingException."""
         if memory_mb > self.budget_mb:
             raise ThrottlingException(
-                f"MemorySizeInMB {memory_mb} is larger than this machine's memory budget of {self.budget_mb} MB "
+                f"MemorySizeInMB {memory_mb} is larger than this machine's memory budget of "
+                f"{self.budget_mb} MB "
                 "(COLDBREW_MEMORY_BUDGET_MB)."
             )
         if memory_mb > self.free_mb:
@@ -61,8 +62,12 @@ class MemoryBudget:
         for _, pool, env in sorted(candidates, key=lambda c: c[0]):
             if freed >= needed_mb:
                 break
-            log.info("releasing idle worker %d of %s/%s to make room (memory budget)",
-                     env.worker.pid, pool.config.endpoint, pool.config.variant)
+            log.info(
+                "releasing idle worker %d of %s/%s to make room (memory budget)",
+                env.worker.pid,
+                pool.config.endpoint,
+                pool.config.variant,
+            )
             freed += env.memory_mb
             self.evictions += 1
             pool.discard(env)

@@ -185,8 +185,10 @@ class HybridHistogramKeepAlive:
         if n_bins < 1 or abs(n_bins * bin_s - range_s) > 1e-9 * range_s:
             raise ValueError(f"range_s ({range_s}) must be a positive whole number of bins of {bin_s} s")
         if not 0 <= head_percentile <= tail_percentile <= 100:
-            raise ValueError("need 0 <= head_percentile <= tail_percentile <= 100, "
-                             f"got {head_percentile} and {tail_percentile}")
+            raise ValueError(
+                "need 0 <= head_percentile <= tail_percentile <= 100, "
+                f"got {head_percentile} and {tail_percentile}"
+            )
         if not 0 <= margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {margin}")
         if min_samples < 2:
@@ -279,8 +281,9 @@ class HybridHistogramKeepAlive:
         tail = self._percentile_bin(self.tail_percentile, n)
         prewarm_s = 0.0 if head == 0 else head * self.bin_s * (1 - self.margin)
         keepalive_s = (tail + 1) * self.bin_s * (1 + self.margin) - prewarm_s
-        return HistogramDecision(KeepAliveWindows(prewarm_s, keepalive_s), "histogram", samples, oor,
-                                 cv, head, tail)
+        return HistogramDecision(
+            KeepAliveWindows(prewarm_s, keepalive_s), "histogram", samples, oor, cv, head, tail
+        )
 
     def _cv(self, n: int) -> float:
         """CV of the bin counts, from the unbiased estimate of the sum of squared bin probabilities."""

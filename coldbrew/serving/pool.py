@@ -55,8 +55,9 @@ class Lease:
 
 
 class VariantPool:
-    def __init__(self, config: PoolConfig, spec: WorkerSpec, backend: Backend,
-                 budget: MemoryBudget | None = None) -> None:
+    def __init__(
+        self, config: PoolConfig, spec: WorkerSpec, backend: Backend, budget: MemoryBudget | None = None
+    ) -> None:
         self.config = config
         self.spec = spec
         self.backend = backend
@@ -79,7 +80,9 @@ class VariantPool:
 
     async def acquire(self) -> Lease:
         if self.closed:
-            raise ModelNotReadyException(f"Variant {self.config.variant} is being replaced; retry the request.")
+            raise ModelNotReadyException(
+                f"Variant {self.config.variant} is being replaced; retry the request."
+            )
         now = time.monotonic()
         if self.idle_since is not None:
             self.policy.on_arrival(now)
@@ -93,7 +96,9 @@ class VariantPool:
             env.in_flight += 1
             return Lease(env, cold=False, setup_ms=0.0)
         decision = admit(
-            idle=0, live=len(self.envs), starting=self.starting,
+            idle=0,
+            live=len(self.envs),
+            starting=self.starting,
             concurrent=sum(e.in_flight for e in self.envs) + len(self._waiters),
             max_concurrency=self.config.max_envs,
         )
@@ -181,7 +186,9 @@ class VariantPool:
             if self.budget is not None:
                 self.budget.release(memory_mb)
             if isinstance(exc, WorkerStartError):
-                log.warning("%s/%s: worker failed to start: %s", self.config.endpoint, self.config.variant, exc)
+                log.warning(
+                    "%s/%s: worker failed to start: %s", self.config.endpoint, self.config.variant, exc
+                )
                 if not self.envs and not self.starting:
                     # Invocations waiting for an environment would wait for ever: none will come.
                     for waiter in self._waiters:
@@ -238,7 +245,9 @@ class VariantPool:
         missing = self.config.min_envs - len(self.envs) - self.starting
         if missing <= 0 or self.closed:
             return
-        results = await asyncio.gather(*(self._start_env(busy=False) for _ in range(missing)), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._start_env(busy=False) for _ in range(missing)), return_exceptions=True
+        )
         for result in results:
             if isinstance(result, Environment):
                 result.last_used = time.monotonic()
@@ -279,7 +288,12 @@ class VariantPool:
             if surplus <= 0:
                 break
             if now - env.last_used >= keep_for:
-                log.debug("%s/%s: releasing idle worker %d", self.config.endpoint, self.config.variant, env.worker.pid)
+                log.debug(
+                    "%s/%s: releasing idle worker %d",
+                    self.config.endpoint,
+                    self.config.variant,
+                    env.worker.pid,
+                )
                 self.discard(env)
                 surplus -= 1
 
@@ -308,8 +322,13 @@ class VariantPool:
             try:
                 await self.ensure_minimum()
             except (WorkerStartError, ColdbrewError) as exc:
-                log.warning("%s/%s: could not keep %d environments warm: %s", self.config.endpoint,
-                            self.config.variant, self.config.min_envs, exc)
+                log.warning(
+                    "%s/%s: could not keep %d environments warm: %s",
+                    self.config.endpoint,
+                    self.config.variant,
+                    self.config.min_envs,
+                    exc,
+                )
 
         self._maintaining = asyncio.create_task(top_up())
 
@@ -336,5 +355,6 @@ class VariantPool:
 
 
 def _load_failed(exc: WorkerStartError) -> ModelError:
-    return ModelError(f"The model failed to load on a cold start: {exc}", OriginalStatusCode=500,
-                      OriginalMessage=str(exc))
+    return ModelError(
+        f"The model failed to load on a cold start: {exc}", OriginalStatusCode=500, OriginalMessage=str(exc)
+    )

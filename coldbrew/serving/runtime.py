@@ -78,9 +78,15 @@ def _fingerprint(deployment: Deployment) -> str:
 
 
 class Serving:
-    def __init__(self, backend: Backend, artifacts: ArtifactStore, idle_timeout_s: float,
-                 invocation_timeout_s: float = INVOCATION_TIMEOUT_S, memory_budget_mb: int | None = None,
-                 keepalive: str = "fixed") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        artifacts: ArtifactStore,
+        idle_timeout_s: float,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
+        memory_budget_mb: int | None = None,
+        keepalive: str = "fixed",
+    ) -> None:
         self.backend = backend
         self.keepalive = keepalive
         self.budget = MemoryBudget(memory_budget_mb or default_memory_budget_mb(), self._all_pools)
@@ -105,8 +111,11 @@ class Serving:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
         runtimes, self.endpoints = list(self.endpoints.values()), {}
-        await asyncio.gather(*(p.drain(self.invocation_timeout_s + 5) for r in runtimes for p in r.pools.values()),
-                             *self._draining, return_exceptions=True)
+        await asyncio.gather(
+            *(p.drain(self.invocation_timeout_s + 5) for r in runtimes for p in r.pools.values()),
+            *self._draining,
+            return_exceptions=True,
+        )
         await self.backend.close()
 
     # --- the Deployer interface, called from reconciler threads -------------------------------
@@ -117,7 +126,9 @@ class Serving:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result()
 
-    def deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool) -> None:
+    def deploy(
+        self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool
+    ) -> None:
         model_dirs: dict[str, str] = {}
         runtimes: dict[str, str] = {}
         for variant in deployment.variants:
@@ -126,8 +137,11 @@ class Serving:
             except ArtifactError as exc:
                 raise DeployError(str(exc)) from None
             # Reads the model directory, so it is decided here, off the event loop.
-            runtimes[variant.name] = detect_runtime(model_dirs[variant.name], variant.container.get("Image"),
-                                                    variant.container.get("Environment", {}))
+            runtimes[variant.name] = detect_runtime(
+                model_dirs[variant.name],
+                variant.container.get("Image"),
+                variant.container.get("Environment", {}),
+            )
         self._on_loop(self._deploy(endpoint, deployment, variants, model_dirs, runtimes, verify))
 
     def undeploy(self, endpoint: str) -> None:
@@ -141,18 +155,31 @@ class Serving:
         if variant.serverless is not None:
             serverless = summary.get("DesiredServerlessConfig", variant.serverless)
             return PoolConfig(
-                endpoint=endpoint, variant=variant.name, serverless=True,
-                memory_mb=serverless["MemorySizeInMB"], max_envs=serverless["MaxConcurrency"],
-                min_envs=serverless.get("ProvisionedConcurrency", 0), env_capacity=1,
-                idle_timeout_s=self._idle_timeout(variant), weight=weight,
-                keepalive=variant.container.get("Environment", {}).get("COLDBREW_KEEPALIVE_POLICY", self.keepalive),
+                endpoint=endpoint,
+                variant=variant.name,
+                serverless=True,
+                memory_mb=serverless["MemorySizeInMB"],
+                max_envs=serverless["MaxConcurrency"],
+                min_envs=serverless.get("ProvisionedConcurrency", 0),
+                env_capacity=1,
+                idle_timeout_s=self._idle_timeout(variant),
+                weight=weight,
+                keepalive=variant.container.get("Environment", {}).get(
+                    "COLDBREW_KEEPALIVE_POLICY", self.keepalive
+                ),
             )
         instance = instance_type(variant.instance_type or "")
         count = int(summary.get("DesiredInstanceCount", variant.instance_count or 1))
         return PoolConfig(
-            endpoint=endpoint, variant=variant.name, serverless=False, memory_mb=instance.memory_mb,
-            max_envs=count, min_envs=count, env_capacity=max(2, instance.vcpus),
-            idle_timeout_s=float("inf"), weight=weight,
+            endpoint=endpoint,
+            variant=variant.name,
+            serverless=False,
+            memory_mb=instance.memory_mb,
+            max_envs=count,
+            min_envs=count,
+            env_capacity=max(2, instance.vcpus),
+            idle_timeout_s=float("inf"),
+            weight=weight,
         )
 
     def _idle_timeout(self, variant: VariantSpec) -> float:
@@ -162,14 +189,23 @@ class Serving:
         except ValueError:
             return self.idle_timeout_s
 
-    async def _deploy(self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]],
-                      model_dirs: dict[str, str], runtimes: dict[str, str], verify: bool) -> None:
+    async def _deploy(
+        self,
+        endpoint: str,
+        deployment: Deployment,
+        variants: list[dict[str, Any]],
+        model_dirs: dict[str, str],
+        runtimes: dict[str, str],
+        verify: bool,
+    ) -> None:
         summaries = {s["VariantName"]: s for s in variants}
         fingerprint = _fingerprint(deployment)
         current = self.endpoints.get(endpoint)
         if current is not None and current.fingerprint == fingerprint:
             for variant in deployment.variants:
-                current.pools[variant.name].reconfigure(self._pool_config(endpoint, variant, summaries[variant.name]))
+                current.pools[variant.name].reconfigure(
+                    self._pool_config(endpoint, variant, summaries[variant.name])
+                )
             await self._warm(list(current.pools.values()))
             return
         pools: dict[str, VariantPool] = {}
@@ -201,7 +237,9 @@ class Serving:
             if isinstance(result, WorkerStartError):
                 raise DeployError(f"Variant {pool.config.variant}: the model failed to load: {result}")
             if isinstance(result, ThrottlingException):
-                raise DeployError(f"Variant {pool.config.variant}: its ProvisionedConcurrency does not fit: {result}")
+                raise DeployError(
+                    f"Variant {pool.config.variant}: its ProvisionedConcurrency does not fit: {result}"
+                )
             if isinstance(result, BaseException):
                 raise result
 
@@ -236,7 +274,10 @@ class Serving:
 
     def _drain_later(self, runtime: EndpointRuntime) -> None:
         async def drain() -> None:
-            await asyncio.gather(*(p.drain(self.invocation_timeout_s + 5) for p in runtime.pools.values()), return_exceptions=True)
+            await asyncio.gather(
+                *(p.drain(self.invocation_timeout_s + 5) for p in runtime.pools.values()),
+                return_exceptions=True,
+            )
 
         task = asyncio.create_task(drain())
         self._draining.add(task)
@@ -268,11 +309,17 @@ class Serving:
             rss = env.worker.rss_bytes()
             if rss > limit and env.stop_reason is None:
                 env.stop_reason = (
-                    f"The model used {rss / MiB:.0f} MB, more than its memory size of {pool.config.memory_mb} MB, "
+                    f"The model used {rss / MiB:.0f} MB, more than its memory size of "
+                    f"{pool.config.memory_mb} MB, "
                     "and its worker was stopped; deploy it with a larger MemorySizeInMB."
                 )
-                log.warning("%s/%s: worker %d stopped: %s", pool.config.endpoint, pool.config.variant,
-                            env.worker.pid, env.stop_reason)
+                log.warning(
+                    "%s/%s: worker %d stopped: %s",
+                    pool.config.endpoint,
+                    pool.config.variant,
+                    env.worker.pid,
+                    env.stop_reason,
+                )
                 pool.discard(env)
 
     # --- the hot path --------------------------------------------------------------------------
@@ -301,9 +348,13 @@ class Serving:
                 env.client.request("POST", "/invocations", headers, request.body), self.invocation_timeout_s
             )
         except TimeoutError:
-            env.stop_reason = f"The invocation ran past the {self.invocation_timeout_s:g} s limit and was stopped."
+            env.stop_reason = (
+                f"The invocation ran past the {self.invocation_timeout_s:g} s limit and was stopped."
+            )
             pool.discard(env)
-            raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
+            raise ModelError(
+                env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason
+            ) from None
         except WorkerConnectionError:
             pool.discard(env)
             if env.stop_reason is None and env.worker.oom_killed():
@@ -311,7 +362,10 @@ class Serving:
                     f"The model used more than its memory size of {pool.config.memory_mb} MB and its worker "
                     "was stopped; deploy it with a larger MemorySizeInMB."
                 )
-            reason = env.stop_reason or "The model's worker process exited while handling this request; it is replaced."
+            reason = (
+                env.stop_reason
+                or "The model's worker process exited while handling this request; it is replaced."
+            )
             raise ModelError(reason, OriginalStatusCode=500, OriginalMessage=reason) from None
         finally:
             pool.release(env)
@@ -340,12 +394,25 @@ class Serving:
         for name, runtime in list(self.endpoints.items()):
             for pool in list(runtime.pools.values()):
                 config = pool.config
-                envs = [{"id": env.id, "memory_mb": env.memory_mb, "in_flight": env.in_flight,
-                         "rss_bytes": env.worker.rss_bytes() if env.worker.is_alive() else 0}
-                        for env in list(pool.envs)]
-                variants.append({"endpoint": name, "variant": config.variant, "serverless": config.serverless,
-                                 "memory_mb": config.memory_mb, "max_concurrency": config.max_envs,
-                                 "environments": envs})
+                envs = [
+                    {
+                        "id": env.id,
+                        "memory_mb": env.memory_mb,
+                        "in_flight": env.in_flight,
+                        "rss_bytes": env.worker.rss_bytes() if env.worker.is_alive() else 0,
+                    }
+                    for env in list(pool.envs)
+                ]
+                variants.append(
+                    {
+                        "endpoint": name,
+                        "variant": config.variant,
+                        "serverless": config.serverless,
+                        "memory_mb": config.memory_mb,
+                        "max_concurrency": config.max_envs,
+                        "environments": envs,
+                    }
+                )
         return variants
 
 
@@ -368,15 +435,21 @@ def _worker_spec(variant: VariantSpec, model_dir: str, runtime: str, config: Poo
     image = container.get("Image") or ""
     command = env.get("COLDBREW_SERVE_COMMAND")
     if image.startswith("exec:"):
-        command = image[len("exec:"):].strip()
+        command = image[len("exec:") :].strip()
     elif image:
         # The worker picks its runtime (framework container conventions) from the image.
         env.setdefault("COLDBREW_IMAGE", image)
     threads = str(threads_for(config))
     for name in THREAD_ENV:
         env.setdefault(name, threads)
-    return WorkerSpec(model_dir=model_dir, memory_mb=config.memory_mb, max_concurrency=config.env_capacity,
-                      env=env, command=command, runtime=runtime)
+    return WorkerSpec(
+        model_dir=model_dir,
+        memory_mb=config.memory_mb,
+        max_concurrency=config.env_capacity,
+        env=env,
+        command=command,
+        runtime=runtime,
+    )
 
 
 def _model_error(response: WorkerResponse) -> ModelError:

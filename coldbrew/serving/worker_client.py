@@ -90,7 +90,7 @@ class WorkerClient:
     async def _connect(self) -> _Connection:
         try:
             if self.address.startswith("unix:"):
-                reader, writer = await asyncio.open_unix_connection(self.address[len("unix:"):])
+                reader, writer = await asyncio.open_unix_connection(self.address[len("unix:") :])
             else:
                 host, _, port = self.address.removeprefix("http://").rpartition(":")
                 reader, writer = await asyncio.open_connection(host, int(port))
@@ -98,7 +98,9 @@ class WorkerClient:
             raise WorkerConnectionError(f"cannot connect to the worker: {exc.strerror or exc}") from None
         return _Connection(reader, writer)
 
-    async def request(self, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> WorkerResponse:
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> WorkerResponse:
         lines = [f"{method} {path} HTTP/1.1", "Host: worker", f"Content-Length: {len(body)}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
@@ -115,7 +117,9 @@ class WorkerClient:
             raise
         except OSError as exc:
             connection.close()
-            raise WorkerConnectionError(f"the connection to the worker failed: {exc.strerror or exc}") from None
+            raise WorkerConnectionError(
+                f"the connection to the worker failed: {exc.strerror or exc}"
+            ) from None
         except BaseException:
             connection.close()  # cancelled mid-request: the connection's state is unknown
             raise
@@ -130,4 +134,3 @@ class WorkerClient:
         for connection in self._idle:
             connection.close()
         self._idle.clear()
-

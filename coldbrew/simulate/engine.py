@@ -121,7 +121,9 @@ class VariantSim:
         self.starting += 1
         self.result.environment_starts += 1
         draws = self.spec.cold_start_empirical_s
-        duration = self.spec.cold_start_s if not draws else float(draws[int(self._cold_rng.integers(len(draws)))])
+        duration = (
+            self.spec.cold_start_s if not draws else float(draws[int(self._cold_rng.integers(len(draws)))])
+        )
         self._push(t + duration, _READY, waiter)
 
     def _serve(self, t: float, waiter_arrival: float, latency: float, cold: bool) -> None:
@@ -221,8 +223,13 @@ class VariantSim:
             self.policy.on_arrival(t)
             self._idle_since = None
             self._prewarm_generation += 1  # a pending pre-warm is moot once traffic is back
-        decision = admit(idle=len(self.idle), live=self.live, starting=self.starting,
-                         concurrent=self.busy + self.waiting, max_concurrency=self.spec.max_concurrency)
+        decision = admit(
+            idle=len(self.idle),
+            live=self.live,
+            starting=self.starting,
+            concurrent=self.busy + self.waiting,
+            max_concurrency=self.spec.max_concurrency,
+        )
         if decision is Admission.WARM:
             self.idle.pop()  # most recently used
             self._serve(t, t, latency, cold=False)
@@ -251,15 +258,24 @@ class VariantSim:
 
     def state_key(self, at: float) -> tuple[object, ...]:
         """The state at ``at``, relative to it: equal keys evolve alike under equal arrivals."""
+
         def rel(x: float) -> float:
             return round(x - at, 6)
 
         return (
             tuple((rel(u), rel(d)) for u, d in self.idle),
-            tuple(sorted((rel(t), k, id(p) if k == _READY and p is not None else 0) for t, _, k, p in self.events
-                         if k != _PREWARM)),
+            tuple(
+                sorted(
+                    (rel(t), k, id(p) if k == _READY and p is not None else 0)
+                    for t, _, k, p in self.events
+                    if k != _PREWARM
+                )
+            ),
             tuple((rel(w.arrival), w.latency) for w in self.waiters if not w.served),
-            self.busy, self.live, self.starting, None if self._idle_since is None else rel(self._idle_since),
+            self.busy,
+            self.live,
+            self.starting,
+            None if self._idle_since is None else rel(self._idle_since),
         )
 
     def shift(self, delta: float) -> None:
@@ -292,7 +308,9 @@ def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
     if spec.traffic.timestamps_file is not None:
         arrivals, length = trace_traffic(spec.traffic.timestamps_file)
         end = length + spec.keep_alive.idle_timeout_s + spec.cold_start_s + 60
-        day = sim.run(arrivals, latencies(spec.model_latency, arrivals.size, ("trace", spec.traffic.seed)), 0.0, end)
+        day = sim.run(
+            arrivals, latencies(spec.model_latency, arrivals.size, ("trace", spec.traffic.seed)), 0.0, end
+        )
         response = day.response_times()
         return SimulationResult(spec, max(length, 1.0) / DAY_S, day, response, np.ones(response.size), 1)
     # Only a stateless policy evolves the same from the same state: others are simulated day by day.
@@ -321,15 +339,20 @@ def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
         _add(totals, result)
     parts = [(r.response_times(), n) for r, n in kinds]
     response = np.concatenate([r for r, _ in parts]) if parts else np.empty(0)
-    weights = np.concatenate([np.full(r.size, n, dtype=np.float64) for r, n in parts]) if parts else np.empty(0)
+    weights = (
+        np.concatenate([np.full(r.size, n, dtype=np.float64) for r, n in parts]) if parts else np.empty(0)
+    )
     return SimulationResult(spec, float(spec.days), totals, response, weights, len(kinds))
 
 
 def _snapshot(sim: VariantSim) -> dict[str, Any]:
     return {
-        "idle": list(sim.idle), "events": list(sim.events),
+        "idle": list(sim.idle),
+        "events": list(sim.events),
         "waiters": [(w.arrival, w.latency, w.served) for w in sim.waiters],
-        "counts": (sim.waiting, sim.busy, sim.live, sim.starting), "clock": sim.clock, "held_at": sim._held_at,
+        "counts": (sim.waiting, sim.busy, sim.live, sim.starting),
+        "clock": sim.clock,
+        "held_at": sim._held_at,
         "idle_since": sim._idle_since,
     }
 
@@ -351,8 +374,17 @@ def _restore(sim: VariantSim, state: dict[str, Any], delta: float) -> None:
 
 
 def _add(totals: DayResult, day: DayResult) -> None:
-    for name in ("invocations", "served", "throttled", "cold_starts", "environment_starts", "waited", "billed_ms",
-                 "latency_ms_sum", "held_mb_s"):
+    for name in (
+        "invocations",
+        "served",
+        "throttled",
+        "cold_starts",
+        "environment_starts",
+        "waited",
+        "billed_ms",
+        "latency_ms_sum",
+        "held_mb_s",
+    ):
         setattr(totals, name, getattr(totals, name) + getattr(day, name))
     totals.peak_environments = max(totals.peak_environments, day.peak_environments)
 

@@ -41,49 +41,81 @@ def build_report(result: SimulationResult, prices: PriceTable) -> dict[str, Any]
     usage = Usage(t.served, billed_s * gb, t.served * spec.bytes_in, t.served * spec.bytes_out)
 
     def money(period_cost: float) -> dict[str, float | None]:
-        return {"cost": period_cost, "cost_per_day": period_cost / result.days,
-                "cost_per_month": period_cost * to_month, "cost_per_million": per_million(period_cost, t.served)}
+        return {
+            "cost": period_cost,
+            "cost_per_day": period_cost / result.days,
+            "cost_per_month": period_cost * to_month,
+            "cost_per_million": per_million(period_cost, t.served),
+        }
 
     serverless = serverless_cost(usage, prices)
     if spec.provisioned_concurrency:
-        serverless += serverless_provisioned_concurrency_cost(spec.provisioned_concurrency, spec.memory_mb, hours, prices)
-    alternatives: list[dict[str, Any]] = [{
-        "option": f"SageMaker Serverless {spec.memory_mb} MB", "kind": "serverless",
-        "gb_seconds": usage.gb_seconds, "data_processed_gb": (usage.bytes_in + usage.bytes_out) / DATA_GB,
-        **money(serverless),
-        "cold_starts": t.cold_starts, "cold_start_rate": t.cold_starts / t.served if t.served else 0.0,
-        "latency": _percentiles(result.response_s, result.weights),
-    }]
+        serverless += serverless_provisioned_concurrency_cost(
+            spec.provisioned_concurrency, spec.memory_mb, hours, prices
+        )
+    alternatives: list[dict[str, Any]] = [
+        {
+            "option": f"SageMaker Serverless {spec.memory_mb} MB",
+            "kind": "serverless",
+            "gb_seconds": usage.gb_seconds,
+            "data_processed_gb": (usage.bytes_in + usage.bytes_out) / DATA_GB,
+            **money(serverless),
+            "cold_starts": t.cold_starts,
+            "cold_start_rate": t.cold_starts / t.served if t.served else 0.0,
+            "latency": _percentiles(result.response_s, result.weights),
+        }
+    ]
     lambda_mb = spec.compare.lambda_memory_mb or spec.memory_mb
     for arch in spec.compare.lambda_archs:
         lambda_usage = Usage(t.served, billed_s * lambda_mb / 1024)
-        alternatives.append({
-            "option": f"Lambda {arch} {lambda_mb} MB", "kind": "lambda", "gb_seconds": lambda_usage.gb_seconds,
-            **money(lambda_cost(lambda_usage, prices, arch)),
-            "cold_starts": t.cold_starts, "cold_start_rate": t.cold_starts / t.served if t.served else 0.0,
-            "latency": _percentiles(result.response_s, result.weights),
-        })
+        alternatives.append(
+            {
+                "option": f"Lambda {arch} {lambda_mb} MB",
+                "kind": "lambda",
+                "gb_seconds": lambda_usage.gb_seconds,
+                **money(lambda_cost(lambda_usage, prices, arch)),
+                "cold_starts": t.cold_starts,
+                "cold_start_rate": t.cold_starts / t.served if t.served else 0.0,
+                "latency": _percentiles(result.response_s, result.weights),
+            }
+        )
     instances = spec.compare.instances or [prices.smallest_instance(spec.memory_mb)]
     # Always-on instances: no cold starts, and (an assumption, not simulated) enough of them to
     # serve the peak without queueing, so clients see the model latency alone.
     model_only = latencies(spec.model_latency, min(t.served, 200_000) or 1, ("instances", spec.traffic.seed))
     for itype in instances:
         count = spec.compare.instance_count
-        alternatives.append({
-            "option": f"{count} x {itype} always on", "kind": "instance", "instance_type": itype,
-            "instance_count": count, "hourly_price": prices.instance_hourly(itype), "hours": hours,
-            **money(instance_cost(itype, hours, prices, count)),
-            "cold_starts": 0, "cold_start_rate": 0.0,
-            "latency": _percentiles(model_only, np.ones(model_only.size)),
-        })
+        alternatives.append(
+            {
+                "option": f"{count} x {itype} always on",
+                "kind": "instance",
+                "instance_type": itype,
+                "instance_count": count,
+                "hourly_price": prices.instance_hourly(itype),
+                "hours": hours,
+                **money(instance_cost(itype, hours, prices, count)),
+                "cold_starts": 0,
+                "cold_start_rate": 0.0,
+                "latency": _percentiles(model_only, np.ones(model_only.size)),
+            }
+        )
     return {
-        "name": spec.name, "days": result.days, "memory_mb": spec.memory_mb,
-        "max_concurrency": spec.max_concurrency, "keep_alive": spec.keep_alive.model_dump(),
+        "name": spec.name,
+        "days": result.days,
+        "memory_mb": spec.memory_mb,
+        "max_concurrency": spec.max_concurrency,
+        "keep_alive": spec.keep_alive.model_dump(),
         "prices": {"region": prices.region, "date": prices.date, "currency": prices.currency},
-        "invocations": t.invocations, "served": t.served, "throttled": t.throttled,
-        "cold_starts": t.cold_starts, "environment_starts": t.environment_starts, "waited": t.waited,
-        "billed_seconds": billed_s, "billed_gb_seconds": usage.gb_seconds,
-        "held_gb_seconds": t.held_mb_s / 1024, "peak_environments": t.peak_environments,
+        "invocations": t.invocations,
+        "served": t.served,
+        "throttled": t.throttled,
+        "cold_starts": t.cold_starts,
+        "environment_starts": t.environment_starts,
+        "waited": t.waited,
+        "billed_seconds": billed_s,
+        "billed_gb_seconds": usage.gb_seconds,
+        "held_gb_seconds": t.held_mb_s / 1024,
+        "peak_environments": t.peak_environments,
         "distinct_days_simulated": result.distinct_days,
         "alternatives": alternatives,
     }
@@ -93,16 +125,26 @@ def render(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"[bold]{report['name']}[/]: {report['days']:g} days, {report['invocations']:,} invocations "
-              f"({report['throttled']:,} throttled), {report['cold_starts']:,} cold starts, "
-              f"{report['environment_starts']:,} environment starts, "
-              f"{report['held_gb_seconds']:,.0f} GB-s held, {report['billed_gb_seconds']:,.0f} GB-s billed; "
-              f"prices {report['prices']['region']} {report['prices']['date']}")
-    table = Table("option", "per month", "per day", "per 1M inv.", "cold starts", "p50 ms", "p99 ms", "max ms")
+    out.print(
+        f"[bold]{report['name']}[/]: {report['days']:g} days, {report['invocations']:,} invocations "
+        f"({report['throttled']:,} throttled), {report['cold_starts']:,} cold starts, "
+        f"{report['environment_starts']:,} environment starts, "
+        f"{report['held_gb_seconds']:,.0f} GB-s held, {report['billed_gb_seconds']:,.0f} GB-s billed; "
+        f"prices {report['prices']['region']} {report['prices']['date']}"
+    )
+    table = Table(
+        "option", "per month", "per day", "per 1M inv.", "cold starts", "p50 ms", "p99 ms", "max ms"
+    )
     for alt in report["alternatives"]:
         lat = alt["latency"]
-        table.add_row(alt["option"], f"{alt['cost_per_month']:,.2f}", f"{alt['cost_per_day']:,.4f}",
-                      "-" if alt["cost_per_million"] is None else f"{alt['cost_per_million']:,.2f}",
-                      f"{alt['cold_starts']:,} ({alt['cold_start_rate']:.2%})",
-                      f"{lat['p50_ms']}", f"{lat['p99_ms']}", f"{lat['max_ms']}")
+        table.add_row(
+            alt["option"],
+            f"{alt['cost_per_month']:,.2f}",
+            f"{alt['cost_per_day']:,.4f}",
+            "-" if alt["cost_per_million"] is None else f"{alt['cost_per_million']:,.2f}",
+            f"{alt['cold_starts']:,} ({alt['cold_start_rate']:.2%})",
+            f"{lat['p50_ms']}",
+            f"{lat['p99_ms']}",
+            f"{lat['max_ms']}",
+        )
     out.print(table)

@@ -48,8 +48,11 @@ def day_traffic(spec: SimulationSpec, day: int) -> DayTraffic:
 
 def trace_traffic(path: str) -> tuple[np.ndarray, float]:
     """Arrivals from a file of timestamps, relative to the first; and the trace's length in seconds."""
-    values = [float(line.split()[0]) for line in Path(path).read_text().splitlines()
-              if line.strip() and not line.lstrip().startswith("#")]
+    values = [
+        float(line.split()[0])
+        for line in Path(path).read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     arrivals = np.sort(np.asarray(values, dtype=np.float64))
     if arrivals.size == 0:
         return arrivals, 0.0

@@ -81,7 +81,7 @@ def _submit_directory(submit: str, model_dir: str) -> Path:
     else:
         path = submit
     if path == SAGEMAKER_MODEL_DIR or path.startswith(SAGEMAKER_MODEL_DIR + "/"):
-        path = model_dir + path[len(SAGEMAKER_MODEL_DIR):]
+        path = model_dir + path[len(SAGEMAKER_MODEL_DIR) :]
     directory = Path(path)
     if not directory.is_dir():
         raise ModelLoadError(

@@ -180,11 +180,15 @@ def _load(model_dir: str, entry: container.EntryPoint) -> InferenceHandler:
             "model_warmup_fn", _adapt(user["model_warmup_fn"], "model_warmup_fn"), model_dir, model, context
         )
 
-    default_accept = os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") or (
-        # A framework container answers in its own default type (CSV for XGBoost) when the
-        # request names none; coldbrew's own default is JSON.
-        getattr(framework, "DEFAULT_ACCEPT", None) if runtimes.image_runtime(image) else None
-    ) or JSON
+    default_accept = (
+        os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT")
+        or (
+            # A framework container answers in its own default type (CSV for XGBoost) when the
+            # request names none; coldbrew's own default is JSON.
+            getattr(framework, "DEFAULT_ACCEPT", None) if runtimes.image_runtime(image) else None
+        )
+        or JSON
+    )
     if "transform_fn" in user:
         transform_fn = _adapt(user["transform_fn"], "transform_fn")
         return InferenceHandler(model_dir, model, transform_fn, default_accept, "transform_fn")

@@ -70,6 +70,4 @@ def _label(token: str, number: int) -> None:
     try:
         float(token)
     except ValueError:
-        raise BadRequest(
-            f"libsvm line {number}: {token!r} is neither a label nor index:value"
-        ) from None
+        raise BadRequest(f"libsvm line {number}: {token!r} is neither a label nor index:value") from None

@@ -38,18 +38,35 @@ _IMAGE_REPOSITORIES = {
 # does not import (an extra not installed) is skipped by the zygote.
 RUNTIME_PRELOAD: dict[str, tuple[str, ...]] = {
     "sklearn": (
-        "numpy", "scipy.sparse", "joblib", "sklearn.ensemble", "sklearn.linear_model", "sklearn.tree",
-        "sklearn.pipeline", "sklearn.preprocessing", "coldbrew.worker.frameworks.sklearn",
+        "numpy",
+        "scipy.sparse",
+        "joblib",
+        "sklearn.ensemble",
+        "sklearn.linear_model",
+        "sklearn.tree",
+        "sklearn.pipeline",
+        "sklearn.preprocessing",
+        "coldbrew.worker.frameworks.sklearn",
     ),
     "xgboost": (
-        "numpy", "scipy.sparse", "joblib", "xgboost", "coldbrew.worker.frameworks.xgboost",
+        "numpy",
+        "scipy.sparse",
+        "joblib",
+        "xgboost",
+        "coldbrew.worker.frameworks.xgboost",
         "coldbrew.worker.libsvm",
     ),
     "lightgbm": ("numpy", "scipy.sparse", "lightgbm", "coldbrew.worker.frameworks.lightgbm"),
     "onnx": ("numpy", "coldbrew.worker.frameworks.onnx"),
     # transformers and sentence-transformers take seconds to import and start no thread: for an
     # embedding model they are most of the cold start, so its zygote imports them (if installed).
-    "pytorch": ("numpy", "torch", "coldbrew.worker.frameworks.pytorch", "transformers", "sentence_transformers"),
+    "pytorch": (
+        "numpy",
+        "torch",
+        "coldbrew.worker.frameworks.pytorch",
+        "transformers",
+        "sentence_transformers",
+    ),
     # A model loaded by its own model_fn with no known model file: numpy and joblib are what
     # nearly all of them import; anything heavier is paid by the model that needs it.
     "generic": ("numpy", "joblib"),
@@ -61,8 +78,13 @@ _IMPORT = re.compile(
     re.MULTILINE,
 )
 _MODULE_RUNTIMES = {
-    "sklearn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm", "onnxruntime": "onnx", "torch": "pytorch",
-    "transformers": "pytorch", "sentence_transformers": "pytorch",
+    "sklearn": "sklearn",
+    "xgboost": "xgboost",
+    "lightgbm": "lightgbm",
+    "onnxruntime": "onnx",
+    "torch": "pytorch",
+    "transformers": "pytorch",
+    "sentence_transformers": "pytorch",
 }
 
 
@@ -117,4 +139,3 @@ def _runtime_from_code(model_dir: Path, env: Mapping[str, str]) -> str | None:
         if runtime in found:
             return runtime
     return None
-

@@ -32,8 +32,14 @@ THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUM
 DEFAULT_PRELOAD = ("numpy", "joblib")
 # What every worker imports, so the child does not pay for it either.
 WORKER_MODULES = (
-    "coldbrew.worker.main", "coldbrew.worker.handlers", "coldbrew.worker.app", "coldbrew.worker.server",
-    "coldbrew.worker.protocol", "coldbrew.worker.codecs", "coldbrew.worker.frameworks.sklearn", "uvloop",
+    "coldbrew.worker.main",
+    "coldbrew.worker.handlers",
+    "coldbrew.worker.app",
+    "coldbrew.worker.server",
+    "coldbrew.worker.protocol",
+    "coldbrew.worker.codecs",
+    "coldbrew.worker.frameworks.sklearn",
+    "uvloop",
     "concurrent.futures",
 )
 
@@ -149,8 +155,12 @@ def _serve(socket_path: str, modules: list[str], status_fd: int) -> int:
     os.chmod(socket_path, 0o600)
     listener.listen(64)
     listener.settimeout(0.5)
-    status = {"ready": True, "pid": os.getpid(), "setup_ms": round((time.perf_counter() - started) * 1000, 1),
-              "modules": loaded}
+    status = {
+        "ready": True,
+        "pid": os.getpid(),
+        "setup_ms": round((time.perf_counter() - started) * 1000, 1),
+        "modules": loaded,
+    }
     os.write(status_fd, (json.dumps(status) + "\n").encode())
     os.close(status_fd)
     stopping = []
@@ -178,7 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--status-fd", type=int, required=True)
     parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD), help="comma-separated modules")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [zygote %(process)d] %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s [zygote %(process)d] %(message)s"
+    )
     serve_zygote(args.socket, [m for m in args.preload.split(",") if m], args.status_fd)
 
 

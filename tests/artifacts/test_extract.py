@@ -108,9 +108,7 @@ def test_member_declaring_a_huge_size_is_refused_before_extraction(make_store, t
     archive = write_tar_gz(tmp_path / "m.tar.gz", special("huge", tarfile.REGTYPE, size=10**12))
     with pytest.raises(ArtifactError) as err:
         store.materialize({"ModelDataUrl": str(archive)})
-    assert str(err.value) == (
-        f"Model archive {archive} expands to more than 1.0 KiB {CAP}."
-    )
+    assert str(err.value) == (f"Model archive {archive} expands to more than 1.0 KiB {CAP}.")
     assert_no_leftovers(store)
 
 

@@ -18,7 +18,9 @@ def test_sigkill_loses_nothing(tmp_path: Path, model_archive: tuple[Path, Any]) 
         sm = server.client()
         deploy_serverless(sm, "steady", archive.as_uri())
         wait_for_status(sm, "steady", "InService")
-        sm.add_tags(ResourceArn=sm.describe_model(ModelName="steady")["ModelArn"], Tags=[{"Key": "k", "Value": "v"}])
+        sm.add_tags(
+            ResourceArn=sm.describe_model(ModelName="steady")["ModelArn"], Tags=[{"Key": "k", "Value": "v"}]
+        )
         # Endpoints created right before the kill: caught mid-creation or just finished.
         for index in range(3):
             deploy_serverless(sm, f"late-{index}", archive.as_uri())
@@ -35,7 +37,11 @@ def test_sigkill_loses_nothing(tmp_path: Path, model_archive: tuple[Path, Any]) 
     try:
         sm = server.client()
         assert {m["ModelName"] for m in sm.list_models(MaxResults=100)["Models"]} == {
-            "steady", "late-0", "late-1", "late-2"}
+            "steady",
+            "late-0",
+            "late-1",
+            "late-2",
+        }
         assert len(sm.list_endpoint_configs(MaxResults=100)["EndpointConfigs"]) == 4
         for name in statuses:
             wait_for_status(sm, name, "InService")

@@ -46,8 +46,17 @@ def test_update_endpoint_switches_config(sm: Any, model_archive: tuple[Path, Any
     archive, _ = model_archive
     deploy_serverless(sm, "upd", archive.as_uri())
     sm.get_waiter("endpoint_in_service").wait(EndpointName="upd", WaiterConfig=FAST)
-    sm.create_endpoint_config(EndpointConfigName="upd-v2", ProductionVariants=[{
-        "VariantName": "Provisioned", "ModelName": "upd", "InstanceType": "ml.m5.large", "InitialInstanceCount": 2}])
+    sm.create_endpoint_config(
+        EndpointConfigName="upd-v2",
+        ProductionVariants=[
+            {
+                "VariantName": "Provisioned",
+                "ModelName": "upd",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 2,
+            }
+        ],
+    )
     sm.update_endpoint(EndpointName="upd", EndpointConfigName="upd-v2")
     assert sm.describe_endpoint(EndpointName="upd")["EndpointStatus"] in ("Updating", "InService")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="upd", WaiterConfig=FAST)
@@ -55,7 +64,10 @@ def test_update_endpoint_switches_config(sm: Any, model_archive: tuple[Path, Any
     assert described["EndpointConfigName"] == "upd-v2"
     [variant] = described["ProductionVariants"]
     assert (variant["VariantName"], variant["CurrentInstanceCount"], variant["DesiredInstanceCount"]) == (
-        "Provisioned", 2, 2)
+        "Provisioned",
+        2,
+        2,
+    )
     # Deleting the config an endpoint runs does not disturb it: the endpoint keeps its snapshot.
     sm.delete_endpoint_config(EndpointConfigName="upd-v2")
     sm.delete_model(ModelName="upd")
@@ -67,24 +79,44 @@ def test_update_weights_and_capacities(sm: Any, model_archive: tuple[Path, Any])
     archive, _ = model_archive
     deploy_serverless(sm, "weights", archive.as_uri(), max_concurrency=2)
     sm.get_waiter("endpoint_in_service").wait(EndpointName="weights", WaiterConfig=FAST)
-    sm.update_endpoint_weights_and_capacities(EndpointName="weights", DesiredWeightsAndCapacities=[
-        {"VariantName": "AllTraffic", "DesiredWeight": 2.0, "ServerlessUpdateConfig": {"MaxConcurrency": 4}}])
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="weights",
+        DesiredWeightsAndCapacities=[
+            {
+                "VariantName": "AllTraffic",
+                "DesiredWeight": 2.0,
+                "ServerlessUpdateConfig": {"MaxConcurrency": 4},
+            }
+        ],
+    )
     sm.get_waiter("endpoint_in_service").wait(EndpointName="weights", WaiterConfig=FAST)
     [variant] = sm.describe_endpoint(EndpointName="weights")["ProductionVariants"]
     assert variant["CurrentWeight"] == 2.0
     assert variant["CurrentServerlessConfig"]["MaxConcurrency"] == 4
     with pytest.raises(ClientError) as excinfo:
-        sm.update_endpoint_weights_and_capacities(EndpointName="weights", DesiredWeightsAndCapacities=[
-            {"VariantName": "Nope", "DesiredWeight": 1.0}])
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName="weights",
+            DesiredWeightsAndCapacities=[{"VariantName": "Nope", "DesiredWeight": 1.0}],
+        )
     assert excinfo.value.response["Error"]["Code"] == "ValidationException"
 
 
 def test_update_in_progress_is_refused(sm: Any, tmp_path: Path) -> None:
     # A model whose data never arrives keeps the endpoint Creating only briefly, so use a
     # missing file: the endpoint fails, and a Failed endpoint cannot be updated.
-    sm.create_model(ModelName="broken", PrimaryContainer={"ModelDataUrl": (tmp_path / "missing.tar.gz").as_uri()})
-    sm.create_endpoint_config(EndpointConfigName="broken", ProductionVariants=[{
-        "VariantName": "v", "ModelName": "broken", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sm.create_model(
+        ModelName="broken", PrimaryContainer={"ModelDataUrl": (tmp_path / "missing.tar.gz").as_uri()}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="broken",
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": "broken",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName="broken", EndpointConfigName="broken")
     with pytest.raises(WaiterError) as excinfo:
         sm.get_waiter("endpoint_in_service").wait(EndpointName="broken", WaiterConfig=FAST)
@@ -119,13 +151,25 @@ def test_bad_archives_fail_the_endpoint_not_the_server(
     assert server.process is not None and server.process.poll() is None
 
 
-def test_update_to_a_broken_config_rolls_back(sm: Any, model_archive: tuple[Path, Any], tmp_path: Path) -> None:
+def test_update_to_a_broken_config_rolls_back(
+    sm: Any, model_archive: tuple[Path, Any], tmp_path: Path
+) -> None:
     archive, _ = model_archive
     deploy_serverless(sm, "rollback", archive.as_uri())
     sm.get_waiter("endpoint_in_service").wait(EndpointName="rollback", WaiterConfig=FAST)
-    sm.create_model(ModelName="rollback-bad", PrimaryContainer={"ModelDataUrl": str(tmp_path / "gone.tar.gz")})
-    sm.create_endpoint_config(EndpointConfigName="rollback-bad", ProductionVariants=[{
-        "VariantName": "v", "ModelName": "rollback-bad", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sm.create_model(
+        ModelName="rollback-bad", PrimaryContainer={"ModelDataUrl": str(tmp_path / "gone.tar.gz")}
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="rollback-bad",
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": "rollback-bad",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
     sm.update_endpoint(EndpointName="rollback", EndpointConfigName="rollback-bad")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="rollback", WaiterConfig=FAST)
     described = sm.describe_endpoint(EndpointName="rollback")
@@ -136,24 +180,63 @@ def test_update_to_a_broken_config_rolls_back(sm: Any, model_archive: tuple[Path
 
 def test_aws_cli(server: ColdbrewServer, model_archive: tuple[Path, Any], tmp_path: Path) -> None:
     archive, _ = model_archive
-    env = {"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x", "AWS_DEFAULT_REGION": "us-west-2",
-           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "PATH": "/usr/bin:/bin",
+    }
 
     def aws(*args: str) -> Any:
-        result = subprocess.run([sys.executable, "-m", "awscli", "sagemaker", *args, "--endpoint-url", server.url,
-                                 "--output", "json"], env=env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "awscli",
+                "sagemaker",
+                *args,
+                "--endpoint-url",
+                server.url,
+                "--output",
+                "json",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout) if result.stdout.strip() else None
 
-    created = aws("create-model", "--model-name", "cli-model", "--primary-container",
-                  json.dumps({"ModelDataUrl": archive.as_uri()}))
+    created = aws(
+        "create-model",
+        "--model-name",
+        "cli-model",
+        "--primary-container",
+        json.dumps({"ModelDataUrl": archive.as_uri()}),
+    )
     assert created["ModelArn"] == "arn:aws:sagemaker:us-west-2:123456789012:model/cli-model"
     assert aws("describe-model", "--model-name", "cli-model")["ModelName"] == "cli-model"
     names = [m["ModelName"] for m in aws("list-models", "--name-contains", "cli-")["Models"]]
     assert names == ["cli-model"]
     aws("delete-model", "--model-name", "cli-model")
-    failed = subprocess.run([sys.executable, "-m", "awscli", "sagemaker", "describe-model", "--model-name",
-                             "cli-model", "--endpoint-url", server.url], env=env, capture_output=True, text=True)
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "awscli",
+            "sagemaker",
+            "describe-model",
+            "--model-name",
+            "cli-model",
+            "--endpoint-url",
+            server.url,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert failed.returncode != 0
     assert "Could not find model" in failed.stderr

@@ -35,8 +35,10 @@ def test_unknown_operation(server: ColdbrewServer) -> None:
 def test_known_but_unimplemented_operation(server: ColdbrewServer) -> None:
     response = call(server, "SageMaker.CreateTrainingJob", "{}")
     assert response.status_code == 400
-    assert response.json() == {"__type": "UnknownOperationException",
-                               "message": "coldbrew does not implement SageMaker.CreateTrainingJob."}
+    assert response.json() == {
+        "__type": "UnknownOperationException",
+        "message": "coldbrew does not implement SageMaker.CreateTrainingJob.",
+    }
 
 
 def test_missing_target(server: ColdbrewServer) -> None:
@@ -66,18 +68,48 @@ def _garbage(rng: random.Random, depth: int = 0) -> Any:
         return rng.choice(["Name", "CreationTime", "Ascending"])
     if kind == 5:
         return [_garbage(rng, depth + 1) for _ in range(rng.randrange(3))]
-    keys = ["ModelName", "EndpointName", "EndpointConfigName", "ProductionVariants", "PrimaryContainer",
-            "ServerlessConfig", "VariantName", "MaxResults", "NextToken", "Tags", "Key", "ResourceArn",
-            "ModelDataUrl", "MemorySizeInMB", "DesiredWeightsAndCapacities", "Junk"]
+    keys = [
+        "ModelName",
+        "EndpointName",
+        "EndpointConfigName",
+        "ProductionVariants",
+        "PrimaryContainer",
+        "ServerlessConfig",
+        "VariantName",
+        "MaxResults",
+        "NextToken",
+        "Tags",
+        "Key",
+        "ResourceArn",
+        "ModelDataUrl",
+        "MemorySizeInMB",
+        "DesiredWeightsAndCapacities",
+        "Junk",
+    ]
     return {rng.choice(keys): _garbage(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
 def test_no_input_gets_a_500(server: ColdbrewServer) -> None:
     rng = random.Random(1234)
-    operations = ["CreateModel", "DescribeModel", "ListModels", "DeleteModel", "CreateEndpointConfig",
-                  "DescribeEndpointConfig", "ListEndpointConfigs", "DeleteEndpointConfig", "CreateEndpoint",
-                  "DescribeEndpoint", "ListEndpoints", "UpdateEndpoint", "DeleteEndpoint", "AddTags", "ListTags",
-                  "DeleteTags", "UpdateEndpointWeightsAndCapacities"]
+    operations = [
+        "CreateModel",
+        "DescribeModel",
+        "ListModels",
+        "DeleteModel",
+        "CreateEndpointConfig",
+        "DescribeEndpointConfig",
+        "ListEndpointConfigs",
+        "DeleteEndpointConfig",
+        "CreateEndpoint",
+        "DescribeEndpoint",
+        "ListEndpoints",
+        "UpdateEndpoint",
+        "DeleteEndpoint",
+        "AddTags",
+        "ListTags",
+        "DeleteTags",
+        "UpdateEndpointWeightsAndCapacities",
+    ]
     for _ in range(400):
         operation = rng.choice(operations)
         body = _garbage(rng)

@@ -18,14 +18,20 @@ def error_of(excinfo: pytest.ExceptionInfo[ClientError]) -> tuple[str, str, int]
     return err["Error"]["Code"], err["Error"]["Message"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
-def make_model(sm: Any, name: str, url: str = "file:///nonexistent/model.tar.gz", **extra: Any) -> dict[str, Any]:
-    return sm.create_model(ModelName=name, PrimaryContainer={"Image": "img", "ModelDataUrl": url},
-                           ExecutionRoleArn=ROLE, **extra)
+def make_model(
+    sm: Any, name: str, url: str = "file:///nonexistent/model.tar.gz", **extra: Any
+) -> dict[str, Any]:
+    return sm.create_model(
+        ModelName=name, PrimaryContainer={"Image": "img", "ModelDataUrl": url}, ExecutionRoleArn=ROLE, **extra
+    )
 
 
 def serverless_variant(model: str, **config: Any) -> dict[str, Any]:
-    return {"VariantName": "AllTraffic", "ModelName": model,
-            "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5, **config}}
+    return {
+        "VariantName": "AllTraffic",
+        "ModelName": model,
+        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5, **config},
+    }
 
 
 def test_model_crud_and_arn(sm: Any) -> None:
@@ -33,7 +39,10 @@ def test_model_crud_and_arn(sm: Any) -> None:
     assert arn == "arn:aws:sagemaker:us-east-1:123456789012:model/crud-model"
     described = sm.describe_model(ModelName="Crud-Model")
     assert described["ModelName"] == "Crud-Model"
-    assert described["PrimaryContainer"] == {"Image": "img", "ModelDataUrl": "file:///nonexistent/model.tar.gz"}
+    assert described["PrimaryContainer"] == {
+        "Image": "img",
+        "ModelDataUrl": "file:///nonexistent/model.tar.gz",
+    }
     assert described["ExecutionRoleArn"] == ROLE
     assert isinstance(described["CreationTime"], dt.datetime)
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "ml"}]
@@ -55,22 +64,37 @@ def test_duplicates_are_refused(sm: Any) -> None:
         make_model(sm, "dup-model")
     assert error_of(excinfo) == (
         "ValidationException",
-        'Cannot create already existing model "arn:aws:sagemaker:us-east-1:123456789012:model/dup-model".', 400)
-    sm.create_endpoint_config(EndpointConfigName="dup-config", ProductionVariants=[serverless_variant("dup-model")])
+        'Cannot create already existing model "arn:aws:sagemaker:us-east-1:123456789012:model/dup-model".',
+        400,
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="dup-config", ProductionVariants=[serverless_variant("dup-model")]
+    )
     with pytest.raises(ClientError) as excinfo:
-        sm.create_endpoint_config(EndpointConfigName="dup-config", ProductionVariants=[serverless_variant("dup-model")])
-    assert error_of(excinfo)[1] == ('Cannot create already existing endpoint configuration '
-                                    '"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/dup-config".')
+        sm.create_endpoint_config(
+            EndpointConfigName="dup-config", ProductionVariants=[serverless_variant("dup-model")]
+        )
+    assert error_of(excinfo)[1] == (
+        "Cannot create already existing endpoint configuration "
+        '"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/dup-config".'
+    )
 
 
 def test_missing_resources_name_their_arn(sm: Any) -> None:
     with pytest.raises(ClientError) as excinfo:
         sm.describe_endpoint_config(EndpointConfigName="nope")
-    assert error_of(excinfo) == ("ValidationException", 'Could not find endpoint configuration '
-                                 '"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/nope".', 400)
+    assert error_of(excinfo) == (
+        "ValidationException",
+        "Could not find endpoint configuration "
+        '"arn:aws:sagemaker:us-east-1:123456789012:endpoint-config/nope".',
+        400,
+    )
     with pytest.raises(ClientError) as excinfo:
         sm.describe_endpoint(EndpointName="nope")
-    assert error_of(excinfo)[1] == 'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/nope".'
+    assert (
+        error_of(excinfo)[1]
+        == 'Could not find endpoint "arn:aws:sagemaker:us-east-1:123456789012:endpoint/nope".'
+    )
     with pytest.raises(ClientError) as excinfo:
         sm.delete_model(ModelName="nope")
     assert error_of(excinfo)[0] == "ValidationException"
@@ -88,11 +112,23 @@ def test_missing_resources_name_their_arn(sm: Any) -> None:
         (serverless_variant("valid-model", MaxConcurrency=4, ProvisionedConcurrency=5), "must not exceed"),
         ({"VariantName": "v", "ModelName": "valid-model"}, "needs either a ServerlessConfig"),
         ({"VariantName": "v", "ModelName": "valid-model", "InstanceType": "ml.m5.large"}, "needs either"),
-        ({**serverless_variant("valid-model"), "InstanceType": "ml.m5.large", "InitialInstanceCount": 1},
-         "has both ServerlessConfig and InstanceType"),
-        (serverless_variant("missing-model"), 'Could not find model "arn:aws:sagemaker:us-east-1:123456789012:model/missing-model"'),
-        ({"VariantName": "v", "ModelName": "valid-model", "InstanceType": "ml.nope", "InitialInstanceCount": 1},
-         "Member must satisfy enum value set"),
+        (
+            {**serverless_variant("valid-model"), "InstanceType": "ml.m5.large", "InitialInstanceCount": 1},
+            "has both ServerlessConfig and InstanceType",
+        ),
+        (
+            serverless_variant("missing-model"),
+            'Could not find model "arn:aws:sagemaker:us-east-1:123456789012:model/missing-model"',
+        ),
+        (
+            {
+                "VariantName": "v",
+                "ModelName": "valid-model",
+                "InstanceType": "ml.nope",
+                "InitialInstanceCount": 1,
+            },
+            "Member must satisfy enum value set",
+        ),
     ],
 )
 def test_endpoint_config_validation(sm: Any, variant: dict[str, Any], message: str) -> None:
@@ -112,8 +148,15 @@ def test_endpoint_config_validation(sm: Any, variant: dict[str, Any], message: s
 
 def test_provisioned_config_round_trips(sm: Any) -> None:
     make_model(sm, "prov-model")
-    variants = [{"VariantName": "Blue", "ModelName": "prov-model", "InstanceType": "ml.m5.large",
-                 "InitialInstanceCount": 2, "InitialVariantWeight": 0.5}]
+    variants = [
+        {
+            "VariantName": "Blue",
+            "ModelName": "prov-model",
+            "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 2,
+            "InitialVariantWeight": 0.5,
+        }
+    ]
     sm.create_endpoint_config(EndpointConfigName="prov-config", ProductionVariants=variants)
     described = sm.describe_endpoint_config(EndpointConfigName="prov-config")
     assert described["ProductionVariants"] == variants
@@ -151,7 +194,9 @@ def test_list_paging_sorting_and_filters(sm: Any) -> None:
     token: dict[str, str] = {}
     pages = 0
     while True:
-        page = sm.list_models(NameContains="PAGE-model", SortBy="Name", SortOrder="Ascending", MaxResults=10, **token)
+        page = sm.list_models(
+            NameContains="PAGE-model", SortBy="Name", SortOrder="Ascending", MaxResults=10, **token
+        )
         pages += 1
         seen += [m["ModelName"] for m in page["Models"]]
         if "NextToken" not in page:
@@ -160,7 +205,9 @@ def test_list_paging_sorting_and_filters(sm: Any) -> None:
     assert seen == names
     assert pages == 3
     paginator = sm.get_paginator("list_models")
-    newest_first = [m["ModelName"] for p in paginator.paginate(NameContains="page-model") for m in p["Models"]]
+    newest_first = [
+        m["ModelName"] for p in paginator.paginate(NameContains="page-model") for m in p["Models"]
+    ]
     assert newest_first == list(reversed(names))
     after = sm.list_models(NameContains="page-model", CreationTimeAfter=before, MaxResults=100)["Models"]
     assert len(after) == 23

@@ -44,7 +44,7 @@ def test_user_prices_override_key_by_key(tmp_path: Path, monkeypatch: pytest.Mon
     assert mine.region == "eu-west-1" and mine.instance_hourly("ml.m5.xlarge") == 0.258
     assert mine.instance_hourly("ml.t2.medium") == 0.056  # untouched
     toml = tmp_path / "mine.toml"
-    toml.write_text('[sagemaker_serverless]\nper_gb_second = 0.00003\n')
+    toml.write_text("[sagemaker_serverless]\nper_gb_second = 0.00003\n")
     monkeypatch.setenv("COLDBREW_PRICES", str(toml))
     assert load_prices().sagemaker_serverless.per_gb_second == 0.00003
 
@@ -92,20 +92,43 @@ def test_cost_report_by_hand(tmp_path: Path, prices) -> None:  # type: ignore[no
 
     now = 1_700_000_000.0
     store = Store(tmp_path / "coldbrew.db")
-    deployment = {"ConfigName": "c", "Models": {}, "Config": {"ProductionVariants": [
-        {"VariantName": "Serverless", "ModelName": "m", "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5}},
-        {"VariantName": "Instances", "ModelName": "m", "InstanceType": "ml.m5.large", "InitialInstanceCount": 2},
-    ]}}
+    deployment = {
+        "ConfigName": "c",
+        "Models": {},
+        "Config": {
+            "ProductionVariants": [
+                {
+                    "VariantName": "Serverless",
+                    "ModelName": "m",
+                    "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 5},
+                },
+                {
+                    "VariantName": "Instances",
+                    "ModelName": "m",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 2,
+                },
+            ]
+        },
+    }
     with store.transaction() as conn:
         conn.execute(
-            "INSERT INTO endpoints (name_key, name, arn, created_at, modified_at, status, config_name, deployment) "
-            "VALUES ('mixed', 'Mixed', 'arn', ?, ?, 'InService', 'c', ?)", [now - 10 * 3600, now - 10 * 3600, dumps(deployment)])
+            "INSERT INTO endpoints "
+            "(name_key, name, arn, created_at, modified_at, status, config_name, deployment) "
+            "VALUES ('mixed', 'Mixed', 'arn', ?, ?, 'InService', 'c', ?)",
+            [now - 10 * 3600, now - 10 * 3600, dumps(deployment)],
+        )
         # 3,600 serverless invocations of 500 ms at 2 GB = 3,600 GB-s; 1 MB in and out each.
-        conn.execute("INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations, "
-                     "billed_mb_ms, bytes_in, bytes_out) VALUES ('mixed', 'Serverless', ?, 1, 2048, 3600, ?, ?, ?)",
-                     [int(now - 3600) // 60 * 60, 3600 * 2048 * 500, 3600 * 10**6, 3600 * 10**6])
-        conn.execute("INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations) "
-                     "VALUES ('mixed', 'Instances', ?, 0, 8192, 400)", [int(now - 3600) // 60 * 60])
+        conn.execute(
+            "INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations, "
+            "billed_mb_ms, bytes_in, bytes_out) VALUES ('mixed', 'Serverless', ?, 1, 2048, 3600, ?, ?, ?)",
+            [int(now - 3600) // 60 * 60, 3600 * 2048 * 500, 3600 * 10**6, 3600 * 10**6],
+        )
+        conn.execute(
+            "INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations) "
+            "VALUES ('mixed', 'Instances', ?, 0, 8192, 400)",
+            [int(now - 3600) // 60 * 60],
+        )
     store.close()
     report = cost_report(open_readonly(tmp_path / "coldbrew.db"), prices, "mixed", None, now=now)
     (endpoint,) = report["Endpoints"]

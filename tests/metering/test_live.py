@@ -20,8 +20,14 @@ ROW = ",".join(["0.01"] * 10)
 
 
 def _cli(*args: str) -> Any:
-    out = subprocess.run([sys.executable, "-m", "coldbrew", *args, "--json"], cwd=REPO, check=True,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "coldbrew", *args, "--json"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return json.loads(out.stdout)
 
 
@@ -54,7 +60,9 @@ def test_metering_survives_sigkill_and_counts_errors(tmp_path: Path, model_archi
         with pytest.raises(runtime.exceptions.ModelError):
             runtime.invoke_endpoint(EndpointName="Metered", Body="not,numbers", ContentType="text/csv")
         with pytest.raises(runtime.exceptions.ValidationError):
-            runtime.invoke_endpoint(EndpointName="Metered", Body=ROW, ContentType="text/csv", TargetVariant="Nope")
+            runtime.invoke_endpoint(
+                EndpointName="Metered", Body=ROW, ContentType="text/csv", TargetVariant="Nope"
+            )
         with pytest.raises(runtime.exceptions.ValidationError):
             runtime.invoke_endpoint(EndpointName="nobody", Body=ROW, ContentType="text/csv")  # not metered
 

@@ -14,11 +14,17 @@ from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
 
 def scrape(server: ColdbrewServer) -> dict[str, float]:
     text = httpx.get(f"{server.url}/metrics", timeout=10).text
-    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name.startswith("coldbrew_")}
+    return {
+        s.name: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name.startswith("coldbrew_")
+    }
 
 
-def test_zygote_memory_and_budget_are_exported(server: ColdbrewServer, sm: Any, model_archive: tuple[Path, Any]) -> None:
+def test_zygote_memory_and_budget_are_exported(
+    server: ColdbrewServer, sm: Any, model_archive: tuple[Path, Any]
+) -> None:
     deploy_serverless(sm, "gauged", model_archive[0].as_uri(), memory=2048)
     wait_for_status(sm, "gauged", "InService")
     deadline = time.monotonic() + 30

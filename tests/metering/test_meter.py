@@ -21,9 +21,19 @@ def _record(i: int, t: float, variant: str = "AllTraffic") -> MeterRecord:
     kinds = [(200, None), (424, "ModelError"), (400, "ThrottlingException"), (500, "InternalFailure")]
     status, code = kinds[i % 4] if i % 10 == 0 else (200, None)
     return MeterRecord(
-        endpoint="ep", variant=variant, started_at=t, model_latency_us=1000 + i % 7, overhead_latency_us=50,
-        cold_start=i % 100 == 0, setup_us=30_000 if i % 100 == 0 else 0, memory_mb=2048, serverless=True,
-        bytes_in=100, bytes_out=10, status=status, error_code=code,
+        endpoint="ep",
+        variant=variant,
+        started_at=t,
+        model_latency_us=1000 + i % 7,
+        overhead_latency_us=50,
+        cold_start=i % 100 == 0,
+        setup_us=30_000 if i % 100 == 0 else 0,
+        memory_mb=2048,
+        serverless=True,
+        bytes_in=100,
+        bytes_out=10,
+        status=status,
+        error_code=code,
     )
 
 
@@ -35,10 +45,19 @@ def db(tmp_path: Path) -> Path:
 
 
 def test_concurrent_records_aggregate_exactly(db: Path) -> None:
-    snapshot = [{"endpoint": "ep", "variant": "AllTraffic", "serverless": True, "memory_mb": 2048,
-                 "max_concurrency": 4, "environments": [
-                     {"memory_mb": 2048, "in_flight": 1, "rss_bytes": 512 * 2**20},
-                     {"memory_mb": 2048, "in_flight": 0, "rss_bytes": 512 * 2**20}]}]
+    snapshot = [
+        {
+            "endpoint": "ep",
+            "variant": "AllTraffic",
+            "serverless": True,
+            "memory_mb": 2048,
+            "max_concurrency": 4,
+            "environments": [
+                {"memory_mb": 2048, "in_flight": 1, "rss_bytes": 512 * 2**20},
+                {"memory_mb": 2048, "in_flight": 0, "rss_bytes": 512 * 2**20},
+            ],
+        }
+    ]
     meter = Meter(db, flush_interval_s=0.05, sample_interval_s=0.05, snapshot=lambda: snapshot)
     meter.start()
     base = time.time() // 60 * 60 - 120  # two whole minutes back, so records span minute boundaries
@@ -61,7 +80,8 @@ def test_concurrent_records_aggregate_exactly(db: Path) -> None:
     assert conn.execute("SELECT count(*) FROM meter_records").fetchone()[0] == len(expected)
     sums = conn.execute(
         "SELECT sum(invocations), sum(errors_4xx), sum(errors_5xx), sum(model_errors), sum(cold_starts), "
-        "sum(model_latency_us), sum(billed_mb_ms), sum(bytes_in), sum(setup_us) FROM meter_minutes").fetchone()
+        "sum(model_latency_us), sum(billed_mb_ms), sum(bytes_in), sum(setup_us) FROM meter_minutes"
+    ).fetchone()
     assert tuple(sums) == (
         len(expected),
         sum(r.status == 400 for r in expected),
@@ -107,15 +127,24 @@ def test_prometheus_output_parses_with_cloudwatch_names(db: Path) -> None:
     labels = {"EndpointName": "ep", "VariantName": "AllTraffic"}
 
     def value(family: str, sample: str, **extra: str) -> float:
-        return next(s.value for s in families[family].samples if s.name == sample and s.labels == {**labels, **extra})
+        return next(
+            s.value for s in families[family].samples if s.name == sample and s.labels == {**labels, **extra}
+        )
 
     assert value("sagemaker_Invocations", "sagemaker_Invocations_total") == 20
-    assert value("sagemaker_Invocation4XXErrors", "sagemaker_Invocation4XXErrors_total") == 1  # i = 10: throttled
+    assert (
+        value("sagemaker_Invocation4XXErrors", "sagemaker_Invocation4XXErrors_total") == 1
+    )  # i = 10: throttled
     assert value("sagemaker_InvocationModelErrors", "sagemaker_InvocationModelErrors_total") == 0
     assert families["sagemaker_ModelLatency_microseconds"].type == "histogram"
     # The throttled invocation never reached the model: it has no latency.
     assert value("sagemaker_ModelLatency_microseconds", "sagemaker_ModelLatency_microseconds_count") == 19
     assert value("sagemaker_ModelSetupTime_microseconds", "sagemaker_ModelSetupTime_microseconds_count") == 1
-    for name in ("Invocation4XXErrors", "Invocation5XXErrors", "MemoryUtilization",
-                 "ServerlessConcurrentExecutionsUtilization", "OverheadLatency_microseconds"):
+    for name in (
+        "Invocation4XXErrors",
+        "Invocation5XXErrors",
+        "MemoryUtilization",
+        "ServerlessConcurrentExecutionsUtilization",
+        "OverheadLatency_microseconds",
+    ):
         assert f"sagemaker_{name}" in families

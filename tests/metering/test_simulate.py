@@ -49,7 +49,7 @@ def test_staging_article_91_vs_166_dollars() -> None:
 
 
 def test_random_forest_article_lambda_vs_t2_medium() -> None:
-    """"Serverless Machine Learning Inference": 10,000 requests a day, 200 ms, Lambda 512 MB."""
+    """ "Serverless Machine Learning Inference": 10,000 requests a day, 200 ms, Lambda 512 MB."""
     report = _report(load_spec(SPECS / "random-forest-10k-a-day.toml"))
     assert report["invocations"] == 300_000 and report["cold_starts"] == 1  # one cold start, then warm
     x86 = _option(report, "Lambda x86 512 MB")
@@ -78,15 +78,27 @@ def test_lambda_arm_example_one_million_requests() -> None:
 def test_reused_days_equal_simulated_days(tmp_path: Path) -> None:
     spec = load_spec(SPECS / "staging-burst.toml").model_copy(update={"days": 3})
     memo, full = simulate(spec), run(spec, reuse_days=False)
-    for name in ("invocations", "served", "throttled", "cold_starts", "environment_starts", "billed_ms", "waited"):
+    for name in (
+        "invocations",
+        "served",
+        "throttled",
+        "cold_starts",
+        "environment_starts",
+        "billed_ms",
+        "waited",
+    ):
         assert getattr(memo.totals, name) == getattr(full.totals, name), name
     assert memo.totals.held_mb_s == pytest.approx(full.totals.held_mb_s)
 
 
 def _spec(**update: object) -> SimulationSpec:
     base = {
-        "days": 1, "memory_mb": 2048, "max_concurrency": 2, "cold_start_s": 0.5,
-        "model_latency": {"fixed_s": 1.0}, "keep_alive": {"policy": "fixed", "idle_timeout_s": 10},
+        "days": 1,
+        "memory_mb": 2048,
+        "max_concurrency": 2,
+        "cold_start_s": 0.5,
+        "model_latency": {"fixed_s": 1.0},
+        "keep_alive": {"policy": "fixed", "idle_timeout_s": 10},
         "traffic": {"timestamps_file": "x"},
     }
     base.update(update)
@@ -110,7 +122,12 @@ def test_trace_cold_starts_keepalive_and_throttling(tmp_path: Path) -> None:
 
 def test_adaptive_policy(tmp_path: Path) -> None:
     spec = load_spec(SPECS / "random-forest-10k-a-day.toml").model_copy(
-        update={"days": 2, "keep_alive": load_spec(SPECS / "random-forest-10k-a-day.toml").keep_alive.model_copy(
-            update={"policy": "adaptive"})})
+        update={
+            "days": 2,
+            "keep_alive": load_spec(SPECS / "random-forest-10k-a-day.toml").keep_alive.model_copy(
+                update={"policy": "adaptive"}
+            ),
+        }
+    )
     report = _report(spec)
     assert report["invocations"] == 20_000 and report["throttled"] == 0

@@ -18,8 +18,14 @@ SKLEARN_IMAGE = "246618743249.dkr.ecr.us-west-2.amazonaws.com/sagemaker-scikit-l
 PYTORCH_IMAGE = "763104351884.dkr.ecr.us-west-2.amazonaws.com/pytorch-inference:2.1.0-cpu-py310"
 
 
-def create_endpoint(sm: Any, directory: Path, name: str, files: dict[str, bytes], image: str | None = None,
-                    environment: dict[str, str] | None = None) -> None:
+def create_endpoint(
+    sm: Any,
+    directory: Path,
+    name: str,
+    files: dict[str, bytes],
+    image: str | None = None,
+    environment: dict[str, str] | None = None,
+) -> None:
     """Create (not wait for) a serverless endpoint serving an archive of ``files``."""
     archive = directory / f"{name}.tar.gz"
     archive.write_bytes(tar_gz(files))
@@ -28,11 +34,19 @@ def create_endpoint(sm: Any, directory: Path, name: str, files: dict[str, bytes]
         container["Image"] = image
     if environment:
         container["Environment"] = environment
-    sm.create_model(ModelName=name, PrimaryContainer=container,
-                    ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew")
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name,
-        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2}}])
+    sm.create_model(
+        ModelName=name, PrimaryContainer=container, ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew"
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": name,
+                "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
 
 
@@ -41,15 +55,18 @@ def wait_all(sm: Any, names: list[str], status: str = "InService") -> dict[str, 
     return {name: wait_for_status(sm, name, status, timeout=120) for name in names}
 
 
-def invoke(runtime: Any, name: str, body: bytes | str, content_type: str, accept: str | None = None) -> tuple[bytes, str]:
+def invoke(
+    runtime: Any, name: str, body: bytes | str, content_type: str, accept: str | None = None
+) -> tuple[bytes, str]:
     """The response body and its Content-Type."""
     kwargs = {"Accept": accept} if accept else {}
     response = runtime.invoke_endpoint(EndpointName=name, Body=body, ContentType=content_type, **kwargs)
     return response["Body"].read(), response["ContentType"]
 
 
-def model_error(runtime: Any, name: str, body: bytes | str, content_type: str,
-                accept: str | None = None) -> tuple[int, str]:
+def model_error(
+    runtime: Any, name: str, body: bytes | str, content_type: str, accept: str | None = None
+) -> tuple[int, str]:
     """Invoke expecting SageMaker's ModelError (424); the worker's status and the message."""
     with pytest.raises(ClientError) as excinfo:
         invoke(runtime, name, body, content_type, accept)

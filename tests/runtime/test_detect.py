@@ -86,7 +86,9 @@ def test_detection_imports_no_ml_library(tmp_path: Path) -> None:
         "heavy = ('numpy', 'xgboost', 'lightgbm', 'onnxruntime', 'torch', 'sklearn')\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "xgboost" and json.loads(out[1]) == []
 
 
@@ -112,7 +114,12 @@ print(json.dumps({"loaded": loaded, "threads": len(os.listdir("/proc/self/task")
 def test_preloads_start_no_thread(runtime: str) -> None:
     # A zygote forks only its own thread: a preload that starts others would make it unsafe.
     env = {name: "1" for name in THREAD_ENV}
-    result = subprocess.run([sys.executable, "-c", PROBE, *RUNTIME_PRELOAD[runtime]], capture_output=True,
-                            text=True, check=True, env={**os.environ, **env})
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *RUNTIME_PRELOAD[runtime]],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **env},
+    )
     report = json.loads(result.stdout)
     assert report["threads"] == 1, report

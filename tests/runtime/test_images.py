@@ -53,28 +53,53 @@ def deployed(sm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     # The scikit-learn container's program, named by SAGEMAKER_PROGRAM inside the directory the
     # SageMaker SDK points SAGEMAKER_SUBMIT_DIRECTORY to when it packs code into the archive.
     # It defines predict_fn only: the container's defaults load the model and read and write bodies.
-    serve = textwrap.dedent('''
+    serve = textwrap.dedent("""
         def predict_fn(data, model):
             return model.predict_proba(data)
-    ''')
-    create_endpoint(sm, directory, "img-sklearn", {"model.joblib": pickled.getvalue(), "code/serve.py": serve.encode()},
-                    image=SKLEARN_IMAGE,
-                    environment={"SAGEMAKER_PROGRAM": "serve.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
-    create_endpoint(sm, directory, "img-s3code", {"model.joblib": pickled.getvalue()}, image=SKLEARN_IMAGE,
-                    environment={"SAGEMAKER_PROGRAM": "serve.py",
-                                 "SAGEMAKER_SUBMIT_DIRECTORY": "s3://bucket/job/source/sourcedir.tar.gz"})
+    """)
+    create_endpoint(
+        sm,
+        directory,
+        "img-sklearn",
+        {"model.joblib": pickled.getvalue(), "code/serve.py": serve.encode()},
+        image=SKLEARN_IMAGE,
+        environment={"SAGEMAKER_PROGRAM": "serve.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
+    )
+    create_endpoint(
+        sm,
+        directory,
+        "img-s3code",
+        {"model.joblib": pickled.getvalue()},
+        image=SKLEARN_IMAGE,
+        environment={
+            "SAGEMAKER_PROGRAM": "serve.py",
+            "SAGEMAKER_SUBMIT_DIRECTORY": "s3://bucket/job/source/sourcedir.tar.gz",
+        },
+    )
     needs = "import coldbrew_not_a_real_package\n\ndef model_fn(model_dir):\n    return None\n"
-    create_endpoint(sm, directory, "img-requirements", {
-        "model.joblib": pickled.getvalue(), "code/inference.py": needs.encode(),
-        "code/requirements.txt": b"coldbrew-not-a-real-package==1.0\n"}, image=SKLEARN_IMAGE)
+    create_endpoint(
+        sm,
+        directory,
+        "img-requirements",
+        {
+            "model.joblib": pickled.getvalue(),
+            "code/inference.py": needs.encode(),
+            "code/requirements.txt": b"coldbrew-not-a-real-package==1.0\n",
+        },
+        image=SKLEARN_IMAGE,
+    )
     wait_all(sm, ["img-xgb", "img-sklearn"])
     failed = wait_all(sm, ["img-plain", "img-s3code", "img-requirements"], status="Failed")
     return {"booster": booster, "classifier": classifier, "iris": iris_x, "failed": failed}
 
 
 def test_xgboost_image_serves_as_the_xgboost_container(runtime: Any, deployed: dict[str, Any]) -> None:
-    got, answered = invoke(runtime, "img-xgb", "0 " + " ".join(f"{i}:{v!r}" for i, v in enumerate(ROWS[0].tolist())),
-                           "text/libsvm")
+    got, answered = invoke(
+        runtime,
+        "img-xgb",
+        "0 " + " ".join(f"{i}:{v!r}" for i, v in enumerate(ROWS[0].tolist())),
+        "text/libsvm",
+    )
     assert answered == "text/csv"  # the XGBoost container's default Accept
     want = deployed["booster"].predict(xgb.DMatrix(ROWS[:1].astype(np.float32)))
     np.testing.assert_array_equal(np.float32(from_csv(got).ravel()), want)

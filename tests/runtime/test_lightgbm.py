@@ -51,14 +51,20 @@ def booster(sm: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
     [
         (csv_body(ROWS), "text/csv", "text/csv", lambda b: from_csv(b).ravel()),
         (json.dumps(ROWS.tolist()), "application/json", "application/json", json.loads),
-        (json.dumps({"instances": ROWS.tolist()}), "application/json", "application/jsonlines", from_jsonlines),
+        (
+            json.dumps({"instances": ROWS.tolist()}),
+            "application/json",
+            "application/jsonlines",
+            from_jsonlines,
+        ),
         (jsonlines_body(ROWS), "application/jsonlines", "application/json", json.loads),
         (npy_body(ROWS), "application/x-npy", "application/x-npy", from_npy),
     ],
     ids=["csv", "json", "json-instances", "jsonlines", "npy"],
 )
-def test_predictions_equal_lightgbm(runtime: Any, booster: Any, body: Any, content_type: str, accept: str,
-                                    decode: Any) -> None:
+def test_predictions_equal_lightgbm(
+    runtime: Any, booster: Any, body: Any, content_type: str, accept: str, decode: Any
+) -> None:
     got, answered = invoke(runtime, "lgb", body, content_type, accept)
     assert answered == accept
     # float64 throughout, and Python's repr round-trips it: equal, not merely close.

@@ -54,8 +54,10 @@ def sessions(sm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any
     create_endpoint(sm, directory, "onnx-reg", {"model.onnx": regressor_onnx})
     create_endpoint(sm, directory, "onnx-clf", {"iris.onnx": classifier_onnx})
     wait_all(sm, ["onnx-reg", "onnx-clf"])
-    return {"reg": ort.InferenceSession(regressor_onnx, providers=["CPUExecutionProvider"]),
-            "clf": ort.InferenceSession(classifier_onnx, providers=["CPUExecutionProvider"])}
+    return {
+        "reg": ort.InferenceSession(regressor_onnx, providers=["CPUExecutionProvider"]),
+        "clf": ort.InferenceSession(classifier_onnx, providers=["CPUExecutionProvider"]),
+    }
 
 
 def own_output(session: Any, rows: np.ndarray) -> list[Any]:
@@ -73,8 +75,9 @@ def own_output(session: Any, rows: np.ndarray) -> list[Any]:
     ],
     ids=["csv", "json", "jsonlines", "npy"],
 )
-def test_single_output_equals_onnxruntime(runtime: Any, sessions: dict[str, Any], body: Any, content_type: str,
-                                          accept: str, decode: Any) -> None:
+def test_single_output_equals_onnxruntime(
+    runtime: Any, sessions: dict[str, Any], body: Any, content_type: str, accept: str, decode: Any
+) -> None:
     got, answered = invoke(runtime, "onnx-reg", body, content_type, accept)
     assert answered == accept
     (want,) = own_output(sessions["reg"], ROWS)
@@ -100,7 +103,9 @@ def test_two_outputs_by_name(runtime: Any, sessions: dict[str, Any]) -> None:
     got, _ = invoke(runtime, "onnx-clf", csv_body(FLOWERS), "text/csv", "text/csv")
     table = from_csv(got)
     np.testing.assert_array_equal(table[:, 0], labels)
-    np.testing.assert_array_equal(np.float32(table[:, 1:]), [[row[k] for k in sorted(row)] for row in probabilities])
+    np.testing.assert_array_equal(
+        np.float32(table[:, 1:]), [[row[k] for k in sorted(row)] for row in probabilities]
+    )
 
     # NPY holds one array: asking for it is refused, naming what to ask for instead.
     status, message = model_error(runtime, "onnx-clf", csv_body(FLOWERS), "text/csv", "application/x-npy")
@@ -109,7 +114,9 @@ def test_two_outputs_by_name(runtime: Any, sessions: dict[str, Any]) -> None:
 
 def test_named_input_object(runtime: Any, sessions: dict[str, Any]) -> None:
     name = sessions["reg"].get_inputs()[0].name
-    got, _ = invoke(runtime, "onnx-reg", json.dumps({name: ROWS.tolist()}), "application/json", "application/json")
+    got, _ = invoke(
+        runtime, "onnx-reg", json.dumps({name: ROWS.tolist()}), "application/json", "application/json"
+    )
     np.testing.assert_array_equal(np.float32(json.loads(got)), own_output(sessions["reg"], ROWS)[0])
     status, message = model_error(runtime, "onnx-reg", json.dumps({"pixels": [1]}), "application/json")
     assert status == 400 and f"the model's inputs are {name}" in message
@@ -124,7 +131,9 @@ def test_named_input_object(runtime: Any, sessions: dict[str, Any]) -> None:
     ],
     ids=["ragged-csv", "feature-count", "invalid-json"],
 )
-def test_bad_bodies(runtime: Any, sessions: dict[str, Any], body: str, content_type: str, problem: str) -> None:
+def test_bad_bodies(
+    runtime: Any, sessions: dict[str, Any], body: str, content_type: str, problem: str
+) -> None:
     status, message = model_error(runtime, "onnx-reg", body, content_type)
     assert status == 400 and problem in message
 

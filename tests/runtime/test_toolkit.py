@@ -24,8 +24,13 @@ X, Y = load_diabetes(return_X_y=True)
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("SAGEMAKER_PROGRAM", "SAGEMAKER_SUBMIT_DIRECTORY", "COLDBREW_IMAGE", "COLDBREW_RUNTIME",
-                 "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"):
+    for name in (
+        "SAGEMAKER_PROGRAM",
+        "SAGEMAKER_SUBMIT_DIRECTORY",
+        "COLDBREW_IMAGE",
+        "COLDBREW_RUNTIME",
+        "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -55,7 +60,10 @@ def test_bad_jsonlines(body: bytes, message: str) -> None:
 
 
 def test_encode_jsonlines() -> None:
-    assert codecs.encode(np.array([1.5, 2.0]), "application/jsonlines") == (b"1.5\n2.0\n", "application/jsonlines")
+    assert codecs.encode(np.array([1.5, 2.0]), "application/jsonlines") == (
+        b"1.5\n2.0\n",
+        "application/jsonlines",
+    )
     assert codecs.encode(np.array([[1, 2], [3, 4]]), "application/jsonlines")[0] == b"[1, 2]\n[3, 4]\n"
     assert codecs.encode({"a": 1}, "application/jsonlines")[0] == b'{"a": 1}\n'
     assert codecs.negotiate("application/x-jsonlines") == "application/jsonlines"
@@ -89,7 +97,9 @@ def test_bad_libsvm(body: str, message: str) -> None:
 # --- framework loading, in process ----------------------------------------------------------------
 
 
-def _invoke(model_dir: Path, body: str, content_type: str = "text/csv", accept: str = "application/json") -> object:
+def _invoke(
+    model_dir: Path, body: str, content_type: str = "text/csv", accept: str = "application/json"
+) -> object:
     handler = load_handler(str(model_dir))
     out, _ = handler.invoke(body.encode(), content_type, accept, Context(str(model_dir)))
     return json.loads(out)
@@ -120,7 +130,9 @@ def test_xgboost_model_files(tmp_path: Path, form: str) -> None:
 def test_xgboost_damaged_file_says_what_to_do(tmp_path: Path) -> None:
     pytest.importorskip("xgboost")
     (tmp_path / "xgboost-model").write_bytes(b"binf\x00\x00garbage")
-    with pytest.raises(ModelLoadError, match=r"could not load .*xgboost-model as an XGBoost model.*legacy binary"):
+    with pytest.raises(
+        ModelLoadError, match=r"could not load .*xgboost-model as an XGBoost model.*legacy binary"
+    ):
         load_handler(str(tmp_path))
 
 
@@ -132,7 +144,9 @@ def test_lightgbm_file_is_sniffed(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_invoke(tmp_path, _csv(X[:2])), model.predict(X[:2]))
 
 
-def test_sagemaker_default_accept_only_for_the_container(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sagemaker_default_accept_only_for_the_container(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     xgb = pytest.importorskip("xgboost")
     xgb.train({}, xgb.DMatrix(X, Y), num_boost_round=2).save_model(str(tmp_path / "model.json"))
     assert load_handler(str(tmp_path)).default_accept == "application/json"
@@ -163,7 +177,8 @@ def test_require_names_the_extra() -> None:
     with pytest.raises(ModelLoadError) as info:
         require("coldbrew_no_such_lib", framework="XGBoost", model_dir="/x", extra="xgboost")
     assert str(info.value) == (
-        'XGBoost model found in /x, but coldbrew_no_such_lib is not installed: pip install "coldbrew[xgboost]"'
+        "XGBoost model found in /x, but coldbrew_no_such_lib is not installed: "
+        'pip install "coldbrew[xgboost]"'
     )
 
 
@@ -171,8 +186,14 @@ def test_entry_point_locations(tmp_path: Path) -> None:
     (tmp_path / "code").mkdir()
     (tmp_path / "src").mkdir()
     default = container.entry_point(str(tmp_path), {})
-    assert (default.path, default.named, default.label) == (tmp_path / "code" / "inference.py", False, "code/inference.py")
-    mapped = container.entry_point(str(tmp_path), {"SAGEMAKER_PROGRAM": "serve", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"})
+    assert (default.path, default.named, default.label) == (
+        tmp_path / "code" / "inference.py",
+        False,
+        "code/inference.py",
+    )
+    mapped = container.entry_point(
+        str(tmp_path), {"SAGEMAKER_PROGRAM": "serve", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+    )
     assert mapped.path == tmp_path / "code" / "serve.py" and mapped.named
     local = container.entry_point(str(tmp_path), {"SAGEMAKER_SUBMIT_DIRECTORY": (tmp_path / "src").as_uri()})
     assert local.code_dir == tmp_path / "src"

@@ -49,8 +49,12 @@ def models(sm: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     joblib.dump(classifier, pickled)
     # UBJSON content in a file named xgboost-model, as SageMaker's XGBoost 1.7 container writes it
     # (saved under .ubj here because XGBoost warns when the name has no extension).
-    create_endpoint(sm, directory, "xgb-booster", {"xgboost-model": file_bytes(booster.save_model, "m.ubj", directory)})
-    create_endpoint(sm, directory, "xgb-json", {"model.json": file_bytes(booster.save_model, "model.json", directory)})
+    create_endpoint(
+        sm, directory, "xgb-booster", {"xgboost-model": file_bytes(booster.save_model, "m.ubj", directory)}
+    )
+    create_endpoint(
+        sm, directory, "xgb-json", {"model.json": file_bytes(booster.save_model, "model.json", directory)}
+    )
     create_endpoint(sm, directory, "xgb-wrapper", {"model.joblib": pickled.getvalue()}, image=XGBOOST_IMAGE)
     wait_all(sm, ["xgb-booster", "xgb-json", "xgb-wrapper"])
     return {"booster": booster, "classifier": classifier, "iris": iris_x}
@@ -73,14 +77,18 @@ def expected(models: dict[str, Any], rows: np.ndarray) -> np.ndarray:
     ],
     ids=["csv", "json-rows", "json-instances", "json-inputs", "jsonlines", "jsonlines-features", "npy"],
 )
-def test_booster_predictions_equal_xgboost(runtime: Any, models: dict[str, Any], body: Any, content_type: str) -> None:
+def test_booster_predictions_equal_xgboost(
+    runtime: Any, models: dict[str, Any], body: Any, content_type: str
+) -> None:
     got, answered = invoke(runtime, "xgb-booster", body, content_type, "application/json")
     assert answered == "application/json"
     # XGBoost predicts in float32, which JSON carries exactly.
     np.testing.assert_array_equal(np.float32(json.loads(got)), expected(models, ROWS))
 
 
-@pytest.mark.parametrize("accept", ["text/csv", "application/jsonlines", "application/x-npy", "application/json"])
+@pytest.mark.parametrize(
+    "accept", ["text/csv", "application/jsonlines", "application/x-npy", "application/json"]
+)
 def test_accept_chooses_the_output(runtime: Any, models: dict[str, Any], accept: str) -> None:
     got, answered = invoke(runtime, "xgb-json", csv_body(ROWS), "text/csv", accept)
     assert answered == accept
@@ -132,11 +140,20 @@ def test_sklearn_wrapper_under_the_xgboost_image(runtime: Any, models: dict[str,
         ("1 0:1 12:3", "text/libsvm", "feature index 12, but the model has 10 features"),
         (b"not an array", "application/x-npy", "not a valid .npy array"),
     ],
-    ids=["ragged-csv", "feature-count", "invalid-json", "json-object", "jsonlines", "libsvm-token",
-         "libsvm-index", "npy"],
+    ids=[
+        "ragged-csv",
+        "feature-count",
+        "invalid-json",
+        "json-object",
+        "jsonlines",
+        "libsvm-token",
+        "libsvm-index",
+        "npy",
+    ],
 )
-def test_bad_bodies_are_400s_naming_the_problem(runtime: Any, models: dict[str, Any], body: Any,
-                                                 content_type: str, problem: str) -> None:
+def test_bad_bodies_are_400s_naming_the_problem(
+    runtime: Any, models: dict[str, Any], body: Any, content_type: str, problem: str
+) -> None:
     status, message = model_error(runtime, "xgb-booster", body, content_type)
     assert status == 400
     assert problem in message

@@ -61,8 +61,12 @@ def runtime(server: ColdbrewServer) -> Any:
 
 
 def embed(runtime: Any, endpoint: str, payload: Any) -> np.ndarray:
-    response = runtime.invoke_endpoint(EndpointName=endpoint, Body=json.dumps(payload),
-                                       ContentType="application/json", Accept="application/json")
+    response = runtime.invoke_endpoint(
+        EndpointName=endpoint,
+        Body=json.dumps(payload),
+        ContentType="application/json",
+        Accept="application/json",
+    )
     assert response["ContentType"] == "application/json"
     return np.array(json.loads(response["Body"].read())["embeddings"], dtype=np.float32)
 
@@ -86,8 +90,9 @@ def test_embeddings_equal_in_process(
 
 def test_bad_input_is_a_client_error(runtime: Any, embedder: str) -> None:
     with pytest.raises(ClientError) as excinfo:
-        runtime.invoke_endpoint(EndpointName=embedder, Body=json.dumps({"inputs": [1, 2]}),
-                                ContentType="application/json")
+        runtime.invoke_endpoint(
+            EndpointName=embedder, Body=json.dumps({"inputs": [1, 2]}), ContentType="application/json"
+        )
     error = excinfo.value.response
     assert error["Error"]["Code"] == "ModelError"
     assert error["OriginalStatusCode"] == 400

@@ -22,14 +22,14 @@ ROWS = FEATURES[:7]
 
 # A user's model_fn for an eager module saved whole with torch.save: its classes are torch's own
 # (nn.Sequential, nn.Linear), so unpickling needs no user code beyond this.
-EAGER_INFERENCE_PY = b'''
+EAGER_INFERENCE_PY = b"""
 import os
 import torch
 
 def model_fn(model_dir):
     # weights_only=False: a whole module is a pickle of classes, not only tensors.
     return torch.load(os.path.join(model_dir, "model.pt"), weights_only=False)
-'''
+"""
 
 
 def tiny_regressor() -> torch.nn.Module:
@@ -77,13 +77,15 @@ def deploy(sm: Any, tmp_path: Path, name: str, files: dict[str, bytes]) -> None:
     deploy_serverless(sm, name, archive.as_uri(), memory=2048)
 
 
-def test_torchscript_by_default(sm: Any, runtime: Any, model: torch.nn.Module, expected: np.ndarray,
-                                tmp_path: Path) -> None:
+def test_torchscript_by_default(
+    sm: Any, runtime: Any, model: torch.nn.Module, expected: np.ndarray, tmp_path: Path
+) -> None:
     deploy(sm, tmp_path, "torchscript", {"model.pt": saved(model, scripted=True)})
     wait_for_status(sm, "torchscript", "InService", timeout=90)
     csv_body = "\n".join(",".join(repr(float(v)) for v in row) for row in ROWS)
-    response = runtime.invoke_endpoint(EndpointName="torchscript", Body=csv_body, ContentType="text/csv",
-                                       Accept="application/json")
+    response = runtime.invoke_endpoint(
+        EndpointName="torchscript", Body=csv_body, ContentType="text/csv", Accept="application/json"
+    )
     got = np.array(json.loads(response["Body"].read()), dtype=np.float32)
     assert got.shape == (len(ROWS), 1)
     # float32 on both sides; the worker's single BLAS thread may sum in another order.
@@ -91,8 +93,12 @@ def test_torchscript_by_default(sm: Any, runtime: Any, model: torch.nn.Module, e
     # NPY in, NPY out: the array comes back as float32, as the model computed it.
     body = io.BytesIO()
     np.save(body, ROWS)
-    response = runtime.invoke_endpoint(EndpointName="torchscript", Body=body.getvalue(),
-                                       ContentType="application/x-npy", Accept="application/x-npy")
+    response = runtime.invoke_endpoint(
+        EndpointName="torchscript",
+        Body=body.getvalue(),
+        ContentType="application/x-npy",
+        Accept="application/x-npy",
+    )
     array = np.load(io.BytesIO(response["Body"].read()))
     assert array.dtype == np.float32
     np.testing.assert_allclose(array, expected, rtol=1e-5, atol=1e-5)
@@ -107,10 +113,15 @@ def test_eager_pickle_without_model_fn_fails_the_endpoint(
     assert "model_fn" in reason and "code/inference.py" in reason
 
 
-def test_eager_pickle_with_model_fn(sm: Any, runtime: Any, model: torch.nn.Module, expected: np.ndarray,
-                                    tmp_path: Path) -> None:
-    deploy(sm, tmp_path, "eager-user", {"model.pt": saved(model, scripted=False),
-                                        "code/inference.py": EAGER_INFERENCE_PY})
+def test_eager_pickle_with_model_fn(
+    sm: Any, runtime: Any, model: torch.nn.Module, expected: np.ndarray, tmp_path: Path
+) -> None:
+    deploy(
+        sm,
+        tmp_path,
+        "eager-user",
+        {"model.pt": saved(model, scripted=False), "code/inference.py": EAGER_INFERENCE_PY},
+    )
     wait_for_status(sm, "eager-user", "InService", timeout=90)
     body = json.dumps({"instances": ROWS.tolist()})
     response = runtime.invoke_endpoint(EndpointName="eager-user", Body=body, ContentType="application/json")

@@ -12,7 +12,7 @@ from tests.support import tar_gz
 
 # A model with code/inference.py that echoes custom attributes, can sleep, fail, or hog memory,
 # driven by the JSON request: {"rows": [[...]], "sleep": s, "fail": msg, "hog_mb": n}.
-INFERENCE_PY = textwrap.dedent('''
+INFERENCE_PY = textwrap.dedent("""
     import json
     import os
     import time
@@ -45,7 +45,7 @@ INFERENCE_PY = textwrap.dedent('''
 
     def output_fn(prediction, accept, context):
         return json.dumps(prediction), "application/json"
-''')
+""")
 
 
 @pytest.fixture(scope="session")

@@ -23,12 +23,22 @@ from coldbrew.serving.runtime import threads_for
     ],
 )
 def test_admission(idle: int, live: int, starting: int, concurrent: int, expected: Admission) -> None:
-    assert admit(idle=idle, live=live, starting=starting, concurrent=concurrent, max_concurrency=4) is expected
+    assert (
+        admit(idle=idle, live=live, starting=starting, concurrent=concurrent, max_concurrency=4) is expected
+    )
 
 
 def config(memory_mb: int, serverless: bool = True, capacity: int = 1) -> PoolConfig:
-    return PoolConfig(endpoint="e", variant="v", serverless=serverless, memory_mb=memory_mb, max_envs=1,
-                      min_envs=0, env_capacity=capacity, idle_timeout_s=1.0)
+    return PoolConfig(
+        endpoint="e",
+        variant="v",
+        serverless=serverless,
+        memory_mb=memory_mb,
+        max_envs=1,
+        min_envs=0,
+        env_capacity=capacity,
+        idle_timeout_s=1.0,
+    )
 
 
 def test_threads_grow_with_memory_up_to_the_cores() -> None:

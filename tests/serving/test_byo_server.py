@@ -13,7 +13,7 @@ import pytest
 from tests.support import tar_gz, wait_for_status
 
 # A server written with nothing but the standard library, as a user might bring one.
-SERVER = textwrap.dedent('''
+SERVER = textwrap.dedent("""
     import json, os, sys
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -45,7 +45,7 @@ SERVER = textwrap.dedent('''
             pass
 
     ThreadingHTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler).serve_forever()
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +57,24 @@ def byo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_exec_image_serves_and_scales(server: Any, sm: Any, byo_archive: Path) -> None:
     runtime = server.client("sagemaker-runtime")
-    sm.create_model(ModelName="byo", PrimaryContainer={"Image": f"exec:{sys.executable} serve.py",
-                                                       "ModelDataUrl": byo_archive.as_uri(),
-                                                       "Environment": {"COLDBREW_IDLE_TIMEOUT_S": "1"}})
-    sm.create_endpoint_config(EndpointConfigName="byo", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "byo", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}])
+    sm.create_model(
+        ModelName="byo",
+        PrimaryContainer={
+            "Image": f"exec:{sys.executable} serve.py",
+            "ModelDataUrl": byo_archive.as_uri(),
+            "Environment": {"COLDBREW_IDLE_TIMEOUT_S": "1"},
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="byo",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "byo",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName="byo", EndpointConfigName="byo")
     wait_for_status(sm, "byo", "InService")
     response = runtime.invoke_endpoint(EndpointName="byo", Body=b"1,2,3.5", ContentType="text/csv")
@@ -75,23 +88,61 @@ def test_exec_image_serves_and_scales(server: Any, sm: Any, byo_archive: Path) -
     with pytest.raises(runtime.exceptions.ModelError):
         runtime.invoke_endpoint(EndpointName="byo", Body=b"crash", ContentType="text/csv")
     # Replaced after the crash.
-    assert json.loads(runtime.invoke_endpoint(EndpointName="byo", Body=b"1", ContentType="text/csv")["Body"].read())["sum"] == 1
+    assert (
+        json.loads(
+            runtime.invoke_endpoint(EndpointName="byo", Body=b"1", ContentType="text/csv")["Body"].read()
+        )["sum"]
+        == 1
+    )
 
 
 def test_serve_command_from_environment_and_a_bad_command(server: Any, sm: Any, byo_archive: Path) -> None:
-    sm.create_model(ModelName="byo-env", PrimaryContainer={
-        "ModelDataUrl": byo_archive.as_uri(), "Environment": {"COLDBREW_SERVE_COMMAND": f"{sys.executable} serve.py"}})
-    sm.create_endpoint_config(EndpointConfigName="byo-env", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "byo-env", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sm.create_model(
+        ModelName="byo-env",
+        PrimaryContainer={
+            "ModelDataUrl": byo_archive.as_uri(),
+            "Environment": {"COLDBREW_SERVE_COMMAND": f"{sys.executable} serve.py"},
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="byo-env",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "byo-env",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName="byo-env", EndpointConfigName="byo-env")
     wait_for_status(sm, "byo-env", "InService")
     runtime = server.client("sagemaker-runtime")
-    assert json.loads(runtime.invoke_endpoint(EndpointName="byo-env", Body=b"2,2", ContentType="text/csv")["Body"].read())["sum"] == 4
+    assert (
+        json.loads(
+            runtime.invoke_endpoint(EndpointName="byo-env", Body=b"2,2", ContentType="text/csv")[
+                "Body"
+            ].read()
+        )["sum"]
+        == 4
+    )
 
-    sm.create_model(ModelName="byo-bad", PrimaryContainer={"Image": f"exec:{sys.executable} -c 'import sys; sys.exit(7)'",
-                                                           "ModelDataUrl": byo_archive.as_uri()})
-    sm.create_endpoint_config(EndpointConfigName="byo-bad", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "byo-bad", "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1}}])
+    sm.create_model(
+        ModelName="byo-bad",
+        PrimaryContainer={
+            "Image": f"exec:{sys.executable} -c 'import sys; sys.exit(7)'",
+            "ModelDataUrl": byo_archive.as_uri(),
+        },
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="byo-bad",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "byo-bad",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 1},
+            }
+        ],
+    )
     sm.create_endpoint(EndpointName="byo-bad", EndpointConfigName="byo-bad")
     failed = wait_for_status(sm, "byo-bad", "Failed")
     assert "exited with status 7" in failed["FailureReason"]

@@ -19,16 +19,18 @@ ROWS = [[0.01] * 10]
 
 def call(runtime: Any, name: str, **payload: Any) -> tuple[dict[str, Any], float]:
     started = time.perf_counter()
-    response = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps({"rows": ROWS, **payload}),
-                                       ContentType="application/json")
+    response = runtime.invoke_endpoint(
+        EndpointName=name, Body=json.dumps({"rows": ROWS, **payload}), ContentType="application/json"
+    )
     return json.loads(response["Body"].read()), time.perf_counter() - started
 
 
 def test_hedged_cold_start(sm: Any, server: ColdbrewServer, scripted_archive: Path) -> None:
     runtime = server.client("sagemaker-runtime", read_timeout=60)
     # Loading this model takes 2 s, so a busy environment that frees up first wins the race.
-    deploy_serverless(sm, "hedge", scripted_archive.as_uri(), max_concurrency=2,
-                      environment={"LOAD_SLEEP_S": "2"})
+    deploy_serverless(
+        sm, "hedge", scripted_archive.as_uri(), max_concurrency=2, environment={"LOAD_SLEEP_S": "2"}
+    )
     wait_for_status(sm, "hedge", "InService")
     first, _ = call(runtime, "hedge")
     before = worker_pids(server)
@@ -48,8 +50,9 @@ def test_hedged_cold_start(sm: Any, server: ColdbrewServer, scripted_archive: Pa
 
 @pytest.fixture(scope="module")
 def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ColdbrewServer]:
-    server = ColdbrewServer(tmp_path_factory.mktemp("budget") / "data",
-                            env={"COLDBREW_MEMORY_BUDGET_MB": "3072"}).start()
+    server = ColdbrewServer(
+        tmp_path_factory.mktemp("budget") / "data", env={"COLDBREW_MEMORY_BUDGET_MB": "3072"}
+    ).start()
     yield server
     server.stop()
 
@@ -93,8 +96,12 @@ def test_memory_budget_evicts_least_recently_used_then_throttles(
 def test_keepalive_policy_per_endpoint(sm: Any, server: ColdbrewServer, scripted_archive: Path) -> None:
     runtime = server.client("sagemaker-runtime", read_timeout=60)
     # Adaptive with no history yet falls back to the fixed idle timeout (1 s here): scale to zero.
-    deploy_serverless(sm, "adaptive", scripted_archive.as_uri(),
-                      environment={"COLDBREW_KEEPALIVE_POLICY": "adaptive", "COLDBREW_IDLE_TIMEOUT_S": "1"})
+    deploy_serverless(
+        sm,
+        "adaptive",
+        scripted_archive.as_uri(),
+        environment={"COLDBREW_KEEPALIVE_POLICY": "adaptive", "COLDBREW_IDLE_TIMEOUT_S": "1"},
+    )
     wait_for_status(sm, "adaptive", "InService")
     body, _ = call(runtime, "adaptive")
     assert body["pid"] in worker_pids(server)
@@ -103,8 +110,9 @@ def test_keepalive_policy_per_endpoint(sm: Any, server: ColdbrewServer, scripted
         time.sleep(0.1)
     assert body["pid"] not in worker_pids(server)
 
-    deploy_serverless(sm, "bad-policy", scripted_archive.as_uri(),
-                      environment={"COLDBREW_KEEPALIVE_POLICY": "forever"})
+    deploy_serverless(
+        sm, "bad-policy", scripted_archive.as_uri(), environment={"COLDBREW_KEEPALIVE_POLICY": "forever"}
+    )
     failed = wait_for_status(sm, "bad-policy", "Failed")
     assert "accepted names: fixed, adaptive" in failed["FailureReason"]
 
@@ -114,8 +122,13 @@ def test_model_that_stops_loading_fails_the_invocation_not_the_server(
 ) -> None:
     runtime = server.client("sagemaker-runtime", read_timeout=60)
     marker = tmp_path / "broken"
-    deploy_serverless(sm, "flaky-load", scripted_archive.as_uri(), max_concurrency=3,
-                      environment={"FAIL_IF_EXISTS": str(marker)})
+    deploy_serverless(
+        sm,
+        "flaky-load",
+        scripted_archive.as_uri(),
+        max_concurrency=3,
+        environment={"FAIL_IF_EXISTS": str(marker)},
+    )
     wait_for_status(sm, "flaky-load", "InService")
     marker.touch()  # from now on every cold start fails to load the model
     with ThreadPoolExecutor(3) as pool:

@@ -25,9 +25,12 @@ def runtime(server: ColdbrewServer) -> Any:
     return server.client("sagemaker-runtime", read_timeout=120)
 
 
-def invoke_json(runtime: Any, name: str, payload: dict[str, Any], **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    response = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps(payload),
-                                       ContentType="application/json", **kwargs)
+def invoke_json(
+    runtime: Any, name: str, payload: dict[str, Any], **kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    response = runtime.invoke_endpoint(
+        EndpointName=name, Body=json.dumps(payload), ContentType="application/json", **kwargs
+    )
     return json.loads(response["Body"].read()), response
 
 
@@ -45,22 +48,32 @@ def scripted(sm: Any, scripted_archive: Path) -> str:
     return "scripted"
 
 
-def test_default_sklearn_handlers_csv_and_json(runtime: Any, plain: str, model_archive: tuple[Path, Any]) -> None:
+def test_default_sklearn_handlers_csv_and_json(
+    runtime: Any, plain: str, model_archive: tuple[Path, Any]
+) -> None:
     _, model = model_archive
     expected = model.predict(ROWS)
     csv_body = "\n".join(",".join(repr(float(v)) for v in row) for row in ROWS)
-    response = runtime.invoke_endpoint(EndpointName=plain, Body=csv_body, ContentType="text/csv", Accept="text/csv")
+    response = runtime.invoke_endpoint(
+        EndpointName=plain, Body=csv_body, ContentType="text/csv", Accept="text/csv"
+    )
     assert response["ContentType"].startswith("text/csv")
     assert response["InvokedProductionVariant"] == "AllTraffic"
     got = np.array([float(line) for line in response["Body"].read().decode().split()])
     np.testing.assert_allclose(got, expected, rtol=1e-12)
-    response = runtime.invoke_endpoint(EndpointName=plain, Body=json.dumps(ROWS.tolist()),
-                                       ContentType="application/json", Accept="application/json")
+    response = runtime.invoke_endpoint(
+        EndpointName=plain,
+        Body=json.dumps(ROWS.tolist()),
+        ContentType="application/json",
+        Accept="application/json",
+    )
     assert response["ContentType"].startswith("application/json")
     np.testing.assert_allclose(np.array(json.loads(response["Body"].read())).ravel(), expected, rtol=1e-12)
 
 
-def test_user_handlers_and_custom_attributes(runtime: Any, scripted: str, model_archive: tuple[Path, Any]) -> None:
+def test_user_handlers_and_custom_attributes(
+    runtime: Any, scripted: str, model_archive: tuple[Path, Any]
+) -> None:
     body, response = invoke_json(runtime, scripted, {"rows": ROWS.tolist()}, CustomAttributes="trace=abc")
     np.testing.assert_allclose(body["predictions"], model_archive[1].predict(ROWS))
     assert response["CustomAttributes"] == "echo=trace=abc"
@@ -135,7 +148,9 @@ def test_memory_limit_stops_the_worker(runtime: Any, scripted: str) -> None:
 
 
 def test_model_that_fails_to_load_fails_the_endpoint(sm: Any, runtime: Any, scripted_archive: Path) -> None:
-    deploy_serverless(sm, "noload", scripted_archive.as_uri(), environment={"FAIL_TO_LOAD": "weights are corrupt"})
+    deploy_serverless(
+        sm, "noload", scripted_archive.as_uri(), environment={"FAIL_TO_LOAD": "weights are corrupt"}
+    )
     described = wait_for_status(sm, "noload", "Failed")
     assert "weights are corrupt" in described["FailureReason"]
     with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
@@ -143,7 +158,9 @@ def test_model_that_fails_to_load_fails_the_endpoint(sm: Any, runtime: Any, scri
     assert "Failed" in excinfo.value.response["Error"]["Message"]
 
 
-def test_scale_to_zero_and_back(server: ColdbrewServer, sm: Any, runtime: Any, scripted_archive: Path) -> None:
+def test_scale_to_zero_and_back(
+    server: ColdbrewServer, sm: Any, runtime: Any, scripted_archive: Path
+) -> None:
     before = worker_pids(server)
     deploy_serverless(sm, "zero", scripted_archive.as_uri(), environment={"COLDBREW_IDLE_TIMEOUT_S": "1"})
     wait_for_status(sm, "zero", "InService")
@@ -164,8 +181,14 @@ def test_provisioned_concurrency_and_instances_stay_warm(
     server: ColdbrewServer, sm: Any, runtime: Any, scripted_archive: Path
 ) -> None:
     before = worker_pids(server)
-    deploy_serverless(sm, "warm", scripted_archive.as_uri(), max_concurrency=3, provisioned=2,
-                      environment={"COLDBREW_IDLE_TIMEOUT_S": "0.5"})
+    deploy_serverless(
+        sm,
+        "warm",
+        scripted_archive.as_uri(),
+        max_concurrency=3,
+        provisioned=2,
+        environment={"COLDBREW_IDLE_TIMEOUT_S": "0.5"},
+    )
     wait_for_status(sm, "warm", "InService")
     warm = worker_pids(server) - before
     assert len(warm) == 2
@@ -174,7 +197,9 @@ def test_provisioned_concurrency_and_instances_stay_warm(
     body, _ = invoke_json(runtime, "warm", {"rows": ROWS.tolist()})
     assert body["pid"] in warm
     sm.delete_endpoint(EndpointName="warm")
-    sm.get_waiter("endpoint_deleted").wait(EndpointName="warm", WaiterConfig={"Delay": 0.1, "MaxAttempts": 300})
+    sm.get_waiter("endpoint_deleted").wait(
+        EndpointName="warm", WaiterConfig={"Delay": 0.1, "MaxAttempts": 300}
+    )
     deadline = time.monotonic() + 10
     while worker_pids(server) & warm and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -183,34 +208,66 @@ def test_provisioned_concurrency_and_instances_stay_warm(
 
 def test_weighted_variants_and_target_variant(sm: Any, runtime: Any, model_archive: tuple[Path, Any]) -> None:
     sm.create_model(ModelName="two", PrimaryContainer={"ModelDataUrl": model_archive[0].as_uri()})
-    sm.create_endpoint_config(EndpointConfigName="two", ProductionVariants=[
-        {"VariantName": "Serverless", "ModelName": "two", "InitialVariantWeight": 1,
-         "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}},
-        {"VariantName": "Instances", "ModelName": "two", "InitialVariantWeight": 1,
-         "InstanceType": "ml.m5.large", "InitialInstanceCount": 1},
-    ])
+    sm.create_endpoint_config(
+        EndpointConfigName="two",
+        ProductionVariants=[
+            {
+                "VariantName": "Serverless",
+                "ModelName": "two",
+                "InitialVariantWeight": 1,
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
+            },
+            {
+                "VariantName": "Instances",
+                "ModelName": "two",
+                "InitialVariantWeight": 1,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            },
+        ],
+    )
     sm.create_endpoint(EndpointName="two", EndpointConfigName="two")
     wait_for_status(sm, "two", "InService")
     row = ",".join(map(str, ROWS[0]))
-    seen = {runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv")["InvokedProductionVariant"]
-            for _ in range(40)}
+    seen = {
+        runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv")[
+            "InvokedProductionVariant"
+        ]
+        for _ in range(40)
+    }
     assert seen == {"Serverless", "Instances"}
     for target in ("Serverless", "Instances"):
-        response = runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv", TargetVariant=target)
+        response = runtime.invoke_endpoint(
+            EndpointName="two", Body=row, ContentType="text/csv", TargetVariant=target
+        )
         assert response["InvokedProductionVariant"] == target
-    sm.update_endpoint_weights_and_capacities(EndpointName="two", DesiredWeightsAndCapacities=[
-        {"VariantName": "Serverless", "DesiredWeight": 0.0}])
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName="two", DesiredWeightsAndCapacities=[{"VariantName": "Serverless", "DesiredWeight": 0.0}]
+    )
     wait_for_status(sm, "two", "InService")
-    seen = {runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv")["InvokedProductionVariant"]
-            for _ in range(20)}
+    seen = {
+        runtime.invoke_endpoint(EndpointName="two", Body=row, ContentType="text/csv")[
+            "InvokedProductionVariant"
+        ]
+        for _ in range(20)
+    }
     assert seen == {"Instances"}
 
 
 def test_update_under_load_fails_no_request(sm: Any, runtime: Any, model_archive: tuple[Path, Any]) -> None:
     deploy_serverless(sm, "rolling", model_archive[0].as_uri(), max_concurrency=4)
     wait_for_status(sm, "rolling", "InService")
-    sm.create_endpoint_config(EndpointConfigName="rolling-v2", ProductionVariants=[{
-        "VariantName": "Green", "ModelName": "rolling", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sm.create_endpoint_config(
+        EndpointConfigName="rolling-v2",
+        ProductionVariants=[
+            {
+                "VariantName": "Green",
+                "ModelName": "rolling",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
     stop = threading.Event()
     outcomes: list[str] = []
     row = ",".join(map(str, ROWS[0]))
@@ -218,8 +275,9 @@ def test_update_under_load_fails_no_request(sm: Any, runtime: Any, model_archive
     def hammer() -> None:
         while not stop.is_set():
             try:
-                variant = runtime.invoke_endpoint(EndpointName="rolling", Body=row,
-                                                  ContentType="text/csv")["InvokedProductionVariant"]
+                variant = runtime.invoke_endpoint(EndpointName="rolling", Body=row, ContentType="text/csv")[
+                    "InvokedProductionVariant"
+                ]
                 outcomes.append(variant)
             except ClientError as exc:
                 outcomes.append("error: " + str(exc))

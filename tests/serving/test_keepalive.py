@@ -78,8 +78,9 @@ def periodic_trace(n: int = 100, period_s: float = 600.0) -> list[float]:
     return [period_s * i + jitter(i) for i in range(n)]
 
 
-def bursty_trace(bursts: int = 30, gap_s: float = 1200.0, size: int = 5,
-                 spacing_s: float = 3.0) -> list[float]:
+def bursty_trace(
+    bursts: int = 30, gap_s: float = 1200.0, size: int = 5, spacing_s: float = 3.0
+) -> list[float]:
     return [gap_s * b + jitter(b) + spacing_s * k for b in range(bursts) for k in range(size)]
 
 

@@ -24,8 +24,9 @@ def test_timeout_and_graceful_shutdown(tmp_path: Path, scripted_archive: Path) -
         wait_for_status(sm, "slow", "InService")
 
         def call(payload: dict[str, Any]) -> dict[str, Any]:
-            response = runtime.invoke_endpoint(EndpointName="slow", Body=json.dumps(payload),
-                                               ContentType="application/json")
+            response = runtime.invoke_endpoint(
+                EndpointName="slow", Body=json.dumps(payload), ContentType="application/json"
+            )
             return json.loads(response["Body"].read())
 
         rows = [[0.0] * 10]
@@ -45,8 +46,11 @@ def test_timeout_and_graceful_shutdown(tmp_path: Path, scripted_archive: Path) -
             # The request that was running when the signal came still gets its answer.
             assert in_flight.result()["predictions"]
         assert server.stop(timeout=30) in (0, -signal.SIGTERM)
-        assert not [pid for pid in workers if psutil.pid_exists(pid) and
-                    psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        assert not [
+            pid
+            for pid in workers
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        ]
     finally:
         server.stop()
 
@@ -59,11 +63,15 @@ def test_memory_limit_with_and_without_cgroups(tmp_path: Path, scripted_archive:
         deploy_serverless(sm, "hog", scripted_archive.as_uri())
         wait_for_status(sm, "hog", "InService")
         with pytest.raises(ClientError) as excinfo:
-            runtime.invoke_endpoint(EndpointName="hog", Body=json.dumps({"rows": [[0.0] * 10], "hog_mb": 1400}),
-                                    ContentType="application/json")
+            runtime.invoke_endpoint(
+                EndpointName="hog",
+                Body=json.dumps({"rows": [[0.0] * 10], "hog_mb": 1400}),
+                ContentType="application/json",
+            )
         assert "more than its memory size of 1024 MB" in excinfo.value.response["Error"]["Message"]
-        ok = runtime.invoke_endpoint(EndpointName="hog", Body=json.dumps({"rows": [[0.0] * 10]}),
-                                     ContentType="application/json")
+        ok = runtime.invoke_endpoint(
+            EndpointName="hog", Body=json.dumps({"rows": [[0.0] * 10]}), ContentType="application/json"
+        )
         assert json.loads(ok["Body"].read())["predictions"]
     finally:
         server.stop()

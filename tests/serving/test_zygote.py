@@ -17,7 +17,7 @@ import pytest
 from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
 
 # Reports what a model would see of its process: predictions, environment, limits, randomness.
-INTROSPECT = textwrap.dedent('''
+INTROSPECT = textwrap.dedent("""
     import json, os, resource, sys
     import joblib
     import numpy as np
@@ -57,7 +57,7 @@ INTROSPECT = textwrap.dedent('''
 
     def output_fn(prediction, accept):
         return json.dumps(prediction), "application/json"
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +71,20 @@ def introspect_archive(tmp_path_factory: pytest.TempPathFactory, model_archive: 
 
 @pytest.fixture(scope="module")
 def fresh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ColdbrewServer]:
-    server = ColdbrewServer(tmp_path_factory.mktemp("fresh") / "data", env={"COLDBREW_ZYGOTE": "false"}).start()
+    server = ColdbrewServer(
+        tmp_path_factory.mktemp("fresh") / "data", env={"COLDBREW_ZYGOTE": "false"}
+    ).start()
     yield server
     server.stop()
 
 
 def zygote_pids(server: ColdbrewServer) -> set[int]:
     assert server.process is not None
-    return {c.pid for c in psutil.Process(server.process.pid).children()
-            if "coldbrew.worker.zygote" in " ".join(c.cmdline())}
+    return {
+        c.pid
+        for c in psutil.Process(server.process.pid).children()
+        if "coldbrew.worker.zygote" in " ".join(c.cmdline())
+    }
 
 
 def describe_worker(server: ColdbrewServer, name: str, archive: Path) -> dict[str, Any]:
@@ -87,7 +92,9 @@ def describe_worker(server: ColdbrewServer, name: str, archive: Path) -> dict[st
     deploy_serverless(sm, name, archive.as_uri(), memory=2048, environment={"MODEL_FLAVOUR": "test"})
     wait_for_status(sm, name, "InService")
     rows = [[0.02] * 10, [-0.03] * 10]
-    response = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps(rows), ContentType="application/json")
+    response = runtime.invoke_endpoint(
+        EndpointName=name, Body=json.dumps(rows), ContentType="application/json"
+    )
     result: dict[str, Any] = json.loads(response["Body"].read())
     return result
 
@@ -121,6 +128,7 @@ def test_forked_worker_behaves_like_a_fresh_one(
     assert forked["limits"] == fresh["limits"]
     assert forked["threads"] == fresh["threads"]
     assert forked["sys_path_tail"] == fresh["sys_path_tail"]
+
     # Same variables with the same values, paths compared below each server's own data dir.
     def relative(result: dict[str, Any], srv: ColdbrewServer) -> dict[str, str]:
         return {k: v.replace(str(srv.data_dir), "<data>") for k, v in result["env"].items()}
@@ -133,7 +141,9 @@ def test_forked_worker_behaves_like_a_fresh_one(
         assert forked["memory_limit"] == 2048 * 1024 * 1024
 
 
-def test_forked_workers_draw_their_own_random_numbers(server: ColdbrewServer, introspect_archive: Path) -> None:
+def test_forked_workers_draw_their_own_random_numbers(
+    server: ColdbrewServer, introspect_archive: Path
+) -> None:
     wait_for_zygote(server)
     first = describe_worker(server, "random-a", introspect_archive)
     second = describe_worker(server, "random-b", introspect_archive)

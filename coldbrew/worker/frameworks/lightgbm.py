@@ -24,8 +24,14 @@ EXPECTED = "model.txt (a LightGBM text model, or any *.txt saved by Booster.save
 
 def find_model_file(model_dir: Path) -> Path | None:
     # A README.txt or requirements.txt is not a model: only files that begin as LightGBM's do count.
-    return single_model_file(model_dir, kind="LightGBM models", names=(MODEL_FILE,), suffixes=SUFFIXES,
-                             accept=_is_lightgbm_text, check_names=True)
+    return single_model_file(
+        model_dir,
+        kind="LightGBM models",
+        names=(MODEL_FILE,),
+        suffixes=SUFFIXES,
+        accept=_is_lightgbm_text,
+        check_names=True,
+    )
 
 
 def _is_lightgbm_text(path: Path) -> bool:

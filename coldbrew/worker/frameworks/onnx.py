@@ -26,10 +26,18 @@ EXPECTED = "model.onnx (or a single *.onnx file)"
 
 # ONNX element types as numpy dtype names; the ones a request of numbers can be cast to.
 _DTYPES = {
-    "tensor(float)": "float32", "tensor(double)": "float64", "tensor(float16)": "float16",
-    "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int16)": "int16", "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8", "tensor(uint16)": "uint16", "tensor(uint32)": "uint32",
-    "tensor(uint64)": "uint64", "tensor(bool)": "bool",
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(int16)": "int16",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
 }
 
 
@@ -128,7 +136,9 @@ def _tensor(value: Any, node: Any) -> Any:
     if array.ndim == len(shape) - 1:
         array = array[np.newaxis]  # a single example without its batch axis
     if array.ndim != len(shape):
-        raise BadRequest(f"input {node.name!r} takes {len(shape)}-D tensors {_shape(shape)}, got {array.ndim}-D")
+        raise BadRequest(
+            f"input {node.name!r} takes {len(shape)}-D tensors {_shape(shape)}, got {array.ndim}-D"
+        )
     for axis, (want, got) in enumerate(zip(shape, array.shape)):
         if want is not None and want != got:
             if axis == len(shape) - 1 and len(shape) == 2:
@@ -192,10 +202,14 @@ def _side_by_side(prediction: dict[str, Any]) -> Any:
         if array.ndim == 1:
             array = array[:, np.newaxis]
         if array.ndim != 2:
-            raise NotAcceptable(f"output {name!r} of shape {list(array.shape)} does not fit {CSV}: ask for {JSON}")
+            raise NotAcceptable(
+                f"output {name!r} of shape {list(array.shape)} does not fit {CSV}: ask for {JSON}"
+            )
         blocks.append(array.tolist())
     if len({len(b) for b in blocks}) != 1:
-        raise NotAcceptable(f"the model's outputs have different numbers of rows, which {CSV} cannot hold: ask for {JSON}")
+        raise NotAcceptable(
+            f"the model's outputs have different numbers of rows, which {CSV} cannot hold: ask for {JSON}"
+        )
     # Python values in an object array, so an int64 label stays "1" next to float probabilities
     # (a numeric array would print it as "1.0") and string labels need no common dtype.
     return np.array([[v for part in parts for v in part] for parts in zip(*blocks)], dtype=object)

@@ -75,6 +75,7 @@ def _saved_with_torch_save(path: Path) -> bool:
 
 def predict_fn(data: Any, model: Any) -> Any:
     import torch  # loaded already: by model_fn, or by the user's model_fn that built a torch module
+
     if isinstance(data, torch.Tensor):
         tensor = data  # from a user's input_fn: its dtype and device are the user's choice
     else:

@@ -38,8 +38,13 @@ logger = logging.getLogger(__name__)
 
 def find_model_file(model_dir: Path) -> Path | None:
     # A *.json file may be anyone's (a tokenizer, a config): only XGBoost's own are claimed.
-    return single_model_file(model_dir, kind="XGBoost models", names=(MODEL_FILE,), suffixes=SUFFIXES,
-                             accept=lambda p: p.suffix == ".bst" or _is_xgboost_document(p))
+    return single_model_file(
+        model_dir,
+        kind="XGBoost models",
+        names=(MODEL_FILE,),
+        suffixes=SUFFIXES,
+        accept=lambda p: p.suffix == ".bst" or _is_xgboost_document(p),
+    )
 
 
 def container_model_file(model_dir: Path) -> Path | None:
@@ -159,7 +164,9 @@ def _fit_width(data: Any, expected: int) -> Any:
         return data
     if hasattr(data, "tocsr"):  # scipy.sparse
         if shape[1] > expected:
-            raise BadRequest(f"libsvm rows name feature index {shape[1] - 1}, but the model has {expected} features")
+            raise BadRequest(
+                f"libsvm rows name feature index {shape[1] - 1}, but the model has {expected} features"
+            )
         if shape[1] < expected:
             data = data.tocsr().copy()
             data.resize((shape[0], expected))
