@@ -175,7 +175,7 @@ def density(tmp: Path, endpoints: int, warm: int) -> dict[str, Any]:
                     content=body,
                     headers={"Content-Type": "text/csv"},
                 ).raise_for_status()
-            for round_ in range(20):
+            for _ in range(20):
                 for index in range(warm):
                     t = time.perf_counter()
                     client.post(

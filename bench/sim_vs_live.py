@@ -32,10 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from coldbrew.metering.query import metrics_report, open_readonly
-from coldbrew.simulate.engine import simulate
-from coldbrew.simulate.spec import SimulationSpec
-from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, wait_for_status
+from coldbrew.metering.query import metrics_report, open_readonly  # noqa: E402
+from coldbrew.simulate.engine import simulate  # noqa: E402
+from coldbrew.simulate.spec import SimulationSpec  # noqa: E402
+from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, wait_for_status  # noqa: E402
 
 ENDPOINT = "simvslive"
 MEMORY_MB = 1024

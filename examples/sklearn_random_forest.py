@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             predicted = np.array(json.loads(response["Body"].read()), dtype=float)
             local = model.predict(rows)
-            for p, lp, truth in zip(predicted, local, y_test[:5]):
+            for p, lp, truth in zip(predicted, local, y_test[:5], strict=True):
                 print(f"endpoint {p:8.2f}   in-process {lp:8.2f}   actual {truth:6.1f}")
             if not np.allclose(predicted, local, rtol=1e-9):
                 print("the endpoint's predictions differ from the in-process ones", file=sys.stderr)

@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             # One prediction per line (or comma-separated, as the XGBoost container writes them).
             predicted = np.array([float(v) for v in text.replace(",", "\n").split()])
             local = booster.predict(xgb.DMatrix(rows))
-            for p, lp, truth in zip(predicted, local, y_test[:5]):
+            for p, lp, truth in zip(predicted, local, y_test[:5], strict=True):
                 print(f"endpoint {p:8.2f}   in-process {lp:8.2f}   actual {truth:6.1f}")
             if predicted.shape != local.shape or not np.allclose(predicted, local, rtol=1e-5, atol=1e-3):
                 print("the endpoint's predictions differ from the in-process ones", file=sys.stderr)

@@ -82,7 +82,7 @@ class ColdbrewServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                raise RuntimeError(f"coldbrew did not stop within {timeout} s of signal {sig}")
+                raise RuntimeError(f"coldbrew did not stop within {timeout} s of signal {sig}") from None
         return self.process.returncode
 
     def kill(self) -> None:

@@ -69,7 +69,7 @@ def _decode_token(token: str) -> tuple[Any, str]:
     except (ValueError, TypeError, binascii.Error):
         raise ValidationException(
             f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response."
-        )
+        ) from None
     if not isinstance(name_key, str):
         raise ValidationException(
             f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response."

@@ -425,7 +425,7 @@ class ControlPlane:
             except ValueError:
                 raise ValidationException(
                     "Invalid NextToken: pass the NextToken of a previous ListTags response."
-                )
+                ) from None
         limit = request.get("MaxResults", MAX_TAGS)
         rows = self.store.query(
             "SELECT key, value, position FROM tags WHERE arn = ? AND position >= ? ORDER BY position LIMIT ?",

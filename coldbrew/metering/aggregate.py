@@ -168,7 +168,7 @@ class Histogram:
 
     def cumulative(self) -> list[tuple[str, int]]:
         running, out = 0, []
-        for bound, count in zip((*LATENCY_BUCKETS_US, float("inf")), self.counts):
+        for bound, count in zip((*LATENCY_BUCKETS_US, float("inf")), self.counts, strict=True):
             running += count
             out.append(("+Inf" if bound == float("inf") else f"{bound:g}", running))
         return out

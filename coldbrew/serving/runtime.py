@@ -233,7 +233,7 @@ class Serving:
 
     async def _warm(self, pools: list[VariantPool]) -> None:
         results = await asyncio.gather(*(p.ensure_minimum() for p in pools), return_exceptions=True)
-        for pool, result in zip(pools, results):
+        for pool, result in zip(pools, results, strict=True):
             if isinstance(result, WorkerStartError):
                 raise DeployError(f"Variant {pool.config.variant}: the model failed to load: {result}")
             if isinstance(result, ThrottlingException):

@@ -248,7 +248,7 @@ class VariantSim:
         self.result = DayResult()
         self._responses: list[float] = []
         self._held_at = start
-        for t, latency in zip((arrivals + start).tolist(), lat.tolist()):
+        for t, latency in zip((arrivals + start).tolist(), lat.tolist(), strict=True):
             self.arrive(t, latency)
         self.advance(end)
         self._held(end)

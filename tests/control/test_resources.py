@@ -187,7 +187,7 @@ def test_botocore_validation_is_applied_server_side(server: ColdbrewServer) -> N
 
 def test_list_paging_sorting_and_filters(sm: Any) -> None:
     names = [f"page-model-{i:02d}" for i in range(23)]
-    before = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     for name in names:
         make_model(sm, name)
     seen: list[str] = []

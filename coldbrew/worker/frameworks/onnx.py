@@ -92,7 +92,7 @@ def predict_fn(data: Any, model: Any) -> Any:
     results = model.run(None, feeds)
     if len(results) == 1:
         return results[0]
-    return {output.name: result for output, result in zip(outputs, results)}
+    return {output.name: result for output, result in zip(outputs, results, strict=True)}
 
 
 def _feeds(data: Any, inputs: list[Any]) -> dict[str, Any]:
@@ -139,7 +139,7 @@ def _tensor(value: Any, node: Any) -> Any:
         raise BadRequest(
             f"input {node.name!r} takes {len(shape)}-D tensors {_shape(shape)}, got {array.ndim}-D"
         )
-    for axis, (want, got) in enumerate(zip(shape, array.shape)):
+    for axis, (want, got) in enumerate(zip(shape, array.shape, strict=True)):
         if want is not None and want != got:
             if axis == len(shape) - 1 and len(shape) == 2:
                 raise BadRequest(f"each row must have {want} features, got {got}")
@@ -212,4 +212,6 @@ def _side_by_side(prediction: dict[str, Any]) -> Any:
         )
     # Python values in an object array, so an int64 label stays "1" next to float probabilities
     # (a numeric array would print it as "1.0") and string labels need no common dtype.
-    return np.array([[v for part in parts for v in part] for parts in zip(*blocks)], dtype=object)
+    return np.array(
+        [[v for part in parts for v in part] for parts in zip(*blocks, strict=True)], dtype=object
+    )
