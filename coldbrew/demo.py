@@ -6,8 +6,9 @@ import io
 import logging
 import tarfile
 from pathlib import Path
+from typing import Any
 
-from coldbrew.control.service import ControlPlane, RequestContext
+from coldbrew.control.service import ControlPlane, Operation, RequestContext
 from coldbrew.errors import ValidationException
 
 log = logging.getLogger("coldbrew")
@@ -42,7 +43,7 @@ def build_demo_archive(directory: Path) -> Path:
 def deploy_demo(control: ControlPlane, context: RequestContext, data_dir: Path) -> None:
     """Create the demo model, config and endpoint unless they already exist."""
     archive = build_demo_archive(data_dir / "demo")
-    steps = [
+    steps: list[tuple[Operation, dict[str, Any]]] = [
         (
             control.create_model,
             {"ModelName": DEMO_NAME, "PrimaryContainer": {"ModelDataUrl": archive.as_uri()}},

@@ -1,4 +1,4 @@
-"""The code passes the project's linter (rules in pyproject.toml), as part of the test command."""
+"""The code passes the project's linter and type checker (settings in pyproject.toml), as tests."""
 
 from __future__ import annotations
 
@@ -16,5 +16,16 @@ def test_ruff_finds_nothing() -> None:
         capture_output=True,
         text=True,
         timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_finds_nothing(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "mypy-cache"), "coldbrew"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr

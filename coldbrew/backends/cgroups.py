@@ -167,8 +167,7 @@ def sweep_stale(parent: Path) -> None:
 
 def _cpu_base(lines: list[str], v2: bool, memory_base: Path) -> Path | None:
     if v2:
-        controllers = _read(memory_base.parent / "cgroup.controllers").split()
-        if "cpu" in controllers:
+        if "cpu" in _read(memory_base.parent / "cgroup.controllers").split():
             with contextlib.suppress(OSError):
                 (memory_base / "cgroup.subtree_control").write_text("+cpu")
                 return memory_base

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
+from typing import Any
 
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
 from coldbrew.errors import ColdbrewError, ModelError, ModelNotReadyException, ThrottlingException
@@ -332,8 +334,8 @@ class VariantPool:
 
         self._maintaining = asyncio.create_task(top_up())
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
