@@ -307,7 +307,8 @@ class LocalBackend:
                 process.kill()
             await process.wait()
             return
-        modules = list(status.get("modules", []))  # type: ignore[call-overload]
+        reported = status.get("modules")
+        modules = [str(m) for m in reported] if isinstance(reported, list) else []
         self.zygotes[runtime] = Zygote(process, socket_path, modules)
         log.info(
             "%s zygote %d ready in %s ms with %s",
@@ -385,7 +386,8 @@ class LocalBackend:
             if cgroup is not None:
                 cgroup.remove()
             raise WorkerStartError(error)
-        setup_ms = float(status.get("setup_ms", 0.0))  # type: ignore[arg-type]
+        reported_ms = status.get("setup_ms")
+        setup_ms = float(reported_ms) if isinstance(reported_ms, int | float) else 0.0
         worker: SpawnedWorker | ForkedWorker
         if process is not None:
             worker = SpawnedWorker(process, socket_path, setup_ms)

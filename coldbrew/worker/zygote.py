@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import time
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # Thread pools of numerical libraries, one thread each unless the caller chose otherwise.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -68,7 +68,7 @@ def preload(modules: list[str]) -> list[str]:
     return loaded
 
 
-def _child(config_fields: dict[str, object], status_fd: int) -> NoReturn:
+def _child(config_fields: dict[str, Any], status_fd: int) -> NoReturn:
     from coldbrew.worker.config import WorkerConfig
     from coldbrew.worker.main import run_worker
 
@@ -78,7 +78,7 @@ def _child(config_fields: dict[str, object], status_fd: int) -> NoReturn:
     # Every worker draws its own random numbers, as a freshly started one would.
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    config = WorkerConfig(**config_fields)  # type: ignore[arg-type]
+    config = WorkerConfig(**config_fields)
     _limit_threads(config.env.get("OMP_NUM_THREADS"))
     run_worker(config, status_fd)
 
