@@ -12,7 +12,8 @@ class WorkerSpec:
 
     model_dir: str
     memory_mb: int
-    max_concurrency: int = 1
+    environment_concurrency: int = 1
+    """Invocations one environment serves at once: 1 for serverless, several for an instance."""
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     """A user's own server command (``exec:`` images); None runs coldbrew's worker."""

@@ -30,7 +30,7 @@ import psutil
 
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups, WorkerCgroup
-from coldbrew.serving.worker_client import WorkerClient, WorkerConnectionError
+from coldbrew.backends.worker_client import WorkerClient, WorkerConnectionError
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 from coldbrew.worker.zygote import THREAD_ENV
 
@@ -336,7 +336,7 @@ class LocalBackend:
                 fields = {
                     "model_dir": spec.model_dir,
                     "socket_path": socket_path,
-                    "max_concurrency": spec.max_concurrency,
+                    "max_concurrency": spec.environment_concurrency,
                     "env": spec.env,
                 }
                 try:
@@ -356,7 +356,7 @@ class LocalBackend:
                     "--status-fd",
                     str(write_fd),
                     "--max-concurrency",
-                    str(spec.max_concurrency),
+                    str(spec.environment_concurrency),
                     pass_fds=(write_fd,),
                     env=self._base_env(spec),
                     stdin=asyncio.subprocess.DEVNULL,

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from coldbrew.backends.base import WorkerProcess
-from coldbrew.serving.worker_client import WorkerClient
+from coldbrew.backends.worker_client import WorkerClient
 
 _ids = itertools.count(1)
 

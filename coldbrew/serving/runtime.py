@@ -36,7 +36,7 @@ from coldbrew.serving.invocation import (
     InvocationResult,
 )
 from coldbrew.serving.pool import PoolConfig, VariantPool
-from coldbrew.serving.worker_client import WorkerConnectionError, WorkerResponse
+from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.worker.runtimes import detect_runtime
 from coldbrew.worker.zygote import THREAD_ENV
 
@@ -445,7 +445,7 @@ def _worker_spec(variant: VariantSpec, model_dir: str, runtime: str, config: Poo
     return WorkerSpec(
         model_dir=model_dir,
         memory_mb=config.memory_mb,
-        max_concurrency=config.env_capacity,
+        environment_concurrency=config.env_capacity,
         env=env,
         command=command,
         runtime=runtime,
