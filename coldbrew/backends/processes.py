@@ -1,0 +1,159 @@
+"""The worker processes of the local backend, as serving sees them (``WorkerProcess``).
+
+Both kinds, a fresh interpreter (our child) and one forked by a zygote (not our child), may be
+held to their memory size by a cgroup and are measured by their resident memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+
+import psutil
+
+from coldbrew.backends.cgroups import WorkerCgroup
+from coldbrew.worker.zygote import THREAD_ENV
+
+
+def rss(pid: int, children: bool = True) -> int:
+    """Resident memory of ``pid`` (and of its descendants); 0 once it is gone."""
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        if children:
+            for child in process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+        return int(total)
+    except psutil.Error:
+        return 0
+
+
+def child_env(model_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every process the backend starts: ours, numerical thread pools pinned
+    to one thread unless the caller chose otherwise (as in the zygote, so both kinds of worker
+    behave alike), then the model's own variables."""
+    env = dict(os.environ)
+    for name in THREAD_ENV:
+        env.setdefault(name, "1")
+    env.update(model_env)
+    return env
+
+
+async def kill(process: asyncio.subprocess.Process | None, pid: int) -> None:
+    """SIGKILL a worker that is not ready: our child ``process``, else the forked ``pid``."""
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+    elif pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class CgroupLimited:
+    """What both kinds of worker share: the memory cgroup that may limit them."""
+
+    cgroup: WorkerCgroup | None = None
+    pid: int
+    counts_children = False
+    """Only a user's own server may start processes of its own; scanning for children of
+    coldbrew's workers would cost the watchdog a walk over every process, for nothing."""
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker (and of what it started, for a user's server)."""
+        return rss(self.pid, children=self.counts_children)
+
+    @property
+    def memory_enforced(self) -> bool:
+        return self.cgroup is not None
+
+    def oom_killed(self) -> bool:
+        return self.cgroup is not None and self.cgroup.oom_killed()
+
+    def _release_cgroup(self) -> None:
+        if self.cgroup is not None:
+            self.cgroup.remove()
+
+
+class SpawnedWorker(CgroupLimited):
+    """A worker started as a fresh interpreter (or a user's server): a child of the gateway."""
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        socket_path: str | None,
+        setup_ms: float,
+        address: str | None = None,
+    ) -> None:
+        self.process = process
+        self.pid = process.pid
+        self.address = address or f"unix:{socket_path}"
+        self.socket_path = socket_path
+        self.setup_ms = setup_ms
+        self.forked = False
+
+    def is_alive(self) -> bool:
+        return self.process.returncode is None
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+        if self.socket_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+        self._release_cgroup()
+
+
+class ForkedWorker(CgroupLimited):
+    """A worker forked by the zygote: not our child, so its exit is followed through a pidfd."""
+
+    def __init__(self, pid: int, socket_path: str, setup_ms: float) -> None:
+        self.pid = pid
+        self.address = f"unix:{socket_path}"
+        self.socket_path = socket_path
+        self.setup_ms = setup_ms
+        self.forked = True
+        self._exited = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        try:
+            self._pidfd: int | None = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._pidfd = None
+            self._exited.set()
+            return
+        self._loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        if self._pidfd is not None:
+            self._loop.remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+        self._exited.set()
+
+    def is_alive(self) -> bool:
+        return not self._exited.is_set()
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        if self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self._exited.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                await self._exited.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        self._release_cgroup()

@@ -1,0 +1,84 @@
+"""A user's own server (``exec:`` images) as an execution environment.
+
+It must answer ``GET /ping`` and ``POST /invocations`` on ``SAGEMAKER_BIND_TO_PORT``, as a
+SageMaker container does; it starts in the model directory. Unlike coldbrew's workers it reports
+nothing on a pipe, so it is ready once ``/ping`` answers 200.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import socket
+import time
+
+from coldbrew.backends.base import WorkerSpec, WorkerStartError
+from coldbrew.backends.cgroups import MemoryCgroups
+from coldbrew.backends.processes import SpawnedWorker, child_env, kill
+from coldbrew.backends.worker_client import WorkerClient, WorkerConnectionError
+
+
+async def start_user_server(
+    spec: WorkerSpec, command: str, cgroups: MemoryCgroups | None, startup_timeout_s: float
+) -> SpawnedWorker:
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise WorkerStartError(f"The serve command {command!r} cannot be parsed: {exc}.") from None
+    if not argv:
+        raise WorkerStartError("The serve command is empty: use Image 'exec:COMMAND ARGS'.")
+    port = _free_port()
+    env = child_env(spec.env)
+    env.update(
+        SAGEMAKER_BIND_TO_PORT=str(port), SM_MODEL_DIR=spec.model_dir, COLDBREW_MODEL_DIR=spec.model_dir
+    )
+    started = time.perf_counter()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=env,
+            cwd=spec.model_dir or None,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+    except OSError as exc:
+        raise WorkerStartError(
+            f"The serve command {argv[0]!r} could not be started: {exc.strerror or exc}."
+        ) from None
+    cgroup = cgroups.attach(process.pid, spec.memory_mb) if cgroups is not None and spec.memory_mb else None
+    address = f"http://127.0.0.1:{port}"
+    client = WorkerClient(address)
+    deadline = time.monotonic() + startup_timeout_s
+    try:
+        while True:
+            if process.returncode is not None:
+                raise WorkerStartError(
+                    f"The serve command exited with status {process.returncode} before answering /ping "
+                    f"on port {port}."
+                )
+            with contextlib.suppress(WorkerConnectionError, OSError):
+                if (await client.request("GET", "/ping", {})).status == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise WorkerStartError(
+                    f"The serve command did not answer GET /ping with 200 on port {port} within "
+                    f"{startup_timeout_s:.0f} s."
+                )
+            await asyncio.sleep(0.02)
+    except WorkerStartError:
+        await kill(process, process.pid)
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    finally:
+        await client.aclose()
+    worker = SpawnedWorker(process, None, (time.perf_counter() - started) * 1000, address=address)
+    worker.cgroup = cgroup
+    worker.counts_children = True
+    return worker
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

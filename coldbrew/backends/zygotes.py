@@ -1,0 +1,188 @@
+"""Zygotes: one pre-importing process per runtime that forks workers, and their supervision.
+
+A runtime's zygote is started the first time a model of that runtime cold-starts (the eager
+runtimes at once), in the background, and restarted if it dies. One that fails to start is not
+retried: whatever stopped it (a preload that starts threads) would again; its runtime's workers
+then start as fresh interpreters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from coldbrew.backends.processes import child_env, rss
+from coldbrew.backends.status import read_status
+
+log = logging.getLogger("coldbrew.backends")
+
+
+class Zygote:
+    """The zygote process, started by the gateway, restarted by it if it dies."""
+
+    def __init__(self, process: asyncio.subprocess.Process, socket_path: str, modules: list[str]) -> None:
+        self.process = process
+        self.socket_path = socket_path
+        self.modules = modules
+
+    def is_alive(self) -> bool:
+        return self.process.returncode is None
+
+    def rss_bytes(self) -> int:
+        return rss(self.process.pid, children=False)
+
+    async def fork(self, fields: dict[str, Any], status_fd: int) -> int:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, self.socket_path)
+            socket.send_fds(sock, [json.dumps({"config": fields}).encode()], [status_fd])
+            reply = await loop.sock_recv(sock, 65536)
+        answer = json.loads(reply) if reply else {"error": "the zygote closed the connection"}
+        if "pid" not in answer:
+            raise OSError(answer.get("error", "the zygote refused"))
+        return int(answer["pid"])
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), 3)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+class Zygotes:
+    """Keeps a zygote running for every runtime in use."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        preload: Mapping[str, Sequence[str]],
+        startup_timeout_s: float,
+        enabled: bool = True,
+        eager_runtimes: Sequence[str] = (),
+    ) -> None:
+        self.run_dir = run_dir
+        self.preload = dict(preload)
+        self.startup_timeout_s = startup_timeout_s
+        self.enabled = enabled
+        self.wanted: set[str] = set(eager_runtimes) if enabled else set()
+        self.running: dict[str, Zygote] = {}
+        self.restarts = 0
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._failed: set[str] = set()
+        self._ids = itertools.count()
+
+    def maintain(self) -> None:
+        """Start (or restart) the zygote of every runtime in use."""
+        for runtime in sorted(self.wanted):
+            self.ensure(runtime)
+
+    def ready(self, runtime: str) -> Zygote | None:
+        """The runtime's zygote if it runs; else None, and it is started for the next cold start."""
+        zygote = self.running.get(runtime)
+        if zygote is not None and zygote.is_alive():
+            return zygote
+        self.ensure(runtime)
+        return None
+
+    def rss_bytes(self) -> int:
+        """Memory held by the zygotes themselves."""
+        return sum(z.rss_bytes() for z in self.running.values() if z.is_alive())
+
+    def ensure(self, runtime: str) -> None:
+        """Start the runtime's zygote in the background unless it runs or is starting."""
+        if not self.enabled or runtime not in self.preload or runtime in self._failed:
+            return
+        self.wanted.add(runtime)
+        current = self.running.get(runtime)
+        if current is not None and current.is_alive():
+            return
+        starting = self._starting.get(runtime)
+        if starting is not None and not starting.done():
+            return
+        if current is not None:
+            log.warning(
+                "the %s zygote exited with status %s; restarting it", runtime, current.process.returncode
+            )
+            self.restarts += 1
+            del self.running[runtime]
+        self._starting[runtime] = asyncio.create_task(self._start(runtime))
+
+    async def wait(self, timeout: float, runtime: str = "sklearn") -> bool:
+        """Whether the runtime's zygote runs, once one that is starting is ready (or ``timeout``)."""
+        starting = self._starting.get(runtime)
+        if starting is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(starting), timeout)
+        zygote = self.running.get(runtime)
+        return zygote is not None and zygote.is_alive()
+
+    async def _start(self, runtime: str) -> None:
+        socket_path = str(self.run_dir / f"zygote-{runtime}-{next(self._ids)}.sock")
+        read_fd, write_fd = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "coldbrew.worker.zygote",
+                "--socket",
+                socket_path,
+                "--status-fd",
+                str(write_fd),
+                "--preload",
+                ",".join(self.preload[runtime]),
+                pass_fds=(write_fd,),
+                env=child_env({}),
+                stdin=asyncio.subprocess.DEVNULL,
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            status = await asyncio.wait_for(read_status(read_fd), self.startup_timeout_s)
+        except TimeoutError:
+            status = {"ready": False, "error": "timed out"}
+        finally:
+            os.close(read_fd)
+        if not status.get("ready"):
+            log.warning(
+                "the %s zygote did not start (%s); its workers start as fresh interpreters",
+                runtime,
+                status.get("error"),
+            )
+            self.wanted.discard(runtime)
+            self._failed.add(runtime)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            return
+        reported = status.get("modules")
+        modules = [str(m) for m in reported] if isinstance(reported, list) else []
+        self.running[runtime] = Zygote(process, socket_path, modules)
+        log.info(
+            "%s zygote %d ready in %s ms with %s",
+            runtime,
+            process.pid,
+            status.get("setup_ms"),
+            ", ".join(modules),
+        )
+
+    async def close(self) -> None:
+        for task in self._starting.values():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await asyncio.gather(*(z.stop() for z in self.running.values()), return_exceptions=True)
