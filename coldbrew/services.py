@@ -13,7 +13,7 @@ from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
 from coldbrew.demo import deploy_demo
 from coldbrew.metering.meter import Meter
-from coldbrew.serving.runtime import Serving
+from coldbrew.serving.service import Serving
 from coldbrew.settings import Settings
 
 log = logging.getLogger("coldbrew")

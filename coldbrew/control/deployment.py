@@ -7,8 +7,20 @@ brings back exactly what was deployed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
+
+from coldbrew.serving.errors import DeployError
+from coldbrew.serving.targets import (
+    ContainerTarget,
+    EndpointSettings,
+    EndpointTarget,
+    InstancesTarget,
+    ServerlessTarget,
+    VariantTarget,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,52 @@ class Deployment:
     def from_json(cls, data: dict[str, Any]) -> Deployment:
         return cls(config_name=data["ConfigName"], config=data["Config"], models=data["Models"])
 
+    def settings_errors(self) -> list[str]:
+        """Why the models' coldbrew settings (``COLDBREW_*`` in their Environment) are invalid, if they are."""
+        errors = []
+        for variant in self.variants:
+            try:
+                EndpointSettings.from_environment(variant.container.get("Environment") or {})
+            except ValueError as exc:
+                errors.append(f"Model {variant.model_name}: {exc}")
+        return errors
+
+    def target(self, endpoint: str, summaries: list[dict[str, Any]] | None = None) -> EndpointTarget:
+        """What serving runs for ``endpoint``, with the desired weights and capacities of
+        ``summaries`` (UpdateEndpointWeightsAndCapacities) over the config's own."""
+        by_name = {s["VariantName"]: s for s in summaries or []}
+        variants = []
+        for variant in self.variants:
+            summary = by_name.get(variant.name, {})
+            container = variant.container
+            environment = {k: str(v) for k, v in (container.get("Environment") or {}).items()}
+            serverless = instances = None
+            if variant.serverless is not None:
+                config = summary.get("DesiredServerlessConfig", variant.serverless)
+                serverless = ServerlessTarget(
+                    memory_mb=int(config["MemorySizeInMB"]),
+                    max_concurrency=int(config["MaxConcurrency"]),
+                    provisioned_concurrency=int(config.get("ProvisionedConcurrency", 0)),
+                )
+            else:
+                count = summary.get("DesiredInstanceCount", variant.instance_count or 1)
+                instances = InstancesTarget(instance_type=variant.instance_type or "", count=int(count))
+            variants.append(
+                VariantTarget(
+                    name=variant.name,
+                    model_name=variant.model_name,
+                    weight=float(summary.get("DesiredWeight", variant.weight)),
+                    container=ContainerTarget(
+                        image=container.get("Image") or None, environment=environment, model_data=container
+                    ),
+                    settings=_settings(variant.model_name, environment),
+                    serverless=serverless,
+                    instances=instances,
+                )
+            )
+        fingerprint = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+        return EndpointTarget(endpoint, self.config_name, tuple(variants), fingerprint)
+
     @property
     def variants(self) -> list[VariantSpec]:
         result = []
@@ -66,6 +124,13 @@ class Deployment:
                 )
             )
         return result
+
+
+def _settings(model_name: str, environment: dict[str, str]) -> EndpointSettings:
+    try:
+        return EndpointSettings.from_environment(environment)
+    except ValueError as exc:  # stored before CreateEndpoint validated it
+        raise DeployError(f"Model {model_name}: {exc}") from None
 
 
 def variant_summaries(deployment: Deployment, current: bool) -> list[dict[str, Any]]:

@@ -16,19 +16,15 @@ from typing import Any, Protocol
 
 from coldbrew.control.deployment import Deployment, mark_current, variant_summaries
 from coldbrew.control.store import Store, dumps, loads
+from coldbrew.serving.errors import DeployError
+from coldbrew.serving.targets import EndpointTarget
 
 log = logging.getLogger("coldbrew.control")
 
 
-class DeployError(Exception):
-    """A deployment failed for a reason the user can act on; ``str()`` becomes FailureReason."""
-
-
 class Deployer(Protocol):
-    def deploy(
-        self, endpoint: str, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool
-    ) -> None:
-        """Make ``endpoint`` serve ``deployment`` with the weights and capacities in ``variants``.
+    def deploy(self, target: EndpointTarget, *, verify: bool) -> None:
+        """Make ``target.endpoint`` serve ``target``; raises DeployError with a FailureReason.
 
         Blocks until the new variants can take traffic. ``verify`` asks for proof that the models
         load (False when restoring endpoints that were already InService before a restart).
@@ -82,11 +78,17 @@ class Reconciler:
 
     def _run(self, name_key: str, restoring: bool) -> None:
         while True:
+            generation: list[int] = []
             try:
-                self._reconcile(name_key, restoring)
+                self._reconcile(name_key, restoring, generation)
             except Exception:
                 log.exception("reconciling endpoint %s failed unexpectedly", name_key)
-                self._fail(name_key, None, "Internal error while deploying; see the coldbrew server log.")
+                # Only the generation this pass read may be failed: a newer update or a delete
+                # that arrived meanwhile is reconciled on its own (the endpoint is dirty).
+                if generation:
+                    self._fail(
+                        name_key, generation[0], "Internal error while deploying; see the coldbrew server log."
+                    )
             restoring = False
             with self._lock:
                 if name_key in self._dirty and not self._stopped:
@@ -97,12 +99,13 @@ class Reconciler:
                 self._idle.notify_all()
                 return
 
-    def _reconcile(self, name_key: str, restoring: bool) -> None:
+    def _reconcile(self, name_key: str, restoring: bool, generation_read: list[int]) -> None:
         row = self.store.query_one("SELECT * FROM endpoints WHERE name_key = ?", [name_key])
         if row is None:
             self.deployer.undeploy(name_key)
             return
         status, generation = row["status"], row["generation"]
+        generation_read.append(generation)
         if status == "Deleting":
             self.deployer.undeploy(name_key)
             with self.store.transaction() as conn:
@@ -128,7 +131,7 @@ class Reconciler:
             pending = Deployment.from_json(loads(row["pending_deployment"]))
             new_variants = variant_summaries(pending, current=False)
             try:
-                self.deployer.deploy(name_key, pending, new_variants, verify=True)
+                self.deployer.deploy(pending.target(row["name"], new_variants), verify=True)
             except DeployError as exc:
                 log.warning("update of endpoint %s failed: %s", row["name"], exc)
                 reason = (
@@ -149,7 +152,7 @@ class Reconciler:
     ) -> None:
         name_key, generation = row["name_key"], row["generation"]
         try:
-            self.deployer.deploy(name_key, deployment, variants, verify=verify)
+            self.deployer.deploy(deployment.target(row["name"], variants), verify=verify)
         except DeployError as exc:
             log.warning("endpoint %s failed: %s", row["name"], exc)
             self._fail(name_key, generation, str(exc))
@@ -189,14 +192,14 @@ class Reconciler:
                 [*params, name_key, generation],
             )
 
-    def _fail(self, name_key: str, generation: int | None, reason: str) -> None:
-        self.deployer.undeploy(name_key)
-        sql = "UPDATE endpoints SET status = 'Failed', failure_reason = ?, modified_at = ? WHERE name_key = ?"
-        params: list[Any] = [reason, time.time(), name_key]
-        if generation is not None:
-            sql += " AND generation = ?"
-            params.append(generation)
-        else:
-            sql += " AND status != 'Deleting'"
+    def _fail(self, name_key: str, generation: int, reason: str) -> None:
+        """Mark the endpoint Failed if it is still at ``generation``; a newer update or delete that
+        arrived meanwhile is left alone (its own pass reconciles it)."""
         with self.store.transaction() as conn:
-            conn.execute(sql, params)
+            failed = conn.execute(
+                "UPDATE endpoints SET status = 'Failed', failure_reason = ?, modified_at = ? "
+                "WHERE name_key = ? AND generation = ?",
+                [reason, time.time(), name_key, generation],
+            ).rowcount
+        if failed:
+            self.deployer.undeploy(name_key)

@@ -245,7 +245,11 @@ class ControlPlane:
         for variant in config["ProductionVariants"]:
             model_row = self._row(ctx, arns.MODEL, variant["ModelName"])
             models[variant["ModelName"].lower()] = loads(model_row["spec"])
-        return Deployment(config_name=config_row["name"], config=config, models=models)
+        deployment = Deployment(config_name=config_row["name"], config=config, models=models)
+        errors = deployment.settings_errors()
+        if errors:
+            raise ValidationException("; ".join(errors))
+        return deployment
 
     def create_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         deployment = self._snapshot(ctx, request["EndpointConfigName"])

@@ -24,14 +24,14 @@ def create_app(settings: Settings) -> ASGIApp:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
     runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id, services.meter)
-    budget = services.serving.budget
+    core = services.serving.pools.core
     registry = registry_for(
         services.meter,
         MachineGauges(
             zygote_resident_bytes=services.backend.helper_rss_bytes,
-            memory_budget_mb=lambda: budget.budget_mb,
-            memory_budget_used_mb=lambda: budget.used_mb,
-            budget_evictions=lambda: budget.evictions,
+            memory_budget_mb=lambda: core.memory_budget_mb,
+            memory_budget_used_mb=lambda: core.used_mb,
+            budget_evictions=lambda: core.evictions,
         ),
     )
 

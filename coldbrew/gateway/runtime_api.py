@@ -15,7 +15,7 @@ from coldbrew.errors import ColdbrewError, InternalFailure, ModelError, Validati
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, Invocation
-from coldbrew.serving.runtime import Serving
+from coldbrew.serving.service import Serving
 
 log = logging.getLogger("coldbrew.gateway")
 
@@ -117,15 +117,15 @@ class RuntimeEndpoint:
         received, started = time.time(), time.perf_counter()
         metered = _Metered()
         try:
-            runtime = self.serving.runtime(name)
-            if runtime is None:
+            endpoint = self.serving.endpoint(name)
+            if endpoint is None:
                 raise await run_in_threadpool(self._not_serving, name)
             metered.endpoint = name.lower()
             # The variant is chosen here rather than in serving so that every record, an error's
             # too, names the variant and memory size it was for.
-            pool = runtime.choose(headers.get("x-amzn-sagemaker-target-variant"))
-            metered.variant, metered.memory_mb = pool.config.variant, pool.config.memory_mb
-            metered.serverless = pool.config.serverless
+            variant = endpoint.choose(headers.get("x-amzn-sagemaker-target-variant"))
+            metered.variant, metered.memory_mb = variant.name, variant.memory_mb
+            metered.serverless = variant.serverless
             declared = headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > PROVISIONED_MAX_PAYLOAD:
                 raise ValidationError(
@@ -140,9 +140,9 @@ class RuntimeEndpoint:
                 content_type=headers.get("content-type"),
                 accept=headers.get("accept"),
                 custom_attributes=headers.get(CUSTOM_ATTRIBUTES),
-                target_variant=pool.config.variant,
+                target_variant=variant.name,
             )
-            result = await self.serving.invoke(runtime, invocation)
+            result = await self.serving.invoke(variant, invocation)
         except ColdbrewError as error:
             response = runtime_error(error, request_id)
             self._record_error(metered, received, started, response, error)

@@ -1,42 +1,30 @@
-"""One execution environment: a started worker, the connection to it, and its bookkeeping."""
+"""One live execution environment: a started worker and the connection to it.
+
+Its scaling state (in flight, last used) is the scaling core's; this is only what it takes to reach
+the worker and what the client is told when coldbrew had to stop it.
+"""
 
 from __future__ import annotations
 
-import itertools
-import time
 from dataclasses import dataclass, field
 
 from coldbrew.backends.base import WorkerProcess
 from coldbrew.backends.worker_client import WorkerClient
 
-_ids = itertools.count(1)
-
 
 @dataclass(eq=False)
 class Environment:
+    id: int
+    """The scaling core's id for it."""
+    pool: int
     worker: WorkerProcess
     memory_mb: int
-    capacity: int
-    """Invocations it serves at once: 1 for serverless, several for a provisioned instance."""
     client: WorkerClient = field(init=False)
-    id: int = field(default_factory=lambda: next(_ids))
-    in_flight: int = 0
-    invocations: int = 0
-    last_used: float = field(default_factory=time.monotonic)
-    closing: bool = False
     stop_reason: str | None = None
     """Why coldbrew stopped this worker (memory limit, timeout), told to the caller it affected."""
 
     def __post_init__(self) -> None:
         self.client = WorkerClient(self.worker.address)
-
-    @property
-    def idle(self) -> bool:
-        return self.in_flight == 0
-
-    @property
-    def has_room(self) -> bool:
-        return self.in_flight < self.capacity and self.stop_reason is None
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -1,7 +1,7 @@
 """The event loop of the simulator: one variant's environments under a virtual clock.
 
-Decisions come from serving's own code: :func:`coldbrew.serving.admission.admit` for each
-arrival, and the variant's keep-alive policy (:mod:`coldbrew.serving.keepalive`) for releasing idle
+Decisions come from serving's own code: :func:`coldbrew.scaling.admission.admit` for each
+arrival, and the variant's keep-alive policy (:mod:`coldbrew.scaling.keepalive`) for releasing idle
 environments, so what the simulator predicts is what the live pool does:
 
 - an idle environment takes an arrival, most recently used first (the pool's ``_take_ready``);
@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from coldbrew.serving.admission import Admission, admit
-from coldbrew.serving.keepalive import KeepAlivePolicy
+from coldbrew.scaling.admission import Admission, admit
+from coldbrew.scaling.keepalive import KeepAlivePolicy
 from coldbrew.simulate.spec import DAY_S, SimulationSpec
 from coldbrew.simulate.traffic import day_traffic, latencies, trace_traffic
 
 
 def make_policy(name: str, idle_timeout_s: float) -> KeepAlivePolicy:
     """The live pool's policy by name (``keepalive.make_policy``), or FixedKeepAlive before it existed."""
-    from coldbrew.serving import keepalive
+    from coldbrew.scaling import keepalive
 
     factory = getattr(keepalive, "make_policy", None)
     if factory is not None:

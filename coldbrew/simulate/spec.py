@@ -120,7 +120,7 @@ class Latency(_Spec):
 
 class KeepAlive(_Spec):
     policy: str = "fixed"
-    """A name :func:`coldbrew.serving.keepalive.make_policy` knows ("fixed", "adaptive")."""
+    """A name :func:`coldbrew.scaling.keepalive.make_policy` knows ("fixed", "adaptive")."""
     idle_timeout_s: PositiveFloat = 300.0
 
 

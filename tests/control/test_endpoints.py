@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError, WaiterError
 
-from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
+from tests.support import ColdbrewServer, config_name, deploy_serverless, tar_gz, wait_for_status
 
 FAST = {"Delay": 0.1, "MaxAttempts": 600}
 
@@ -24,7 +24,7 @@ def test_serverless_endpoint_lifecycle(sm: Any, model_archive: tuple[Path, Any])
     sm.get_waiter("endpoint_in_service").wait(EndpointName="life", WaiterConfig=FAST)
     described = sm.describe_endpoint(EndpointName="life")
     assert described["EndpointArn"] == "arn:aws:sagemaker:us-east-1:123456789012:endpoint/life"
-    assert described["EndpointConfigName"] == "life"
+    assert described["EndpointConfigName"] == config_name("life")
     [variant] = described["ProductionVariants"]
     assert variant["VariantName"] == "AllTraffic"
     assert variant["CurrentWeight"] == 1.0
@@ -173,7 +173,7 @@ def test_update_to_a_broken_config_rolls_back(
     sm.update_endpoint(EndpointName="rollback", EndpointConfigName="rollback-bad")
     sm.get_waiter("endpoint_in_service").wait(EndpointName="rollback", WaiterConfig=FAST)
     described = sm.describe_endpoint(EndpointName="rollback")
-    assert described["EndpointConfigName"] == "rollback"
+    assert described["EndpointConfigName"] == config_name("rollback")
     assert "gone.tar.gz" in described["FailureReason"]
     assert "still serves rollback" in described["FailureReason"]
 

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from coldbrew.serving.admission import Admission, admit
-from coldbrew.serving.pool import PoolConfig
-from coldbrew.serving.runtime import threads_for
+from coldbrew.scaling.admission import Admission, admit
+from coldbrew.scaling.messages import PoolConfig
+from coldbrew.serving.sizing import threads_for
 
 
 @pytest.mark.parametrize(
@@ -34,9 +34,9 @@ def config(memory_mb: int, serverless: bool = True, capacity: int = 1) -> PoolCo
         variant="v",
         serverless=serverless,
         memory_mb=memory_mb,
-        max_envs=1,
-        min_envs=0,
-        env_capacity=capacity,
+        max_concurrency=capacity,
+        min_environments=0,
+        environment_concurrency=capacity,
         idle_timeout_s=1.0,
     )
 

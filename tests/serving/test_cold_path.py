@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.support import ColdbrewServer, deploy_serverless, wait_for_status, worker_pids
+from tests.support import ColdbrewServer, config_name, deploy_serverless, wait_for_status, worker_pids
 
 ROWS = [[0.01] * 10]
 
@@ -110,11 +110,28 @@ def test_keepalive_policy_per_endpoint(sm: Any, server: ColdbrewServer, scripted
         time.sleep(0.1)
     assert body["pid"] not in worker_pids(server)
 
-    deploy_serverless(
-        sm, "bad-policy", scripted_archive.as_uri(), environment={"COLDBREW_KEEPALIVE_POLICY": "forever"}
-    )
-    failed = wait_for_status(sm, "bad-policy", "Failed")
-    assert "accepted names: fixed, adaptive" in failed["FailureReason"]
+
+@pytest.mark.parametrize(
+    "key, value, accepted",
+    [
+        ("COLDBREW_KEEPALIVE_POLICY", "forever", "use one of fixed, adaptive"),
+        ("COLDBREW_IDLE_TIMEOUT_S", "soon", "a number of seconds greater than 0"),
+        ("COLDBREW_IDLE_TIMEOUT_S", "-5", "a number of seconds greater than 0"),
+    ],
+)
+def test_bad_endpoint_setting_fails_create_endpoint_naming_the_key(
+    sm: Any, scripted_archive: Path, key: str, value: str, accepted: str
+) -> None:
+    # Once silently replaced by the server's default; now refused before anything is deployed.
+    with pytest.raises(ClientError) as excinfo:
+        deploy_serverless(sm, "bad-setting", scripted_archive.as_uri(), environment={key: value})
+    error = excinfo.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert f"Model bad-setting: Environment variable {key}={value!r} is not valid: " in error["Message"]
+    assert accepted in error["Message"]
+    assert "bad-setting" not in {e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]}
+    sm.delete_endpoint_config(EndpointConfigName=config_name("bad-setting"))
+    sm.delete_model(ModelName="bad-setting")
 
 
 def test_model_that_stops_loading_fails_the_invocation_not_the_server(
@@ -127,9 +144,15 @@ def test_model_that_stops_loading_fails_the_invocation_not_the_server(
         "flaky-load",
         scripted_archive.as_uri(),
         max_concurrency=3,
-        environment={"FAIL_IF_EXISTS": str(marker)},
+        environment={"FAIL_IF_EXISTS": str(marker), "COLDBREW_IDLE_TIMEOUT_S": "0.5"},
     )
     wait_for_status(sm, "flaky-load", "InService")
+    # The worker that passed the load check serves first; once released, the variant is at zero.
+    warm_pid = call(runtime, "flaky-load")[0]["pid"]
+    deadline = time.monotonic() + 10
+    while warm_pid in worker_pids(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert warm_pid not in worker_pids(server)
     marker.touch()  # from now on every cold start fails to load the model
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(call, runtime, "flaky-load") for _ in range(3)]

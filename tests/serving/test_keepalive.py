@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from coldbrew.serving.keepalive import (
+from coldbrew.scaling.keepalive import (
     FixedKeepAlive,
     HybridHistogramKeepAlive,
     KeepAlivePolicy,

@@ -1,0 +1,718 @@
+"""The scaling core: every decision about execution environments, for every variant on a machine.
+
+``ScalingCore.handle(event, now)`` takes one event (an invocation arrived, an environment became
+ready or finished, time passed, ...) and returns the actions to carry out (start an environment,
+stop one, route a request, reject it). It does no I/O, reads no clock and draws no random numbers:
+the same events at the same times give the same actions. The live pools
+(:mod:`coldbrew.serving.pools`) carry the actions out with real workers on the real clock; the
+simulator (:mod:`coldbrew.simulate.engine`) carries them out under a virtual clock. Nothing else
+decides.
+
+The rules, per pool (one variant of one deployment):
+
+- **Admission** (:func:`coldbrew.scaling.admission.admit`): an arrival takes a free environment,
+  most recently used first (so the rest stay idle long enough to be released); otherwise, below
+  MaxConcurrency, it starts one (a cold start) or, if every environment the limit allows exists or
+  is starting, waits for the first one free; past MaxConcurrency it is throttled. A provisioned
+  instance takes requests beyond its concurrency (they queue on it, as on a container).
+- **Hedged cold starts**: waiting requests take environments in arrival order, so an environment
+  that frees up before a cold start is ready serves the request that started it; the new one
+  still joins the pool.
+- **Keep-alive** (:mod:`coldbrew.scaling.keepalive`): with no pre-warm window, an idle
+  environment beyond the pool's minimum is released once idle for ``keepalive_s``, oldest first.
+  With a pre-warm window, every environment beyond the minimum is released when the pool goes
+  idle, one is started ``prewarm_s`` later and kept to the end of the window.
+- **Minimum**: ProvisionedConcurrency environments and provisioned instances are started with the
+  pool and replaced when lost; a start that fails is retried after ``MINIMUM_RETRY_S``.
+- **Memory budget**: the MemorySizeInMB of the serverless environments that exist or are starting
+  stays within the machine's budget. A cold start that does not fit releases idle environments of
+  *other* pools, least recently used first and never below their minimum, and only if that makes
+  room; else it is throttled. A pre-warm only uses free room. A load check that does not fit
+  waits until an environment is stopped. Provisioned instances are outside the budget: they are
+  sized by their instance type and always on.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from coldbrew.scaling.admission import Admission, admit
+from coldbrew.scaling.keepalive import KeepAlivePolicy, make_policy
+from coldbrew.scaling.messages import (
+    Action,
+    Arrival,
+    Close,
+    Deploy,
+    Drained,
+    Event,
+    Finished,
+    Forget,
+    Lost,
+    PoolConfig,
+    Purpose,
+    Ready,
+    Reconfigure,
+    Reject,
+    RejectKind,
+    Route,
+    Start,
+    StartFailed,
+    Stop,
+    StopReason,
+    Tick,
+    Warmed,
+    WarmFailed,
+    Withdrawn,
+)
+
+MINIMUM_RETRY_S = 1.0
+"""After a minimum environment fails to start (or finds no room), wait this long before retrying."""
+
+
+@dataclass(slots=True, eq=False)
+class EnvironmentState:
+    id: int
+    pool: int
+    memory_mb: int
+    purpose: Purpose
+    started_at: float
+    ready: bool = False
+    in_flight: int = 0
+    invocations: int = 0
+    last_used: float = 0.0
+    for_request: int | None = None
+    """The request whose cold start this is, until it is served (by this one or another)."""
+
+
+@dataclass(slots=True)
+class PoolStats:
+    """Counters a pool's decisions add up, exported as metrics and reported by the simulator."""
+
+    cold_starts: int = 0
+    """Arrivals that started an environment for themselves."""
+    cold_served: int = 0
+    """Invocations served by the environment started for them (metered as cold starts)."""
+    hedged: int = 0
+    """Cold-starting invocations served by another environment that freed up first."""
+    environment_starts: int = 0
+    prewarms: int = 0
+    evicted: int = 0
+    """This pool's environments released for another pool's cold start."""
+    throttled: int = 0
+    released: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class PoolState:
+    id: int
+    config: PoolConfig
+    policy: KeepAlivePolicy
+    envs: dict[int, EnvironmentState] = field(default_factory=dict)
+    waiters: dict[int, None] = field(default_factory=dict)
+    """Requests waiting for an environment, in arrival order (a dict: ordered, O(1) removal)."""
+    dedicated: dict[int, int] = field(default_factory=dict)
+    """Waiting request -> the environment starting for it."""
+    in_flight: int = 0
+    idle_since: float | None = None
+    """When the pool finished its last invocation with nothing waiting; None while busy."""
+    prewarm_at: float | None = None
+    window_end: float | None = None
+    prewarmed: bool = False
+    closed: bool = False
+    deploying: bool = False
+    check_wanted: bool = False
+    check_passed: bool = False
+    minimum_retry_at: float | None = None
+    stats: PoolStats = field(default_factory=PoolStats)
+
+    @property
+    def budgeted(self) -> bool:
+        return self.config.serverless
+
+    def ready_count(self) -> int:
+        return sum(1 for e in self.envs.values() if e.ready)
+
+    def surplus(self) -> int:
+        return len(self.envs) - self.config.min_environments
+
+    def idle_envs(self) -> list[EnvironmentState]:
+        """Ready environments serving nothing, least recently used first."""
+        return sorted((e for e in self.envs.values() if e.ready and e.in_flight == 0), key=_last_used)
+
+
+def _last_used(env: EnvironmentState) -> float:
+    return env.last_used
+
+
+class ScalingCore:
+    """The state of every pool on one machine and the rules that change it (module docstring)."""
+
+    def __init__(self, memory_budget_mb: int) -> None:
+        self.memory_budget_mb = memory_budget_mb
+        self.used_mb = 0
+        self.evictions = 0
+        self.pools: dict[int, PoolState] = {}
+        self.envs: dict[int, EnvironmentState] = {}
+        self._pool_ids = itertools.count(1)
+        self._env_ids = itertools.count(1)
+        self._active: set[int] = set()
+        """Pools that may need a tick: they hold environments, a pre-warm or a minimum."""
+        self._waiting_for_room: dict[int, None] = {}
+        """Pools whose load check waits for room in the budget, in the order they asked."""
+        self._room_changed = False
+        """Memory was released or an environment became evictable: try the waiting load checks."""
+        self._hint = math.inf
+        self._handlers: dict[type, Callable[[Any, float, list[Action]], None]] = {
+            Deploy: self._deploy,
+            Reconfigure: self._reconfigure,
+            Close: self._close,
+            Forget: self._forget,
+            Arrival: self._arrival,
+            Withdrawn: self._withdrawn,
+            Ready: self._ready,
+            StartFailed: self._start_failed,
+            Finished: self._finished,
+            Lost: self._lost,
+            Tick: self._tick,
+        }
+
+    @property
+    def free_mb(self) -> int:
+        return self.memory_budget_mb - self.used_mb
+
+    # --- the interface -------------------------------------------------------------------------
+
+    def add_pool(self, config: PoolConfig) -> int:
+        """Register a pool; it starts nothing until ``Deploy``. Raises ValueError for a bad policy name."""
+        policy = make_policy(config.keepalive, config.idle_timeout_s)
+        pool = PoolState(next(self._pool_ids), config, policy)
+        self.pools[pool.id] = pool
+        return pool.id
+
+    def handle(self, event: Event, now: float) -> list[Action]:
+        """Apply one event at ``now`` and return the actions it calls for, in order."""
+        out: list[Action] = []
+        self._handlers[type(event)](event, now, out)
+        if self._room_changed:
+            self._room_changed = False
+            self._place_waiting_for_room(now, out)
+        return out
+
+    def next_wakeup(self) -> float:
+        """The earliest time a ``Tick`` may change something (``inf`` if none), from a full scan."""
+        self._hint = math.inf
+        wake = math.inf
+        for pool_id in list(self._active):
+            pool = self.pools.get(pool_id)
+            if pool is None or pool.closed:
+                self._active.discard(pool_id)
+                continue
+            at = self._pool_wakeup(pool)
+            if at == math.inf and not pool.envs and pool.config.min_environments == 0:
+                self._active.discard(pool_id)
+            wake = min(wake, at)
+        return wake
+
+    def take_wakeup_hint(self) -> float:
+        """The earliest deadline created since the last call (or ``next_wakeup``); cheap, for the
+        hot path: a driver keeps its timer at the minimum of this and its last full scan."""
+        hint, self._hint = self._hint, math.inf
+        return hint
+
+    # --- pool lifecycle ------------------------------------------------------------------------
+
+    def _deploy(self, event: Deploy, now: float, out: list[Action]) -> None:
+        pool = self.pools[event.pool]
+        pool.deploying = True
+        pool.check_wanted = event.check and pool.config.min_environments == 0
+        self._active.add(pool.id)
+        self._keep_minimum(pool, now, out)
+        if pool.check_wanted:
+            self._start_check(pool, now, out)
+        self._check_warmed(pool, out)
+
+    def _reconfigure(self, event: Reconfigure, now: float, out: list[Action]) -> None:
+        pool = self.pools.get(event.pool)
+        if pool is None:
+            return
+        old = pool.config
+        pool.config = event.config
+        if (old.keepalive, old.idle_timeout_s) != (event.config.keepalive, event.config.idle_timeout_s):
+            pool.policy = make_policy(event.config.keepalive, event.config.idle_timeout_s)
+            pool.prewarm_at = pool.window_end = None
+        self._active.add(pool.id)
+        self._keep_minimum(pool, now, out)
+        self._serve_waiters(pool, now, out)
+
+    def _close(self, event: Close, now: float, out: list[Action]) -> None:
+        pool = self.pools.get(event.pool)
+        if pool is None:
+            return
+        pool.closed = True
+        self._waiting_for_room.pop(pool.id, None)
+        for request in list(pool.waiters):
+            out.append(Reject(request, RejectKind.CLOSED, self._closed_message(pool)))
+        pool.waiters.clear()
+        pool.dedicated.clear()
+        for env in list(pool.envs.values()):
+            if env.ready and env.in_flight == 0:
+                self._stop(pool, env, StopReason.CLOSED, out)
+        self._drained_if_empty(pool, out)
+
+    def _forget(self, event: Forget, now: float, out: list[Action]) -> None:
+        pool = self.pools.get(event.pool)
+        if pool is None:
+            return
+        if not pool.closed:
+            self._close(Close(pool.id), now, out)
+        for env in list(pool.envs.values()):
+            self._stop(pool, env, StopReason.CLOSED, out)
+        self._drained_if_empty(pool, out)
+
+    def _drained_if_empty(self, pool: PoolState, out: list[Action]) -> None:
+        if pool.closed and not pool.envs and pool.id in self.pools:
+            del self.pools[pool.id]
+            self._active.discard(pool.id)
+            out.append(Drained(pool.id))
+
+    # --- invocations ---------------------------------------------------------------------------
+
+    def _arrival(self, event: Arrival, now: float, out: list[Action]) -> None:
+        pool = self.pools.get(event.pool)
+        if pool is None or pool.closed:
+            message = "The variant is being replaced; retry the request."
+            if pool is not None:
+                message = self._closed_message(pool)
+            out.append(Reject(event.request, RejectKind.CLOSED, message))
+            return
+        if pool.idle_since is not None:
+            pool.policy.on_arrival(now)
+            pool.idle_since = None
+            pool.prewarm_at = pool.window_end = None
+        config = pool.config
+        env = self._free_environment(pool)
+        if env is None and not config.serverless:
+            ready = [e for e in pool.envs.values() if e.ready]
+            if ready:
+                env = min(ready, key=lambda e: e.in_flight)
+        if env is not None:
+            env.in_flight += 1
+            pool.in_flight += 1
+            out.append(Route(event.request, env.id, cold=False))
+            return
+        ready = pool.ready_count()
+        starting = len(pool.envs) - ready
+        if config.serverless:
+            decision = admit(
+                idle=0,
+                live=ready,
+                starting=starting,
+                concurrent=pool.in_flight + len(pool.waiters),
+                max_concurrency=config.max_concurrency,
+            )
+        else:
+            full = ready + starting >= config.max_environments
+            decision = Admission.WAIT if full else Admission.COLD_START
+        if decision is Admission.THROTTLE:
+            pool.stats.throttled += 1
+            out.append(
+                Reject(
+                    event.request,
+                    RejectKind.THROTTLED,
+                    f"Endpoint {config.endpoint} variant {config.variant} is at its MaxConcurrency of "
+                    f"{config.max_concurrency}; retry with backoff or raise MaxConcurrency.",
+                )
+            )
+            return
+        if decision is Admission.COLD_START:
+            refusal = self._make_room(pool, now, out, evict=True)
+            if refusal is not None:
+                pool.stats.throttled += 1
+                out.append(Reject(event.request, RejectKind.THROTTLED, refusal))
+                return
+            env = self._new_environment(pool, Purpose.DEMAND, now, out)
+            env.for_request = event.request
+            pool.dedicated[event.request] = env.id
+            pool.stats.cold_starts += 1
+        pool.waiters[event.request] = None
+
+    def _withdrawn(self, event: Withdrawn, now: float, out: list[Action]) -> None:
+        pool = self.pools.get(event.pool)
+        if pool is None or event.request not in pool.waiters:
+            return
+        del pool.waiters[event.request]
+        env_id = pool.dedicated.pop(event.request, None)
+        if env_id is not None and env_id in pool.envs:
+            pool.envs[env_id].for_request = None  # it still joins the pool when ready
+        self._idle_if_quiet(pool, now, out)
+
+    def _ready(self, event: Ready, now: float, out: list[Action]) -> None:
+        env = self.envs.get(event.env)
+        if env is None:
+            return
+        pool = self.pools[env.pool]
+        env.ready = True
+        env.last_used = now
+        if pool.closed:
+            self._stop(pool, env, StopReason.CLOSED, out)
+            self._drained_if_empty(pool, out)
+            return
+        if env.purpose is Purpose.CHECK:
+            pool.check_passed = True
+        request = env.for_request
+        env.for_request = None
+        if request is not None and request in pool.waiters:
+            del pool.waiters[request]
+            del pool.dedicated[request]
+            env.in_flight = 1
+            pool.in_flight += 1
+            pool.stats.cold_served += 1
+            out.append(Route(request, env.id, cold=True))
+        self._hand_to_waiters(pool, env, out)
+        self._check_warmed(pool, out)
+        self._hint = min(self._hint, now + pool.policy.windows(now).keepalive_s)
+        self._room_changed = self._room_changed or (env.in_flight == 0 and bool(self._waiting_for_room))
+
+    def _start_failed(self, event: StartFailed, now: float, out: list[Action]) -> None:
+        env = self.envs.get(event.env)
+        if env is None:
+            return
+        pool = self.pools[env.pool]
+        self._remove(pool, env)
+        if pool.closed:
+            self._drained_if_empty(pool, out)
+            return
+        message = f"The model failed to load on a cold start: {event.reason}"
+        if env.for_request is not None and env.for_request in pool.waiters:
+            del pool.waiters[env.for_request]
+            pool.dedicated.pop(env.for_request, None)
+            out.append(Reject(env.for_request, RejectKind.LOAD_FAILED, message))
+        if not pool.envs:
+            # Nothing else is running or starting: whoever waits would wait for ever.
+            for request in pool.waiters:
+                out.append(Reject(request, RejectKind.LOAD_FAILED, message))
+            pool.waiters.clear()
+            pool.dedicated.clear()
+        if pool.deploying and env.purpose in (Purpose.MINIMUM, Purpose.CHECK):
+            pool.deploying = False
+            out.append(WarmFailed(pool.id, event.reason))
+        elif env.purpose is Purpose.MINIMUM:
+            pool.minimum_retry_at = now + MINIMUM_RETRY_S
+            self._hint = min(self._hint, pool.minimum_retry_at)
+        self._idle_if_quiet(pool, now, out)
+
+    def _finished(self, event: Finished, now: float, out: list[Action]) -> None:
+        env = self.envs.get(event.env)
+        if env is None:
+            return  # lost or stopped while the invocation ran
+        pool = self.pools[env.pool]
+        env.in_flight -= 1
+        env.invocations += 1
+        env.last_used = now
+        pool.in_flight -= 1
+        if pool.closed:
+            if env.in_flight == 0:
+                self._stop(pool, env, StopReason.CLOSED, out)
+                self._drained_if_empty(pool, out)
+            return
+        self._hand_to_waiters(pool, env, out)
+        self._idle_if_quiet(pool, now, out)
+        if env.in_flight == 0:
+            self._hint = min(self._hint, now + pool.policy.windows(now).keepalive_s)
+            # An idle environment can be evicted for a load check waiting for room.
+            self._room_changed = self._room_changed or bool(self._waiting_for_room)
+
+    def _lost(self, event: Lost, now: float, out: list[Action]) -> None:
+        env = self.envs.get(event.env)
+        if env is None:
+            return
+        pool = self.pools[env.pool]
+        pool.in_flight -= env.in_flight
+        self._remove(pool, env)
+        if pool.closed:
+            self._drained_if_empty(pool, out)
+            return
+        self._keep_minimum(pool, now, out)
+        self._serve_waiters(pool, now, out)
+        self._idle_if_quiet(pool, now, out)
+
+    # --- time ----------------------------------------------------------------------------------
+
+    def _tick(self, event: Tick, now: float, out: list[Action]) -> None:
+        for pool_id in list(self._active):
+            pool = self.pools.get(pool_id)
+            if pool is None or pool.closed:
+                continue
+            if pool.minimum_retry_at is not None and now >= pool.minimum_retry_at:
+                pool.minimum_retry_at = None
+                self._keep_minimum(pool, now, out)
+            if pool.config.serverless:
+                self._apply_keepalive(pool, now, out)
+
+    def _apply_keepalive(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        if pool.prewarm_at is not None and pool.window_end is not None:
+            if now >= pool.window_end:
+                pool.prewarm_at = pool.window_end = None
+                self._release_idle(pool, now, out, everything=True)
+            elif now >= pool.prewarm_at and not pool.prewarmed:
+                pool.prewarmed = True
+                if not pool.envs and self._make_room(pool, now, out, evict=False) is None:
+                    pool.stats.prewarms += 1
+                    self._new_environment(pool, Purpose.PREWARM, now, out)
+            return
+        self._release_idle(pool, now, out, everything=False)
+
+    def _release_idle(self, pool: PoolState, now: float, out: list[Action], everything: bool) -> None:
+        surplus = pool.surplus()
+        if surplus <= 0:
+            return
+        keepalive_s = pool.policy.windows(now).keepalive_s
+        for env in pool.idle_envs():
+            if surplus <= 0 or (not everything and env.last_used + keepalive_s > now):
+                break
+            pool.stats.released += 1
+            self._stop(pool, env, StopReason.IDLE, out)
+            surplus -= 1
+
+    def _pool_wakeup(self, pool: PoolState) -> float:
+        wake = math.inf if pool.minimum_retry_at is None else pool.minimum_retry_at
+        if not pool.config.serverless:
+            return wake
+        if pool.prewarm_at is not None and pool.window_end is not None:
+            at = pool.window_end if pool.prewarmed or pool.envs else pool.prewarm_at
+            return min(wake, at)
+        if pool.surplus() > 0:
+            idle = [e.last_used for e in pool.envs.values() if e.ready and e.in_flight == 0]
+            if idle:
+                wake = min(wake, min(idle) + pool.policy.windows(min(idle)).keepalive_s)
+        return wake
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _free_environment(self, pool: PoolState) -> EnvironmentState | None:
+        """The most recently used ready environment with room, if any."""
+        best: EnvironmentState | None = None
+        limit = pool.config.environment_concurrency
+        for env in pool.envs.values():
+            if env.ready and env.in_flight < limit and (best is None or env.last_used > best.last_used):
+                best = env
+        return best
+
+    def _hand_to_waiters(self, pool: PoolState, env: EnvironmentState, out: list[Action]) -> None:
+        limit = pool.config.environment_concurrency
+        while pool.waiters and env.in_flight < limit:
+            request = next(iter(pool.waiters))
+            del pool.waiters[request]
+            starting = pool.dedicated.pop(request, None)
+            if starting is not None and starting in pool.envs:
+                pool.envs[starting].for_request = None  # hedged: its start joins the pool idle
+                pool.stats.hedged += 1
+            env.in_flight += 1
+            pool.in_flight += 1
+            out.append(Route(request, env.id, cold=False))
+
+    def _serve_waiters(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        """Start environments for waiting requests that have none coming (after a loss or a
+        reconfiguration), within MaxConcurrency and the budget."""
+        starting = len(pool.envs) - pool.ready_count()
+        for request in list(pool.waiters):
+            if starting >= len(pool.waiters) or len(pool.envs) >= pool.config.max_environments:
+                return
+            if request in pool.dedicated:
+                continue
+            if self._make_room(pool, now, out, evict=True) is not None:
+                return
+            env = self._new_environment(pool, Purpose.DEMAND, now, out)
+            env.for_request = request
+            pool.dedicated[request] = env.id
+            pool.stats.cold_starts += 1
+            starting += 1
+
+    def _idle_if_quiet(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        if pool.idle_since is not None or pool.in_flight or pool.waiters or pool.closed:
+            return
+        pool.idle_since = now
+        pool.policy.on_idle(now)
+        if not pool.config.serverless:
+            return
+        windows = pool.policy.windows(now)
+        if windows.prewarm_s > 0:
+            self._release_idle(pool, now, out, everything=True)
+            pool.prewarm_at = now + windows.prewarm_s
+            pool.window_end = pool.prewarm_at + windows.keepalive_s
+            pool.prewarmed = False
+            self._active.add(pool.id)
+            self._hint = min(self._hint, pool.prewarm_at)
+
+    def _keep_minimum(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        missing = pool.config.min_environments - len(pool.envs)
+        for _ in range(max(0, missing)):
+            refusal = self._make_room(pool, now, out, evict=True)
+            if refusal is not None:
+                if pool.deploying:
+                    pool.deploying = False
+                    out.append(WarmFailed(pool.id, f"its ProvisionedConcurrency does not fit: {refusal}"))
+                else:
+                    pool.minimum_retry_at = now + MINIMUM_RETRY_S
+                    self._hint = min(self._hint, pool.minimum_retry_at)
+                return
+            self._new_environment(pool, Purpose.MINIMUM, now, out)
+
+    def _start_check(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        if pool.config.memory_mb > self.memory_budget_mb and pool.budgeted:
+            pool.deploying = False
+            out.append(WarmFailed(pool.id, f"no room to check that the model loads: {self._too_big(pool)}"))
+            return
+        if self._make_room(pool, now, out, evict=True) is not None:
+            self._waiting_for_room[pool.id] = None  # placed when an environment is stopped
+            return
+        self._new_environment(pool, Purpose.CHECK, now, out)
+
+    def _place_waiting_for_room(self, now: float, out: list[Action]) -> None:
+        for pool_id in list(self._waiting_for_room):
+            pool = self.pools.get(pool_id)
+            if pool is None or not pool.deploying:
+                del self._waiting_for_room[pool_id]
+                continue
+            if self._make_room(pool, now, out, evict=True) is not None:
+                return
+            del self._waiting_for_room[pool_id]
+            self._new_environment(pool, Purpose.CHECK, now, out)
+
+    def _check_warmed(self, pool: PoolState, out: list[Action]) -> None:
+        if not pool.deploying:
+            return
+        if pool.ready_count() < pool.config.min_environments:
+            return
+        if pool.check_wanted and not pool.check_passed:
+            return
+        pool.deploying = False
+        out.append(Warmed(pool.id))
+
+    def _new_environment(
+        self, pool: PoolState, purpose: Purpose, now: float, out: list[Action]
+    ) -> EnvironmentState:
+        """Add a starting environment (its memory already reserved) and ask for its start."""
+        env = EnvironmentState(next(self._env_ids), pool.id, pool.config.memory_mb, purpose, now, last_used=now)
+        pool.envs[env.id] = env
+        self.envs[env.id] = env
+        pool.stats.environment_starts += 1
+        self._active.add(pool.id)
+        out.append(Start(env.id, pool.id, purpose))
+        return env
+
+    def _make_room(self, pool: PoolState, now: float, out: list[Action], evict: bool) -> str | None:
+        """Reserve one environment's memory for ``pool``; None if done, else why it does not fit."""
+        if not pool.budgeted:
+            return None
+        need = pool.config.memory_mb
+        if need > self.memory_budget_mb:
+            return self._too_big(pool)
+        if need > self.free_mb:
+            victims = self._eviction_candidates(pool, need - self.free_mb) if evict else None
+            if victims is None:
+                return (
+                    f"The machine's memory budget of {self.memory_budget_mb} MB is held by busy "
+                    "environments; retry with backoff, or raise COLDBREW_MEMORY_BUDGET_MB."
+                )
+            for owner, victim in victims:
+                self.evictions += 1
+                owner.stats.evicted += 1
+                self._stop(owner, victim, StopReason.EVICTED, out)
+        self.used_mb += need
+        return None
+
+    def _too_big(self, pool: PoolState) -> str:
+        return (
+            f"MemorySizeInMB {pool.config.memory_mb} is larger than this machine's memory budget of "
+            f"{self.memory_budget_mb} MB (COLDBREW_MEMORY_BUDGET_MB)."
+        )
+
+    def _eviction_candidates(
+        self, requester: PoolState, needed_mb: int
+    ) -> list[tuple[PoolState, EnvironmentState]] | None:
+        """Idle environments of other pools to release, least recently used first, freeing at least
+        ``needed_mb``; None if all of them together would not."""
+        candidates: list[tuple[float, int, PoolState, EnvironmentState]] = []
+        for pool_id in self._active:
+            pool = self.pools.get(pool_id)
+            if pool is None or pool is requester or not pool.budgeted:
+                continue
+            for env in pool.idle_envs()[: max(0, pool.surplus())]:
+                candidates.append((env.last_used, env.id, pool, env))
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        chosen: list[tuple[PoolState, EnvironmentState]] = []
+        freed = 0
+        for _, _, pool, env in candidates:
+            if freed >= needed_mb:
+                break
+            chosen.append((pool, env))
+            freed += env.memory_mb
+        return chosen if freed >= needed_mb else None
+
+    def _stop(self, pool: PoolState, env: EnvironmentState, reason: StopReason, out: list[Action]) -> None:
+        pool.in_flight -= env.in_flight
+        self._remove(pool, env)
+        out.append(Stop(env.id, reason))
+
+    def _remove(self, pool: PoolState, env: EnvironmentState) -> None:
+        pool.envs.pop(env.id, None)
+        self.envs.pop(env.id, None)
+        if pool.budgeted:
+            self.used_mb -= env.memory_mb
+            self._room_changed = True
+
+    @staticmethod
+    def _closed_message(pool: PoolState) -> str:
+        return f"Variant {pool.config.variant} is being replaced; retry the request."
+
+    # --- for the simulator: reuse of a day's end state ------------------------------------------
+
+    def snapshot(self) -> ScalingCore:
+        """A deep copy (the simulator keeps one per distinct simulated day)."""
+        clone = copy.copy(self)
+        state = copy.deepcopy({k: v for k, v in vars(self).items() if k != "_handlers"})
+        vars(clone).update(state)
+        clone._handlers = {kind: getattr(clone, method.__name__) for kind, method in self._handlers.items()}
+        return clone
+
+    def shift(self, delta: float) -> None:
+        """Move every time the state holds ``delta`` later."""
+        for pool in self.pools.values():
+            for name in ("idle_since", "prewarm_at", "window_end", "minimum_retry_at"):
+                value = getattr(pool, name)
+                if value is not None:
+                    setattr(pool, name, value + delta)
+            for env in pool.envs.values():
+                env.started_at += delta
+                env.last_used += delta
+
+    def state_key(self, at: float) -> tuple[object, ...]:
+        """The state relative to ``at``: equal keys evolve alike under equal (stateless-policy) events."""
+
+        def rel(x: float | None) -> float | None:
+            return None if x is None else round(x - at, 6)
+
+        def pools() -> Iterator[tuple[object, ...]]:
+            for pool in self.pools.values():
+                yield (
+                    pool.id,
+                    tuple(
+                        (e.ready, e.in_flight, rel(e.last_used), e.purpose, e.for_request is not None)
+                        for e in pool.envs.values()
+                    ),
+                    len(pool.waiters),
+                    pool.in_flight,
+                    rel(pool.idle_since),
+                    rel(pool.prewarm_at),
+                    rel(pool.window_end),
+                    pool.prewarmed,
+                    rel(pool.minimum_retry_at),
+                )
+
+        return (self.used_mb, tuple(pools()))

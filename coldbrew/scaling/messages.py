@@ -1,0 +1,215 @@
+"""The scaling core's vocabulary: the configuration of a pool, the events it is told and the
+actions it answers with.
+
+Every message is a small frozen value. Environments, pools and requests are named by integers: the
+core numbers pools and environments itself, and callers number their requests. Times are seconds
+on whatever clock the caller drives the core with (``time.monotonic()`` live, virtual in the
+simulator).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PoolConfig:
+    """How one variant of one deployment scales: what the core needs to decide, nothing more."""
+
+    endpoint: str
+    variant: str
+    serverless: bool
+    memory_mb: int
+    """Serverless: MemorySizeInMB. Provisioned: the instance type's memory."""
+    max_concurrency: int
+    """Serverless: MaxConcurrency, the most invocations served or waiting at once (past it, throttled).
+    Provisioned: instance count times ``environment_concurrency``; past it requests queue on the
+    instances, as they would on a container."""
+    min_environments: int
+    """Kept warm at all times: ProvisionedConcurrency, or every provisioned instance."""
+    environment_concurrency: int = 1
+    """Invocations one environment serves at once: 1 for serverless, several for an instance."""
+    idle_timeout_s: float = 300.0
+    keepalive: str = "fixed"
+    """Keep-alive policy name (:func:`coldbrew.scaling.keepalive.make_policy`)."""
+
+    @property
+    def max_environments(self) -> int:
+        return max(1, math.ceil(self.max_concurrency / self.environment_concurrency))
+
+
+class Purpose(Enum):
+    """Why an environment was started."""
+
+    DEMAND = "demand"
+    """A cold start for an invocation that found no free environment."""
+    PREWARM = "prewarm"
+    """The keep-alive policy expects an invocation soon."""
+    MINIMUM = "minimum"
+    """ProvisionedConcurrency or a provisioned instance: kept warm at all times."""
+    CHECK = "check"
+    """Proof that a scale-to-zero variant's model loads before its endpoint goes InService; the
+    environment then stays as the variant's first warm one until the keep-alive releases it."""
+
+
+# --- events: what the caller tells the core -----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    """Bring a new pool to service: start its minimum environments and, with ``check``, one more
+    for a scale-to-zero variant to prove the model loads. Answered by ``Warmed`` or ``WarmFailed``."""
+
+    pool: int
+    check: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reconfigure:
+    pool: int
+    config: PoolConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Take no more invocations; stop each environment once it is idle; ``Drained`` when none is left."""
+
+    pool: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Stop every environment of the pool now, busy or not (a drain that ran out of time)."""
+
+    pool: int
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    pool: int
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawn:
+    """A waiting request was given up by its client before it got an environment."""
+
+    pool: int
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """An environment the core asked for has started and answers."""
+
+    env: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartFailed:
+    env: int
+    reason: str
+    """The loader's error, fit for a FailureReason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An invocation routed to ``env`` is over (whatever its outcome); the environment still runs."""
+
+    env: int
+    request: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """An environment stopped without being asked to (it crashed, or was stopped for its memory or
+    a timeout). Invocations in flight on it are the caller's to fail."""
+
+    env: int
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Time has passed: apply the keep-alive (release, pre-warm) and keep minimums."""
+
+
+Event = Deploy | Reconfigure | Close | Forget | Arrival | Withdrawn | Ready | StartFailed | Finished | Lost | Tick
+
+
+# --- actions: what the core asks the caller to do -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Start an environment for ``pool``; answer with ``Ready(env)`` or ``StartFailed(env)``."""
+
+    env: int
+    pool: int
+    purpose: Purpose
+
+
+class StopReason(Enum):
+    IDLE = "idle"
+    """Released by the keep-alive policy."""
+    EVICTED = "evicted"
+    """Released to make room in the memory budget for another variant's cold start."""
+    CLOSED = "closed"
+    """Its pool was replaced or deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    env: int
+    reason: StopReason
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Send ``request`` to ``env``; ``cold`` if it waited for that environment's own start."""
+
+    request: int
+    env: int
+    cold: bool
+
+
+class RejectKind(Enum):
+    THROTTLED = "throttled"
+    """MaxConcurrency reached, or no room in the memory budget."""
+    LOAD_FAILED = "load_failed"
+    """The environment started for it failed to load the model."""
+    CLOSED = "closed"
+    """The pool is being replaced or deleted."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    request: int
+    kind: RejectKind
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Warmed:
+    """A deployed pool holds its minimum environments (and its load check passed): it may serve."""
+
+    pool: int
+
+
+@dataclass(frozen=True, slots=True)
+class WarmFailed:
+    pool: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drained:
+    """A closed pool has no environment left and is forgotten."""
+
+    pool: int
+
+
+Action = Start | Stop | Route | Reject | Warmed | WarmFailed | Drained

@@ -1,0 +1,84 @@
+"""One invocation through an environment: lease it, call the worker, translate what went wrong."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
+from coldbrew.errors import ModelError, ValidationError
+from coldbrew.serving.invocation import (
+    PROVISIONED_MAX_PAYLOAD,
+    SERVERLESS_MAX_PAYLOAD,
+    Invocation,
+    InvocationResult,
+)
+from coldbrew.serving.pools import Pools
+from coldbrew.serving.router import RoutedVariant
+
+MiB = 1024 * 1024
+
+
+async def invoke(
+    pools: Pools, variant: RoutedVariant, request: Invocation, timeout_s: float
+) -> InvocationResult:
+    limit = SERVERLESS_MAX_PAYLOAD if variant.serverless else PROVISIONED_MAX_PAYLOAD
+    if len(request.body) > limit:
+        raise ValidationError(
+            f"Request payload of {len(request.body)} bytes exceeds the {limit // MiB} MB limit of "
+            f"{'serverless' if variant.serverless else 'real-time'} endpoints."
+        )
+    lease = await pools.acquire(variant.pool)
+    env = lease.env
+    headers = {"Content-Type": request.content_type or "application/octet-stream"}
+    if request.accept:
+        headers["Accept"] = request.accept
+    if request.custom_attributes is not None:
+        headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
+    started = time.perf_counter()
+    try:
+        response = await asyncio.wait_for(
+            env.client.request("POST", "/invocations", headers, request.body), timeout_s
+        )
+    except TimeoutError:
+        env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
+        raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
+    except WorkerConnectionError:
+        if env.stop_reason is None and env.worker.oom_killed():
+            env.stop_reason = (
+                f"The model used more than its memory size of {variant.memory_mb} MB and its worker "
+                "was stopped; deploy it with a larger MemorySizeInMB."
+            )
+        if env.stop_reason is None:
+            env.stop_reason = "The model's worker process exited while handling this request; it is replaced."
+        raise ModelError(env.stop_reason, OriginalStatusCode=500, OriginalMessage=env.stop_reason) from None
+    finally:
+        pools.release(lease)
+    latency_us = int((time.perf_counter() - started) * 1_000_000)
+    if response.status >= 300:
+        raise model_error(response)
+    return InvocationResult(
+        body=response.body,
+        content_type=response.headers.get("content-type", "application/octet-stream"),
+        variant=variant.name,
+        custom_attributes=response.headers.get("x-amzn-sagemaker-custom-attributes"),
+        cold_start=lease.cold,
+        setup_ms=lease.setup_ms,
+        model_latency_us=latency_us,
+    )
+
+
+def model_error(response: WorkerResponse) -> ModelError:
+    """The worker answered with an error status: SageMaker's ModelError wording."""
+    text = response.body.decode(errors="replace")
+    try:
+        message = str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        message = text
+    kind = "client" if response.status < 500 else "server"
+    return ModelError(
+        f'Received {kind} error ({response.status}) from primary with message "{message}".',
+        OriginalStatusCode=response.status,
+        OriginalMessage=message,
+    )

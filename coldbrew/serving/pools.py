@@ -1,0 +1,335 @@
+"""The live side of the scaling core: carries out its actions with real workers on a real clock.
+
+:class:`Pools` owns the machine's :class:`~coldbrew.scaling.core.ScalingCore`. It tells the core
+what happens (an invocation arrives or finishes, a worker is ready, fails or dies, time passes)
+and does what the core answers: start a worker through the backend, stop one, hand an
+environment to a waiting invocation, reject one. It decides nothing itself.
+
+Everything runs on the gateway's event loop, so each event is handled atomically and no lock is
+needed (none is ever held across I/O). The clock is injectable and the timer optional, so tests
+can drive the same code under a virtual clock with a fake backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
+from coldbrew.errors import ModelError, ModelNotReadyException, ThrottlingException
+from coldbrew.scaling.core import ScalingCore
+from coldbrew.scaling.messages import (
+    Action,
+    Arrival,
+    Close,
+    Deploy,
+    Drained,
+    Event,
+    Finished,
+    Forget,
+    Lost,
+    PoolConfig,
+    Ready,
+    Reconfigure,
+    Reject,
+    RejectKind,
+    Route,
+    Start,
+    StartFailed,
+    Stop,
+    StopReason,
+    Tick,
+    Warmed,
+    WarmFailed,
+    Withdrawn,
+)
+from coldbrew.serving.environment import Environment
+from coldbrew.serving.errors import DeployError
+
+log = logging.getLogger("coldbrew.serving")
+
+CHECK_PATIENCE_S = 120.0
+"""How long a load check waits for room in the memory budget before the deploy fails."""
+
+_ROUTE_RETRIES = 3
+"""A request routed to a worker found dead is admitted again, at most this many times."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """An environment held for one invocation; ``cold`` if the invocation waited for its start."""
+
+    env: Environment
+    request: int
+    cold: bool
+    setup_ms: float
+
+
+class Pools:
+    def __init__(
+        self,
+        backend: Backend,
+        memory_budget_mb: int,
+        clock: Callable[[], float] = time.monotonic,
+        timer: bool = True,
+    ) -> None:
+        self.core = ScalingCore(memory_budget_mb)
+        self.backend = backend
+        self.clock = clock
+        self.specs: dict[int, WorkerSpec] = {}
+        self.environments: dict[int, Environment] = {}
+        self._requests = itertools.count(1)
+        self._pending: dict[int, asyncio.Future[Route | Reject]] = {}
+        self._warming: dict[int, asyncio.Future[str | None]] = {}
+        self._drained: dict[int, asyncio.Future[None]] = {}
+        self._starting: set[int] = set()
+        self._stop_when_ready: set[int] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._use_timer = timer
+        self._timer: asyncio.Task[None] | None = None
+        self._wake_at = math.inf
+        self._wake = asyncio.Event()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._use_timer and self._timer is None:
+            self._timer = asyncio.get_running_loop().create_task(self._run_timer())
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    def config(self, pool: int) -> PoolConfig:
+        return self.core.pools[pool].config
+
+    # --- deployment ----------------------------------------------------------------------------
+
+    def add(self, config: PoolConfig, spec: WorkerSpec) -> int:
+        """Register a pool (ValueError for an unknown keep-alive policy); it runs nothing yet."""
+        pool = self.core.add_pool(config)
+        self.specs[pool] = spec
+        return pool
+
+    async def deploy(self, pools: list[int], check: bool) -> None:
+        """Start each pool's minimum environments (and, with ``check``, prove that scale-to-zero
+        variants load); raise DeployError naming the variant that could not."""
+        loop = asyncio.get_running_loop()
+        futures = {pool: loop.create_future() for pool in pools}
+        self._warming.update(futures)
+        for pool in pools:
+            self._handle(Deploy(pool, check))
+        try:
+            for pool, future in futures.items():
+                variant = self.config(pool).variant
+                try:
+                    reason = await asyncio.wait_for(asyncio.shield(future), CHECK_PATIENCE_S)
+                except TimeoutError:
+                    reason = "no room in the memory budget to check that the model loads"
+                if reason is not None:
+                    raise DeployError(f"Variant {variant}: {reason}")
+        finally:
+            for pool in pools:
+                self._warming.pop(pool, None)
+
+    def reconfigure(self, pool: int, config: PoolConfig) -> None:
+        self._handle(Reconfigure(pool, config))
+
+    async def drain(self, pool: int, timeout_s: float) -> None:
+        """Take no more invocations, let in-flight ones finish (up to ``timeout_s``), stop every
+        environment and forget the pool."""
+        if pool not in self.core.pools:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drained[pool] = future
+        self._handle(Close(pool))
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            self._handle(Forget(pool))
+        finally:
+            self._drained.pop(pool, None)
+            self.specs.pop(pool, None)
+
+    # --- invocations ---------------------------------------------------------------------------
+
+    async def acquire(self, pool: int) -> Lease:
+        """An environment for one invocation; ThrottlingException, ModelError (the model failed to
+        load on this cold start) or ModelNotReadyException (the variant is being replaced)."""
+        arrived = self.clock()
+        for _ in range(_ROUTE_RETRIES):
+            request = next(self._requests)
+            future: asyncio.Future[Route | Reject] = asyncio.get_running_loop().create_future()
+            self._pending[request] = future
+            self._handle(Arrival(pool, request))
+            if not future.done():
+                try:
+                    await future
+                except asyncio.CancelledError:
+                    self._abandon(pool, request, future)
+                    raise
+            decision = future.result()
+            if isinstance(decision, Reject):
+                raise _rejection(decision)
+            env = self.environments.get(decision.env)
+            if env is not None and env.worker.is_alive():
+                setup_ms = (self.clock() - arrived) * 1000 if decision.cold else 0.0
+                return Lease(env, request, decision.cold, setup_ms)
+            if env is not None:
+                self.lost(env)  # it died while idle: admit the request again
+        raise ModelError(
+            "The model's workers keep exiting before they can serve; see the endpoint's logs.",
+            OriginalStatusCode=500,
+            OriginalMessage="worker exited",
+        )
+
+    def _abandon(self, pool: int, request: int, future: asyncio.Future[Route | Reject]) -> None:
+        """The invocation was cancelled while it waited: withdraw it, or give back what it got."""
+        self._pending.pop(request, None)
+        if not future.done() or future.cancelled():
+            self._handle(Withdrawn(pool, request))
+            return
+        decision = future.result()
+        if isinstance(decision, Route):
+            self._handle(Finished(decision.env, request))
+
+    def release(self, lease: Lease) -> None:
+        """The invocation is over; an environment coldbrew had to stop is reported lost."""
+        env = lease.env
+        if env.stop_reason is not None or not env.worker.is_alive():
+            self.lost(env)
+            return
+        self._handle(Finished(env.id, lease.request))
+
+    def lost(self, env: Environment) -> None:
+        """The worker died or coldbrew stopped it (memory, timeout): forget it and stop it."""
+        if self.environments.pop(env.id, None) is not None:
+            self._spawn(env.close())
+            self._handle(Lost(env.id))
+
+    # --- periodic checks -----------------------------------------------------------------------
+
+    def reap_dead(self) -> None:
+        """Report workers that exited while idle (a crash between invocations)."""
+        for env in list(self.environments.values()):
+            state = self.core.envs.get(env.id)
+            if state is not None and state.in_flight == 0 and not env.worker.is_alive():
+                self.lost(env)
+
+    def tick(self) -> None:
+        """Let the core apply what time has made due (the timer calls this; tests may too)."""
+        self._handle(Tick())
+        self._wake_at = self.core.next_wakeup()
+
+    async def _run_timer(self) -> None:
+        self._wake_at = self.core.next_wakeup()
+        while True:
+            self._wake.clear()
+            delay = self._wake_at - self.clock()
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), min(delay, 3600.0))
+                continue
+            try:
+                self.tick()
+            except Exception:
+                log.exception("scaling tick failed")
+                self._wake_at = self.clock() + 1.0
+
+    # --- carrying out actions ------------------------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        for action in self.core.handle(event, self.clock()):
+            self._do(action)
+        hint = self.core.take_wakeup_hint()
+        if hint < self._wake_at:
+            self._wake_at = hint
+            self._wake.set()
+
+    def _do(self, action: Action) -> None:
+        if isinstance(action, Route | Reject):
+            future = self._pending.pop(action.request, None)
+            if future is not None and not future.done():
+                future.set_result(action)
+            elif isinstance(action, Route):
+                # Its invocation is gone (cancelled as it was handed over): give the environment back.
+                self._handle(Finished(action.env, action.request))
+        elif isinstance(action, Start):
+            self._starting.add(action.env)
+            self._spawn(self._start(action))
+        elif isinstance(action, Stop):
+            self._stop(action)
+        elif isinstance(action, Warmed | WarmFailed):
+            warming = self._warming.get(action.pool)
+            if warming is not None and not warming.done():
+                warming.set_result(action.reason if isinstance(action, WarmFailed) else None)
+        elif isinstance(action, Drained):
+            drained = self._drained.get(action.pool)
+            if drained is not None and not drained.done():
+                drained.set_result(None)
+
+    def _stop(self, action: Stop) -> None:
+        env = self.environments.pop(action.env, None)
+        if env is None:
+            if action.env in self._starting:
+                self._stop_when_ready.add(action.env)
+            return
+        if action.reason is not StopReason.CLOSED:
+            config = self.core.pools[env.pool].config if env.pool in self.core.pools else None
+            where = f"{config.endpoint}/{config.variant}" if config is not None else "a variant"
+            log.info("%s: released worker %d (%s)", where, env.worker.pid, action.reason.value)
+        self._spawn(env.close())
+
+    async def _start(self, action: Start) -> None:
+        spec = self.specs.get(action.pool)
+        try:
+            if spec is None:
+                raise WorkerStartError("the variant was removed before its worker started")
+            worker = await self.backend.start(spec)
+        except WorkerStartError as exc:
+            self._starting.discard(action.env)
+            self._stop_when_ready.discard(action.env)
+            log.warning("pool %d: worker failed to start: %s", action.pool, exc)
+            self._handle(StartFailed(action.env, str(exc)))
+            return
+        except Exception as exc:
+            self._starting.discard(action.env)
+            self._stop_when_ready.discard(action.env)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            log.exception("pool %d: starting a worker failed unexpectedly", action.pool)
+            self._handle(StartFailed(action.env, "internal error starting the worker; see the coldbrew log"))
+            return
+        self._starting.discard(action.env)
+        if action.env in self._stop_when_ready:
+            self._stop_when_ready.discard(action.env)
+            await worker.stop()
+            return
+        env = Environment(action.env, action.pool, worker, spec.memory_mb)
+        self.environments[env.id] = env
+        self._handle(Ready(env.id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _rejection(reject: Reject) -> Exception:
+    if reject.kind is RejectKind.THROTTLED:
+        return ThrottlingException(reject.message)
+    if reject.kind is RejectKind.CLOSED:
+        return ModelNotReadyException(reject.message)
+    return ModelError(reject.message, OriginalStatusCode=500, OriginalMessage=reject.message)

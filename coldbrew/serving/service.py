@@ -1,0 +1,225 @@
+"""Serving: the endpoints that run now, deploys and undeploys, and the invoke entry point.
+
+All pool state lives on the gateway's event loop. The reconciler's threads reach it through
+``deploy``/``undeploy``, which hop onto the loop; the invoke path never leaves it and never
+touches the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from concurrent.futures import Future
+from typing import Any
+
+import psutil
+
+from coldbrew.artifacts import ArtifactError, ArtifactStore
+from coldbrew.backends.base import Backend
+from coldbrew.serving.errors import DeployError
+from coldbrew.serving.invocation import INVOCATION_TIMEOUT_S, Invocation, InvocationResult
+from coldbrew.serving.invoke import invoke
+from coldbrew.serving.pools import Pools
+from coldbrew.serving.router import LiveEndpoint, RoutedVariant
+from coldbrew.serving.sizing import pool_config, worker_spec
+from coldbrew.serving.targets import EndpointTarget
+from coldbrew.serving.watchdog import watch_memory
+from coldbrew.worker.runtimes import detect_runtime
+
+log = logging.getLogger("coldbrew.serving")
+
+HOUSEKEEPING_INTERVAL_S = 0.25
+"""How often worker health and memory are sampled (the scaling core keeps its own timer)."""
+MiB = 1024 * 1024
+
+
+def default_memory_budget_mb() -> int:
+    """80% of the machine's memory."""
+    return int(psutil.virtual_memory().total * 0.8 / MiB)
+
+
+class Serving:
+    def __init__(
+        self,
+        backend: Backend,
+        artifacts: ArtifactStore,
+        idle_timeout_s: float,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
+        memory_budget_mb: int | None = None,
+        keepalive: str = "fixed",
+    ) -> None:
+        self.backend = backend
+        self.artifacts = artifacts
+        self.idle_timeout_s = idle_timeout_s
+        self.invocation_timeout_s = invocation_timeout_s
+        self.keepalive = keepalive
+        self.pools = Pools(backend, memory_budget_mb or default_memory_budget_mb())
+        self.endpoints: dict[str, LiveEndpoint] = {}
+        """By lower-cased endpoint name."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._housekeeping: asyncio.Task[None] | None = None
+        self._draining: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.backend.maintain()
+        self.pools.start()
+        self._housekeeping = asyncio.create_task(self._housekeep())
+
+    async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
+        live, self.endpoints = list(self.endpoints.values()), {}
+        await asyncio.gather(
+            *(self.pools.drain(v.pool, self.invocation_timeout_s + 5) for e in live for v in e.variants.values()),
+            *self._draining,
+            return_exceptions=True,
+        )
+        await self.pools.close()
+        await self.backend.close()
+
+    # --- the Deployer interface, called from reconciler threads -------------------------------
+
+    def _on_loop(self, coro: Coroutine[Any, Any, None]) -> None:
+        if self._loop is None:
+            coro.close()
+            raise DeployError("coldbrew is shutting down; the endpoint will be deployed at the next start.")
+        future: Future[None] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        future.result()
+
+    def deploy(self, target: EndpointTarget, *, verify: bool) -> None:
+        model_dirs: dict[str, str] = {}
+        runtimes: dict[str, str] = {}
+        for variant in target.variants:
+            try:
+                model_dirs[variant.name] = str(self.artifacts.materialize(variant.container.model_data))
+            except ArtifactError as exc:
+                raise DeployError(str(exc)) from None
+            # Reads the model directory, so it is decided here, off the event loop.
+            runtimes[variant.name] = detect_runtime(
+                model_dirs[variant.name], variant.container.image, variant.container.environment
+            )
+        self._on_loop(self._deploy(target, model_dirs, runtimes, verify))
+
+    def undeploy(self, endpoint: str) -> None:
+        if self._loop is not None and endpoint.lower() in self.endpoints:
+            self._on_loop(self._undeploy(endpoint.lower()))
+
+    # --- on the loop ---------------------------------------------------------------------------
+
+    async def _deploy(
+        self, target: EndpointTarget, model_dirs: dict[str, str], runtimes: dict[str, str], verify: bool
+    ) -> None:
+        key = target.endpoint.lower()
+        current = self.endpoints.get(key)
+        configs = {
+            v.name: pool_config(target.endpoint, v, self.idle_timeout_s, self.keepalive) for v in target.variants
+        }
+        if current is not None and current.fingerprint == target.fingerprint:
+            for variant in target.variants:
+                self.pools.reconfigure(current.variants[variant.name].pool, configs[variant.name])
+            self.endpoints[key] = self._live(target, {n: v.pool for n, v in current.variants.items()})
+            return
+        pools: dict[str, int] = {}
+        try:
+            for variant in target.variants:
+                config = configs[variant.name]
+                spec = worker_spec(variant, model_dirs[variant.name], runtimes[variant.name], config)
+                pools[variant.name] = self.pools.add(config, spec)
+        except ValueError as exc:  # an unknown keep-alive policy name
+            await self._drain_all(list(pools.values()), 0)
+            raise DeployError(f"{exc}") from None
+        try:
+            await self.pools.deploy(list(pools.values()), check=verify)
+        except DeployError:
+            await self._drain_all(list(pools.values()), 0)
+            raise
+        # New environments are ready before the old ones drain: the swap is one assignment.
+        self.endpoints[key] = self._live(target, pools)
+        if current is not None:
+            self._drain_later(current)
+
+    def _live(self, target: EndpointTarget, pools: dict[str, int]) -> LiveEndpoint:
+        variants = {}
+        for variant in target.variants:
+            config = self.pools.config(pools[variant.name])
+            variants[variant.name] = RoutedVariant(
+                variant.name, pools[variant.name], variant.weight, config.serverless, config.memory_mb
+            )
+        return LiveEndpoint(target.endpoint, variants, target.fingerprint)
+
+    async def _drain_all(self, pools: list[int], timeout_s: float) -> None:
+        await asyncio.gather(*(self.pools.drain(p, timeout_s) for p in pools), return_exceptions=True)
+
+    def _drain_later(self, endpoint: LiveEndpoint) -> None:
+        pools = [v.pool for v in endpoint.variants.values()]
+        task = asyncio.create_task(self._drain_all(pools, self.invocation_timeout_s + 5))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _undeploy(self, key: str) -> None:
+        endpoint = self.endpoints.pop(key, None)
+        if endpoint is not None:
+            self._drain_later(endpoint)
+
+    async def _housekeep(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            self.backend.maintain()
+            self.pools.reap_dead()
+            watch_memory(self.pools)
+
+    # --- the hot path --------------------------------------------------------------------------
+
+    def endpoint(self, name: str) -> LiveEndpoint | None:
+        return self.endpoints.get(name.lower())
+
+    async def invoke(self, variant: RoutedVariant, request: Invocation) -> InvocationResult:
+        return await invoke(self.pools, variant, request, self.invocation_timeout_s)
+
+    # --- read-only, for the meter's sampling thread ---------------------------------------------
+
+    def environment_snapshot(self) -> list[dict[str, Any]]:
+        """Per live variant, the environments it holds: read off the loop by the meter's thread.
+
+        Only copies (``list()``) of the loop's containers are iterated, so a concurrent change can at
+        worst raise RuntimeError, which the meter treats as "skip this sample".
+        """
+        core = self.pools.core
+        environments = list(self.pools.environments.values())
+        variants = []
+        for name, endpoint in list(self.endpoints.items()):
+            for variant in list(endpoint.variants.values()):
+                pool = core.pools.get(variant.pool)
+                if pool is None:
+                    continue
+                envs = []
+                for env in environments:
+                    state = core.envs.get(env.id)
+                    if env.pool != variant.pool or state is None:
+                        continue
+                    envs.append(
+                        {
+                            "id": env.id,
+                            "memory_mb": env.memory_mb,
+                            "in_flight": state.in_flight,
+                            "rss_bytes": env.worker.rss_bytes() if env.worker.is_alive() else 0,
+                        }
+                    )
+                variants.append(
+                    {
+                        "endpoint": name,
+                        "variant": variant.name,
+                        "serverless": pool.config.serverless,
+                        "memory_mb": pool.config.memory_mb,
+                        "max_concurrency": pool.config.max_concurrency,
+                        "environments": envs,
+                    }
+                )
+        return variants

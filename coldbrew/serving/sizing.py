@@ -1,0 +1,79 @@
+"""How big an environment is: its scaling config and the worker it runs, from a variant's target."""
+
+from __future__ import annotations
+
+import os
+
+from coldbrew.backends.base import WorkerSpec
+from coldbrew.scaling.messages import PoolConfig
+from coldbrew.serving.instances import instance_type
+from coldbrew.serving.targets import VariantTarget
+from coldbrew.worker.zygote import THREAD_ENV
+
+MB_PER_VCPU = 1769
+"""Memory that buys one vCPU, as on AWS Lambda; SageMaker Serverless sizes CPU by memory likewise."""
+
+
+def pool_config(
+    endpoint: str, variant: VariantTarget, idle_timeout_s: float, keepalive: str
+) -> PoolConfig:
+    """The scaling config of a variant; ``idle_timeout_s`` and ``keepalive`` are the server's
+    defaults, which the variant's own settings override."""
+    settings = variant.settings
+    if variant.serverless is not None:
+        serverless = variant.serverless
+        return PoolConfig(
+            endpoint=endpoint,
+            variant=variant.name,
+            serverless=True,
+            memory_mb=serverless.memory_mb,
+            max_concurrency=serverless.max_concurrency,
+            min_environments=serverless.provisioned_concurrency,
+            environment_concurrency=1,
+            idle_timeout_s=settings.idle_timeout_s or idle_timeout_s,
+            keepalive=settings.keepalive_policy or keepalive,
+        )
+    assert variant.instances is not None
+    instance = instance_type(variant.instances.instance_type)
+    per_instance = max(2, instance.vcpus)
+    return PoolConfig(
+        endpoint=endpoint,
+        variant=variant.name,
+        serverless=False,
+        memory_mb=instance.memory_mb,
+        max_concurrency=variant.instances.count * per_instance,
+        min_environments=variant.instances.count,
+        environment_concurrency=per_instance,
+        idle_timeout_s=float("inf"),
+    )
+
+
+def threads_for(config: PoolConfig) -> int:
+    """Numerical-library threads for an environment: proportional to its memory, at most the cores."""
+    if config.serverless:
+        vcpus = round(config.memory_mb / MB_PER_VCPU)
+    else:
+        vcpus = config.environment_concurrency
+    return max(1, min(os.cpu_count() or 1, vcpus))
+
+
+def worker_spec(variant: VariantTarget, model_dir: str, runtime: str, config: PoolConfig) -> WorkerSpec:
+    env = dict(variant.container.environment)
+    image = variant.container.image or ""
+    command = variant.settings.serve_command
+    if image.startswith("exec:"):
+        command = image[len("exec:") :].strip()
+    elif image:
+        # The worker picks its runtime (framework container conventions) from the image.
+        env.setdefault("COLDBREW_IMAGE", image)
+    threads = str(threads_for(config))
+    for name in THREAD_ENV:
+        env.setdefault(name, threads)
+    return WorkerSpec(
+        model_dir=model_dir,
+        memory_mb=config.memory_mb,
+        environment_concurrency=config.environment_concurrency,
+        env=env,
+        command=command,
+        runtime=runtime,
+    )

@@ -1,0 +1,95 @@
+"""What the control plane asks serving to run: one typed target per endpoint and variant.
+
+The control plane keeps SageMaker's shapes (CreateEndpointConfig's ProductionVariants, the models'
+ContainerDefinitions); it turns them into these values once, when an endpoint is deployed, so
+serving never reads SageMaker's dicts. Per-endpoint settings that coldbrew takes from the model's
+``Environment`` (``COLDBREW_*`` keys) are validated here, so a bad value fails CreateEndpoint with a
+message naming the key instead of being ignored later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
+
+from coldbrew.scaling.keepalive import POLICY_NAMES
+
+
+class EndpointSettings(BaseModel):
+    """coldbrew's own keys in a model's ``Environment``; each overrides the server-wide setting."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    idle_timeout_s: PositiveFloat | None = Field(default=None, alias="COLDBREW_IDLE_TIMEOUT_S")
+    """Seconds an idle serverless environment is kept (the server's COLDBREW_IDLE_TIMEOUT_S otherwise)."""
+    keepalive_policy: Literal["fixed", "adaptive"] | None = Field(default=None, alias="COLDBREW_KEEPALIVE_POLICY")
+    """Keep-alive policy for this endpoint (the server's COLDBREW_KEEPALIVE_POLICY otherwise)."""
+    serve_command: str | None = Field(default=None, alias="COLDBREW_SERVE_COMMAND", min_length=1)
+    """A user's own server command, like an ``exec:`` image."""
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, Any]) -> EndpointSettings:
+        """Raises ValueError naming the key and what it accepts."""
+        try:
+            return cls.model_validate(dict(environment))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            key = str(error["loc"][0]) if error["loc"] else "Environment"
+            value = str(environment.get(key, ""))[:64]
+            raise ValueError(
+                f"Environment variable {key}={value!r} is not valid: {_accepts(key, error['msg'])}"
+            ) from None
+
+
+def _accepts(key: str, message: str) -> str:
+    if key == "COLDBREW_KEEPALIVE_POLICY":
+        return f"use one of {', '.join(POLICY_NAMES)}."
+    if key == "COLDBREW_IDLE_TIMEOUT_S":
+        return "use a number of seconds greater than 0."
+    return message + "."
+
+
+@dataclass(frozen=True)
+class ContainerTarget:
+    image: str | None
+    environment: dict[str, str]
+    model_data: Mapping[str, Any]
+    """The ContainerDefinition, for the artifact store alone to read ModelDataUrl/ModelDataSource from."""
+
+
+@dataclass(frozen=True)
+class ServerlessTarget:
+    memory_mb: int
+    max_concurrency: int
+    provisioned_concurrency: int = 0
+
+
+@dataclass(frozen=True)
+class InstancesTarget:
+    instance_type: str
+    count: int
+
+
+@dataclass(frozen=True)
+class VariantTarget:
+    name: str
+    model_name: str
+    weight: float
+    container: ContainerTarget
+    settings: EndpointSettings
+    serverless: ServerlessTarget | None = None
+    instances: InstancesTarget | None = None
+
+
+@dataclass(frozen=True)
+class EndpointTarget:
+    endpoint: str
+    """The endpoint's name as created (invocations match it case-insensitively today)."""
+    config_name: str
+    variants: tuple[VariantTarget, ...]
+    fingerprint: str
+    """Identifies what the variants run (config and models, not weights or capacities): a deploy
+    with an unchanged fingerprint only reconfigures the running pools."""
