@@ -63,7 +63,7 @@ class Deployment:
         return cls(config_name=data["ConfigName"], config=data["Config"], models=data["Models"])
 
     def settings_errors(self) -> list[str]:
-        """Why the models' coldbrew settings (``COLDBREW_*`` in their Environment) are invalid, if they are."""
+        """Why the models' ``COLDBREW_*`` settings (in their Environment) are invalid, if they are."""
         errors = []
         for variant in self.variants:
             try:

@@ -87,7 +87,9 @@ class Reconciler:
                 # that arrived meanwhile is reconciled on its own (the endpoint is dirty).
                 if generation:
                     self._fail(
-                        name_key, generation[0], "Internal error while deploying; see the coldbrew server log."
+                        name_key,
+                        generation[0],
+                        "Internal error while deploying; see the coldbrew server log.",
                     )
             restoring = False
             with self._lock:

@@ -117,6 +117,10 @@ class PoolState:
     """Requests waiting for an environment, in arrival order (a dict: ordered, O(1) removal)."""
     dedicated: dict[int, int] = field(default_factory=dict)
     """Waiting request -> the environment starting for it."""
+    free: list[EnvironmentState] = field(default_factory=list)
+    """With one invocation per environment: the idle ones, least recently used first. An
+    environment is appended when it becomes idle, at the latest time yet, so the list stays in
+    order and the most recently used is at its end (no scan on the hot path)."""
     in_flight: int = 0
     idle_since: float | None = None
     """When the pool finished its last invocation with nothing waiting; None while busy."""
@@ -140,8 +144,14 @@ class PoolState:
     def surplus(self) -> int:
         return len(self.envs) - self.config.min_environments
 
+    @property
+    def single(self) -> bool:
+        return self.config.environment_concurrency == 1
+
     def idle_envs(self) -> list[EnvironmentState]:
         """Ready environments serving nothing, least recently used first."""
+        if self.single:
+            return list(self.free)
         return sorted((e for e in self.envs.values() if e.ready and e.in_flight == 0), key=_last_used)
 
 
@@ -297,9 +307,9 @@ class ScalingCore:
         config = pool.config
         env = self._free_environment(pool)
         if env is None and not config.serverless:
-            ready = [e for e in pool.envs.values() if e.ready]
-            if ready:
-                env = min(ready, key=lambda e: e.in_flight)
+            instances = [e for e in pool.envs.values() if e.ready]
+            if instances:
+                env = min(instances, key=lambda e: e.in_flight)
         if env is not None:
             env.in_flight += 1
             pool.in_flight += 1
@@ -374,6 +384,8 @@ class ScalingCore:
             pool.stats.cold_served += 1
             out.append(Route(request, env.id, cold=True))
         self._hand_to_waiters(pool, env, out)
+        if env.in_flight == 0 and pool.single:
+            pool.free.append(env)
         self._check_warmed(pool, out)
         self._hint = min(self._hint, now + pool.policy.windows(now).keepalive_s)
         self._room_changed = self._room_changed or (env.in_flight == 0 and bool(self._waiting_for_room))
@@ -421,6 +433,8 @@ class ScalingCore:
                 self._drained_if_empty(pool, out)
             return
         self._hand_to_waiters(pool, env, out)
+        if env.in_flight == 0 and pool.single:
+            pool.free.append(env)
         self._idle_if_quiet(pool, now, out)
         if env.in_flight == 0:
             self._hint = min(self._hint, now + pool.policy.windows(now).keepalive_s)
@@ -496,6 +510,8 @@ class ScalingCore:
 
     def _free_environment(self, pool: PoolState) -> EnvironmentState | None:
         """The most recently used ready environment with room, if any."""
+        if pool.single:
+            return pool.free.pop() if pool.free else None
         best: EnvironmentState | None = None
         limit = pool.config.environment_concurrency
         for env in pool.envs.values():
@@ -598,7 +614,9 @@ class ScalingCore:
         self, pool: PoolState, purpose: Purpose, now: float, out: list[Action]
     ) -> EnvironmentState:
         """Add a starting environment (its memory already reserved) and ask for its start."""
-        env = EnvironmentState(next(self._env_ids), pool.id, pool.config.memory_mb, purpose, now, last_used=now)
+        env = EnvironmentState(
+            next(self._env_ids), pool.id, pool.config.memory_mb, purpose, now, last_used=now
+        )
         pool.envs[env.id] = env
         self.envs[env.id] = env
         pool.stats.environment_starts += 1
@@ -661,6 +679,8 @@ class ScalingCore:
         out.append(Stop(env.id, reason))
 
     def _remove(self, pool: PoolState, env: EnvironmentState) -> None:
+        if env.ready and env.in_flight == 0 and pool.single:
+            pool.free.remove(env)
         pool.envs.pop(env.id, None)
         self.envs.pop(env.id, None)
         if pool.budgeted:

@@ -137,7 +137,9 @@ class Tick:
     """Time has passed: apply the keep-alive (release, pre-warm) and keep minimums."""
 
 
-Event = Deploy | Reconfigure | Close | Forget | Arrival | Withdrawn | Ready | StartFailed | Finished | Lost | Tick
+Event = (
+    Deploy | Reconfigure | Close | Forget | Arrival | Withdrawn | Ready | StartFailed | Finished | Lost | Tick
+)
 
 
 # --- actions: what the core asks the caller to do -----------------------------------------------

@@ -77,7 +77,11 @@ class Serving:
                 await self._housekeeping
         live, self.endpoints = list(self.endpoints.values()), {}
         await asyncio.gather(
-            *(self.pools.drain(v.pool, self.invocation_timeout_s + 5) for e in live for v in e.variants.values()),
+            *(
+                self.pools.drain(v.pool, self.invocation_timeout_s + 5)
+                for e in live
+                for v in e.variants.values()
+            ),
             *self._draining,
             return_exceptions=True,
         )
@@ -119,7 +123,8 @@ class Serving:
         key = target.endpoint.lower()
         current = self.endpoints.get(key)
         configs = {
-            v.name: pool_config(target.endpoint, v, self.idle_timeout_s, self.keepalive) for v in target.variants
+            v.name: pool_config(target.endpoint, v, self.idle_timeout_s, self.keepalive)
+            for v in target.variants
         }
         if current is not None and current.fingerprint == target.fingerprint:
             for variant in target.variants:

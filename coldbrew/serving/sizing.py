@@ -14,9 +14,7 @@ MB_PER_VCPU = 1769
 """Memory that buys one vCPU, as on AWS Lambda; SageMaker Serverless sizes CPU by memory likewise."""
 
 
-def pool_config(
-    endpoint: str, variant: VariantTarget, idle_timeout_s: float, keepalive: str
-) -> PoolConfig:
+def pool_config(endpoint: str, variant: VariantTarget, idle_timeout_s: float, keepalive: str) -> PoolConfig:
     """The scaling config of a variant; ``idle_timeout_s`` and ``keepalive`` are the server's
     defaults, which the variant's own settings override."""
     settings = variant.settings

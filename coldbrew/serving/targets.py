@@ -25,7 +25,9 @@ class EndpointSettings(BaseModel):
 
     idle_timeout_s: PositiveFloat | None = Field(default=None, alias="COLDBREW_IDLE_TIMEOUT_S")
     """Seconds an idle serverless environment is kept (the server's COLDBREW_IDLE_TIMEOUT_S otherwise)."""
-    keepalive_policy: Literal["fixed", "adaptive"] | None = Field(default=None, alias="COLDBREW_KEEPALIVE_POLICY")
+    keepalive_policy: Literal["fixed", "adaptive"] | None = Field(
+        default=None, alias="COLDBREW_KEEPALIVE_POLICY"
+    )
     """Keep-alive policy for this endpoint (the server's COLDBREW_KEEPALIVE_POLICY otherwise)."""
     serve_command: str | None = Field(default=None, alias="COLDBREW_SERVE_COMMAND", min_length=1)
     """A user's own server command, like an ``exec:`` image."""

@@ -1,15 +1,11 @@
-"""The event loop of the simulator: one variant's environments under a virtual clock.
+"""The simulator: a discrete-event driver of the scaling core under a virtual clock.
 
-Decisions come from serving's own code: :func:`coldbrew.scaling.admission.admit` for each
-arrival, and the variant's keep-alive policy (:mod:`coldbrew.scaling.keepalive`) for releasing idle
-environments, so what the simulator predicts is what the live pool does:
-
-- an idle environment takes an arrival, most recently used first (the pool's ``_take_ready``);
-- otherwise an environment is started; if one frees up first, the waiting arrival takes it (a
-  hedged cold start, as the pool does) and the new one joins the pool idle when ready;
-- the oldest idle environments beyond ProvisionedConcurrency are released once idle for the
-  policy's keep-alive (the pool's ``reap``). A policy with a pre-warm window (``prewarm_s > 0``)
-  releases them all when the variant goes idle and starts one again ``prewarm_s`` later.
+Every decision comes from :class:`coldbrew.scaling.core.ScalingCore`, the same object the live
+server runs (:mod:`coldbrew.serving.pools`); this module only plays the world around it: arrivals
+come from the traffic, an environment is ready a cold-start time after the core asks for it, an
+invocation finishes its model latency after the core routes it, and time passes between events.
+So what the simulator predicts is what the live pools do, for one variant or for many variants
+sharing one machine's memory budget (:func:`simulate_machine`).
 
 A month of the staging scenario is 4.5 million arrivals; days with the same arrivals that start
 from the same state end the same way, so each distinct (arrivals, state) day is simulated once and
@@ -18,35 +14,37 @@ its result reused (``uniform`` traffic with the fixed policy: two distinct days 
 
 from __future__ import annotations
 
+import copy
 import heapq
 import itertools
 import math
-from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from coldbrew.scaling.admission import Admission, admit
-from coldbrew.scaling.keepalive import KeepAlivePolicy
+from coldbrew.scaling.core import ScalingCore
+from coldbrew.scaling.messages import (
+    Arrival,
+    Deploy,
+    Finished,
+    PoolConfig,
+    Ready,
+    Reject,
+    Route,
+    Start,
+    Stop,
+    StopReason,
+    Tick,
+)
 from coldbrew.simulate.spec import DAY_S, SimulationSpec
 from coldbrew.simulate.traffic import day_traffic, latencies, trace_traffic
 
+UNLIMITED_BUDGET_MB = 2**62
+"""A lone variant is simulated without a machine around it."""
 
-def make_policy(name: str, idle_timeout_s: float) -> KeepAlivePolicy:
-    """The live pool's policy by name (``keepalive.make_policy``), or FixedKeepAlive before it existed."""
-    from coldbrew.scaling import keepalive
-
-    factory = getattr(keepalive, "make_policy", None)
-    if factory is not None:
-        policy: KeepAlivePolicy = factory(name, idle_timeout_s)
-        return policy
-    if name != "fixed":
-        raise ValueError(f"keep-alive policy {name!r} is not available; use 'fixed'")
-    return keepalive.FixedKeepAlive(idle_timeout_s)
-
-
-_DONE, _READY, _PREWARM = 0, 1, 2
+_READY, _DONE = 0, 1
 
 
 @dataclass
@@ -55,10 +53,12 @@ class DayResult:
     served: int = 0
     throttled: int = 0
     cold_starts: int = 0
-    """Invocations that waited for their own new environment (metered as cold starts)."""
+    """Invocations served by the environment started for them (metered as cold starts)."""
     environment_starts: int = 0
     waited: int = 0
     """Invocations that waited for an environment (their own cold start, or one freeing up)."""
+    evictions: int = 0
+    """Environments of this variant released to make room for another's cold start."""
     billed_ms: int = 0
     """Sum over served invocations of the model latency rounded up to the millisecond."""
     latency_ms_sum: float = 0.0
@@ -70,191 +70,144 @@ class DayResult:
     def response_times(self) -> np.ndarray:
         return np.concatenate(self.response_s) if self.response_s else np.empty(0)
 
+    def add(self, other: DayResult) -> None:
+        for name in (
+            "invocations",
+            "served",
+            "throttled",
+            "cold_starts",
+            "environment_starts",
+            "waited",
+            "evictions",
+            "billed_ms",
+            "latency_ms_sum",
+            "held_mb_s",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.peak_environments = max(self.peak_environments, other.peak_environments)
 
-class _Waiter:
-    __slots__ = ("arrival", "latency", "served")
 
-    def __init__(self, arrival: float, latency: float) -> None:
-        self.arrival = arrival
-        self.latency = latency
-        self.served = False
+class _Variant:
+    """What the simulator knows of one pool beyond the core: how long its starts take, what it holds."""
 
-
-class VariantSim:
-    """One serverless variant's environments; times are seconds on the virtual clock."""
-
-    def __init__(self, spec: SimulationSpec, policy: KeepAlivePolicy) -> None:
-        self.spec = spec
-        self.policy = policy
-        self.memory_mb = spec.memory_mb
-        self.idle: deque[tuple[float, float]] = deque()
-        """(last used, release deadline) of idle environments, least recently used first."""
-        self.events: list[tuple[float, int, int, Any]] = []
-        self.waiters: deque[_Waiter] = deque()
-        self.waiting = 0
-        self.busy = 0
+    def __init__(self, config: PoolConfig, cold_start: Callable[[], float]) -> None:
+        self.config = config
+        self.cold_start = cold_start
         self.live = 0
-        self.starting = 0
-        self.clock = 0.0
-        self._held_at = 0.0
-        self._seq = itertools.count()
-        self._prewarm_generation = 0
-        self._idle_since: float | None = None
-        """When the variant last went idle (no invocation in flight or waiting); None while busy."""
-        self._window_end = math.inf
+        self.held_from: dict[int, float] = {}
+        """Environment -> since when its memory has been counted (start, or the last period's end)."""
         self.result = DayResult()
-        self._cold_rng = np.random.default_rng(spec.traffic.seed)
+        self.responses: list[float] = []
 
-    # --- memory-time held ---------------------------------------------------------------------
 
-    def _held(self, t: float) -> None:
-        self.result.held_mb_s += (self.live + self.starting) * self.memory_mb * (t - self._held_at)
-        self._held_at = t
+class MachineSim:
+    """One machine: the scaling core and the virtual world around it. Times are seconds."""
 
-    def _push(self, t: float, kind: int, payload: Any) -> None:
-        heapq.heappush(self.events, (t, next(self._seq), kind, payload))
+    def __init__(self, memory_budget_mb: int = UNLIMITED_BUDGET_MB) -> None:
+        self.core = ScalingCore(memory_budget_mb)
+        self.variants: dict[int, _Variant] = {}
+        self.clock = 0.0
+        self._events: list[tuple[float, int, int, int, int]] = []
+        """(time, sequence, kind, environment, request)."""
+        self._seq = itertools.count()
+        self._requests = itertools.count(1)
+        self._pending: dict[int, tuple[int, float, float]] = {}
+        """Request -> (pool, arrival time, model latency) until it is routed or rejected."""
+        self._env_pool: dict[int, int] = {}
+        self._wake = math.inf
 
-    # --- environments -------------------------------------------------------------------------
+    # --- setup ---------------------------------------------------------------------------------
 
-    def _start_env(self, t: float, waiter: _Waiter | None) -> None:
-        self._held(t)
-        self.starting += 1
-        self.result.environment_starts += 1
-        draws = self.spec.cold_start_empirical_s
-        duration = (
-            self.spec.cold_start_s if not draws else float(draws[int(self._cold_rng.integers(len(draws)))])
-        )
-        self._push(t + duration, _READY, waiter)
+    def add_variant(self, config: PoolConfig, cold_start: Callable[[], float], at: float = 0.0) -> int:
+        """Deploy a variant at ``at`` (its minimum environments start then); returns its pool id."""
+        pool = self.core.add_pool(config)
+        self.variants[pool] = _Variant(config, cold_start)
+        self._apply(self.core.handle(Deploy(pool, check=False), at), at)
+        return pool
 
-    def _serve(self, t: float, waiter_arrival: float, latency: float, cold: bool) -> None:
-        self.busy += 1
-        r = self.result
-        r.served += 1
-        r.cold_starts += cold
-        r.waited += t > waiter_arrival
-        r.billed_ms += math.ceil(round(latency * 1000, 6))
-        self._responses.append(t - waiter_arrival + latency)
-        self._push(t + latency, _DONE, None)
+    # --- the loop ------------------------------------------------------------------------------
 
-    def _free(self, t: float, finished: bool) -> None:
-        """An environment has nothing to do at ``t``: the first waiter takes it, or it goes idle.
-
-        ``finished``: it has just finished an invocation (else it has just started, unasked for).
-        Mirrors ``VariantPool.release`` and ``VariantPool.reap``.
-        """
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.served:
-                waiter.served = True
-                self.waiting -= 1
-                self._serve(t, waiter.arrival, waiter.latency, cold=False)
-                return
-        windows = self.policy.windows(t)
-        if not finished and self._idle_since is not None and windows.prewarm_s > 0:
-            deadline = self._window_end  # a pre-warmed environment lasts to the end of the window
-        else:
-            deadline = t + windows.prewarm_s + windows.keepalive_s
-        self.idle.append((t, deadline))
-        if finished and self.busy == 0 and self.waiting == 0:
-            # The variant finished its last in-flight invocation: the policy's "idle" event.
-            self._idle_since = t
-            self.policy.on_idle(t)
-            windows = self.policy.windows(t)
-            if windows.prewarm_s > 0:
-                # Outside the window the next invocation is expected in, nothing is kept; inside
-                # it, one environment is (started again if need be).
-                self._release_surplus(t, everything=True)
-                self._prewarm_generation += 1
-                self._window_end = t + windows.prewarm_s + windows.keepalive_s
-                self._push(t + windows.prewarm_s, _PREWARM, self._prewarm_generation)
-
-    def _release_surplus(self, t: float, everything: bool = False) -> None:
-        while self.idle and self.live > self.spec.provisioned_concurrency:
-            _, deadline = self.idle[0]
-            if not everything and deadline > t:
-                return
-            self.idle.popleft()
-            at = t if everything else deadline
-            self._held(at)
-            self.live -= 1
-
-    def _next_release(self) -> float:
-        if self.idle and self.live > self.spec.provisioned_concurrency:
-            return self.idle[0][1]
-        return math.inf
+    def arrive(self, pool: int, t: float, latency: float) -> None:
+        """An invocation of ``pool`` at ``t`` (not before the last one) running ``latency`` seconds."""
+        self.advance(t)
+        request = next(self._requests)
+        self._pending[request] = (pool, t, latency)
+        self.variants[pool].result.invocations += 1
+        self._apply(self.core.handle(Arrival(pool, request), t), t)
 
     def advance(self, t: float) -> None:
-        """Run every event and release due by ``t``, in time order."""
+        """Run every event and every due tick up to and including ``t``, in time order."""
+        events = self._events
         while True:
-            next_event = self.events[0][0] if self.events else math.inf
-            next_release = self._next_release()
-            if min(next_event, next_release) > t:
-                break
-            if next_release < next_event:
-                self._release_surplus(next_release)
+            next_event = events[0][0] if events else math.inf
+            if self._wake <= t and self._wake <= next_event:
+                at = self._wake
+                self.clock = at
+                self._apply(self.core.handle(Tick(), at), at)
+                self._wake = self.core.next_wakeup()
                 continue
-            at, _, kind, payload = heapq.heappop(self.events)
+            if next_event > t:
+                break
+            at, _, kind, env, request = heapq.heappop(events)
             self.clock = at
-            if kind == _DONE:
-                self.busy -= 1
-                self._free(at, finished=True)
-            elif kind == _READY:
-                self._held(at)
-                self.starting -= 1
-                self.live += 1
-                self.result.peak_environments = max(self.result.peak_environments, self.live)
-                waiter: _Waiter | None = payload
-                if waiter is not None and not waiter.served:
-                    waiter.served = True
-                    self.waiting -= 1
-                    self._serve(at, waiter.arrival, waiter.latency, cold=True)
-                else:
-                    self._free(at, finished=False)
-            elif kind == _PREWARM:
-                current = payload == self._prewarm_generation and self._idle_since is not None
-                if current and self.live == 0 and self.starting == 0:
-                    self._start_env(at, None)
+            if kind == _READY:
+                variant = self.variants[self._env_pool[env]]
+                variant.live += 1
+                variant.result.peak_environments = max(variant.result.peak_environments, variant.live)
+                self._apply(self.core.handle(Ready(env), at), at)
+            else:
+                self._apply(self.core.handle(Finished(env, request), at), at)
         self.clock = max(self.clock, t)
 
-    def arrive(self, t: float, latency: float) -> None:
+    def _apply(self, actions: Sequence[object], t: float) -> None:
+        for action in actions:
+            if isinstance(action, Route):
+                pool, arrived, latency = self._pending.pop(action.request)
+                result = self.variants[pool].result
+                result.served += 1
+                result.cold_starts += action.cold
+                result.waited += t > arrived
+                result.billed_ms += math.ceil(round(latency * 1000, 6))
+                self.variants[pool].responses.append(t - arrived + latency)
+                heapq.heappush(
+                    self._events, (t + latency, next(self._seq), _DONE, action.env, action.request)
+                )
+            elif isinstance(action, Start):
+                variant = self.variants[action.pool]
+                variant.result.environment_starts += 1
+                variant.held_from[action.env] = t
+                self._env_pool[action.env] = action.pool
+                ready_at = t + variant.cold_start()
+                heapq.heappush(self._events, (ready_at, next(self._seq), _READY, action.env, 0))
+            elif isinstance(action, Stop):
+                pool = self._env_pool.pop(action.env)
+                variant = self.variants[pool]
+                variant.result.held_mb_s += (t - variant.held_from.pop(action.env)) * variant.config.memory_mb
+                variant.live -= 1
+                if action.reason is StopReason.EVICTED:
+                    variant.result.evictions += 1
+            elif isinstance(action, Reject):
+                pool, _, _ = self._pending.pop(action.request)
+                self.variants[pool].result.throttled += 1
+        hint = self.core.take_wakeup_hint()
+        if hint < self._wake:
+            self._wake = hint
+
+    def close_period(self, t: float) -> dict[int, DayResult]:
+        """Account memory held up to ``t`` and hand over each variant's result; start new ones."""
         self.advance(t)
-        self.result.invocations += 1
-        if self._idle_since is not None:  # the end of an idle time, as the pool reports it
-            self.policy.on_arrival(t)
-            self._idle_since = None
-            self._prewarm_generation += 1  # a pending pre-warm is moot once traffic is back
-        decision = admit(
-            idle=len(self.idle),
-            live=self.live,
-            starting=self.starting,
-            concurrent=self.busy + self.waiting,
-            max_concurrency=self.spec.max_concurrency,
-        )
-        if decision is Admission.WARM:
-            self.idle.pop()  # most recently used
-            self._serve(t, t, latency, cold=False)
-        elif decision is Admission.THROTTLE:
-            self.result.throttled += 1
-        else:
-            waiter = _Waiter(t, latency)
-            self.waiters.append(waiter)
-            self.waiting += 1
-            if decision is Admission.COLD_START:
-                self._start_env(t, waiter)
+        results = {}
+        for pool, variant in self.variants.items():
+            for env, since in variant.held_from.items():
+                variant.result.held_mb_s += (t - since) * variant.config.memory_mb
+                variant.held_from[env] = t
+            variant.result.response_s.append(np.asarray(variant.responses))
+            results[pool] = variant.result
+            variant.result = DayResult(peak_environments=variant.live)
+            variant.responses = []
+        return results
 
-    # --- days -----------------------------------------------------------------------------------
-
-    def run(self, arrivals: np.ndarray, lat: np.ndarray, start: float, end: float) -> DayResult:
-        self.result = DayResult()
-        self._responses: list[float] = []
-        self._held_at = start
-        for t, latency in zip((arrivals + start).tolist(), lat.tolist(), strict=True):
-            self.arrive(t, latency)
-        self.advance(end)
-        self._held(end)
-        self.result.response_s.append(np.asarray(self._responses))
-        self.result.latency_ms_sum = float(lat.sum() * 1000)
-        return self.result
+    # --- reuse of a simulated day ----------------------------------------------------------------
 
     def state_key(self, at: float) -> tuple[object, ...]:
         """The state at ``at``, relative to it: equal keys evolve alike under equal arrivals."""
@@ -262,33 +215,32 @@ class VariantSim:
         def rel(x: float) -> float:
             return round(x - at, 6)
 
-        return (
-            tuple((rel(u), rel(d)) for u, d in self.idle),
-            tuple(
-                sorted(
-                    (rel(t), k, id(p) if k == _READY and p is not None else 0)
-                    for t, _, k, p in self.events
-                    if k != _PREWARM
-                )
-            ),
-            tuple((rel(w.arrival), w.latency) for w in self.waiters if not w.served),
-            self.busy,
-            self.live,
-            self.starting,
-            None if self._idle_since is None else rel(self._idle_since),
-        )
+        # Environment and request ids differ from day to day; their order does not.
+        pending = tuple(sorted((rel(t), kind) for t, _, kind, _, _ in self._events))
+        waiting = tuple(sorted((rel(arrived), latency) for _, arrived, latency in self._pending.values()))
+        return (self.core.state_key(at), pending, waiting)
 
-    def shift(self, delta: float) -> None:
-        """Move every pending time ``delta`` later (to reuse a simulated day's end state)."""
-        self.idle = deque((u + delta, d + delta) for u, d in self.idle)
-        self.events = [(t + delta, s, k, p) for t, s, k, p in self.events]
-        heapq.heapify(self.events)
-        for waiter in self.waiters:
-            waiter.arrival += delta
-        self.clock += delta
-        self._held_at += delta
-        if self._idle_since is not None:
-            self._idle_since += delta
+    def snapshot(self) -> dict[str, Any]:
+        core = self.core.snapshot()
+        state = {k: copy.deepcopy(v) for k, v in vars(self).items() if k not in ("core", "variants")}
+        live = {pool: (v.live, dict(v.held_from)) for pool, v in self.variants.items()}
+        return {"core": core, "state": state, "live": live, "clock": self.clock}
+
+    def restore(self, snapshot: dict[str, Any], delta: float) -> None:
+        """Continue from ``snapshot`` moved ``delta`` seconds later (results are not restored)."""
+        self.core = snapshot["core"].snapshot()
+        self.core.shift(delta)
+        for name, value in snapshot["state"].items():
+            setattr(self, name, copy.deepcopy(value))
+        self._events = [(t + delta, s, k, e, r) for t, s, k, e, r in self._events]
+        heapq.heapify(self._events)
+        self._pending = {r: (p, a + delta, lat) for r, (p, a, lat) in self._pending.items()}
+        self._wake += delta
+        self.clock = snapshot["clock"] + delta
+        for pool, (live, held_from) in snapshot["live"].items():
+            variant = self.variants[pool]
+            variant.live = live
+            variant.held_from = {env: since + delta for env, since in held_from.items()}
 
 
 @dataclass
@@ -302,15 +254,41 @@ class SimulationResult:
     distinct_days: int
 
 
+def pool_config(spec: SimulationSpec, endpoint: str = "simulated") -> PoolConfig:
+    return PoolConfig(
+        endpoint=endpoint,
+        variant="AllTraffic",
+        serverless=True,
+        memory_mb=spec.memory_mb,
+        max_concurrency=spec.max_concurrency,
+        min_environments=spec.provisioned_concurrency,
+        idle_timeout_s=spec.keep_alive.idle_timeout_s,
+        keepalive=spec.keep_alive.policy,
+    )
+
+
+def cold_start_draws(spec: SimulationSpec) -> Callable[[], float]:
+    """The spec's fixed cold-start time, or draws from its measured ones (seeded)."""
+    draws = spec.cold_start_empirical_s
+    if not draws:
+        fixed = spec.cold_start_s
+        return lambda: fixed
+    rng = np.random.default_rng(spec.traffic.seed)
+    values = list(draws)
+    return lambda: float(values[int(rng.integers(len(values)))])
+
+
 def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
-    policy = make_policy(spec.keep_alive.policy, spec.keep_alive.idle_timeout_s)
-    sim = VariantSim(spec, policy)
+    sim = MachineSim()
+    pool = sim.add_variant(pool_config(spec), cold_start_draws(spec))
     if spec.traffic.timestamps_file is not None:
         arrivals, length = trace_traffic(spec.traffic.timestamps_file)
+        lat = latencies(spec.model_latency, arrivals.size, ("trace", spec.traffic.seed))
+        for t, latency in zip(arrivals.tolist(), lat.tolist(), strict=True):
+            sim.arrive(pool, t, latency)
         end = length + spec.keep_alive.idle_timeout_s + spec.cold_start_s + 60
-        day = sim.run(
-            arrivals, latencies(spec.model_latency, arrivals.size, ("trace", spec.traffic.seed)), 0.0, end
-        )
+        day = sim.close_period(end)[pool]
+        day.latency_ms_sum = float(lat.sum() * 1000)
         response = day.response_times()
         return SimulationResult(spec, max(length, 1.0) / DAY_S, day, response, np.ones(response.size), 1)
     # Only a stateless policy evolves the same from the same state: others are simulated day by day.
@@ -327,16 +305,19 @@ def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
             key = (traffic.key, sim.state_key(start))
         if key is not None and key in memo:
             index, end_state, from_day = memo[key]
-            _restore(sim, end_state, (d - from_day) * DAY_S)
+            sim.restore(end_state, (d - from_day) * DAY_S)
             kinds[index][1] += 1
             result = kinds[index][0]
         else:
             lat = latencies(spec.model_latency, traffic.arrivals.size, (spec.traffic.seed, traffic.key or d))
-            result = sim.run(traffic.arrivals, lat, start, start + DAY_S)
+            for t, latency in zip((traffic.arrivals + start).tolist(), lat.tolist(), strict=True):
+                sim.arrive(pool, t, latency)
+            result = sim.close_period(start + DAY_S)[pool]
+            result.latency_ms_sum = float(lat.sum() * 1000)
             kinds.append([result, 1])
             if key is not None:
-                memo[key] = (len(kinds) - 1, _snapshot(sim), d)
-        _add(totals, result)
+                memo[key] = (len(kinds) - 1, sim.snapshot(), d)
+        totals.add(result)
     parts = [(r.response_times(), n) for r, n in kinds]
     response = np.concatenate([r for r, _ in parts]) if parts else np.empty(0)
     weights = (
@@ -345,48 +326,42 @@ def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
     return SimulationResult(spec, float(spec.days), totals, response, weights, len(kinds))
 
 
-def _snapshot(sim: VariantSim) -> dict[str, Any]:
-    return {
-        "idle": list(sim.idle),
-        "events": list(sim.events),
-        "waiters": [(w.arrival, w.latency, w.served) for w in sim.waiters],
-        "counts": (sim.waiting, sim.busy, sim.live, sim.starting),
-        "clock": sim.clock,
-        "held_at": sim._held_at,
-        "idle_since": sim._idle_since,
-    }
+@dataclass(frozen=True)
+class VariantLoad:
+    """One variant of a many-endpoint simulation: its scaling config and its traffic."""
+
+    config: PoolConfig
+    arrivals: np.ndarray
+    """Sorted seconds."""
+    latencies: np.ndarray
+    cold_start: Callable[[], float]
 
 
-def _restore(sim: VariantSim, state: dict[str, Any], delta: float) -> None:
-    # Keys that match never hold a pending start for a waiter (its identity is in the key), so
-    # waiters can be copied on their own.
-    waiters = []
-    for arrival, latency, served in state["waiters"]:
-        waiter = _Waiter(arrival, latency)
-        waiter.served = served
-        waiters.append(waiter)
-    sim.idle = deque(state["idle"])
-    sim.waiters = deque(waiters)
-    sim.events = list(state["events"])
-    sim.waiting, sim.busy, sim.live, sim.starting = state["counts"]
-    sim.clock, sim._held_at, sim._idle_since = state["clock"], state["held_at"], state["idle_since"]
-    sim.shift(delta)
+def simulate_machine(
+    variants: Sequence[VariantLoad], memory_budget_mb: int, end: float
+) -> tuple[list[DayResult], ScalingCore]:
+    """Many variants on one machine sharing ``memory_budget_mb``, from 0 to ``end`` seconds.
 
-
-def _add(totals: DayResult, day: DayResult) -> None:
-    for name in (
-        "invocations",
-        "served",
-        "throttled",
-        "cold_starts",
-        "environment_starts",
-        "waited",
-        "billed_ms",
-        "latency_ms_sum",
-        "held_mb_s",
-    ):
-        setattr(totals, name, getattr(totals, name) + getattr(day, name))
-    totals.peak_environments = max(totals.peak_environments, day.peak_environments)
+    Returns each variant's result (in the order given) and the core (its ``evictions`` and pools'
+    stats) at the end.
+    """
+    sim = MachineSim(memory_budget_mb)
+    pools = [sim.add_variant(v.config, v.cold_start) for v in variants]
+    if not variants:
+        return [], sim.core
+    times = np.concatenate([v.arrivals for v in variants])
+    owner = np.concatenate([np.full(v.arrivals.size, i) for i, v in enumerate(variants)])
+    lat = np.concatenate([v.latencies for v in variants])
+    order = np.argsort(times, kind="stable")
+    for t, i, latency in zip(times[order].tolist(), owner[order].tolist(), lat[order].tolist(), strict=True):
+        sim.arrive(pools[i], t, latency)
+    results = sim.close_period(end)
+    out = []
+    for v, pool in zip(variants, pools, strict=True):
+        result = results[pool]
+        result.latency_ms_sum = float(v.latencies.sum() * 1000)
+        out.append(result)
+    return out, sim.core
 
 
 def weighted_percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float | None:
