@@ -17,6 +17,7 @@ from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.runtime_api import InvocationRouter, RuntimeEndpoint
 from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
+from coldbrew.serving.metrics import ScalingCollector
 from coldbrew.settings import Settings
 
 
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> ASGIApp:
             budget_evictions=lambda: core.evictions,
         ),
     )
+    registry.register(ScalingCollector(services.serving))
 
     async def metrics(request: Request) -> Response:
         def render() -> bytes:

@@ -1,0 +1,59 @@
+"""The scaling core's decisions as Prometheus metrics, per endpoint and variant, read at scrape time.
+
+Counters belong to the running deployment of a variant: an UpdateEndpoint that replaces it starts
+them again from zero, which Prometheus reads as a counter reset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from coldbrew.serving.service import Serving
+
+_COUNTERS = (
+    ("environment_starts", "coldbrew_scaling_environment_starts", "Environments the scaling core started"),
+    ("cold_starts", "coldbrew_scaling_cold_starts", "Invocations that started an environment for themselves"),
+    (
+        "hedged",
+        "coldbrew_scaling_hedged",
+        "Cold-starting invocations served by an environment that freed up first",
+    ),
+    ("prewarms", "coldbrew_scaling_prewarms", "Environments pre-warmed by the keep-alive policy"),
+    ("released", "coldbrew_scaling_released", "Idle environments released by the keep-alive policy"),
+    ("evicted", "coldbrew_scaling_evicted", "Idle environments released for another variant's cold start"),
+    ("throttled", "coldbrew_scaling_throttled", "Invocations throttled (MaxConcurrency or memory budget)"),
+)
+_LABELS = ["EndpointName", "VariantName"]
+
+
+class ScalingCollector(Collector):
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+
+    def collect(self) -> Iterator[Metric]:
+        core = self.serving.pools.core
+        counters = {attr: CounterMetricFamily(name, text, labels=_LABELS) for attr, name, text in _COUNTERS}
+        environments = GaugeMetricFamily(
+            "coldbrew_scaling_environments",
+            "Environments that exist now, by state",
+            labels=[*_LABELS, "state"],
+        )
+        for name, endpoint in list(self.serving.endpoints.items()):
+            for variant in list(endpoint.variants.values()):
+                pool = core.pools.get(variant.pool)
+                if pool is None:
+                    continue
+                labels = [name, variant.name]
+                for attr, counter in counters.items():
+                    counter.add_metric(labels, getattr(pool.stats, attr))
+                envs = list(pool.envs.values())
+                busy = sum(1 for e in envs if e.ready and e.in_flight)
+                ready = sum(1 for e in envs if e.ready)
+                environments.add_metric([*labels, "busy"], busy)
+                environments.add_metric([*labels, "idle"], ready - busy)
+                environments.add_metric([*labels, "starting"], len(envs) - ready)
+        yield from counters.values()
+        yield environments
