@@ -4,27 +4,35 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
-from coldbrew.backends.base import WorkerSpec
 from coldbrew.backends.processes import child_env
+from coldbrew.worker.messages import WorkerLaunch
 
 
-async def spawn_worker(spec: WorkerSpec, socket_path: str, status_fd: int) -> asyncio.subprocess.Process:
-    """``python -m coldbrew.worker`` for ``spec``, reporting on the inherited ``status_fd``."""
-    return await asyncio.create_subprocess_exec(
+async def spawn_worker(launch: WorkerLaunch, status_fd: int) -> asyncio.subprocess.Process:
+    """``python -m coldbrew.worker`` for ``launch``, reporting on the inherited ``status_fd``.
+
+    The launch goes to its stdin, as to a zygote over its socket. Its environment is also the
+    process's own from the start: thread counts and PYTHONPATH must be set before the
+    interpreter and the numerical libraries start.
+    """
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "coldbrew.worker",
-        "--model-dir",
-        spec.model_dir,
-        "--socket",
-        socket_path,
+        "--launch",
         "--status-fd",
         str(status_fd),
-        "--max-concurrency",
-        str(spec.environment_concurrency),
         pass_fds=(status_fd,),
-        env=child_env(spec.env),
-        stdin=asyncio.subprocess.DEVNULL,
+        env=child_env(launch.env),
+        stdin=asyncio.subprocess.PIPE,
     )
+    assert process.stdin is not None
+    process.stdin.write(launch.encoded())
+    # A worker that died before reading it reports that on its status pipe (by closing it).
+    with contextlib.suppress(ConnectionError):
+        await process.stdin.drain()
+    process.stdin.close()
+    return process

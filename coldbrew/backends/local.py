@@ -33,6 +33,7 @@ from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.status import read_status
 from coldbrew.backends.user_server import start_user_server
 from coldbrew.backends.zygotes import Zygote, Zygotes
+from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
 log = logging.getLogger("coldbrew.backends")
@@ -96,24 +97,24 @@ class LocalBackend:
             return await start_user_server(spec, spec.command, self.cgroups, self.startup_timeout_s)
         socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
         zygote = self.zygote_supervisor.ready(spec.runtime)
+        launch = WorkerLaunch(
+            model_dir=spec.model_dir,
+            socket_path=socket_path,
+            environment_concurrency=spec.environment_concurrency,
+            env=spec.env,
+        )
         read_fd, write_fd = os.pipe()
         process: asyncio.subprocess.Process | None = None
         pid = 0
         try:
             if zygote is not None:
-                fields = {
-                    "model_dir": spec.model_dir,
-                    "socket_path": socket_path,
-                    "max_concurrency": spec.environment_concurrency,
-                    "env": spec.env,
-                }
                 try:
-                    pid = await zygote.fork(fields, write_fd)
+                    pid = await zygote.fork(launch, write_fd)
                 except OSError as exc:
                     log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
                     zygote = None
             if zygote is None:
-                process = await spawn_worker(spec, socket_path, write_fd)
+                process = await spawn_worker(launch, write_fd)
                 pid = process.pid
         finally:
             os.close(write_fd)
@@ -130,17 +131,16 @@ class LocalBackend:
             ) from None
         finally:
             os.close(read_fd)
-        if not status.get("ready"):
+        if not status.ready:
             if process is not None:
                 await process.wait()
-            error = str(status.get("error") or "the worker exited before it was ready")
+            error = status.error or "the worker exited before it was ready"
             if cgroup is not None and cgroup.oom_killed():
                 error = f"Loading the model needs more than its memory size of {spec.memory_mb} MB."
             if cgroup is not None:
                 cgroup.remove()
             raise WorkerStartError(error)
-        reported_ms = status.get("setup_ms")
-        setup_ms = float(reported_ms) if isinstance(reported_ms, int | float) else 0.0
+        setup_ms = status.setup_ms or 0.0
         worker: SpawnedWorker | ForkedWorker
         if process is not None:
             worker = SpawnedWorker(process, socket_path, setup_ms)

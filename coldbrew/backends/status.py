@@ -1,4 +1,5 @@
-"""The status pipe: a worker or zygote reports readiness, or why it failed, as one JSON line.
+"""The status pipe: a worker or zygote reports readiness, or why it failed, as one JSON line
+(a :class:`~coldbrew.worker.messages.WorkerStatus`).
 
 The gateway creates the pipe, the child inherits (or is handed) its write end and writes the line
 once it can serve, or before it exits; end of file without a line means it died first.
@@ -7,12 +8,15 @@ once it can serve, or before it exits; end of file without a line means it died 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 
+from pydantic import ValidationError
 
-async def read_status(fd: int) -> dict[str, object]:
-    """The one JSON status line a worker or zygote writes on its pipe (EOF without one: failed)."""
+from coldbrew.worker.messages import WorkerStatus
+
+
+async def read_status(fd: int) -> WorkerStatus:
+    """The one status line a worker or zygote writes on its pipe (EOF without one: failed)."""
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
     data = bytearray()
@@ -33,9 +37,8 @@ async def read_status(fd: int) -> dict[str, object]:
     finally:
         loop.remove_reader(fd)
     if not data.strip():
-        return {"ready": False}
+        return WorkerStatus(ready=False)
     try:
-        status: dict[str, object] = json.loads(data.decode(errors="replace").splitlines()[0])
-    except (json.JSONDecodeError, IndexError):
-        return {"ready": False, "error": "the worker reported an unreadable status"}
-    return status
+        return WorkerStatus.model_validate_json(data.splitlines()[0])
+    except ValidationError:
+        return WorkerStatus(ready=False, error="the worker reported an unreadable status")

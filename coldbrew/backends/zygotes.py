@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import os
 import signal
@@ -19,10 +18,12 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from coldbrew.backends.processes import child_env, rss
 from coldbrew.backends.status import read_status
+from coldbrew.worker.messages import ForkReply, WorkerLaunch, WorkerStatus
 
 log = logging.getLogger("coldbrew.backends")
 
@@ -41,17 +42,23 @@ class Zygote:
     def rss_bytes(self) -> int:
         return rss(self.process.pid, children=False)
 
-    async def fork(self, fields: dict[str, Any], status_fd: int) -> int:
+    async def fork(self, launch: WorkerLaunch, status_fd: int) -> int:
+        """Have the zygote fork a worker for ``launch``, reporting on ``status_fd``; its pid."""
         loop = asyncio.get_running_loop()
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.socket_path)
-            socket.send_fds(sock, [json.dumps({"config": fields}).encode()], [status_fd])
+            socket.send_fds(sock, [launch.encoded()], [status_fd])
             reply = await loop.sock_recv(sock, 65536)
-        answer = json.loads(reply) if reply else {"error": "the zygote closed the connection"}
-        if "pid" not in answer:
-            raise OSError(answer.get("error", "the zygote refused"))
-        return int(answer["pid"])
+        if not reply:
+            raise OSError("the zygote closed the connection")
+        try:
+            answer = ForkReply.model_validate_json(reply)
+        except ValidationError:
+            raise OSError("the zygote sent an unreadable reply") from None
+        if answer.pid is None:
+            raise OSError(answer.error or "the zygote refused")
+        return answer.pid
 
     async def stop(self) -> None:
         if self.process.returncode is None:
@@ -154,14 +161,14 @@ class Zygotes:
         try:
             status = await asyncio.wait_for(read_status(read_fd), self.startup_timeout_s)
         except TimeoutError:
-            status = {"ready": False, "error": "timed out"}
+            status = WorkerStatus(ready=False, error="timed out")
         finally:
             os.close(read_fd)
-        if not status.get("ready"):
+        if not status.ready:
             log.warning(
                 "the %s zygote did not start (%s); its workers start as fresh interpreters",
                 runtime,
-                status.get("error"),
+                status.error,
             )
             self.wanted.discard(runtime)
             self._failed.add(runtime)
@@ -169,14 +176,13 @@ class Zygotes:
                 process.kill()
             await process.wait()
             return
-        reported = status.get("modules")
-        modules = [str(m) for m in reported] if isinstance(reported, list) else []
+        modules = status.modules or []
         self.running[runtime] = Zygote(process, socket_path, modules)
         log.info(
             "%s zygote %d ready in %s ms with %s",
             runtime,
             process.pid,
-            status.get("setup_ms"),
+            status.setup_ms,
             ", ".join(modules),
         )
 

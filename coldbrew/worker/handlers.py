@@ -24,8 +24,8 @@ keyword-only parameter named ``context``; ``*args`` alone gets no context, as in
 A signature that fits neither form fails the load with a message, rather than failing every
 request. (The toolkit counts parameters on every call; once at load is cheaper and fails early.)
 
-With ``max_concurrency`` > 1 the functions run in a thread pool, so they must be thread-safe
-(scikit-learn's ``predict`` is).
+With ``environment_concurrency`` > 1 the functions run in a thread pool, so they must be
+thread-safe (scikit-learn's ``predict`` is).
 """
 
 from __future__ import annotations

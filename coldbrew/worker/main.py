@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import json
 import logging
 import os
 import signal
@@ -13,10 +12,10 @@ import socket
 import stat
 import sys
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from coldbrew.worker.config import WorkerConfig
 from coldbrew.worker.errors import ModelLoadError, one_line
+from coldbrew.worker.messages import WorkerLaunch, WorkerStatus
 
 logger = logging.getLogger("coldbrew.worker")
 
@@ -24,12 +23,12 @@ _BACKLOG = 128
 _MAX_SOCKET_PATH = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
 
 
-def run_worker(config: WorkerConfig, status_fd: int) -> NoReturn:
-    """Serve ``config.model_dir`` until SIGTERM or the parent's death; never returns.
+def run_worker(launch: WorkerLaunch, status_fd: int) -> NoReturn:
+    """Serve ``launch.model_dir`` until SIGTERM or the parent's death; never returns.
 
-    Writes exactly one JSON line to ``status_fd`` and closes it: ``{"ready": true, "pid": ...,
-    "setup_ms": ...}`` (plus ``"port"`` when listening on TCP) once requests can be served, or
-    ``{"ready": false, "error": "..."}`` before exiting with status 1.
+    Writes exactly one :class:`~coldbrew.worker.messages.WorkerStatus` line to ``status_fd`` and
+    closes it: ready, with ``pid`` and ``setup_ms`` (plus ``port`` when listening on TCP), once
+    requests can be served, or not ready with the ``error`` before exiting with status 1.
 
     Signals: SIGINT is ignored because the parent owns shutdown. A Ctrl+C in a terminal reaches
     every process in the foreground group; if workers died on it, in-flight requests would fail
@@ -44,7 +43,7 @@ def run_worker(config: WorkerConfig, status_fd: int) -> NoReturn:
     """
     code = 1
     try:
-        code = _run(config, status_fd)
+        code = _run(launch, status_fd)
     except BaseException:
         logger.exception("worker crashed")
     finally:
@@ -55,7 +54,7 @@ def run_worker(config: WorkerConfig, status_fd: int) -> NoReturn:
         os._exit(code)
 
 
-def _run(config: WorkerConfig, status_fd: int) -> int:
+def _run(launch: WorkerLaunch, status_fd: int) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked child inherits the parent's Python handlers, which would act on the parent's
     # state; until the event loop installs ours, SIGTERM simply ends the process.
@@ -67,23 +66,23 @@ def _run(config: WorkerConfig, status_fd: int) -> int:
     parent_pid = os.getppid()
 
     try:
-        os.environ.update(config.env)
-        os.environ["SM_MODEL_DIR"] = config.model_dir
-        _apply_pythonpath(config.env)
+        os.environ.update(launch.env)
+        os.environ["SM_MODEL_DIR"] = launch.model_dir
+        _apply_pythonpath(launch.env)
         _configure_logging()
-        _export_sagemaker_env(config.model_dir)
+        _export_sagemaker_env(launch.model_dir)
         started = time.perf_counter()
         from coldbrew.worker.handlers import load_handler
 
-        handler = load_handler(config.model_dir)
+        handler = load_handler(launch.model_dir)
         setup_ms = (time.perf_counter() - started) * 1000
-        sock = _bind(config)
+        sock = _bind(launch)
     except ModelLoadError as exc:
         return _fail(status_fd, str(exc))
     except BaseException as exc:
         logger.error("worker setup failed", exc_info=exc)
         return _fail(status_fd, one_line(exc))
-    logger.info("loaded %s in %.1f ms", config.model_dir, setup_ms)
+    logger.info("loaded %s in %.1f ms", launch.model_dir, setup_ms)
 
     from concurrent.futures import ThreadPoolExecutor
 
@@ -91,13 +90,16 @@ def _run(config: WorkerConfig, status_fd: int) -> int:
     from coldbrew.worker.server import serve
 
     executor = None
-    if config.max_concurrency > 1:
+    if launch.environment_concurrency > 1:
         # Created here, not at import: a zygote that forks us must not hold threads.
-        executor = ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="predict")
-    status: dict[str, Any] = {"ready": True, "pid": os.getpid(), "setup_ms": round(setup_ms, 3)}
-    if config.port is not None:
-        status["port"] = sock.getsockname()[1]
-    socket_id = _socket_identity(config.socket_path)
+        executor = ThreadPoolExecutor(launch.environment_concurrency, thread_name_prefix="predict")
+    status = WorkerStatus(
+        ready=True,
+        pid=os.getpid(),
+        setup_ms=round(setup_ms, 3),
+        port=sock.getsockname()[1] if launch.port is not None else None,
+    )
+    socket_id = _socket_identity(launch.socket_path)
     reported: list[bool] = []
 
     def on_ready() -> bool:
@@ -110,7 +112,7 @@ def _run(config: WorkerConfig, status_fd: int) -> int:
         if executor is not None:
             # Threads still predicting are abandoned: os._exit follows and must not wait for them.
             executor.shutdown(wait=False, cancel_futures=True)
-        _remove_socket(config.socket_path, socket_id)
+        _remove_socket(launch.socket_path, socket_id)
     return 0 if reported == [True] else 1
 
 
@@ -119,10 +121,11 @@ def _apply_pythonpath(env: dict[str, str]) -> None:
 
     A worker forked from the zygote started its interpreter before it saw this model's
     environment. (Modules the zygote has already imported stay as they are: a model that must
-    replace one of those needs a freshly started worker.)
+    replace one of those needs a freshly started worker.) A fresh worker has them already, made
+    absolute by its interpreter.
     """
     entries = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
-    missing = [entry for entry in entries if entry not in sys.path]
+    missing = [entry for entry in entries if entry not in sys.path and os.path.abspath(entry) not in sys.path]
     if missing:
         # After sys.path[0] (the script's or the working directory), where Python puts PYTHONPATH.
         sys.path[1:1] = missing
@@ -155,9 +158,9 @@ def _configure_logging() -> None:
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
-def _bind(config: WorkerConfig) -> socket.socket:
-    if config.socket_path is not None:
-        path = config.socket_path
+def _bind(launch: WorkerLaunch) -> socket.socket:
+    if launch.socket_path is not None:
+        path = launch.socket_path
         if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
             raise ModelLoadError(
                 f"socket path {path} is longer than {_MAX_SOCKET_PATH} bytes: use a shorter one"
@@ -176,22 +179,22 @@ def _bind(config: WorkerConfig) -> socket.socket:
             sock.close()
             raise ModelLoadError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
         return sock
-    assert config.port is not None
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    assert launch.port is not None
+    family = socket.AF_INET6 if ":" in launch.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((config.host, config.port))
+        sock.bind((launch.host, launch.port))
         sock.listen(_BACKLOG)
     except OSError as exc:
         sock.close()
-        raise ModelLoadError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
+        raise ModelLoadError(f"cannot listen on {launch.host}:{launch.port}: {exc.strerror or exc}") from exc
     return sock
 
 
-def _report(status_fd: int, status: dict[str, Any]) -> bool:
+def _report(status_fd: int, status: WorkerStatus) -> bool:
     """Write the status line and close the fd; False if the parent is no longer reading."""
-    data = (json.dumps(status) + "\n").encode()
+    data = status.line()
     try:
         while data:
             data = data[os.write(status_fd, data) :]
@@ -206,7 +209,7 @@ def _report(status_fd: int, status: dict[str, Any]) -> bool:
 
 def _fail(status_fd: int, error: str) -> int:
     logger.error("worker not ready: %s", error)
-    _report(status_fd, {"ready": False, "error": error})
+    _report(status_fd, WorkerStatus(ready=False, error=error))
     return 1
 
 

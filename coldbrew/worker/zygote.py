@@ -6,10 +6,10 @@ only the calling thread, so locks held by any other thread would stay locked in 
 therefore pins BLAS/OpenMP pools to one thread *before* numpy loads (fresh workers get the same
 settings, so both kinds behave alike) and checks that it holds no other thread before serving.
 
-Protocol, over a Unix stream socket, one request per connection: the gateway sends a JSON
-``{"config": {...WorkerConfig fields...}}`` with the worker's status pipe attached (SCM_RIGHTS);
-the zygote forks, the child runs :func:`coldbrew.worker.main.run_worker` with that pipe, and the
-zygote answers ``{"pid": N}`` (or ``{"error": "..."}``).
+Protocol, over a Unix stream socket, one request per connection: the gateway sends a
+:class:`~coldbrew.worker.messages.WorkerLaunch` with the worker's status pipe attached
+(SCM_RIGHTS); the zygote forks, the child runs :func:`coldbrew.worker.main.run_worker` with that
+pipe, and the zygote answers with a :class:`~coldbrew.worker.messages.ForkReply`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import logging
 import os
 import signal
 import socket
 import sys
 import time
-from typing import Any, NoReturn
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from coldbrew.worker.messages import ForkReply, WorkerLaunch, WorkerStatus
 
 # Thread pools of numerical libraries, one thread each unless the caller chose otherwise.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -33,6 +36,7 @@ DEFAULT_PRELOAD = ("numpy", "joblib")
 # What every worker imports, so the child does not pay for it either.
 WORKER_MODULES = (
     "coldbrew.worker.main",
+    "coldbrew.worker.messages",
     "coldbrew.worker.handlers",
     "coldbrew.worker.app",
     "coldbrew.worker.server",
@@ -68,8 +72,7 @@ def preload(modules: list[str]) -> list[str]:
     return loaded
 
 
-def _child(config_fields: dict[str, Any], status_fd: int) -> NoReturn:
-    from coldbrew.worker.config import WorkerConfig
+def _child(launch: WorkerLaunch, status_fd: int) -> NoReturn:
     from coldbrew.worker.main import run_worker
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -78,9 +81,8 @@ def _child(config_fields: dict[str, Any], status_fd: int) -> NoReturn:
     # Every worker draws its own random numbers, as a freshly started one would.
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    config = WorkerConfig(**config_fields)
-    _limit_threads(config.env.get("OMP_NUM_THREADS"))
-    run_worker(config, status_fd)
+    _limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    run_worker(launch, status_fd)
 
 
 def _limit_threads(threads: str | None) -> None:
@@ -103,25 +105,24 @@ def _handle(conn: socket.socket, listener: socket.socket) -> None:
     if len(fds) != 1:
         for fd in fds:
             os.close(fd)
-        conn.sendall(json.dumps({"error": "expected one status pipe"}).encode())
+        conn.sendall(ForkReply(error="expected one status pipe").encoded())
         return
     try:
-        request = json.loads(message)
-        config_fields = dict(request["config"])
-    except (ValueError, KeyError, TypeError) as exc:
+        launch = WorkerLaunch.model_validate_json(message)
+    except ValidationError as exc:
         os.close(fds[0])
-        conn.sendall(json.dumps({"error": f"bad request: {exc}"}).encode())
+        conn.sendall(ForkReply(error=f"bad request: {exc}").encoded())
         return
     pid = os.fork()
     if pid == 0:
         try:
             listener.close()
             conn.close()
-            _child(config_fields, fds[0])
+            _child(launch, fds[0])
         finally:
             os._exit(1)
     os.close(fds[0])
-    conn.sendall(json.dumps({"pid": pid}).encode())
+    conn.sendall(ForkReply(pid=pid).encoded())
 
 
 def serve_zygote(socket_path: str, modules: list[str], status_fd: int) -> NoReturn:
@@ -145,7 +146,7 @@ def _serve(socket_path: str, modules: list[str], status_fd: int) -> int:
     threads = thread_count()
     if threads != 1:
         error = f"the zygote holds {threads} threads after its imports; forking it would not be safe"
-        os.write(status_fd, (json.dumps({"ready": False, "error": error}) + "\n").encode())
+        os.write(status_fd, WorkerStatus(ready=False, error=error).line())
         return 1
     parent = os.getppid()
     with contextlib.suppress(FileNotFoundError):
@@ -155,13 +156,13 @@ def _serve(socket_path: str, modules: list[str], status_fd: int) -> int:
     os.chmod(socket_path, 0o600)
     listener.listen(64)
     listener.settimeout(0.5)
-    status = {
-        "ready": True,
-        "pid": os.getpid(),
-        "setup_ms": round((time.perf_counter() - started) * 1000, 1),
-        "modules": loaded,
-    }
-    os.write(status_fd, (json.dumps(status) + "\n").encode())
+    status = WorkerStatus(
+        ready=True,
+        pid=os.getpid(),
+        setup_ms=round((time.perf_counter() - started) * 1000, 1),
+        modules=loaded,
+    )
+    os.write(status_fd, status.line())
     os.close(status_fd)
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))

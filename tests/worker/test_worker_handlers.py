@@ -13,10 +13,10 @@ import pytest
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import LinearRegression, Ridge
 
-from coldbrew.worker.config import WorkerConfig
 from coldbrew.worker.context import Context
 from coldbrew.worker.errors import InferenceError, ModelLoadError, describe, one_line
 from coldbrew.worker.handlers import load_handler
+from coldbrew.worker.messages import WorkerLaunch
 from tests.worker.conftest import write_code
 
 
@@ -249,12 +249,17 @@ def test_context_custom_attributes_are_checked() -> None:
         context.set_response_custom_attributes("x" * 1025)
 
 
-def test_worker_config_is_validated_and_picklable() -> None:
-    config = WorkerConfig(model_dir="/m", socket_path="/s", env={"A": "1"})
-    assert pickle.loads(pickle.dumps(config)) == config
+def test_worker_launch_is_validated_and_survives_the_wire() -> None:
+    launch = WorkerLaunch(model_dir="/m", socket_path="/s", env={"A": "1"})
+    assert WorkerLaunch.model_validate_json(launch.encoded()) == launch
+    assert pickle.loads(pickle.dumps(launch)) == launch
     with pytest.raises(ValueError, match="exactly one of socket_path and port"):
-        WorkerConfig(model_dir="/m")
+        WorkerLaunch(model_dir="/m")
     with pytest.raises(ValueError, match="exactly one"):
-        WorkerConfig(model_dir="/m", socket_path="/s", port=1)
-    with pytest.raises(ValueError, match="max_concurrency"):
-        WorkerConfig(model_dir="/m", port=0, max_concurrency=0)
+        WorkerLaunch(model_dir="/m", socket_path="/s", port=1)
+    with pytest.raises(ValueError, match="environment_concurrency"):
+        WorkerLaunch(model_dir="/m", port=0, environment_concurrency=0)
+    with pytest.raises(ValueError, match="port"):
+        WorkerLaunch(model_dir="/m", port=65536)
+    with pytest.raises(ValueError, match="max_concurrency"):  # an unknown field is refused
+        WorkerLaunch.model_validate_json(b'{"model_dir": "/m", "port": 0, "max_concurrency": 2}')

@@ -27,7 +27,7 @@ def echo(
 ) -> Iterator[Worker]:
     model_dir = tmp_path_factory.mktemp("echo")
     write_code(model_dir, ECHO)
-    args = ["--max-concurrency", "2"] if request.param == "pool" else []
+    args = ["--environment-concurrency", "2"] if request.param == "pool" else []
     worker = start_worker(model_dir, socket_dir, *args)
     yield worker
     worker.stop()

@@ -429,11 +429,11 @@ def _alive(pid: int) -> bool:
 def test_run_worker_in_a_forked_child(
     regressor_dir: Path, socket_dir: Path, diabetes: tuple[RandomForestRegressor, np.ndarray]
 ) -> None:
-    from coldbrew.worker.config import WorkerConfig
     from coldbrew.worker.main import run_worker
+    from coldbrew.worker.messages import WorkerLaunch
 
     model, X = diabetes
-    config = WorkerConfig(
+    launch = WorkerLaunch(
         model_dir=str(regressor_dir),
         socket_path=str(socket_dir / "forked.sock"),
         env={"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"},
@@ -443,7 +443,7 @@ def test_run_worker_in_a_forked_child(
     if pid == 0:  # the child: never return into pytest
         try:
             os.close(read)
-            run_worker(config, write)
+            run_worker(launch, write)
         finally:
             os._exit(99)
     os.close(write)
@@ -451,10 +451,10 @@ def test_run_worker_in_a_forked_child(
         status = read_status(read)
         assert status is not None and status["ready"] is True and status["pid"] == pid
         with httpx.Client(
-            transport=httpx.HTTPTransport(uds=config.socket_path), base_url="http://worker"
+            transport=httpx.HTTPTransport(uds=launch.socket_path), base_url="http://worker"
         ) as client:
             response = client.post("/invocations", content=csv_body(X[:5]), headers=CSV_HEADERS)
-        assert response.headers["content-type"] == "text/csv"  # config.env reached the child
+        assert response.headers["content-type"] == "text/csv"  # launch.env reached the child
         assert [row[0] for row in parse_csv(response.text)] == model.predict(X[:5]).tolist()
         assert os.environ.get("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT") is None  # and not the parent
     finally:
@@ -464,7 +464,63 @@ def test_run_worker_in_a_forked_child(
     assert os.waitstatus_to_exitcode(code) == 0
 
 
-def test_max_concurrency_predicts_in_parallel(
+def test_launch_message_on_stdin(tmp_path: Path, socket_dir: Path) -> None:
+    """How the gateway starts a fresh worker: the same WorkerLaunch a zygote gets, on stdin."""
+    from coldbrew.worker.messages import WorkerLaunch
+
+    write_code(
+        tmp_path,
+        """
+        import os
+
+        def model_fn(model_dir):
+            return None
+
+        def transform_fn(model, body, content_type, accept):
+            return f"{os.environ['FLAVOUR']} {os.readlink('/proc/self/fd/0')}", "text/plain"
+        """,
+    )
+    launch = WorkerLaunch(
+        model_dir=str(tmp_path), socket_path=str(socket_dir / "launched.sock"), env={"FLAVOUR": "mint"}
+    )
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coldbrew.worker", "--launch", "--status-fd", str(write)],
+        stdin=subprocess.PIPE,
+        pass_fds=(write,),
+        env=worker_env(),
+    )
+    os.close(write)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(launch.encoded())
+        proc.stdin.close()
+        status = read_status(read)
+        assert status is not None and status["ready"] is True and status["pid"] == proc.pid
+        with httpx.Client(
+            transport=httpx.HTTPTransport(uds=launch.socket_path), base_url="http://worker"
+        ) as client:
+            # The model's environment arrived, and the model sees the stdin a forked worker has.
+            assert client.post("/invocations", content=b"x").text == "mint /dev/null"
+    finally:
+        os.close(read)
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_a_bad_launch_message_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "coldbrew.worker", "--launch", "--status-fd", "2"],
+        input=b'{"model_dir": "/m", "max_concurrency": 2}',
+        env=worker_env(),
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert b"max_concurrency" in result.stderr and b"Extra inputs are not permitted" in result.stderr
+
+
+def test_environment_concurrency_predicts_in_parallel(
     tmp_path: Path, socket_dir: Path, workers: list[Worker]
 ) -> None:
     write_code(
@@ -480,7 +536,7 @@ def test_max_concurrency_predicts_in_parallel(
             return b"done"
         """,
     )
-    workers.append(worker := start_worker(tmp_path, socket_dir, "--max-concurrency", "4"))
+    workers.append(worker := start_worker(tmp_path, socket_dir, "--environment-concurrency", "4"))
     clients = [worker.client() for _ in range(4)]
     results: list[str] = []
 

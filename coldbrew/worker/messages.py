@@ -1,0 +1,81 @@
+"""The messages between the gateway and the worker processes it starts, validated on receipt.
+
+- :class:`WorkerLaunch`: what one worker is to serve. The gateway sends it to a zygote over its
+  socket, which forks a worker with it, or writes it to a fresh worker's stdin
+  (``python -m coldbrew.worker --launch``); both run :func:`coldbrew.worker.main.run_worker`.
+- :class:`ForkReply`: the zygote's answer to a launch, the forked worker's pid or why not.
+- :class:`WorkerStatus`: the one JSON line a worker or zygote writes on its status pipe once it
+  can serve, or before it exits.
+
+Nothing in a launch is resolved or loaded: the model, the user's code and the listening socket
+are all set up inside the child, so a launch is built in the gateway and shipped as JSON.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Message(BaseModel):
+    # Both ends run the same coldbrew, so a field one end does not know is a bug, not a version.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def encoded(self) -> bytes:
+        """The message as sent: JSON, unset fields left out."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class WorkerLaunch(_Message):
+    """One execution environment for a worker process to serve."""
+
+    model_dir: str
+    """Directory the model archive was extracted to (SageMaker's ``/opt/ml/model``)."""
+
+    socket_path: str | None = None
+    """Unix domain socket to listen on. Exactly one of ``socket_path`` and ``port`` is set."""
+
+    port: int | None = Field(default=None, ge=0, le=65535)
+    """TCP port on ``host`` to listen on; 0 lets the kernel pick (reported in the status line)."""
+
+    host: str = "127.0.0.1"
+    """Address for the TCP listener; ignored with ``socket_path``."""
+
+    environment_concurrency: int = Field(default=1, ge=1)
+    """Invocations this environment serves at once. 1 runs predict inline on the event loop
+    (serverless); more runs it in a thread pool of that size (provisioned instances)."""
+
+    env: dict[str, str] = Field(default_factory=dict)
+    """Environment of the model (CreateModel's ``Environment``), applied before user code loads.
+    A fresh worker already started with it; a forked one starts with the zygote's."""
+
+    @model_validator(mode="after")
+    def _one_listener(self) -> WorkerLaunch:
+        if (self.socket_path is None) == (self.port is None):
+            raise ValueError("a WorkerLaunch needs exactly one of socket_path and port")
+        return self
+
+
+class ForkReply(_Message):
+    """The zygote's answer: the forked worker's ``pid``, or the ``error`` that stopped it."""
+
+    pid: int | None = None
+    error: str | None = None
+
+
+class WorkerStatus(_Message):
+    """Whether a worker (or zygote) is ready, with what it reports about its start."""
+
+    ready: bool
+    error: str | None = None
+    """Why it is not ready: the loader's message, fit for an endpoint's FailureReason."""
+    pid: int | None = None
+    setup_ms: float | None = None
+    """Time to load the model (for a zygote: its imports)."""
+    port: int | None = None
+    """The TCP port a worker listens on, when it was told port 0."""
+    modules: list[str] | None = None
+    """What a zygote imported."""
+
+    def line(self) -> bytes:
+        """The status as written on the pipe: one JSON line."""
+        return self.encoded() + b"\n"
