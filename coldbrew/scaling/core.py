@@ -679,7 +679,8 @@ class ScalingCore:
         out.append(Stop(env.id, reason))
 
     def _remove(self, pool: PoolState, env: EnvironmentState) -> None:
-        if env.ready and env.in_flight == 0 and pool.single:
+        # A closed pool stops an environment as it becomes idle, before it joins the free list.
+        if env.ready and env.in_flight == 0 and pool.single and env in pool.free:
             pool.free.remove(env)
         pool.envs.pop(env.id, None)
         self.envs.pop(env.id, None)
