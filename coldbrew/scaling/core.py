@@ -258,6 +258,8 @@ class ScalingCore:
         self._active.add(pool.id)
         self._keep_minimum(pool, now, out)
         self._serve_waiters(pool, now, out)
+        # A lower minimum or a new keep-alive moves the release times.
+        self._hint = min(self._hint, self._pool_wakeup(pool))
 
     def _close(self, event: Close, now: float, out: list[Action]) -> None:
         pool = self.pools.get(event.pool)
@@ -304,6 +306,8 @@ class ScalingCore:
             pool.policy.on_arrival(now)
             pool.idle_since = None
             pool.prewarm_at = pool.window_end = None
+            # The idle time just learned may shorten the keep-alive of the environments left idle.
+            self._hint = min(self._hint, self._pool_wakeup(pool))
         config = pool.config
         env = self._free_environment(pool)
         if env is None and not config.serverless:
