@@ -18,6 +18,10 @@ from coldbrew.backends.cgroups import MemoryCgroups
 from coldbrew.backends.processes import SpawnedWorker, child_env, kill
 from coldbrew.backends.worker_client import WorkerClient, WorkerConnectionError
 
+# Bounds of the wait between pings of a starting server.
+_PING_MIN_S = 0.005
+_PING_MAX_S = 0.25
+
 
 async def start_user_server(
     spec: WorkerSpec, command: str, cgroups: MemoryCgroups | None, startup_timeout_s: float
@@ -48,34 +52,51 @@ async def start_user_server(
     cgroup = cgroups.attach(process.pid, spec.memory_mb) if cgroups is not None and spec.memory_mb else None
     address = f"http://127.0.0.1:{port}"
     client = WorkerClient(address)
-    deadline = time.monotonic() + startup_timeout_s
+    answers = asyncio.ensure_future(_answers_ping(client, started))
+    exited = asyncio.ensure_future(process.wait())
     try:
-        while True:
-            if process.returncode is not None:
-                raise WorkerStartError(
-                    f"The serve command exited with status {process.returncode} before answering /ping "
-                    f"on port {port}."
-                )
-            with contextlib.suppress(WorkerConnectionError, OSError):
-                if (await client.request("GET", "/ping", {})).status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise WorkerStartError(
-                    f"The serve command did not answer GET /ping with 200 on port {port} within "
-                    f"{startup_timeout_s:.0f} s."
-                )
-            await asyncio.sleep(0.02)
+        # Whichever comes first: a server that dies while loading is reported at once, not after
+        # the next ping.
+        await asyncio.wait((answers, exited), timeout=startup_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            raise WorkerStartError(
+                f"The serve command exited with status {process.returncode} before answering /ping "
+                f"on port {port}."
+            )
+        if not answers.done():
+            raise WorkerStartError(
+                f"The serve command did not answer GET /ping with 200 on port {port} within "
+                f"{startup_timeout_s:.0f} s."
+            )
+        answers.result()
     except WorkerStartError:
         await kill(process, process.pid)
         if cgroup is not None:
             cgroup.remove()
         raise
     finally:
+        for task in (answers, exited):
+            task.cancel()
         await client.aclose()
     worker = SpawnedWorker(process, None, (time.perf_counter() - started) * 1000, address=address)
     worker.cgroup = cgroup
     worker.counts_children = True
     return worker
+
+
+async def _answers_ping(client: WorkerClient, started: float) -> None:
+    """Returns once the server answers ``GET /ping`` with 200.
+
+    A server tells nobody when it starts listening, so this asks. It asks often at first, when a
+    small server is about to be up, then less: each wait is a tenth of the time it has taken so
+    far, which keeps the delay this adds to a start to about 10 % however long the model loads.
+    """
+    while True:
+        with contextlib.suppress(WorkerConnectionError, OSError):
+            if (await client.request("GET", "/ping", {})).status == 200:
+                return
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(min(max(elapsed / 10, _PING_MIN_S), _PING_MAX_S))
 
 
 def _free_port() -> int:

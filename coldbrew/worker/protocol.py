@@ -43,6 +43,8 @@ class ServerState:
         self.connections: set[HttpConnection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.shutting_down = False
+        self.connection_lost = asyncio.Event()
+        """Set whenever a connection goes away, so shutdown waits for the last one without polling."""
 
 
 class HttpConnection(asyncio.Protocol):
@@ -71,6 +73,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = True
         self.pending.clear()
         self.state.connections.discard(self)
+        self.state.connection_lost.set()
 
     def data_received(self, data: bytes) -> None:
         try:
