@@ -18,7 +18,7 @@ from coldbrew.control.paging import ListQuery, list_rows
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.store import Store, dumps, loads
 from coldbrew.control.validation import validate_production_variants
-from coldbrew.errors import ResourceLimitExceeded, ValidationException
+from coldbrew.errors import ResourceLimitExceeded, ValidationError, ValidationException
 
 MAX_TAGS = 50
 
@@ -310,6 +310,24 @@ class ControlPlane:
                 "LastModifiedTime": r["modified_at"],
                 "EndpointStatus": r["status"],
             },
+        )
+
+    def refusal_for(self, name: str, account: str) -> ValidationError:
+        """Why endpoint ``name`` takes no invocations, for an invocation serving has no endpoint
+        for (the invoke path reads the store only on this error path)."""
+        row = self.store.query_one(
+            "SELECT name, status, failure_reason FROM endpoints WHERE name_key = ?", [name.lower()]
+        )
+        if row is None:
+            return ValidationError(f"Endpoint {name} of account {account} not found.")
+        status = row["status"]
+        if status == "Failed":
+            return ValidationError(
+                f"Endpoint {name} of account {account} is Failed and takes no invocations: "
+                f"{row['failure_reason']}"
+            )
+        return ValidationError(
+            f"Endpoint {name} of account {account} is {status}; invoke it once it is InService."
         )
 
     def _require_in_service(self, ctx: RequestContext, row: Any) -> None:

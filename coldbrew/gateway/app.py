@@ -14,7 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from coldbrew.gateway.control_api import ControlEndpoint
-from coldbrew.gateway.runtime_api import InvocationRouter, RuntimeEndpoint
+from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
 from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
 from coldbrew.serving.metrics import ScalingCollector
@@ -24,7 +24,7 @@ from coldbrew.settings import Settings
 def create_app(settings: Settings) -> ASGIApp:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
-    runtime = RuntimeEndpoint(services.serving, services.store, settings.account_id, services.meter)
+    invocations = InvocationsEndpoint(services.serving, services.control, settings.account_id, services.meter)
     core = services.serving.pools.core
     registry = registry_for(
         services.meter,
@@ -61,4 +61,4 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     # The invoke path is answered in front of Starlette; everything else (and the lifespan) goes on.
-    return InvocationRouter(Starlette(routes=routes, lifespan=lifespan), runtime)
+    return InvocationRouter(Starlette(routes=routes, lifespan=lifespan), invocations)

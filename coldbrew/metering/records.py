@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 
+from coldbrew.errors import ModelError
+
 
 class Outcome(Enum):
     """How CloudWatch counts an invocation's result."""
@@ -41,11 +43,79 @@ class MeterRecord:
     error_code: str | None = None
     """SageMaker's error code (ModelError, ThrottlingException, ...); None on success."""
 
+    @classmethod
+    def answered(
+        cls,
+        *,
+        endpoint: str,
+        variant: str,
+        started_at: float,
+        total_us: int,
+        model_latency_us: int,
+        cold_start: bool,
+        setup_ms: float,
+        memory_mb: int,
+        serverless: bool,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> MeterRecord:
+        """An invocation the model answered, ``total_us`` after the gateway received it."""
+        return cls(
+            endpoint=endpoint,
+            variant=variant,
+            started_at=started_at,
+            model_latency_us=model_latency_us,
+            # As on SageMaker Serverless, a cold start's setup counts as overhead.
+            overhead_latency_us=max(0, total_us - model_latency_us),
+            cold_start=cold_start,
+            setup_us=int(setup_ms * 1000),
+            memory_mb=memory_mb,
+            serverless=serverless,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            status=200,
+        )
+
+    @classmethod
+    def failed(
+        cls,
+        *,
+        endpoint: str,
+        variant: str,
+        started_at: float,
+        total_us: int,
+        memory_mb: int,
+        serverless: bool,
+        bytes_in: int,
+        bytes_out: int,
+        status: int,
+        error_code: str,
+    ) -> MeterRecord:
+        """An invocation answered with an error: refused, failed by coldbrew, or by the model."""
+        # A ModelError ran the model (or crashed or timed out in it): serving does not say how long
+        # the worker took, so the whole time is counted as model time, as the worker was held.
+        model_us = total_us if error_code == ModelError.code else 0
+        return cls(
+            endpoint=endpoint,
+            variant=variant,
+            started_at=started_at,
+            model_latency_us=model_us,
+            overhead_latency_us=total_us - model_us,
+            cold_start=False,
+            setup_us=0,
+            memory_mb=memory_mb,
+            serverless=serverless,
+            bytes_in=bytes_in,
+            bytes_out=bytes_out,
+            status=status,
+            error_code=error_code,
+        )
+
     @property
     def outcome(self) -> Outcome:
         if self.error_code is None and self.status < 400:
             return Outcome.OK
-        if self.error_code == "ModelError":
+        if self.error_code == ModelError.code:
             return Outcome.MODEL_ERROR
         return Outcome.CLIENT_ERROR if self.status < 500 else Outcome.SERVER_ERROR
 

@@ -14,7 +14,7 @@ from coldbrew.control.store import Store
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.prometheus import registry_for
 from coldbrew.metering.query import metrics_report, open_readonly
-from coldbrew.metering.records import MeterRecord
+from coldbrew.metering.records import MeterRecord, Outcome
 
 
 def _record(i: int, t: float, variant: str = "AllTraffic") -> MeterRecord:
@@ -148,3 +148,31 @@ def test_prometheus_output_parses_with_cloudwatch_names(db: Path) -> None:
         "OverheadLatency_microseconds",
     ):
         assert f"sagemaker_{name}" in families
+
+
+def test_records_from_what_the_gateway_knows() -> None:
+    facts = {"endpoint": "ep", "variant": "v", "started_at": 1.0, "memory_mb": 2048, "serverless": True}
+    cold = MeterRecord.answered(
+        **facts,
+        total_us=250_000,
+        model_latency_us=2_000,
+        cold_start=True,
+        setup_ms=240.5,
+        bytes_in=10,
+        bytes_out=20,
+    )
+    # A cold start's setup is overhead, as on SageMaker Serverless; the model's time is billed.
+    assert (cold.model_latency_us, cold.overhead_latency_us, cold.setup_us) == (2_000, 248_000, 240_500)
+    assert (cold.status, cold.error_code, cold.billed_mb_ms) == (200, None, 2048 * 2)
+
+    def failed(code: str, status: int) -> MeterRecord:
+        return MeterRecord.failed(
+            **facts, total_us=5_000, bytes_in=10, bytes_out=30, status=status, error_code=code
+        )
+
+    # The model held the worker for the whole of a ModelError; a refusal never reached it.
+    model_error, throttled = failed("ModelError", 424), failed("ThrottlingException", 400)
+    assert (model_error.model_latency_us, model_error.overhead_latency_us) == (5_000, 0)
+    assert (throttled.model_latency_us, throttled.overhead_latency_us) == (0, 5_000)
+    assert not model_error.cold_start and model_error.setup_us == 0
+    assert (model_error.outcome, throttled.outcome) == (Outcome.MODEL_ERROR, Outcome.CLIENT_ERROR)

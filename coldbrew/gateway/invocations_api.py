@@ -1,4 +1,5 @@
-"""The runtime API: ``POST /endpoints/{name}/invocations`` as sagemaker-runtime speaks it (REST JSON)."""
+"""The invocations API: ``POST /endpoints/{name}/invocations`` as sagemaker-runtime speaks it
+(REST JSON)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import uuid
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from coldbrew.control.store import Store
-from coldbrew.errors import ColdbrewError, InternalFailure, ModelError, ValidationError
+from coldbrew.control.service import ControlPlane
+from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, Invocation
@@ -34,7 +35,7 @@ class Reply:
         self.status, self.headers, self.body = status, headers, body
 
 
-def runtime_error(error: ColdbrewError, request_id: str) -> Reply:
+def invocation_error(error: ColdbrewError, request_id: str) -> Reply:
     body = json.dumps({"message": error.message, **error.fields}).encode()
     return Reply(
         error.status,
@@ -55,9 +56,9 @@ class InvocationRouter:
     goes on to the Starlette app.
     """
 
-    def __init__(self, app: ASGIApp, runtime: RuntimeEndpoint) -> None:
+    def __init__(self, app: ASGIApp, invocations: InvocationsEndpoint) -> None:
         self.app = app
-        self.runtime = runtime
+        self.invocations = invocations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -66,7 +67,7 @@ class InvocationRouter:
                 name = path[len(PREFIX) : -len(SUFFIX)]
                 if name and "/" not in name:
                     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                    reply = await self.runtime.invoke(name, headers, receive)
+                    reply = await self.invocations.invoke(name, headers, receive)
                     await send(
                         {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
                     )
@@ -87,29 +88,14 @@ async def read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
-class RuntimeEndpoint:
-    def __init__(self, serving: Serving, store: Store, account: str, meter: Meter | None = None) -> None:
+class InvocationsEndpoint:
+    def __init__(
+        self, serving: Serving, control: ControlPlane, account: str, meter: Meter | None = None
+    ) -> None:
         self.serving = serving
-        self.store = store
+        self.control = control
         self.account = account
         self.meter = meter
-
-    def _not_serving(self, name: str) -> ValidationError:
-        """Why an endpoint takes no invocations; reads the store, but only on this error path."""
-        row = self.store.query_one(
-            "SELECT name, status, failure_reason FROM endpoints WHERE name_key = ?", [name.lower()]
-        )
-        if row is None:
-            return ValidationError(f"Endpoint {name} of account {self.account} not found.")
-        status = row["status"]
-        if status == "Failed":
-            return ValidationError(
-                f"Endpoint {name} of account {self.account} is Failed and takes no invocations: "
-                f"{row['failure_reason']}"
-            )
-        return ValidationError(
-            f"Endpoint {name} of account {self.account} is {status}; invoke it once it is InService."
-        )
 
     async def invoke(self, name: str, headers: dict[str, str], receive: Receive) -> Reply:
         """One invocation; ``headers`` has lower-case names."""
@@ -119,7 +105,7 @@ class RuntimeEndpoint:
         try:
             endpoint = self.serving.endpoint(name)
             if endpoint is None:
-                raise await run_in_threadpool(self._not_serving, name)
+                raise await run_in_threadpool(self.control.refusal_for, name, self.account)
             metered.endpoint = name.lower()
             # The variant is chosen here rather than in serving so that every record, an error's
             # too, names the variant and memory size it was for.
@@ -144,12 +130,14 @@ class RuntimeEndpoint:
             )
             result = await self.serving.invoke(variant, invocation)
         except ColdbrewError as error:
-            response = runtime_error(error, request_id)
+            response = invocation_error(error, request_id)
             self._record_error(metered, received, started, response, error)
             return response
         except Exception:
             log.exception("invocation %s of %s failed", request_id, name)
-            response = runtime_error(InternalFailure(f"Internal error; request id {request_id}."), request_id)
+            response = invocation_error(
+                InternalFailure(f"Internal error; request id {request_id}."), request_id
+            )
             self._record_error(metered, received, started, response, InternalFailure(""))
             return response
         # The model's content type is passed through as is (no charset added).
@@ -163,20 +151,18 @@ class RuntimeEndpoint:
         if self.meter is not None:
             total_us = int((time.perf_counter() - started) * 1_000_000)
             self.meter.record(
-                MeterRecord(
+                MeterRecord.answered(
                     endpoint=metered.endpoint,
                     variant=result.variant,
                     started_at=received,
+                    total_us=total_us,
                     model_latency_us=result.model_latency_us,
-                    # As on SageMaker Serverless, a cold start's setup counts as overhead.
-                    overhead_latency_us=max(0, total_us - result.model_latency_us),
                     cold_start=result.cold_start,
-                    setup_us=int(result.setup_ms * 1000),
+                    setup_ms=result.setup_ms,
                     memory_mb=metered.memory_mb,
                     serverless=metered.serverless,
                     bytes_in=metered.bytes_in,
                     bytes_out=len(result.body),
-                    status=200,
                 )
             )
         return Reply(200, reply_headers, result.body)
@@ -188,19 +174,12 @@ class RuntimeEndpoint:
         # them to, and arbitrary names would grow the metrics without bound.
         if self.meter is None or metered.endpoint is None:
             return
-        total_us = int((time.perf_counter() - started) * 1_000_000)
-        # A ModelError ran the model (or crashed or timed out in it): serving does not say how long
-        # the worker took, so the whole time is counted as model time, as the worker was held.
-        model_us = total_us if isinstance(error, ModelError) else 0
         self.meter.record(
-            MeterRecord(
+            MeterRecord.failed(
                 endpoint=metered.endpoint,
                 variant=metered.variant,
                 started_at=received,
-                model_latency_us=model_us,
-                overhead_latency_us=total_us - model_us,
-                cold_start=False,
-                setup_us=0,
+                total_us=int((time.perf_counter() - started) * 1_000_000),
                 memory_mb=metered.memory_mb,
                 serverless=metered.serverless,
                 bytes_in=metered.bytes_in,
