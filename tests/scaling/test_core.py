@@ -1,0 +1,888 @@
+"""The scaling core under a virtual clock: events in, exact actions out; no threads, no sleeping.
+
+The first tests feed ``ScalingCore.handle`` events at explicit times and compare the actions it
+answers with. The last ones replay periodic, bursty and seeded-random traces through a tiny event
+loop that only carries actions out (a Start becomes Ready after a while, a Route becomes Finished
+after the request's duration, Ticks come when the core's hints say) and check the core's
+invariants after every event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+
+from coldbrew.scaling.core import MINIMUM_RETRY_S, PoolState, ScalingCore
+from coldbrew.scaling.messages import (
+    Action,
+    Arrival,
+    Close,
+    Deploy,
+    Drained,
+    Event,
+    Finished,
+    Forget,
+    Lost,
+    PoolConfig,
+    Purpose,
+    Ready,
+    Reconfigure,
+    Reject,
+    RejectKind,
+    Route,
+    Start,
+    StartFailed,
+    Stop,
+    StopReason,
+    Tick,
+    Warmed,
+    WarmFailed,
+    Withdrawn,
+)
+
+DEMAND, PREWARM, MINIMUM, CHECK = Purpose.DEMAND, Purpose.PREWARM, Purpose.MINIMUM, Purpose.CHECK
+IDLE, EVICTED, CLOSED = StopReason.IDLE, StopReason.EVICTED, StopReason.CLOSED
+
+
+def serverless(
+    variant: str = "a",
+    *,
+    memory_mb: int = 1024,
+    max_concurrency: int = 4,
+    min_environments: int = 0,
+    idle_timeout_s: float = 300.0,
+    keepalive: str = "fixed",
+) -> PoolConfig:
+    return PoolConfig(
+        endpoint="ep",
+        variant=variant,
+        serverless=True,
+        memory_mb=memory_mb,
+        max_concurrency=max_concurrency,
+        min_environments=min_environments,
+        environment_concurrency=1,
+        idle_timeout_s=idle_timeout_s,
+        keepalive=keepalive,
+    )
+
+
+def provisioned(instances: int = 2, per_instance: int = 2, memory_mb: int = 16384) -> PoolConfig:
+    return PoolConfig(
+        endpoint="ep",
+        variant="p",
+        serverless=False,
+        memory_mb=memory_mb,
+        max_concurrency=instances * per_instance,
+        min_environments=instances,
+        environment_concurrency=per_instance,
+        idle_timeout_s=math.inf,
+    )
+
+
+def deployed(core: ScalingCore, config: PoolConfig, at: float = 0.0) -> int:
+    """A scale-to-zero pool, deployed without a load check (it is Warmed at once)."""
+    pool = core.add_pool(config)
+    assert core.handle(Deploy(pool, check=False), at) == [Warmed(pool)]
+    return pool
+
+
+def serve_cold(core: ScalingCore, pool: int, request: int, env: int, at: float) -> None:
+    """An arrival at ``at`` that cold-starts ``env`` and is routed to it when it is ready, 0.5 s later."""
+    assert core.handle(Arrival(pool, request), at) == [Start(env, pool, DEMAND)]
+    assert core.handle(Ready(env), at + 0.5) == [Route(request, env, cold=True)]
+
+
+# --- admission --------------------------------------------------------------------------------
+
+
+def test_cold_start_then_warm_routing_most_recently_used_first() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.5) == [Start(2, pool, DEMAND)]
+    assert core.handle(Ready(1), 2.0) == [Route(1, 1, cold=True)]
+    assert core.handle(Ready(2), 2.5) == [Route(2, 2, cold=True)]
+    assert core.pools[pool].stats.cold_starts == 2
+    assert core.pools[pool].stats.cold_served == 2
+    assert core.handle(Finished(1, 1), 3.0) == []
+    assert core.handle(Finished(2, 2), 4.0) == []
+    # Environment 2 was used last: it takes the next request, and again once it is free.
+    assert core.handle(Arrival(pool, 3), 5.0) == [Route(3, 2, cold=False)]
+    assert core.handle(Finished(2, 3), 6.0) == []
+    assert core.handle(Arrival(pool, 4), 7.0) == [Route(4, 2, cold=False)]
+    # While it is busy, the other one serves.
+    assert core.handle(Arrival(pool, 5), 7.5) == [Route(5, 1, cold=False)]
+    assert core.pools[pool].stats.cold_starts == 2
+    assert core.used_mb == 2048
+
+
+def test_wait_when_every_allowed_environment_exists_or_is_starting() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless(max_concurrency=1, min_environments=1))
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM)]
+    # The only environment MaxConcurrency allows is starting: the request waits for it.
+    assert core.handle(Arrival(pool, 1), 0.5) == []
+    assert core.pools[pool].stats.cold_starts == 0
+    assert core.handle(Ready(1), 2.0) == [Route(1, 1, cold=False), Warmed(pool)]
+
+
+def test_throttled_past_max_concurrency() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(variant="v1", max_concurrency=1))
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.1) == [
+        Reject(
+            2,
+            RejectKind.THROTTLED,
+            "Endpoint ep variant v1 is at its MaxConcurrency of 1; "
+            "retry with backoff or raise MaxConcurrency.",
+        )
+    ]
+    assert core.pools[pool].stats.throttled == 1
+    # Once the first is served and done, there is room again.
+    assert core.handle(Ready(1), 1.0) == [Route(1, 1, cold=True)]
+    assert core.handle(Finished(1, 1), 1.5) == []
+    assert core.handle(Arrival(pool, 3), 2.0) == [Route(3, 1, cold=False)]
+
+
+def test_hedged_cold_start_is_served_by_the_environment_free_first() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(max_concurrency=2))
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.1) == [Start(2, pool, DEMAND)]
+    assert core.handle(Ready(1), 1.0) == [Route(1, 1, cold=True)]
+    # Environment 1 frees up before 2 is ready: it serves request 2, warm.
+    assert core.handle(Finished(1, 1), 1.2) == [Route(2, 1, cold=False)]
+    state = core.pools[pool]
+    assert state.stats.hedged == 1
+    # Both environments exist or start: request 3 waits, and takes 2 when it is ready.
+    assert core.handle(Arrival(pool, 3), 1.3) == []
+    assert core.handle(Ready(2), 2.0) == [Route(3, 2, cold=False)]
+    assert core.handle(Finished(2, 3), 2.5) == []
+    assert core.handle(Finished(1, 2), 2.6) == []
+    assert state.stats.cold_served == 1
+    assert state.stats.cold_starts == 2
+
+
+def test_hedged_environment_joins_the_pool_idle() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(max_concurrency=2))
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.1) == [Start(2, pool, DEMAND)]
+    assert core.handle(Ready(1), 1.0) == [Route(1, 1, cold=True)]
+    assert core.handle(Finished(1, 1), 1.2) == [Route(2, 1, cold=False)]
+    assert core.handle(Ready(2), 2.0) == []
+    env = core.envs[2]
+    assert env.ready and env.in_flight == 0
+    assert core.handle(Arrival(pool, 3), 2.1) == [Route(3, 2, cold=False)]
+
+
+# --- keep-alive -------------------------------------------------------------------------------
+
+
+def test_fixed_keepalive_releases_oldest_first_at_the_exact_time() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(idle_timeout_s=100.0))
+    serve_cold(core, pool, 1, 1, at=0.0)
+    serve_cold(core, pool, 2, 2, at=1.0)
+    assert core.handle(Finished(1, 1), 10.0) == []
+    assert core.handle(Finished(2, 2), 20.0) == []
+    assert core.next_wakeup() == 110.0
+    assert core.handle(Tick(), 109.9) == []
+    assert core.handle(Tick(), 110.0) == [Stop(1, IDLE)]
+    assert core.next_wakeup() == 120.0
+    assert core.handle(Tick(), 120.0) == [Stop(2, IDLE)]
+    assert core.next_wakeup() == math.inf
+    assert core.pools[pool].stats.released == 2
+    assert core.used_mb == 0
+    assert core.envs == {}
+
+
+def test_keepalive_never_releases_below_the_minimum() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless(min_environments=1, idle_timeout_s=100.0))
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM)]
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    assert core.next_wakeup() == math.inf
+    assert core.handle(Arrival(pool, 1), 2.0) == [Route(1, 1, cold=False)]
+    serve_cold(core, pool, 2, 2, at=3.0)
+    assert core.handle(Finished(1, 1), 10.0) == []
+    assert core.handle(Finished(2, 2), 20.0) == []
+    assert core.next_wakeup() == 110.0
+    assert core.handle(Tick(), 110.0) == [Stop(1, IDLE)]  # the older one; 2 stays as the minimum
+    assert core.next_wakeup() == math.inf
+    assert core.handle(Tick(), 10_000.0) == []
+    assert list(core.envs) == [2]
+
+
+def test_reconfigure_lowering_the_minimum_tells_the_driver_when_to_release() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    config = serverless(min_environments=1, idle_timeout_s=100.0)
+    pool = core.add_pool(config)
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM)]
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    # A driver keeps its timer at its last full scan, lowered by each event's hint.
+    wake = core.next_wakeup()
+    assert wake == math.inf
+    assert core.handle(Reconfigure(pool, serverless(min_environments=0, idle_timeout_s=100.0)), 5.0) == []
+    wake = min(wake, core.take_wakeup_hint())
+    assert wake <= 101.0  # the environment, idle since 1.0, is now surplus
+    assert core.handle(Tick(), 101.0) == [Stop(1, IDLE)]
+
+
+# --- minimums and deployment ------------------------------------------------------------------
+
+
+def test_provisioned_concurrency_started_on_deploy_and_replaced_after_loss() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless(min_environments=2))
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM), Start(2, pool, MINIMUM)]
+    assert core.used_mb == 2048
+    assert core.handle(Ready(1), 1.0) == []  # not Warmed until both are ready
+    assert core.handle(Ready(2), 1.5) == [Warmed(pool)]
+    assert core.handle(Lost(1), 5.0) == [Start(3, pool, MINIMUM)]
+    assert core.handle(Ready(3), 6.0) == []  # Warmed only once, at deployment
+    # A replacement that fails is retried after MINIMUM_RETRY_S.
+    assert core.handle(Lost(3), 7.0) == [Start(4, pool, MINIMUM)]
+    assert core.handle(StartFailed(4, "out of disk"), 8.0) == []
+    assert core.next_wakeup() == 8.0 + MINIMUM_RETRY_S
+    assert core.handle(Tick(), 8.0 + MINIMUM_RETRY_S) == [Start(5, pool, MINIMUM)]
+    assert core.used_mb == 2048
+
+
+def test_failed_minimum_start_fails_the_deployment() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless(min_environments=1))
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM)]
+    assert core.handle(StartFailed(1, "no such file"), 1.0) == [WarmFailed(pool, "no such file")]
+
+
+def test_load_check_of_a_scale_to_zero_pool() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless())
+    assert core.handle(Deploy(pool, check=True), 0.0) == [Start(1, pool, CHECK)]
+    assert core.handle(Ready(1), 2.0) == [Warmed(pool)]
+    # The check's environment stays as the first warm one.
+    assert core.handle(Arrival(pool, 1), 3.0) == [Route(1, 1, cold=False)]
+
+
+def test_failed_load_check() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless())
+    assert core.handle(Deploy(pool, check=True), 0.0) == [Start(1, pool, CHECK)]
+    assert core.handle(StartFailed(1, "ModuleNotFoundError: xgboost"), 2.0) == [
+        WarmFailed(pool, "ModuleNotFoundError: xgboost")
+    ]
+    assert core.used_mb == 0
+
+
+def test_load_check_too_big_for_the_budget() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    pool = core.add_pool(serverless(memory_mb=4096))
+    assert core.handle(Deploy(pool, check=True), 0.0) == [
+        WarmFailed(
+            pool,
+            "no room to check that the model loads: MemorySizeInMB 4096 is larger than this machine's "
+            "memory budget of 2048 MB (COLDBREW_MEMORY_BUDGET_MB).",
+        )
+    ]
+
+
+# --- failed cold starts ------------------------------------------------------------------------
+
+
+def test_failed_cold_start_rejects_its_request() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(StartFailed(1, "bad weights"), 1.0) == [
+        Reject(1, RejectKind.LOAD_FAILED, "The model failed to load on a cold start: bad weights")
+    ]
+    assert core.used_mb == 0
+    assert core.pools[pool].in_flight == 0
+
+
+def test_failed_cold_start_rejects_every_waiter_when_nothing_else_runs() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(max_concurrency=2))
+    message = "The model failed to load on a cold start: bad weights"
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.0) == [Start(2, pool, DEMAND)]
+    assert core.handle(Withdrawn(pool, 2), 0.1) == []
+    assert core.handle(Arrival(pool, 3), 0.2) == []  # waits: both environments are starting
+    # Environment 2 fails: 1 is still starting, so request 3 keeps waiting.
+    assert core.handle(StartFailed(2, "bad weights"), 1.0) == []
+    # Environment 1 fails: its own request and the waiter are rejected.
+    assert core.handle(StartFailed(1, "bad weights"), 1.1) == [
+        Reject(1, RejectKind.LOAD_FAILED, message),
+        Reject(3, RejectKind.LOAD_FAILED, message),
+    ]
+    assert core.pools[pool].waiters == {}
+    assert core.used_mb == 0
+
+
+# --- memory budget ------------------------------------------------------------------------------
+
+
+def test_cold_start_evicts_idle_environments_of_other_pools_least_recently_used_first() -> None:
+    core = ScalingCore(memory_budget_mb=4096)
+    a = deployed(core, serverless("a", memory_mb=1024))
+    b = deployed(core, serverless("b", memory_mb=1024, min_environments=0))
+    c = deployed(core, serverless("c", memory_mb=2048))
+    serve_cold(core, a, 1, 1, at=0.0)
+    serve_cold(core, a, 2, 2, at=1.0)
+    serve_cold(core, b, 3, 3, at=2.0)
+    serve_cold(core, a, 4, 4, at=3.0)
+    assert core.used_mb == 4096
+    assert core.handle(Finished(1, 1), 10.0) == []
+    assert core.handle(Finished(3, 3), 15.0) == []
+    assert core.handle(Finished(2, 2), 20.0) == []
+    # Environment 4 of pool a is busy; 1 (a, idle since 10) and 3 (b, 15) are the oldest idle.
+    assert core.handle(Arrival(c, 5), 30.0) == [Stop(1, EVICTED), Stop(3, EVICTED), Start(5, c, DEMAND)]
+    assert core.evictions == 2
+    assert core.pools[a].stats.evicted == 1
+    assert core.pools[b].stats.evicted == 1
+    assert core.used_mb == 4096
+    assert sorted(core.envs) == [2, 4, 5]
+
+
+def test_eviction_spares_the_minimum_of_other_pools() -> None:
+    core = ScalingCore(memory_budget_mb=3072)
+    b = core.add_pool(serverless("b", min_environments=1))
+    assert core.handle(Deploy(b, check=False), 0.0) == [Start(1, b, MINIMUM)]
+    assert core.handle(Ready(1), 1.0) == [Warmed(b)]
+    assert core.handle(Arrival(b, 1), 2.0) == [Route(1, 1, cold=False)]
+    serve_cold(core, b, 2, 2, at=2.0)
+    assert core.handle(Finished(1, 1), 4.0) == []
+    assert core.handle(Finished(2, 2), 5.0) == []
+    a = deployed(core, serverless("a", memory_mb=2048))
+    # b holds two idle environments, one of them its minimum: only the least recently used goes.
+    assert core.handle(Arrival(a, 3), 6.0) == [Stop(1, EVICTED), Start(3, a, DEMAND)]
+    assert core.handle(Ready(3), 7.0) == [Route(3, 3, cold=True)]
+    # With a's one environment busy, only b's minimum is idle: a's next cold start is throttled.
+    assert core.handle(Arrival(a, 4), 8.0) == [
+        Reject(
+            4,
+            RejectKind.THROTTLED,
+            "The machine's memory budget of 3072 MB is held by busy environments; retry with backoff, "
+            "or raise COLDBREW_MEMORY_BUDGET_MB.",
+        )
+    ]
+    assert sorted(core.envs) == [2, 3]
+    assert core.evictions == 1
+    assert core.pools[b].stats.evicted == 1
+
+
+def test_throttled_without_evicting_when_eviction_cannot_make_room() -> None:
+    core = ScalingCore(memory_budget_mb=3072)
+    a = deployed(core, serverless("a", memory_mb=1024))
+    b = deployed(core, serverless("b", memory_mb=1024))
+    c = deployed(core, serverless("c", memory_mb=2048))
+    serve_cold(core, a, 1, 1, at=0.0)
+    serve_cold(core, a, 2, 2, at=1.0)
+    serve_cold(core, b, 3, 3, at=2.0)
+    assert core.handle(Finished(3, 3), 3.0) == []
+    # Only 1024 MB (b's idle environment) could be freed; c needs 2048: nothing is stopped.
+    assert core.handle(Arrival(c, 4), 4.0) == [
+        Reject(
+            4,
+            RejectKind.THROTTLED,
+            "The machine's memory budget of 3072 MB is held by busy environments; retry with backoff, "
+            "or raise COLDBREW_MEMORY_BUDGET_MB.",
+        )
+    ]
+    assert core.evictions == 0
+    assert sorted(core.envs) == [1, 2, 3]
+    assert core.pools[c].stats.throttled == 1
+
+
+def test_cold_start_larger_than_the_budget_is_throttled() -> None:
+    core = ScalingCore(memory_budget_mb=3072)
+    pool = deployed(core, serverless(memory_mb=4096))
+    assert core.handle(Arrival(pool, 1), 0.0) == [
+        Reject(
+            1,
+            RejectKind.THROTTLED,
+            "MemorySizeInMB 4096 is larger than this machine's memory budget of 3072 MB "
+            "(COLDBREW_MEMORY_BUDGET_MB).",
+        )
+    ]
+
+
+def test_load_check_waits_for_an_environment_of_another_pool_to_become_idle() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    a = deployed(core, serverless("a"))
+    serve_cold(core, a, 1, 1, at=0.0)
+    serve_cold(core, a, 2, 2, at=1.0)
+    b = core.add_pool(serverless("b"))
+    assert core.handle(Deploy(b, check=True), 2.0) == []  # no room, nothing idle to evict
+    assert core.next_wakeup() == math.inf
+    assert core.handle(Finished(1, 1), 3.0) == [Stop(1, EVICTED), Start(3, b, CHECK)]
+    assert core.evictions == 1
+    assert core.handle(Ready(3), 4.0) == [Warmed(b)]
+
+
+def test_load_check_waits_for_an_environment_of_another_pool_to_stop() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    a = deployed(core, serverless("a"))
+    serve_cold(core, a, 1, 1, at=0.0)
+    serve_cold(core, a, 2, 2, at=1.0)
+    b = core.add_pool(serverless("b"))
+    assert core.handle(Deploy(b, check=True), 2.0) == []
+    assert core.handle(Lost(2), 3.0) == [Start(3, b, CHECK)]
+    assert core.evictions == 0
+    assert core.handle(StartFailed(3, "bad weights"), 4.0) == [WarmFailed(b, "bad weights")]
+
+
+# --- adaptive keep-alive: the pre-warm path -------------------------------------------------------
+
+
+def adaptive_pool_every_600_s(core: ScalingCore, periods: int) -> tuple[int, Loop]:
+    """A pool with the adaptive policy (300 s fallback timeout), with ``periods`` invocations of
+    1 s queued every 600 s on a loop whose starts take 2 s."""
+    pool = core.add_pool(serverless(max_concurrency=4, idle_timeout_s=300.0, keepalive="adaptive"))
+    loop = Loop(core)
+    loop.send(Deploy(pool, check=False), 0.0)
+    for k in range(periods):
+        loop.arrive(600.0 * k, pool, 1.0)
+    return pool, loop
+
+
+def test_adaptive_policy_releases_at_idle_and_prewarms_before_the_next_arrival() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool, loop = adaptive_pool_every_600_s(core, periods=10)
+    loop.run()
+    state = core.pools[pool]
+    # Each one a cold start (the fallback timeout released the last), idle 597 s before the next.
+    assert state.stats.cold_served == 10
+    assert state.stats.prewarms == 0
+    assert core.envs == {}
+    t = 6000.0
+    env = state.stats.environment_starts + 1
+    # The 11th arrival records the 10th idle time: the histogram is trusted from here on.
+    assert core.handle(Arrival(pool, 101), t) == [Start(env, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 102), t) == [Start(env + 1, pool, DEMAND)]
+    assert core.handle(Ready(env), t + 2) == [Route(101, env, cold=True)]
+    assert core.handle(Ready(env + 1), t + 2) == [Route(102, env + 1, cold=True)]
+    assert core.handle(Finished(env, 101), t + 3) == []
+    # Going idle with a pre-warm window: every environment beyond the minimum goes at once.
+    assert core.handle(Finished(env + 1, 102), t + 3) == [Stop(env, IDLE), Stop(env + 1, IDLE)]
+    windows = state.policy.windows(t + 3)
+    assert windows.prewarm_s == pytest.approx(531.0)  # bin [590, 600) s, less 10 %
+    assert windows.keepalive_s == pytest.approx(129.0)  # to 600 s plus 10 %
+    prewarm_at = core.next_wakeup()
+    assert prewarm_at == pytest.approx(t + 3 + 531.0)
+    assert core.handle(Tick(), prewarm_at - 0.5) == []
+    assert core.handle(Tick(), prewarm_at) == [Start(env + 2, pool, PREWARM)]
+    assert state.stats.prewarms == 1
+    window_end = core.next_wakeup()
+    assert window_end == pytest.approx(prewarm_at + 129.0)
+    assert core.handle(Ready(env + 2), prewarm_at + 2) == []
+    assert core.handle(Tick(), window_end - 0.5) == []
+    assert core.handle(Tick(), window_end) == [Stop(env + 2, IDLE)]
+    assert core.used_mb == 0
+    assert core.next_wakeup() == math.inf
+
+
+def test_adaptive_prewarm_serves_the_next_arrival_warm() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool, loop = adaptive_pool_every_600_s(core, periods=11)
+    # Idle at 6003 after the 11th; pre-warmed at 6534, ready at 6536: 6600 is served warm.
+    last = loop.arrive(6600.0, pool, 1.0)
+    loop.run(until=6600.0)
+    (route,) = loop.outcomes[last]
+    assert isinstance(route, Route) and not route.cold
+    assert core.envs[route.env].purpose is PREWARM
+    loop.run()
+    state = core.pools[pool]
+    assert state.stats.cold_served == 11
+    assert state.stats.prewarms == 2  # after the 11th and after the 12th
+    assert core.envs == {}
+
+
+def test_arrival_that_shortens_the_adaptive_keepalive_tells_the_driver() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless(max_concurrency=4, idle_timeout_s=300.0, keepalive="adaptive"))
+    loop = Loop(core)
+    loop.send(Deploy(pool, check=False), 0.0)
+    for k in range(10):  # two at a time every 200 s: both environments kept by the 300 s fallback
+        loop.arrive(200.0 * k, pool, 1.0)
+        loop.arrive(200.0 * k, pool, 1.0)
+    loop.run(until=1999.0)
+    assert len(core.envs) == 2
+    # One invocation at 2000 s records the 10th idle time (199 s): the histogram now keeps an
+    # environment from 171 s to 220 s after going idle, so the other one, idle since 1801 s, is due.
+    loop.arrive(2000.0, pool, 1.0)
+    loop.run(until=2000.0)
+    (stop,) = [a for t, a in loop.actions if isinstance(a, Stop)]
+    assert loop.actions[-1] == (2000.0, stop)
+    assert stop.reason is IDLE
+    loop.run()
+    loop.check_all_answered()
+
+
+# --- withdrawal, close, forget ------------------------------------------------------------------
+
+
+def test_withdrawn_request_leaves_its_environment_to_join_idle() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Withdrawn(pool, 1), 0.5) == []
+    assert core.handle(Withdrawn(pool, 99), 0.6) == []  # unknown: ignored
+    assert core.handle(Ready(1), 2.0) == []
+    assert core.envs[1].in_flight == 0
+    assert core.pools[pool].in_flight == 0
+    assert core.handle(Arrival(pool, 2), 3.0) == [Route(2, 1, cold=False)]
+
+
+def test_close_rejects_waiters_stops_busy_when_finished_then_drains() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    serve_cold(core, pool, 1, 1, at=0.0)
+    assert core.handle(Arrival(pool, 2), 1.0) == [Start(2, pool, DEMAND)]
+    message = "Variant a is being replaced; retry the request."
+    assert core.handle(Close(pool), 2.0) == [Reject(2, RejectKind.CLOSED, message)]
+    assert core.handle(Arrival(pool, 3), 2.5) == [Reject(3, RejectKind.CLOSED, message)]
+    assert core.handle(Tick(), 2.6) == []  # a closed pool keeps no minimum and releases nothing
+    assert core.handle(Finished(1, 1), 3.0) == [Stop(1, CLOSED)]
+    assert pool in core.pools  # environment 2 is still starting
+    assert core.handle(Ready(2), 4.0) == [Stop(2, CLOSED), Drained(pool)]
+    assert pool not in core.pools
+    assert core.used_mb == 0
+    assert core.handle(Arrival(pool, 4), 5.0) == [
+        Reject(4, RejectKind.CLOSED, "The variant is being replaced; retry the request.")
+    ]
+
+
+def test_close_stops_idle_environments_at_once() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    serve_cold(core, pool, 1, 1, at=0.0)
+    serve_cold(core, pool, 2, 2, at=1.0)
+    assert core.handle(Finished(1, 1), 2.0) == []
+    assert core.handle(Close(pool), 3.0) == [Stop(1, CLOSED)]
+    assert core.handle(Finished(2, 2), 4.0) == [Stop(2, CLOSED), Drained(pool)]
+
+
+def test_forget_stops_everything_now() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    serve_cold(core, pool, 1, 1, at=0.0)
+    assert core.handle(Arrival(pool, 2), 2.0) == [Start(2, pool, DEMAND)]
+    assert core.handle(Forget(pool), 3.0) == [
+        Reject(2, RejectKind.CLOSED, "Variant a is being replaced; retry the request."),
+        Stop(1, CLOSED),
+        Stop(2, CLOSED),
+        Drained(pool),
+    ]
+    assert core.used_mb == 0
+    # Late news about the forgotten environments changes nothing.
+    assert core.handle(Finished(1, 1), 4.0) == []
+    assert core.handle(Ready(2), 4.0) == []
+
+
+# --- provisioned instances ----------------------------------------------------------------------
+
+
+def test_provisioned_instances_queue_beyond_capacity_on_the_least_loaded() -> None:
+    core = ScalingCore(memory_budget_mb=1024)  # instances are outside the budget
+    pool = core.add_pool(provisioned(instances=2, per_instance=2))
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM), Start(2, pool, MINIMUM)]
+    assert core.used_mb == 0
+    assert core.handle(Arrival(pool, 1), 0.5) == []  # waits for an instance
+    assert core.handle(Ready(1), 1.0) == [Route(1, 1, cold=False)]
+    assert core.handle(Ready(2), 2.0) == [Warmed(pool)]
+    # With room: most recently used first (2 was ready last, then 1 while 2 is full).
+    routes = [core.handle(Arrival(pool, r), 3.0) for r in range(2, 5)]
+    assert routes == [[Route(2, 2, cold=False)], [Route(3, 2, cold=False)], [Route(4, 1, cold=False)]]
+    # Beyond capacity: queued on the least loaded instance, never throttled.
+    for request in range(5, 105):
+        (route,) = core.handle(Arrival(pool, request), 4.0)
+        assert isinstance(route, Route)
+    state = core.pools[pool]
+    assert sorted(e.in_flight for e in state.envs.values()) == [52, 52]
+    assert state.stats.throttled == 0
+    assert state.stats.cold_starts == 0
+    assert core.handle(Tick(), 1e9) == []
+
+
+def test_lost_instance_is_replaced() -> None:
+    core = ScalingCore(memory_budget_mb=1024)
+    pool = core.add_pool(provisioned(instances=1, per_instance=4))
+    assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM)]
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    assert core.handle(Arrival(pool, 1), 2.0) == [Route(1, 1, cold=False)]
+    assert core.handle(Lost(1), 3.0) == [Start(2, pool, MINIMUM)]
+    assert core.pools[pool].in_flight == 0
+    assert core.handle(Arrival(pool, 2), 3.5) == []
+    assert core.handle(Ready(2), 4.0) == [Route(2, 2, cold=False)]
+
+
+# --- traces -------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Crash:
+    """Test-loop marker: some ready environment (picked by the seeded ``rng``) dies now."""
+
+
+class Loop:
+    """Carries a core's actions out in virtual time, deciding nothing.
+
+    A Start becomes Ready (or StartFailed, if ``fails`` says so) ``start_s`` later; a Route becomes
+    Finished after its request's duration; a request still unserved ``patience_s`` after it
+    arrived is Withdrawn. Ticks are sent when the wake time comes, kept as the live pools and the
+    simulator keep it: lowered by each event's hint, set from a full scan after each tick. After
+    every event the core's invariants are checked, and so is that wake time against a full scan.
+    """
+
+    def __init__(
+        self,
+        core: ScalingCore,
+        *,
+        start_s: Callable[[], float] = lambda: 2.0,
+        fails: Callable[[Start, float], bool] = lambda start, at: False,
+        patience_s: float = math.inf,
+        rng: random.Random | None = None,
+        check_wake: bool = True,
+    ) -> None:
+        self.core = core
+        self.start_s = start_s
+        self.fails = fails
+        self.patience_s = patience_s
+        self.rng = rng or random.Random(0)
+        self.check_wake = check_wake
+        self.now = 0.0
+        self.wake = math.inf
+        self.queue: list[tuple[float, int, Event | Crash]] = []
+        self.seq = itertools.count()
+        self.requests = itertools.count(1)
+        self.durations: dict[int, float] = {}
+        self.outcomes: dict[int, list[Route | Reject]] = defaultdict(list)
+        self.withdrawn: set[int] = set()
+        self.actions: list[tuple[float, Action]] = []
+        self.events = 0
+
+    def push(self, at: float, event: Event | Crash) -> None:
+        heapq.heappush(self.queue, (at, next(self.seq), event))
+
+    def arrive(self, at: float, pool: int, duration_s: float) -> int:
+        request = next(self.requests)
+        self.durations[request] = duration_s
+        self.push(at, Arrival(pool, request))
+        if self.patience_s < math.inf:
+            self.push(at + self.patience_s, Withdrawn(pool, request))
+        return request
+
+    def run(self, until: float = math.inf, max_events: int = 200_000) -> None:
+        while self.events < max_events:
+            next_at = self.queue[0][0] if self.queue else math.inf
+            if self.wake <= until and self.wake <= next_at and self.wake < math.inf:
+                at = max(self.wake, self.now)
+                self.send(Tick(), at)
+                self.wake = self.core.next_wakeup()
+                assert self.wake > at, f"a tick at {at} left a wakeup at {self.wake}"
+                continue
+            if next_at > until or next_at == math.inf:
+                return
+            at, _, event = heapq.heappop(self.queue)
+            if isinstance(event, Crash):
+                ready = sorted(e.id for e in self.core.envs.values() if e.ready)
+                if not ready:
+                    continue
+                event = Lost(self.rng.choice(ready))
+            elif isinstance(event, Withdrawn):
+                if self.outcomes[event.request]:
+                    continue  # served or rejected already: nothing to give up
+                self.withdrawn.add(event.request)
+            self.send(event, at)
+        raise AssertionError(f"no quiescence after {max_events} events")
+
+    def send(self, event: Event, at: float) -> list[Action]:
+        assert at >= self.now
+        self.now = at
+        self.events += 1
+        actions = self.core.handle(event, at)
+        for action in actions:
+            self.actions.append((at, action))
+            if isinstance(action, Start):
+                failed = self.fails(action, at)
+                done: Event = StartFailed(action.env, "boom") if failed else Ready(action.env)
+                self.push(at + self.start_s(), done)
+            elif isinstance(action, Route):
+                assert action.request not in self.withdrawn
+                self.outcomes[action.request].append(action)
+                assert len(self.outcomes[action.request]) == 1, f"request {action.request} answered twice"
+                env = self.core.envs[action.env]
+                assert env.ready
+                self.push(at + self.durations[action.request], Finished(action.env, action.request))
+            elif isinstance(action, Reject):
+                assert action.request not in self.withdrawn
+                self.outcomes[action.request].append(action)
+                assert len(self.outcomes[action.request]) == 1, f"request {action.request} answered twice"
+        self.wake = min(self.wake, self.core.take_wakeup_hint())
+        check_invariants(self.core)
+        if self.check_wake and not isinstance(event, Tick):
+            # A full scan may be asked for at any time (it only forgets the hint, taken above).
+            scan = self.core.next_wakeup()
+            assert self.wake <= scan, f"after {event} at {at}: timer at {self.wake}, but due at {scan}"
+        return actions
+
+    def check_all_answered(self) -> None:
+        for request in self.durations:
+            if request in self.withdrawn:
+                assert self.outcomes[request] == []
+            else:
+                assert len(self.outcomes[request]) == 1, f"request {request}: {self.outcomes[request]}"
+
+
+def check_invariants(core: ScalingCore) -> None:
+    budgeted = sum(e.memory_mb for e in core.envs.values() if core.pools[e.pool].config.serverless)
+    assert core.used_mb == budgeted
+    assert core.used_mb <= core.memory_budget_mb
+    in_pools = 0
+    for pool in core.pools.values():
+        config = pool.config
+        in_pools += len(pool.envs)
+        assert all(core.envs[e] is env and env.pool == pool.id for e, env in pool.envs.items())
+        assert pool.in_flight == sum(e.in_flight for e in pool.envs.values())
+        assert len(pool.envs) <= config.max_environments
+        if config.serverless:
+            assert all(e.in_flight <= config.environment_concurrency for e in pool.envs.values())
+            assert pool.in_flight + len(pool.waiters) <= config.max_concurrency
+        assert set(pool.dedicated) <= set(pool.waiters)
+        assert all(e.ready for e in pool.envs.values() if e.in_flight)
+        check_free_list(pool)
+    assert in_pools == len(core.envs)
+
+
+def check_free_list(pool: PoolState) -> None:
+    """With one invocation per environment, the idle ones are kept least recently used first."""
+    if pool.config.environment_concurrency != 1 or pool.closed:
+        return
+    idle = [e for e in pool.envs.values() if e.ready and e.in_flight == 0]
+    assert sorted(map(id, pool.free)) == sorted(map(id, idle))
+    assert [e.last_used for e in pool.free] == sorted(e.last_used for e in pool.free)
+
+
+def settle_check(core: ScalingCore, loop: Loop) -> None:
+    """After a trace and every keep-alive: each pool holds its minimum (unless its deployment
+    failed, which a live driver would drain), all idle."""
+    failed = {action.pool for _, action in loop.actions if isinstance(action, WarmFailed)}
+    for pool in core.pools.values():
+        assert pool.waiters == {} and pool.in_flight == 0
+        if pool.id in failed:
+            assert len(pool.envs) <= pool.config.min_environments
+        else:
+            assert len(pool.envs) == pool.config.min_environments, pool.config.variant
+        assert all(e.ready for e in pool.envs.values())
+
+
+def test_periodic_trace() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    loop = Loop(core)
+    a = core.add_pool(serverless("a", memory_mb=1024, max_concurrency=2, idle_timeout_s=300.0))
+    b = core.add_pool(serverless("b", memory_mb=2048, max_concurrency=3, keepalive="adaptive"))
+    c = core.add_pool(serverless("c", memory_mb=512, max_concurrency=4, min_environments=1))
+    for pool in (a, b, c):
+        loop.send(Deploy(pool, check=False), 0.0)
+    n = 30
+    for k in range(n):
+        loop.arrive(1.0 + 200.0 * k, a, 0.5)  # within the idle timeout: warm after the first
+        loop.arrive(600.0 * k, b, 1.0)  # past it: cold until the adaptive policy learns
+        for j in range(3):
+            loop.arrive(7.0 + 100.0 * k + j * 0.1, c, 5.0)  # 3 at once: the minimum plus 2 cold
+    for k in range(n, 3 * n):
+        loop.arrive(1.0 + 200.0 * k, a, 0.5)
+    loop.run()
+    loop.check_all_answered()
+    settle_check(core, loop)
+    stats = {pool: core.pools[pool].stats for pool in (a, b, c)}
+    assert stats[a].cold_starts == 1
+    assert stats[b].cold_served == 11  # 10 idle times to learn from, then the 11th recorded
+    assert stats[b].prewarms == n - 10  # after the 11th and each later one: pre-warmed, served warm
+    assert stats[b].environment_starts == 11 + n - 10
+    assert all(s.throttled == 0 for s in stats.values())
+    assert core.evictions == 0
+
+
+def test_bursty_trace_under_memory_pressure() -> None:
+    rng = random.Random(7)
+    core = ScalingCore(memory_budget_mb=4096)
+    loop = Loop(core, start_s=lambda: rng.uniform(0.5, 3.0))
+    a = core.add_pool(serverless("a", memory_mb=1024, max_concurrency=4, idle_timeout_s=120.0))
+    b = core.add_pool(serverless("b", memory_mb=2048, max_concurrency=2, idle_timeout_s=120.0))
+    for pool in (a, b):
+        loop.send(Deploy(pool, check=False), 0.0)
+    t = 0.0
+    for burst in range(40):
+        t += rng.uniform(20.0, 200.0)
+        pool = a if burst % 3 else b
+        for _ in range(rng.randint(1, 15)):
+            loop.arrive(t + rng.uniform(0.0, 0.5), pool, rng.uniform(0.05, 2.0))
+    loop.run()
+    loop.check_all_answered()
+    settle_check(core, loop)
+    stats = [core.pools[p].stats for p in (a, b)]
+    assert sum(s.throttled for s in stats) > 0
+    assert sum(s.hedged for s in stats) > 0
+    assert core.evictions > 0
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_trace(seed: int) -> None:
+    rng = random.Random(seed)
+    core = ScalingCore(memory_budget_mb=rng.choice([2048, 4096, 6144]))
+    loop = Loop(
+        core,
+        start_s=lambda: rng.expovariate(1 / 2.0),
+        fails=lambda start, at: at > 0 and rng.random() < 0.05,
+        patience_s=rng.choice([math.inf, 5.0, 30.0]),
+        rng=rng,
+    )
+    pools = []
+    for name in "abc":
+        max_concurrency = rng.randint(1, 5)
+        config = serverless(
+            name,
+            memory_mb=rng.choice([512, 1024, 2048]),
+            max_concurrency=max_concurrency,
+            min_environments=rng.choice([0, 0, 1]),
+            idle_timeout_s=rng.choice([10.0, 60.0, 300.0]),
+            keepalive=rng.choice(["fixed", "adaptive"]),
+        )
+        pools.append(core.add_pool(config))
+    pools.append(core.add_pool(provisioned(instances=rng.randint(1, 3), per_instance=rng.randint(2, 4))))
+    for pool in pools:
+        loop.send(Deploy(pool, check=rng.random() < 0.5), 0.0)
+    horizon = 3600.0
+    for pool in pools:
+        rate = rng.choice([1 / 5, 1 / 30, 1 / 120])
+        t = rng.uniform(0.0, 10.0)
+        while t < horizon:
+            loop.arrive(t, pool, rng.expovariate(1 / rng.choice([0.1, 1.0, 10.0])))
+            t += rng.expovariate(rate)
+    for _ in range(rng.randint(0, 10)):
+        loop.push(rng.uniform(0.0, horizon), Crash())
+    for _ in range(rng.randint(0, 3)):
+        # A new idle timeout, and maybe no minimum any more (a minimum raised past the budget's
+        # room would be retried every second for ever, and the trace would never end).
+        pool = rng.choice(pools[:3])
+        config = core.pools[pool].config
+        changed = dataclasses.replace(
+            config,
+            min_environments=rng.choice([0, config.min_environments]),
+            idle_timeout_s=rng.choice([5.0, 60.0, 600.0]),
+        )
+        loop.push(rng.uniform(0.0, horizon), Reconfigure(pool, changed))
+    loop.run()
+    loop.check_all_answered()
+    settle_check(core, loop)
