@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"coldbrew {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="start the gateway (control and runtime API on one port)")
+    serve = commands.add_parser("serve", help="start the gateway (control and invocations API on one port)")
     serve.add_argument("--host", help="address to listen on (COLDBREW_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (COLDBREW_PORT, default 8080)")
     serve.add_argument("--data-dir", type=Path, help="state and artifact cache (COLDBREW_DATA_DIR)")
@@ -71,9 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
-    from coldbrew.metering.cli import add_commands
+    from coldbrew.metering import cli as metering_cli
+    from coldbrew.simulate import cli as simulate_cli
 
-    add_commands(commands)  # metrics, cost, simulate
+    metering_cli.add_commands(commands)  # metrics, cost
+    simulate_cli.add_commands(commands)  # simulate
     return parser
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from typing import Any
+
 from rich.console import Console
 
 
@@ -10,3 +14,9 @@ def console() -> Console:
     which would squeeze the tables unreadably."""
     terminal = Console()
     return terminal if terminal.is_terminal else Console(width=200)
+
+
+def print_json(data: Any) -> None:
+    """``data`` as indented JSON on stdout, for programs (``--json``)."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")

@@ -1,4 +1,4 @@
-"""``coldbrew metrics``, ``coldbrew cost`` and ``coldbrew simulate``: argument handling and output.
+"""``coldbrew metrics`` and ``coldbrew cost``: argument handling and output.
 
 ``metrics`` and ``cost`` read the SQLite store under ``--data-dir`` (read-only; see
 :mod:`coldbrew.metering.query`), so they work whether or not a server is running.
@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from coldbrew.metering.query import (
     parse_duration,
     parse_since,
 )
-from coldbrew.terminal import console
+from coldbrew.terminal import console, print_json
 
 
 def _data_dir(args: argparse.Namespace) -> Path:
@@ -31,11 +30,6 @@ def _data_dir(args: argparse.Namespace) -> Path:
     from coldbrew.settings import Settings
 
     return Settings().data_dir
-
-
-def _print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=str)
-    sys.stdout.write("\n")
 
 
 def _fmt(value: Any, digits: int = 0) -> str:
@@ -57,7 +51,7 @@ def metrics_command(args: argparse.Namespace) -> int:
         print(f"coldbrew: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        _print_json(report)
+        print_json(report)
         return 0
     from rich.table import Table
 
@@ -105,7 +99,7 @@ def cost_command(args: argparse.Namespace) -> int:
         print(f"coldbrew: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        _print_json(report)
+        print_json(report)
         return 0
     from rich.table import Table
 
@@ -144,26 +138,6 @@ def cost_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def simulate_command(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from coldbrew.simulate import load_spec, simulate
-    from coldbrew.simulate.report import build_report, render
-
-    try:
-        spec = load_spec(args.spec)
-        prices = load_prices(args.prices, override=spec.prices)
-    except (OSError, ValueError, ValidationError) as exc:
-        print(f"coldbrew: {args.spec}: {exc}", file=sys.stderr)
-        return 2
-    report = build_report(simulate(spec), prices)
-    if args.json:
-        _print_json(report)
-    else:
-        render(report)
-    return 0
-
-
 def add_commands(commands: Any) -> None:
     metrics = commands.add_parser("metrics", help="CloudWatch-style metrics of an endpoint, from the store")
     metrics.add_argument("endpoint")
@@ -180,9 +154,3 @@ def add_commands(commands: Any) -> None:
     cost.add_argument("--data-dir", type=Path, help="the server's data dir (COLDBREW_DATA_DIR)")
     cost.add_argument("--json", action="store_true")
     cost.set_defaults(func=cost_command)
-
-    sim = commands.add_parser("simulate", help="replay a traffic spec under a virtual clock and price it")
-    sim.add_argument("spec", help="a simulation spec, TOML or JSON (see examples/specs)")
-    sim.add_argument("--prices", help="your own price file over the shipped one (COLDBREW_PRICES)")
-    sim.add_argument("--json", action="store_true")
-    sim.set_defaults(func=simulate_command)
