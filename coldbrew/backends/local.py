@@ -32,7 +32,7 @@ from coldbrew.backends.fresh import spawn_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.status import read_status
 from coldbrew.backends.user_server import start_user_server
-from coldbrew.backends.zygotes import Zygote, Zygotes
+from coldbrew.backends.zygotes import Zygotes
 from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
@@ -69,26 +69,9 @@ class LocalBackend:
         """Called periodically by serving: keeps a zygote running for every runtime in use."""
         self.zygote_supervisor.maintain()
 
-    @property
-    def zygotes(self) -> dict[str, Zygote]:
-        """The zygote of each runtime that has one (it may have died since)."""
-        return self.zygote_supervisor.running
-
-    @property
-    def zygote(self) -> Zygote | None:
-        """The scikit-learn zygote (the default runtime), if it runs."""
-        return self.zygotes.get("sklearn")
-
     def helper_rss_bytes(self) -> int:
         """Memory held by the zygotes themselves."""
         return self.zygote_supervisor.rss_bytes()
-
-    def ensure_zygote(self, runtime: str) -> None:
-        """Start the runtime's zygote in the background unless it runs or is starting."""
-        self.zygote_supervisor.ensure(runtime)
-
-    async def wait_zygote(self, timeout: float, runtime: str = "sklearn") -> bool:
-        return await self.zygote_supervisor.wait(timeout, runtime)
 
     # --- workers -------------------------------------------------------------------------------
 

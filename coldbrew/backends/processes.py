@@ -94,7 +94,6 @@ class SpawnedWorker(CgroupLimited):
         self.address = address or f"unix:{socket_path}"
         self.socket_path = socket_path
         self.setup_ms = setup_ms
-        self.forked = False
 
     def is_alive(self) -> bool:
         return self.process.returncode is None
@@ -123,7 +122,6 @@ class ForkedWorker(CgroupLimited):
         self.address = f"unix:{socket_path}"
         self.socket_path = socket_path
         self.setup_ms = setup_ms
-        self.forked = True
         self._exited = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         try:

@@ -31,10 +31,9 @@ log = logging.getLogger("coldbrew.backends")
 class Zygote:
     """The zygote process, started by the gateway, restarted by it if it dies."""
 
-    def __init__(self, process: asyncio.subprocess.Process, socket_path: str, modules: list[str]) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, socket_path: str) -> None:
         self.process = process
         self.socket_path = socket_path
-        self.modules = modules
 
     def is_alive(self) -> bool:
         return self.process.returncode is None
@@ -88,7 +87,6 @@ class Zygotes:
         self.enabled = enabled
         self.wanted: set[str] = set(eager_runtimes) if enabled else set()
         self.running: dict[str, Zygote] = {}
-        self.restarts = 0
         self._starting: dict[str, asyncio.Task[None]] = {}
         self._failed: set[str] = set()
         self._ids = itertools.count()
@@ -125,18 +123,8 @@ class Zygotes:
             log.warning(
                 "the %s zygote exited with status %s; restarting it", runtime, current.process.returncode
             )
-            self.restarts += 1
             del self.running[runtime]
         self._starting[runtime] = asyncio.create_task(self._start(runtime))
-
-    async def wait(self, timeout: float, runtime: str = "sklearn") -> bool:
-        """Whether the runtime's zygote runs, once one that is starting is ready (or ``timeout``)."""
-        starting = self._starting.get(runtime)
-        if starting is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(starting), timeout)
-        zygote = self.running.get(runtime)
-        return zygote is not None and zygote.is_alive()
 
     async def _start(self, runtime: str) -> None:
         socket_path = str(self.run_dir / f"zygote-{runtime}-{next(self._ids)}.sock")
@@ -176,14 +164,13 @@ class Zygotes:
                 process.kill()
             await process.wait()
             return
-        modules = status.modules or []
-        self.running[runtime] = Zygote(process, socket_path, modules)
+        self.running[runtime] = Zygote(process, socket_path)
         log.info(
             "%s zygote %d ready in %s ms with %s",
             runtime,
             process.pid,
             status.setup_ms,
-            ", ".join(modules),
+            ", ".join(status.modules or []),
         )
 
     async def close(self) -> None:

@@ -3,7 +3,6 @@ and the simulator, so both price the same usage the same way."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from coldbrew.metering.prices import DATA_GB, PriceTable
@@ -53,11 +52,6 @@ def lambda_cost(usage: Usage, prices: PriceTable, arch: str = "x86") -> float:
 def instance_cost(instance: str, hours: float, prices: PriceTable, count: int = 1) -> float:
     """Always-on SageMaker instances: hourly price times hours they exist, whatever the traffic."""
     return prices.instance_hourly(instance) * hours * count
-
-
-def billed_gb_seconds(invocations: int, duration_s: float, memory_mb: int) -> float:
-    """GB-seconds of ``invocations`` each lasting ``duration_s``, billed by the millisecond rounded up."""
-    return invocations * math.ceil(round(duration_s * 1000, 6)) / 1000 * memory_mb / 1024
 
 
 def per_million(cost: float, invocations: int) -> float | None:

@@ -9,7 +9,6 @@ import pytest
 
 from coldbrew.metering.cost import (
     Usage,
-    billed_gb_seconds,
     breakeven_per_hour,
     instance_cost,
     lambda_cost,
@@ -17,6 +16,23 @@ from coldbrew.metering.cost import (
     serverless_cost,
 )
 from coldbrew.metering.prices import load_prices
+from coldbrew.metering.records import MeterRecord
+
+
+def _record(model_latency_us: int, memory_mb: int, serverless: bool = True) -> MeterRecord:
+    return MeterRecord.answered(
+        endpoint="ep",
+        variant="v",
+        started_at=0.0,
+        total_us=model_latency_us,
+        model_latency_us=model_latency_us,
+        cold_start=False,
+        setup_ms=0.0,
+        memory_mb=memory_mb,
+        serverless=serverless,
+        bytes_in=0,
+        bytes_out=0,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,19 +75,20 @@ def test_smallest_instance_that_fits(prices) -> None:  # type: ignore[no-untyped
 def test_serverless_cost_by_hand(prices) -> None:  # type: ignore[no-untyped-def]
     # 1,000 invocations of 250 ms at 2 GB = 500 GB-s x 0.00002 = 0.01; 1 MB in and 3 MB out
     # each = 1 GB + 3 GB (decimal) x 0.016 = 0.064.
-    usage = Usage(1000, billed_gb_seconds(1000, 0.25, 2048), 1000 * 10**6, 3000 * 10**6)
+    record = _record(model_latency_us=250_000, memory_mb=2048)
+    usage = Usage(1000, 1000 * record.billed_mb_ms / 1024 / 1000, 1000 * 10**6, 3000 * 10**6)
     assert usage.gb_seconds == 500
     assert serverless_cost(usage, prices) == pytest.approx(0.01 + 0.064, abs=1e-12)
     assert per_million(0.074, 1000) == pytest.approx(74.0)
-    # Billed by the millisecond, rounded up: 1.2 ms bills 2 ms.
-    assert billed_gb_seconds(1, 0.0012, 1024) == pytest.approx(0.002)
+    # Billed by the millisecond, rounded up: 1.2 ms bills 2 ms; provisioned instances are not.
+    assert _record(model_latency_us=1_200, memory_mb=1024).billed_mb_ms == 2 * 1024
+    assert _record(model_latency_us=1_200, memory_mb=1024, serverless=False).billed_mb_ms == 0
 
 
 def test_lambda_worked_example(prices) -> None:  # type: ignore[no-untyped-def]
     # "Serverless Machine Learning Inference": 1M requests x 200 ms at 1024 MB on Arm
     # = 0.20 (requests) + 2.67 (compute) = 2.87 USD.
-    usage = Usage(1_000_000, billed_gb_seconds(1_000_000, 0.2, 1024))
-    assert usage.gb_seconds == pytest.approx(200_000)
+    usage = Usage(1_000_000, 200_000.0)  # 1M x 0.2 s x 1 GB
     total = lambda_cost(usage, prices, "arm")
     assert total == pytest.approx(0.2 + 200_000 * 0.0000133334)
     assert round(total - 0.2, 2) == 2.67 and round(total, 2) == 2.87
