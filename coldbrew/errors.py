@@ -2,6 +2,10 @@
 
 Errors are raised anywhere in coldbrew and translated to a wire response in exactly one place per
 protocol (``coldbrew.gateway``). The message is what the client sees, so it must say what to change.
+Each package's own errors live with it and derive from the root here: ``ArtifactError``
+(``coldbrew.artifacts``), ``WorkerStartError`` (``coldbrew.backends``) and ``DeployError``
+(``coldbrew.serving``) keep the root's InternalFailure code, because they reach users as an
+endpoint's FailureReason or are turned into a ModelError, never as a response of their own.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ class InternalFailure(ColdbrewError):
     status = 500
 
 
-# --- runtime (REST JSON) ------------------------------------------------------------------------
+# --- invocations (REST JSON) ------------------------------------------------------------------------
 
 
 class ValidationError(ColdbrewError):

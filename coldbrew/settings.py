@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     """Address the gateway listens on."""
 
     port: int = Field(default=8080, ge=0, le=65535)
-    """Port of the gateway: control API, runtime API, /ping and /metrics all share it."""
+    """Port of the gateway: control API, invocations API, /ping and /metrics all share it."""
 
     data_dir: Path = Field(default_factory=default_data_dir)
     """Where the SQLite store and the artifact cache live."""

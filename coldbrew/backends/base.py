@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from coldbrew.errors import ColdbrewError
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -21,8 +23,11 @@ class WorkerSpec:
     """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
 
 
-class WorkerStartError(Exception):
-    """The worker did not become ready; ``str()`` is the loader's error, fit for FailureReason."""
+class WorkerStartError(ColdbrewError):
+    """The worker did not become ready; ``str()`` is the loader's error, fit for FailureReason.
+
+    Never a response as it is: a cold start turns it into a ModelError, a deploy into DeployError.
+    """
 
 
 class WorkerProcess(Protocol):

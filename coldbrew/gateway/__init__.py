@@ -1,1 +1,1 @@
-"""The gateway: one ASGI app on one port for the control API, the runtime API and health."""
+"""The gateway: one ASGI app on one port for the control API, the invocations API and health."""

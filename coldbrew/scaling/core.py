@@ -525,6 +525,21 @@ class ScalingCore:
 
     def _hand_to_waiters(self, pool: PoolState, env: EnvironmentState, out: list[Action]) -> None:
         limit = pool.config.environment_concurrency
+        if not pool.config.serverless and pool.waiters:
+            # Requests that waited while every instance was starting queue on the instances that
+            # are ready, least loaded first, as later arrivals do: none is overtaken.
+            instances = [e for e in pool.envs.values() if e.ready]
+            while pool.waiters:
+                request = next(iter(pool.waiters))
+                del pool.waiters[request]
+                starting = pool.dedicated.pop(request, None)
+                if starting is not None and starting in pool.envs:
+                    pool.envs[starting].for_request = None
+                target = min(instances, key=lambda e: e.in_flight)
+                target.in_flight += 1
+                pool.in_flight += 1
+                out.append(Route(request, target.id, cold=False))
+            return
         while pool.waiters and env.in_flight < limit:
             request = next(iter(pool.waiters))
             del pool.waiters[request]

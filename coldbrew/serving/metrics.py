@@ -36,6 +36,11 @@ class ScalingCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         core = self.serving.pools.core
         counters = {attr: CounterMetricFamily(name, text, labels=_LABELS) for attr, name, text in _COUNTERS}
+        held = CounterMetricFamily(
+            "coldbrew_scaling_held_megabyte_seconds",
+            "Memory-seconds held by environments, from the start asked for until they are gone",
+            labels=_LABELS,
+        )
         environments = GaugeMetricFamily(
             "coldbrew_scaling_environments",
             "Environments that exist now, by state",
@@ -47,6 +52,7 @@ class ScalingCollector(Collector):
                 if pool is None:
                     continue
                 labels = [name, variant.name]
+                held.add_metric(labels, self.serving.pools.held_megabyte_seconds(variant.pool))
                 for attr, counter in counters.items():
                     counter.add_metric(labels, getattr(pool.stats, attr))
                 envs = list(pool.envs.values())
@@ -56,4 +62,5 @@ class ScalingCollector(Collector):
                 environments.add_metric([*labels, "idle"], ready - busy)
                 environments.add_metric([*labels, "starting"], len(envs) - ready)
         yield from counters.values()
+        yield held
         yield environments

@@ -90,6 +90,10 @@ class Pools:
         self._warming: dict[int, asyncio.Future[str | None]] = {}
         self._drained: dict[int, asyncio.Future[None]] = {}
         self._starting: set[int] = set()
+        self._held_since: dict[int, tuple[int, int, float]] = {}
+        """Environment -> (pool, memory, since when) from the start asked for until it is gone."""
+        self.held_mb_s: dict[int, float] = {}
+        """Per pool: memory-seconds of environments that are gone (see ``held_megabyte_seconds``)."""
         self._stop_when_ready: set[int] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._use_timer = timer
@@ -250,7 +254,22 @@ class Pools:
 
     # --- carrying out actions ------------------------------------------------------------------
 
+    def held_megabyte_seconds(self, pool: int) -> float:
+        """Memory-seconds ``pool``'s environments have held, from the moment each start was asked
+        for to the moment it was gone (what the simulator's held figure models)."""
+        now = self.clock()
+        live = sum(mb * (now - since) for p, mb, since in self._held_since.values() if p == pool)
+        return self.held_mb_s.get(pool, 0.0) + live
+
+    def _gone(self, env: int) -> None:
+        held = self._held_since.pop(env, None)
+        if held is not None:
+            pool, mb, since = held
+            self.held_mb_s[pool] = self.held_mb_s.get(pool, 0.0) + mb * (self.clock() - since)
+
     def _handle(self, event: Event) -> None:
+        if isinstance(event, Lost | StartFailed):
+            self._gone(event.env)
         for action in self.core.handle(event, self.clock()):
             self._do(action)
         hint = self.core.take_wakeup_hint()
@@ -267,6 +286,11 @@ class Pools:
                 # Its invocation is gone (cancelled as it was handed over): give the environment back.
                 self._handle(Finished(action.env, action.request))
         elif isinstance(action, Start):
+            self._held_since[action.env] = (
+                action.pool,
+                self.core.pools[action.pool].config.memory_mb,
+                self.clock(),
+            )
             self._starting.add(action.env)
             self._spawn(self._start(action))
         elif isinstance(action, Stop):
@@ -281,6 +305,7 @@ class Pools:
                 drained.set_result(None)
 
     def _stop(self, action: Stop) -> None:
+        self._gone(action.env)
         env = self.environments.pop(action.env, None)
         if env is None:
             if action.env in self._starting:
@@ -319,6 +344,18 @@ class Pools:
             return
         env = Environment(action.env, action.pool, worker, spec.memory_mb)
         self.environments[env.id] = env
+        held = self._held_since.get(action.env)
+        if held is not None and action.pool in self.core.pools:
+            config = self.core.pools[action.pool].config
+            log.info(
+                "%s/%s: environment %d started in %.1f ms (%s, worker %d)",
+                config.endpoint,
+                config.variant,
+                action.env,
+                (self.clock() - held[2]) * 1000,
+                action.purpose.value,
+                worker.pid,
+            )
         self._handle(Ready(env.id))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

@@ -282,8 +282,12 @@ def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
     sim = MachineSim()
     pool = sim.add_variant(pool_config(spec), cold_start_draws(spec))
     if spec.traffic.timestamps_file is not None:
-        arrivals, length = trace_traffic(spec.traffic.timestamps_file)
-        lat = latencies(spec.model_latency, arrivals.size, ("trace", spec.traffic.seed))
+        arrivals, length, recorded = trace_traffic(spec.traffic.timestamps_file)
+        lat = (
+            recorded
+            if recorded is not None
+            else latencies(spec.model_latency, arrivals.size, ("trace", spec.traffic.seed))
+        )
         for t, latency in zip(arrivals.tolist(), lat.tolist(), strict=True):
             sim.arrive(pool, t, latency)
         end = length + spec.keep_alive.idle_timeout_s + spec.cold_start_s + 60

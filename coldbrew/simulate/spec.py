@@ -90,7 +90,9 @@ class Traffic(_Spec):
     """``uniform``: evenly spaced at the window's rate, deterministic (counts over the whole run are
     exact: 50 an hour over 23.75 h for 30 days is 35,625). ``poisson``: random, seeded."""
     timestamps_file: str | None = None
-    """Instead of windows: a file with one arrival per line, in seconds (relative or Unix)."""
+    """Instead of windows: a file with one arrival per line, in seconds (relative or Unix), and
+    optionally, after a space, that invocation's model latency in seconds (used instead of
+    ``model_latency``)."""
     seed: int = 0
 
     @model_validator(mode="after")

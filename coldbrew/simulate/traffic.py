@@ -46,18 +46,25 @@ def day_traffic(spec: SimulationSpec, day: int) -> DayTraffic:
     return DayTraffic(arrivals, tuple(key) if traffic.arrivals == "uniform" else None)
 
 
-def trace_traffic(path: str) -> tuple[np.ndarray, float]:
-    """Arrivals from a file of timestamps, relative to the first; and the trace's length in seconds."""
-    values = [
-        float(line.split()[0])
+def trace_traffic(path: str) -> tuple[np.ndarray, float, np.ndarray | None]:
+    """Arrivals from a file of timestamps, relative to the first; the trace's length in seconds; and,
+    when every line has a second column, each invocation's model latency in seconds (a recorded
+    trace replays the latencies that were measured, in arrival order)."""
+    rows = [
+        line.split()
         for line in Path(path).read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    arrivals = np.sort(np.asarray(values, dtype=np.float64))
+    arrivals = np.asarray([float(r[0]) for r in rows], dtype=np.float64)
+    recorded = np.asarray([float(r[1]) for r in rows]) if rows and all(len(r) > 1 for r in rows) else None
+    order = np.argsort(arrivals, kind="stable")
+    arrivals = arrivals[order]
+    if recorded is not None:
+        recorded = recorded[order]
     if arrivals.size == 0:
-        return arrivals, 0.0
+        return arrivals, 0.0, recorded
     arrivals -= arrivals[0]
-    return arrivals, float(arrivals[-1])
+    return arrivals, float(arrivals[-1]), recorded
 
 
 def latencies(latency: Latency, n: int, seed: object) -> np.ndarray:

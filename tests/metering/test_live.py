@@ -47,8 +47,16 @@ def test_metering_survives_sigkill_and_counts_errors(tmp_path: Path, model_archi
     server = ColdbrewServer(data).start()
     try:
         sm, runtime = server.client("sagemaker"), server.client("sagemaker-runtime")
-        deploy_serverless(sm, "Metered", f"file://{model_archive[0]}", memory=1024, max_concurrency=4)
+        deploy_serverless(
+            sm,
+            "Metered",
+            f"file://{model_archive[0]}",
+            memory=1024,
+            max_concurrency=4,
+            environment={"COLDBREW_IDLE_TIMEOUT_S": "0.5"},
+        )
         wait_for_status(sm, "Metered", "InService")
+        time.sleep(1.5)  # the load check's worker is released: the first invocation is a cold start
 
         def invoke(_: int) -> int:
             runtime.invoke_endpoint(EndpointName="Metered", Body=ROW, ContentType="text/csv")

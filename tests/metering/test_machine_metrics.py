@@ -34,7 +34,8 @@ def test_zygote_memory_and_budget_are_exported(
         values = scrape(server)
     assert values["coldbrew_zygote_resident_bytes"] > 50 * 2**20  # numpy and scikit-learn imported
     assert values["coldbrew_memory_budget_megabytes"] > 0
-    before = values["coldbrew_memory_budget_used_megabytes"]
+    # The worker that passed the load check stays warm, and its memory size is in the budget.
+    assert values["coldbrew_memory_budget_used_megabytes"] >= 2048
     runtime = server.client("sagemaker-runtime")
     runtime.invoke_endpoint(EndpointName="gauged", Body=",".join(["0.01"] * 10), ContentType="text/csv")
-    assert scrape(server)["coldbrew_memory_budget_used_megabytes"] >= before + 2048
+    assert scrape(server)["coldbrew_memory_budget_used_megabytes"] >= 2048

@@ -614,6 +614,20 @@ def test_provisioned_instances_queue_beyond_capacity_on_the_least_loaded() -> No
     assert core.handle(Tick(), 1e9) == []
 
 
+def test_requests_that_waited_for_starting_instances_are_not_overtaken() -> None:
+    core = ScalingCore(memory_budget_mb=1024)
+    pool = core.add_pool(provisioned(instances=2, per_instance=2))
+    core.handle(Deploy(pool, check=False), 0.0)
+    for request in range(1, 6):  # five wait while both instances start
+        assert core.handle(Arrival(pool, request), 0.5) == []
+    # The first instance ready takes all five (instances queue beyond their concurrency), in order.
+    assert core.handle(Ready(1), 1.0) == [Route(r, 1, cold=False) for r in range(1, 6)]
+    assert not core.pools[pool].waiters
+    # A later arrival goes to the other instance once it is ready, the least loaded.
+    core.handle(Ready(2), 1.5)
+    assert core.handle(Arrival(pool, 6), 2.0) == [Route(6, 2, cold=False)]
+
+
 def test_lost_instance_is_replaced() -> None:
     core = ScalingCore(memory_budget_mb=1024)
     pool = core.add_pool(provisioned(instances=1, per_instance=4))
