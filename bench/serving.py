@@ -152,11 +152,12 @@ def concurrent(url: str, body: str, headers: dict[str, str], seconds: float) -> 
 
 
 def cold_starts(server: ColdbrewServer, sm: Any, archive: Path, body: str, trials: int) -> dict[str, Any]:
+    # Counted before the deploy: the worker that passes the load check stays warm until released.
+    baseline_workers = worker_count(server)
     deploy_serverless(sm, "cold", archive.as_uri(), environment={"COLDBREW_IDLE_TIMEOUT_S": "0.3"})
     wait_for_status(sm, "cold", "InService")
     url = f"{server.url}/endpoints/cold/invocations"
     samples = []
-    baseline_workers = worker_count(server)
     with httpx.Client(timeout=60) as client:
         for _ in range(trials):
             deadline = time.monotonic() + 30

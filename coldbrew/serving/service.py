@@ -18,6 +18,7 @@ import psutil
 
 from coldbrew.artifacts import ArtifactError, ArtifactStore
 from coldbrew.backends.base import Backend
+from coldbrew.errors import ModelNotReadyException
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.invocation import INVOCATION_TIMEOUT_S, Invocation, InvocationResult
 from coldbrew.serving.invoke import invoke
@@ -186,7 +187,15 @@ class Serving:
         return self.endpoints.get(name.lower())
 
     async def invoke(self, variant: RoutedVariant, request: Invocation) -> InvocationResult:
-        return await invoke(self.pools, variant, request, self.invocation_timeout_s)
+        try:
+            return await invoke(self.pools, variant, request, self.invocation_timeout_s)
+        except ModelNotReadyException:
+            # Its pool was replaced (UpdateEndpoint) while it waited: the new one serves it.
+            current = self.endpoint(request.endpoint)
+            replacement = current.variants.get(variant.name) if current is not None else None
+            if replacement is None or replacement.pool == variant.pool:
+                raise
+            return await invoke(self.pools, replacement, request, self.invocation_timeout_s)
 
     # --- read-only, for the meter's sampling thread ---------------------------------------------
 

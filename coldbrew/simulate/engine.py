@@ -115,6 +115,10 @@ class MachineSim:
         """Request -> (pool, arrival time, model latency) until it is routed or rejected."""
         self._env_pool: dict[int, int] = {}
         self._wake = math.inf
+        self.peak_used_mb = 0
+        """Most of the memory budget in use at once."""
+        self.peak_environments = 0
+        """Most environments that existed at once, over every variant."""
 
     # --- setup ---------------------------------------------------------------------------------
 
@@ -175,6 +179,8 @@ class MachineSim:
             elif isinstance(action, Start):
                 variant = self.variants[action.pool]
                 variant.result.environment_starts += 1
+                self.peak_used_mb = max(self.peak_used_mb, self.core.used_mb)
+                self.peak_environments = max(self.peak_environments, len(self.core.envs))
                 variant.held_from[action.env] = t
                 self._env_pool[action.env] = action.pool
                 ready_at = t + variant.cold_start()
@@ -244,6 +250,19 @@ class MachineSim:
 
 
 @dataclass
+class FleetResult:
+    """What many endpoints on one machine did, beyond the sum of their results."""
+
+    endpoints: int
+    memory_budget_mb: int
+    evictions: int
+    peak_memory_mb: int
+    """Most memory the environments held (or reserved for starting ones) at once."""
+    per_endpoint: list[DayResult]
+    """By popularity, most popular first."""
+
+
+@dataclass
 class SimulationResult:
     spec: SimulationSpec
     days: float
@@ -252,6 +271,7 @@ class SimulationResult:
     response_s: np.ndarray
     weights: np.ndarray
     distinct_days: int
+    fleet: FleetResult | None = None
 
 
 def pool_config(spec: SimulationSpec, endpoint: str = "simulated") -> PoolConfig:
@@ -279,6 +299,8 @@ def cold_start_draws(spec: SimulationSpec) -> Callable[[], float]:
 
 
 def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
+    if spec.fleet is not None:
+        return _simulate_fleet(spec)
     sim = MachineSim()
     pool = sim.add_variant(pool_config(spec), cold_start_draws(spec))
     if spec.traffic.timestamps_file is not None:
@@ -328,6 +350,46 @@ def simulate(spec: SimulationSpec, reuse_days: bool = True) -> SimulationResult:
         np.concatenate([np.full(r.size, n, dtype=np.float64) for r, n in parts]) if parts else np.empty(0)
     )
     return SimulationResult(spec, float(spec.days), totals, response, weights, len(kinds))
+
+
+def _simulate_fleet(spec: SimulationSpec) -> SimulationResult:
+    """Day by day (arrivals are split among endpoints at random, so no two days are alike)."""
+    fleet = spec.fleet
+    assert fleet is not None
+    sim = MachineSim(fleet.memory_budget_mb)
+    draws = cold_start_draws(spec)
+    pools = [sim.add_variant(pool_config(spec, f"endpoint-{i:04d}"), draws) for i in range(fleet.endpoints)]
+    popularity = 1.0 / np.arange(1, fleet.endpoints + 1) ** fleet.zipf_s
+    popularity /= popularity.sum()
+    rng = np.random.default_rng([spec.traffic.seed, fleet.endpoints])
+    per_endpoint = [DayResult() for _ in pools]
+    responses: list[np.ndarray] = []
+    for d in range(spec.days):
+        start = d * DAY_S
+        traffic = day_traffic(spec, d)
+        owners = rng.choice(fleet.endpoints, size=traffic.arrivals.size, p=popularity).tolist()
+        lat = latencies(spec.model_latency, traffic.arrivals.size, (spec.traffic.seed, "fleet", d))
+        for t, owner, latency in zip((traffic.arrivals + start).tolist(), owners, lat.tolist(), strict=True):
+            sim.arrive(pools[owner], t, latency)
+        day = sim.close_period(start + DAY_S)
+        for i, pool in enumerate(pools):
+            per_endpoint[i].add(day[pool])
+            responses.extend(day[pool].response_s)
+        lat_by_owner = np.bincount(owners, weights=lat, minlength=fleet.endpoints) if owners else None
+        if lat_by_owner is not None:
+            for i in range(fleet.endpoints):
+                per_endpoint[i].latency_ms_sum += float(lat_by_owner[i] * 1000)
+    totals = DayResult()
+    for endpoint_result in per_endpoint:
+        totals.add(endpoint_result)
+    totals.peak_environments = sim.peak_environments
+    response = np.concatenate(responses) if responses else np.empty(0)
+    result = FleetResult(
+        fleet.endpoints, fleet.memory_budget_mb, sim.core.evictions, sim.peak_used_mb, per_endpoint
+    )
+    return SimulationResult(
+        spec, float(spec.days), totals, response, np.ones(response.size), spec.days, result
+    )
 
 
 @dataclass(frozen=True)

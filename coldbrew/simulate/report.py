@@ -83,8 +83,10 @@ def build_report(result: SimulationResult, prices: PriceTable) -> dict[str, Any]
     # Always-on instances: no cold starts, and (an assumption, not simulated) enough of them to
     # serve the peak without queueing, so clients see the model latency alone.
     model_only = latencies(spec.model_latency, min(t.served, 200_000) or 1, ("instances", spec.traffic.seed))
+    # A fleet's always-on alternative is that many instances per endpoint.
+    per_endpoint = result.fleet.endpoints if result.fleet is not None else 1
     for itype in instances:
-        count = spec.compare.instance_count
+        count = spec.compare.instance_count * per_endpoint
         alternatives.append(
             {
                 "option": f"{count} x {itype} always on",
@@ -118,6 +120,34 @@ def build_report(result: SimulationResult, prices: PriceTable) -> dict[str, Any]
         "peak_environments": t.peak_environments,
         "distinct_days_simulated": result.distinct_days,
         "alternatives": alternatives,
+        "fleet": None if result.fleet is None else _fleet(result),
+    }
+
+
+def _fleet(result: SimulationResult) -> dict[str, Any]:
+    fleet = result.fleet
+    assert fleet is not None
+    ranked = fleet.per_endpoint  # most popular first
+    tenth = max(1, len(ranked) // 10)
+
+    def group(results: list[Any]) -> dict[str, Any]:
+        invocations = sum(r.invocations for r in results)
+        cold = sum(r.cold_starts for r in results)
+        return {
+            "endpoints": len(results),
+            "invocations": invocations,
+            "cold_starts": cold,
+            "cold_start_rate": cold / invocations if invocations else 0.0,
+        }
+
+    return {
+        "endpoints": fleet.endpoints,
+        "endpoints_invoked": sum(1 for r in ranked if r.invocations),
+        "memory_budget_mb": fleet.memory_budget_mb,
+        "peak_memory_mb": fleet.peak_memory_mb,
+        "evictions": fleet.evictions,
+        "most_popular_tenth": group(ranked[:tenth]),
+        "rest": group(ranked[tenth:]),
     }
 
 
@@ -132,6 +162,15 @@ def render(report: dict[str, Any]) -> None:
         f"{report['held_gb_seconds']:,.0f} GB-s held, {report['billed_gb_seconds']:,.0f} GB-s billed; "
         f"prices {report['prices']['region']} {report['prices']['date']}"
     )
+    fleet = report.get("fleet")
+    if fleet is not None:
+        top, rest = fleet["most_popular_tenth"], fleet["rest"]
+        out.print(
+            f"{fleet['endpoints']:,} endpoints ({fleet['endpoints_invoked']:,} invoked) on a "
+            f"{fleet['memory_budget_mb']:,} MB budget: peak {fleet['peak_memory_mb']:,} MB, "
+            f"{fleet['evictions']:,} evictions; cold starts {top['cold_start_rate']:.2%} of the most popular "
+            f"tenth's invocations, {rest['cold_start_rate']:.2%} of the rest's"
+        )
     table = Table(
         "option", "per month", "per day", "per 1M inv.", "cold starts", "p50 ms", "p99 ms", "max ms"
     )

@@ -126,6 +126,18 @@ class KeepAlive(_Spec):
     idle_timeout_s: PositiveFloat = 300.0
 
 
+class Fleet(_Spec):
+    """Many endpoints with the spec's configuration on one machine: the traffic windows give the
+    rate over all of them, and each invocation goes to one endpoint by Zipf popularity (the
+    ``k``-th most popular gets a share proportional to ``1 / k ** zipf_s``)."""
+
+    endpoints: PositiveInt
+    zipf_s: NonNegativeFloat = 1.0
+    """0 spreads traffic evenly; larger values concentrate it on the most popular endpoints."""
+    memory_budget_mb: PositiveInt
+    """The machine's memory budget (COLDBREW_MEMORY_BUDGET_MB) that their environments share."""
+
+
 class Compare(_Spec):
     instances: list[str] = []
     """Instance types to price as always-on alternatives; empty: the smallest that fits the memory."""
@@ -154,6 +166,8 @@ class SimulationSpec(_Spec):
     traffic: Traffic
     keep_alive: KeepAlive = Field(default_factory=KeepAlive)
     compare: Compare = Field(default_factory=Compare)
+    fleet: Fleet | None = None
+    """Simulate this many endpoints sharing one machine instead of one endpoint."""
     prices: dict[str, object] = {}
     """Price overrides merged over the price table (e.g. the figures an article used)."""
 

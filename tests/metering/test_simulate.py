@@ -131,3 +131,61 @@ def test_adaptive_policy(tmp_path: Path) -> None:
     )
     report = _report(spec)
     assert report["invocations"] == 20_000 and report["throttled"] == 0
+
+
+def test_recorded_trace_replays_each_invocations_latency(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.txt"
+    trace.write_text("0 0.25\n10 0.0004\n20 1.5\n")  # second column: that invocation's model latency
+    t = run(_spec(traffic={"timestamps_file": str(trace)}, model_latency={"fixed_s": 9.0})).totals
+    assert t.billed_ms == 250 + 1 + 1500  # each rounded up to the millisecond, the 9 s ignored
+
+
+def _fleet_spec(budget_mb: int) -> SimulationSpec:
+    return SimulationSpec.model_validate(
+        {
+            "days": 1,
+            "memory_mb": 1024,
+            "max_concurrency": 2,
+            "cold_start_s": 0.05,
+            "model_latency": {"fixed_s": 0.02},
+            "keep_alive": {"policy": "fixed", "idle_timeout_s": 120},
+            "traffic": {"arrivals": "poisson", "seed": 3, "windows": [{"per_hour": 600}]},
+            "fleet": {"endpoints": 40, "zipf_s": 1.1, "memory_budget_mb": budget_mb},
+            "compare": {"instances": ["ml.t2.medium"], "lambda_archs": []},
+        }
+    )
+
+
+def test_fleet_on_a_small_budget_evicts_and_the_long_tail_pays_the_cold_starts() -> None:
+    small = simulate(_fleet_spec(4 * 1024))
+    roomy = simulate(_fleet_spec(64 * 1024))
+    assert small.fleet is not None and roomy.fleet is not None
+    for result in (small, roomy):
+        t, fleet = result.totals, result.fleet
+        assert t.served + t.throttled == t.invocations > 10_000
+        assert sum(r.invocations for r in fleet.per_endpoint) == t.invocations
+        assert fleet.peak_memory_mb <= fleet.memory_budget_mb
+        # Zipf: the most popular endpoint gets more than the least popular one.
+        assert fleet.per_endpoint[0].invocations > 10 * fleet.per_endpoint[-1].invocations
+    # 40 x 1 GB fit in 64 GB: nothing is evicted, and each endpoint cold-starts about once per gap
+    # longer than its idle timeout; in 4 GB idle environments are evicted for others' cold starts.
+    assert roomy.fleet.evictions == 0
+    assert small.fleet.evictions > 100
+    assert small.fleet.peak_memory_mb == 4 * 1024
+    # The trade: 4 GB holds well under half the memory-time of 64 GB, for about 1.75x the cold
+    # starts (almost every start in 4 GB evicts an idle environment of another endpoint).
+    assert small.totals.cold_starts > 1.5 * roomy.totals.cold_starts
+    assert small.totals.held_mb_s < 0.5 * roomy.totals.held_mb_s
+    assert small.fleet.evictions > 0.9 * small.totals.environment_starts
+    report = build_report(small, load_prices())
+    fleet = report["fleet"]
+    assert fleet["evictions"] == small.fleet.evictions
+    assert fleet["most_popular_tenth"]["cold_start_rate"] < fleet["rest"]["cold_start_rate"]
+    assert _option(report, "40 x ml.t2.medium")["instance_count"] == 40
+
+
+def test_fleet_example_spec_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    spec = load_spec(SPECS / "fleet-200-models.toml").model_copy(update={"days": 1})
+    report = _report(spec)
+    assert report["fleet"]["endpoints"] == 200
+    assert report["fleet"]["peak_memory_mb"] <= 24 * 1024

@@ -28,15 +28,15 @@ def test_admission(idle: int, live: int, starting: int, concurrent: int, expecte
     )
 
 
-def config(memory_mb: int, serverless: bool = True, capacity: int = 1) -> PoolConfig:
+def config(memory_mb: int, serverless: bool = True, environment_concurrency: int = 1) -> PoolConfig:
     return PoolConfig(
         endpoint="e",
         variant="v",
         serverless=serverless,
         memory_mb=memory_mb,
-        max_concurrency=capacity,
+        max_concurrency=environment_concurrency,
         min_environments=0,
-        environment_concurrency=capacity,
+        environment_concurrency=environment_concurrency,
         idle_timeout_s=1.0,
     )
 
@@ -47,4 +47,4 @@ def test_threads_grow_with_memory_up_to_the_cores() -> None:
     assert threads_for(config(2048)) == 1
     assert threads_for(config(3072)) == min(2, cores)
     assert threads_for(config(6144)) == min(3, cores)
-    assert threads_for(config(8192, serverless=False, capacity=4)) == min(4, cores)
+    assert threads_for(config(8192, serverless=False, environment_concurrency=4)) == min(4, cores)
