@@ -258,6 +258,11 @@ class ScalingCore:
         self._active.add(pool.id)
         self._keep_minimum(pool, now, out)
         self._serve_waiters(pool, now, out)
+        if not pool.config.serverless:
+            # Fewer instances: idle ones beyond the count go now, busy ones when they finish.
+            for env in pool.idle_envs()[: max(0, pool.surplus())]:
+                pool.stats.released += 1
+                self._stop(pool, env, StopReason.IDLE, out)
         # A lower minimum or a new keep-alive moves the release times.
         self._hint = min(self._hint, self._pool_wakeup(pool))
 
@@ -437,6 +442,12 @@ class ScalingCore:
                 self._drained_if_empty(pool, out)
             return
         self._hand_to_waiters(pool, env, out)
+        if env.in_flight == 0 and not pool.config.serverless and pool.surplus() > 0:
+            # DesiredInstanceCount was lowered: an instance beyond it goes once it is idle.
+            pool.stats.released += 1
+            self._stop(pool, env, StopReason.IDLE, out)
+            self._idle_if_quiet(pool, now, out)
+            return
         if env.in_flight == 0 and pool.single:
             pool.free.append(env)
         self._idle_if_quiet(pool, now, out)

@@ -628,6 +628,24 @@ def test_requests_that_waited_for_starting_instances_are_not_overtaken() -> None
     assert core.handle(Arrival(pool, 6), 2.0) == [Route(6, 2, cold=False)]
 
 
+def test_fewer_instances_stop_idle_ones_now_and_busy_ones_when_they_finish() -> None:
+    core = ScalingCore(memory_budget_mb=1024)
+    pool = core.add_pool(provisioned(instances=3, per_instance=2))
+    core.handle(Deploy(pool, check=False), 0.0)
+    for env, at in ((1, 1.0), (2, 1.1), (3, 1.2)):
+        core.handle(Ready(env), at)
+    assert core.handle(Arrival(pool, 1), 2.0) == [Route(1, 3, cold=False)]  # most recently ready
+    assert core.handle(Arrival(pool, 2), 2.0) == [Route(2, 3, cold=False)]
+    assert core.handle(Arrival(pool, 3), 2.0) == [Route(3, 2, cold=False)]
+    # UpdateEndpointWeightsAndCapacities: DesiredInstanceCount 3 -> 1. Instance 1 is idle and goes
+    # now; 2 and 3 are busy: the first of them to finish goes, the other stays.
+    assert core.handle(Reconfigure(pool, provisioned(instances=1, per_instance=2)), 3.0) == [Stop(1, IDLE)]
+    assert core.handle(Finished(2, 3), 4.0) == [Stop(2, IDLE)]
+    assert core.handle(Finished(3, 1), 4.5) == []
+    assert list(core.pools[pool].envs) == [3]
+    assert core.handle(Arrival(pool, 4), 5.0) == [Route(4, 3, cold=False)]
+
+
 def test_lost_instance_is_replaced() -> None:
     core = ScalingCore(memory_budget_mb=1024)
     pool = core.add_pool(provisioned(instances=1, per_instance=4))
