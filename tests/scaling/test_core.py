@@ -46,44 +46,10 @@ from coldbrew.scaling.messages import (
     WarmFailed,
     Withdrawn,
 )
+from tests.scaling.configs import provisioned, serverless
 
 DEMAND, PREWARM, MINIMUM, CHECK = Purpose.DEMAND, Purpose.PREWARM, Purpose.MINIMUM, Purpose.CHECK
 IDLE, EVICTED, CLOSED = StopReason.IDLE, StopReason.EVICTED, StopReason.CLOSED
-
-
-def serverless(
-    variant: str = "a",
-    *,
-    memory_mb: int = 1024,
-    max_concurrency: int = 4,
-    min_environments: int = 0,
-    idle_timeout_s: float = 300.0,
-    keepalive: str = "fixed",
-) -> PoolConfig:
-    return PoolConfig(
-        endpoint="ep",
-        variant=variant,
-        serverless=True,
-        memory_mb=memory_mb,
-        max_concurrency=max_concurrency,
-        min_environments=min_environments,
-        environment_concurrency=1,
-        idle_timeout_s=idle_timeout_s,
-        keepalive=keepalive,
-    )
-
-
-def provisioned(instances: int = 2, per_instance: int = 2, memory_mb: int = 16384) -> PoolConfig:
-    return PoolConfig(
-        endpoint="ep",
-        variant="p",
-        serverless=False,
-        memory_mb=memory_mb,
-        max_concurrency=instances * per_instance,
-        min_environments=instances,
-        environment_concurrency=per_instance,
-        idle_timeout_s=math.inf,
-    )
 
 
 def deployed(core: ScalingCore, config: PoolConfig, at: float = 0.0) -> int:

@@ -21,6 +21,7 @@ from coldbrew.errors import ModelError, ModelNotReadyException, ThrottlingExcept
 from coldbrew.scaling.messages import PoolConfig, Purpose
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.pools import Lease, Pools
+from tests.scaling.configs import serverless
 
 # --- fakes ------------------------------------------------------------------------------------
 
@@ -97,26 +98,8 @@ class FakeBackend:
         return None
 
 
-def config(
-    variant: str = "a",
-    *,
-    memory_mb: int = 1024,
-    max_concurrency: int = 2,
-    min_environments: int = 0,
-    idle_timeout_s: float = 300.0,
-    keepalive: str = "fixed",
-) -> PoolConfig:
-    return PoolConfig(
-        endpoint="ep",
-        variant=variant,
-        serverless=True,
-        memory_mb=memory_mb,
-        max_concurrency=max_concurrency,
-        min_environments=min_environments,
-        environment_concurrency=1,
-        idle_timeout_s=idle_timeout_s,
-        keepalive=keepalive,
-    )
+def config(variant: str = "a", **fields: Any) -> PoolConfig:
+    return serverless(variant, **{"max_concurrency": 2, **fields})
 
 
 def spec(memory_mb: int = 1024) -> WorkerSpec:
