@@ -318,7 +318,7 @@ class ControlPlane:
         row = self.store.query_one(
             "SELECT name, status, failure_reason FROM endpoints WHERE name_key = ?", [name.lower()]
         )
-        if row is None:
+        if row is None or row["name"] != name:  # invocations match the name's case exactly
             return ValidationError(f"Endpoint {name} of account {account} not found.")
         status = row["status"]
         if status == "Failed":

@@ -15,7 +15,7 @@ from coldbrew.control.service import ControlPlane
 from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
-from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, Invocation
+from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, SERVERLESS_MAX_PAYLOAD, Invocation
 from coldbrew.serving.service import Serving
 
 log = logging.getLogger("coldbrew.gateway")
@@ -68,6 +68,9 @@ class InvocationRouter:
                 if name and "/" not in name:
                     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
                     reply = await self.invocations.invoke(name, headers, receive)
+                    # SageMaker's replies carry a Content-Length (clients read it); it also saves
+                    # the chunked encoding's second write.
+                    reply.headers.append((b"content-length", str(len(reply.body)).encode()))
                     await send(
                         {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
                     )
@@ -76,16 +79,41 @@ class InvocationRouter:
         await self.app(scope, receive, send)
 
 
-async def read_body(receive: Receive) -> bytes:
+class OversizeBody(Exception):
+    """The body grew past its limit while it was read (the rest is never read into memory)."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise OversizeBody
+        chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
+
+
+def check_custom_attributes(value: str | None) -> None:
+    """At most 1,024 visible US-ASCII characters (and spaces), as InvokeEndpoint documents."""
+    if value is None:
+        return
+    if len(value) > 1024:
+        raise ValidationError(
+            "1 validation error detected: Value at 'customAttributes' failed to satisfy constraint: "
+            "Member must have length less than or equal to 1024"
+        )
+    if not all(" " <= c <= "~" or c == "\t" for c in value):
+        raise ValidationError(
+            "1 validation error detected: Value at 'customAttributes' failed to satisfy constraint: "
+            "Member must consist of visible US-ASCII characters"
+        )
 
 
 class InvocationsEndpoint:
@@ -104,7 +132,9 @@ class InvocationsEndpoint:
         metered = _Metered()
         try:
             endpoint = self.serving.endpoint(name)
-            if endpoint is None:
+            if endpoint is None or endpoint.name != name:
+                # Names are unique whatever their case, but an invocation must match the case the
+                # endpoint was created with, as on SageMaker.
                 raise await run_in_threadpool(self.control.refusal_for, name, self.account)
             metered.endpoint = name.lower()
             # The variant is chosen here rather than in serving so that every record, an error's
@@ -112,13 +142,16 @@ class InvocationsEndpoint:
             variant = endpoint.choose(headers.get("x-amzn-sagemaker-target-variant"))
             metered.variant, metered.memory_mb = variant.name, variant.memory_mb
             metered.serverless = variant.serverless
+            limit = SERVERLESS_MAX_PAYLOAD if variant.serverless else PROVISIONED_MAX_PAYLOAD
+            oversize = ValidationError(f"Request {request_id} has oversize body.")
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > PROVISIONED_MAX_PAYLOAD:
-                raise ValidationError(
-                    f"Request payload of {declared} bytes exceeds the "
-                    f"{PROVISIONED_MAX_PAYLOAD // 2**20} MB limit."
-                )
-            body = await read_body(receive)
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise oversize
+            check_custom_attributes(headers.get(CUSTOM_ATTRIBUTES))
+            try:
+                body = await read_body(receive, limit)
+            except OversizeBody:
+                raise oversize from None
             metered.bytes_in = len(body)
             invocation = Invocation(
                 endpoint=name,

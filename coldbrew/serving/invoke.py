@@ -7,28 +7,15 @@ import json
 import time
 
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
-from coldbrew.errors import ModelError, ValidationError
-from coldbrew.serving.invocation import (
-    PROVISIONED_MAX_PAYLOAD,
-    SERVERLESS_MAX_PAYLOAD,
-    Invocation,
-    InvocationResult,
-)
+from coldbrew.errors import ModelError
+from coldbrew.serving.invocation import Invocation, InvocationResult
 from coldbrew.serving.pools import Pools
 from coldbrew.serving.router import RoutedVariant
-
-MiB = 1024 * 1024
 
 
 async def invoke(
     pools: Pools, variant: RoutedVariant, request: Invocation, timeout_s: float
 ) -> InvocationResult:
-    limit = SERVERLESS_MAX_PAYLOAD if variant.serverless else PROVISIONED_MAX_PAYLOAD
-    if len(request.body) > limit:
-        raise ValidationError(
-            f"Request payload of {len(request.body)} bytes exceeds the {limit // MiB} MB limit of "
-            f"{'serverless' if variant.serverless else 'real-time'} endpoints."
-        )
     lease = await pools.acquire(variant.pool)
     env = lease.env
     headers = {"Content-Type": request.content_type or "application/octet-stream"}

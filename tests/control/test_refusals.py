@@ -30,12 +30,15 @@ def control(tmp_path: Path) -> ControlPlane:
 
 
 def test_refusals_say_what_to_do(control: ControlPlane) -> None:
-    refusals = {name: control.refusal_for(name, "123456789012") for name in ("nobody", "starting", "Broken")}
+    names = ("nobody", "Starting", "Broken", "starting")
+    refusals = {name: control.refusal_for(name, "123456789012") for name in names}
     assert all(isinstance(r, ValidationError) for r in refusals.values())
     assert refusals["nobody"].message == "Endpoint nobody of account 123456789012 not found."
-    assert refusals["starting"].message == (
-        "Endpoint starting of account 123456789012 is Creating; invoke it once it is InService."
+    assert refusals["Starting"].message == (
+        "Endpoint Starting of account 123456789012 is Creating; invoke it once it is InService."
     )
     assert refusals["Broken"].message == (
         "Endpoint Broken of account 123456789012 is Failed and takes no invocations: no model.joblib"
     )
+    # Invocations match the name's case, as on SageMaker (CreateEndpoint's uniqueness check does not).
+    assert refusals["starting"].message == "Endpoint starting of account 123456789012 not found."

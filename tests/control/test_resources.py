@@ -182,7 +182,58 @@ def test_botocore_validation_is_applied_server_side(server: ColdbrewServer) -> N
         sm.create_endpoint_config(EndpointConfigName="x", ProductionVariants=[{"ModelName": "m"}])
     code, message, status = error_of(excinfo)
     assert (code, status) == ("ValidationException", 400)
-    assert 'Missing required parameter in ProductionVariants[0]: "VariantName"' in message
+    assert message == (
+        "1 validation error detected: Value null at 'productionVariants.1.member.variantName' "
+        "failed to satisfy constraint: Member must not be null"
+    )
+
+
+def test_constraint_violations_use_the_aws_wire_format(server: ColdbrewServer) -> None:
+    # As SageMaker answers, not botocore's client-side wording: lower camel case member paths,
+    # list items as .N.member counted from 1, every violation counted and joined with "; ".
+    sm = server.client(parameter_validation=False)
+    serverless = {"MemorySizeInMB": 512, "MaxConcurrency": 2}
+    with pytest.raises(ClientError) as excinfo:
+        sm.create_endpoint_config(
+            EndpointConfigName="wire",
+            ProductionVariants=[{"VariantName": "v", "ModelName": "m", "ServerlessConfig": serverless}],
+        )
+    assert error_of(excinfo)[:2] == (
+        "ValidationException",
+        "1 validation error detected: Value '512' at "
+        "'productionVariants.1.member.serverlessConfig.memorySizeInMB' failed to satisfy constraint: "
+        "Member must have value greater than or equal to 1024",
+    )
+    with pytest.raises(ClientError) as excinfo:
+        sm.create_endpoint_config(
+            EndpointConfigName="wire",
+            ProductionVariants=[
+                {
+                    "VariantName": "ok",
+                    "ModelName": "m",
+                    "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 1},
+                },
+                {
+                    "VariantName": "v_2",
+                    "ModelName": "m",
+                    "ServerlessConfig": {"MemorySizeInMB": 9999, "MaxConcurrency": 0},
+                },
+            ],
+        )
+    message = error_of(excinfo)[1]
+    assert message.startswith("3 validation errors detected: ")
+    assert message.split(": ", 1)[1].split("; ") == [
+        "Value 'v_2' at 'productionVariants.2.member.variantName' failed to satisfy constraint: "
+        "Member must satisfy regular expression pattern: [a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}",
+        "Value '9999' at 'productionVariants.2.member.serverlessConfig.memorySizeInMB' failed to satisfy "
+        "constraint: Member must have value less than or equal to 6144",
+        "Value '0' at 'productionVariants.2.member.serverlessConfig.maxConcurrency' failed to satisfy "
+        "constraint: Member must have value greater than or equal to 1",
+    ]
+    # A huge value is not echoed whole.
+    with pytest.raises(ClientError) as excinfo:
+        sm.create_model(ModelName="m" * 100_000, PrimaryContainer={"Image": "coldbrew/sklearn"})
+    assert len(error_of(excinfo)[1]) < 500
 
 
 def test_list_paging_sorting_and_filters(sm: Any) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import psutil
 import pytest
@@ -100,12 +102,76 @@ def test_unknown_endpoint_and_variant(runtime: Any, plain: str) -> None:
     assert "Nope" in excinfo.value.response["Error"]["Message"]
 
 
-def test_oversized_payload(runtime: Any, plain: str) -> None:
+def test_oversized_payload(server: ColdbrewServer, runtime: Any, plain: str) -> None:
+    # SageMaker's answer for a serverless body over 4 MB (6 MB for instances).
     with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
         runtime.invoke_endpoint(EndpointName=plain, Body=b"1" * (4 * 1024 * 1024 + 1), ContentType="text/csv")
-    assert "exceeds the 4 MB limit" in excinfo.value.response["Error"]["Message"]
+    request_id = excinfo.value.response["ResponseMetadata"]["RequestId"]
+    assert excinfo.value.response["Error"]["Message"] == f"Request {request_id} has oversize body."
+    # A chunked body (no Content-Length) is refused as it is read, not after it was read whole.
+    chunk = b"1" * (1024 * 1024)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(96):
+            yield chunk
+
+    response = httpx.post(
+        f"{server.url}/endpoints/{plain}/invocations",
+        content=chunks(),
+        headers={"Content-Type": "text/csv"},
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationError"
+    assert response.json()["message"].endswith("has oversize body.")
     # The endpoint is unharmed.
     runtime.invoke_endpoint(EndpointName=plain, Body=",".join(map(str, ROWS[0])), ContentType="text/csv")
+
+
+def test_custom_attributes_are_at_most_1024_visible_ascii_characters(
+    server: ColdbrewServer, runtime: Any, plain: str
+) -> None:
+    row = ",".join(map(str, ROWS[0]))
+    runtime.invoke_endpoint(
+        EndpointName=plain, Body=row, ContentType="text/csv", CustomAttributes="a=1 b" * 200
+    )
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName=plain, Body=row, ContentType="text/csv", CustomAttributes="x" * 1025
+        )
+    assert "Member must have length less than or equal to 1024" in excinfo.value.response["Error"]["Message"]
+    # boto3 itself refuses non-ASCII header values, so this one is sent by hand.
+    response = httpx.post(
+        f"{server.url}/endpoints/{plain}/invocations",
+        content=row,
+        headers=[
+            ("Content-Type", "text/csv"),
+            ("X-Amzn-SageMaker-Custom-Attributes", "caf\xe9".encode("latin-1")),
+        ],
+    )
+    assert response.status_code == 400
+    assert response.json()["message"].endswith("Member must consist of visible US-ASCII characters")
+
+
+def test_replies_carry_content_length(server: ColdbrewServer, plain: str) -> None:
+    row = ",".join(map(str, ROWS[0]))
+    ok = httpx.post(
+        f"{server.url}/endpoints/{plain}/invocations", content=row, headers={"Content-Type": "text/csv"}
+    )
+    assert ok.status_code == 200
+    assert int(ok.headers["content-length"]) == len(ok.content)
+    assert "transfer-encoding" not in ok.headers
+    missing = httpx.post(f"{server.url}/endpoints/nobody/invocations", content=row)
+    assert int(missing.headers["content-length"]) == len(missing.content)
+
+
+def test_invocations_match_the_endpoint_name_case_sensitively(runtime: Any, plain: str) -> None:
+    row = ",".join(map(str, ROWS[0]))
+    with pytest.raises(runtime.exceptions.ValidationError) as excinfo:
+        runtime.invoke_endpoint(EndpointName=plain.upper(), Body=row, ContentType="text/csv")
+    assert excinfo.value.response["Error"]["Message"] == (
+        f"Endpoint {plain.upper()} of account 123456789012 not found."
+    )
 
 
 def test_throttling_past_max_concurrency(runtime: Any, scripted: str) -> None:
