@@ -38,6 +38,10 @@ from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
 log = logging.getLogger("coldbrew.backends")
 
+ZYGOTE_PATIENCE_S = 30.0
+"""How long a start waits for its runtime's zygote to finish starting before it starts a fresh
+interpreter instead (a zygote whose imports take longer than this is rare: PyTorch takes ~3 s)."""
+
 
 class LocalBackend:
     def __init__(
@@ -79,7 +83,7 @@ class LocalBackend:
         if spec.command is not None:
             return await start_user_server(spec, spec.command, self.cgroups, self.startup_timeout_s)
         socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
-        zygote = self.zygote_supervisor.ready(spec.runtime)
+        zygote = await self.zygote_supervisor.wait_ready(spec.runtime, ZYGOTE_PATIENCE_S)
         launch = WorkerLaunch(
             model_dir=spec.model_dir,
             socket_path=socket_path,

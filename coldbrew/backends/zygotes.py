@@ -104,6 +104,25 @@ class Zygotes:
         self.ensure(runtime)
         return None
 
+    async def wait_ready(self, runtime: str, patience_s: float) -> Zygote | None:
+        """The runtime's zygote, waiting up to ``patience_s`` for one that is starting.
+
+        A worker started as a fresh interpreter meanwhile would import the same modules again,
+        competing for the same cores, and finish no sooner: the first deploy after start, or the
+        first cold start of a runtime, waits for its zygote instead. None if it has none (turned
+        off, failed, or not ready in time): the caller then starts a fresh interpreter.
+        """
+        zygote = self.ready(runtime)
+        if zygote is not None:
+            return zygote
+        starting = self._starting.get(runtime)
+        if starting is None or starting.done():
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(starting), patience_s)
+        zygote = self.running.get(runtime)
+        return zygote if zygote is not None and zygote.is_alive() else None
+
     def rss_bytes(self) -> int:
         """Memory held by the zygotes themselves."""
         return sum(z.rss_bytes() for z in self.running.values() if z.is_alive())

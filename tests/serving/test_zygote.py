@@ -172,3 +172,17 @@ def test_dead_zygote_is_restarted(server: ColdbrewServer, introspect_archive: Pa
             break
         time.sleep(0.2)
     assert after is not None and after["ppid"] == new
+
+
+def test_first_deploy_after_start_waits_for_the_zygote(tmp_path: Path, introspect_archive: Path) -> None:
+    # Deployed at once after start, while the zygote is still importing: the load check's worker is
+    # forked by it (and stays as the first warm environment) rather than started as a fresh
+    # interpreter that would import everything again on the same cores.
+    server = ColdbrewServer(tmp_path / "data").start()
+    try:
+        assert server.process is not None
+        first = describe_worker(server, "first", introspect_archive)
+        assert first["ppid"] in zygote_pids(server)
+        assert first["ppid"] != server.process.pid
+    finally:
+        server.stop()
