@@ -42,9 +42,12 @@ def _pattern(source: str) -> re.Pattern[str] | None:
         return None
 
 
-# Patterns coldbrew deliberately widens: model data may also be a local path or file:// URL, and
-# an Image may be "exec:COMMAND ARGS" (a user's own server), which contains spaces.
-WIDENED_PATTERNS = frozenset({"Url", "ContainerImage"})
+# Patterns coldbrew deliberately widens: an Image may be "exec:COMMAND ARGS" (a user's own server),
+# which contains spaces; and model data (the "Url" shape, ModelDataUrl) may also be a local
+# absolute path or file:// URL besides the s3:// and https:// URLs SageMaker's pattern allows.
+WIDENED_PATTERNS = frozenset({"ContainerImage"})
+LOCAL_URL_SHAPES = frozenset({"Url"})
+_LOCAL_PATH = re.compile(r"(file://)?/.*")
 
 
 def _lower_first(name: str) -> str:
@@ -99,6 +102,8 @@ def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
         if shape.enum and value not in shape.enum:
             broken(f"satisfy enum value set: [{', '.join(shape.enum)}]", value)
         checked = "pattern" in meta and shape.name not in WIDENED_PATTERNS
+        if checked and shape.name in LOCAL_URL_SHAPES and _LOCAL_PATH.fullmatch(value):
+            checked = False
         pattern = _pattern(meta["pattern"]) if checked else None
         if pattern is not None and not pattern.fullmatch(value):
             broken(f"satisfy regular expression pattern: {meta['pattern']}", value)

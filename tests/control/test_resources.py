@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -283,3 +284,18 @@ def test_tags(sm: Any) -> None:
     with pytest.raises(ClientError) as excinfo:
         sm.list_tags(ResourceArn="arn:aws:sagemaker:us-east-1:123456789012:model/never-made")
     assert error_of(excinfo)[0] == "ValidationException"
+
+
+def test_model_data_url_is_checked_at_create_model(sm: Any, tmp_path: Path) -> None:
+    # SageMaker's pattern (s3:// or https://), widened by coldbrew to local absolute paths.
+    for good in ("s3://bucket/model.tar.gz", "https://example.com/m.tar.gz", f"file://{tmp_path}/m.tar.gz"):
+        sm.create_model(ModelName=f"url-ok-{abs(hash(good)) % 1000}", PrimaryContainer={"ModelDataUrl": good})
+    for bad in ("bucket/model.tar.gz", "ftp://host/m.tar.gz", "s3:/bucket"):
+        with pytest.raises(ClientError) as excinfo:
+            sm.create_model(ModelName="url-bad", PrimaryContainer={"ModelDataUrl": bad})
+        code, message, _ = error_of(excinfo)
+        assert code == "ValidationException"
+        assert message == (
+            f"1 validation error detected: Value '{bad}' at 'primaryContainer.modelDataUrl' failed to "
+            "satisfy constraint: Member must satisfy regular expression pattern: (https|s3)://([^/]+)/?(.*)"
+        )
