@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -151,9 +152,12 @@ def variant_summaries(deployment: Deployment, current: bool) -> list[dict[str, A
     return summaries
 
 
-def mark_current(summary: dict[str, Any]) -> None:
-    """The variant now runs as desired: copy Desired* into Current*."""
+def mark_current(summary: dict[str, Any], now: float | None = None) -> None:
+    """The variant now runs as desired: copy Desired* into Current*, and note when its image was
+    resolved (DeployedImage.ResolutionTime), once."""
     summary["CurrentWeight"] = summary["DesiredWeight"]
+    for image in summary.get("DeployedImages", []):
+        image.setdefault("ResolutionTime", time.time() if now is None else now)
     if "DesiredServerlessConfig" in summary:
         summary["CurrentServerlessConfig"] = dict(summary["DesiredServerlessConfig"])
     if "DesiredInstanceCount" in summary:

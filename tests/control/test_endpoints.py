@@ -31,6 +31,9 @@ def test_serverless_endpoint_lifecycle(sm: Any, model_archive: tuple[Path, Any])
     expected = {"MemorySizeInMB": 2048, "MaxConcurrency": 3, "ProvisionedConcurrency": 1}
     assert variant["CurrentServerlessConfig"] == expected
     assert variant["DesiredServerlessConfig"] == expected
+    [image] = variant["DeployedImages"]
+    assert image["SpecifiedImage"] == image["ResolvedImage"] == "coldbrew/sklearn"
+    assert first["CreationTime"] <= image["ResolutionTime"] <= described["LastModifiedTime"]
     assert "FailureReason" not in described
 
     listed = sm.list_endpoints(StatusEquals="InService", NameContains="life")["Endpoints"]
