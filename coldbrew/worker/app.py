@@ -19,6 +19,7 @@ from coldbrew.worker.handlers import InferenceHandler
 CONTENT_TYPE = b"content-type"
 ACCEPT = b"accept"
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
+_FRAMING_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "connection"})
 REQUEST_ID = b"x-amzn-requestid"
 
 _JSON = b"application/json"
@@ -88,6 +89,7 @@ class WorkerApp:
             custom_attributes=_text(headers.get(CUSTOM_ATTRIBUTES)),
             content_type=content_type,
             accept=accept,
+            headers=headers,
         )
         try:
             body, result_type = self.handler.invoke(request.body, content_type, accept, context)
@@ -98,10 +100,20 @@ class WorkerApp:
             else:
                 logger.warning("request %s rejected with %d: %s", context.request_id, status, message)
             return error_response(status, message)
+        processor = context.request_processor[0]
+        # What a handler set through the model server's calls (set_response_content_type,
+        # set_response_header, set_http_response_status) wins, as in SageMaker's containers.
+        set_headers = processor.response_headers
+        result_type = set_headers.get("content-type", result_type)
         response_headers = [(CONTENT_TYPE, result_type.encode("latin-1"))]
         if context.response_custom_attributes is not None:
             response_headers.append((CUSTOM_ATTRIBUTES, context.response_custom_attributes.encode("latin-1")))
-        return Response(200, response_headers, body)
+        for name, value in set_headers.items():
+            if name in _FRAMING_HEADERS or "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                continue  # the protocol owns framing; a line break would forge a header
+            response_headers.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
+        status = processor.status_code if 200 <= processor.status_code <= 599 else 500
+        return Response(status, response_headers, body)
 
 
 def error_response(status: int, message: str) -> Response:

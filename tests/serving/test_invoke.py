@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sklearn.datasets import load_diabetes
 
-from tests.support import ColdbrewServer, deploy_serverless, wait_for_status, worker_pids
+from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status, worker_pids
 
 ROWS = load_diabetes(return_X_y=True)[0][:5]
 
@@ -381,3 +381,54 @@ def test_update_under_load_fails_no_request(sm: Any, runtime: Any, model_archive
     assert errors == []
     assert "AllTraffic" in outcomes and "Green" in outcomes
     assert outcomes[-1] == "Green"
+
+
+MMS_CONTEXT_HANDLER = """
+import json
+
+
+def model_fn(model_dir, context):
+    return {"dir": context.system_properties["model_dir"]}
+
+
+def transform_fn(model, body, content_type, accept, context):
+    # Written against the model server SageMaker's containers run (multi-model-server/TorchServe).
+    properties = context.request_processor[0].get_request_properties()
+    attributes = context.get_request_header(0, "X-Amzn-SageMaker-Custom-Attributes")
+    if attributes == "fail":
+        context.set_http_response_status(code=418, phrase="teapot", idx=0)
+        return json.dumps({"message": "no coffee"})
+    context.set_response_header(0, "X-Amzn-SageMaker-Custom-Attributes", "seen=" + attributes)
+    context.set_response_content_type(0, "application/vnd.example+json")
+    return json.dumps({
+        "server": context.system_properties["server_name"],
+        "same_dir": model["dir"] == context.system_properties["model_dir"],
+        "content_type": properties.get("content-type"),
+    })
+"""
+
+
+def test_handlers_written_for_the_model_servers_context_run_unchanged(
+    sm: Any, runtime: Any, tmp_path: Path
+) -> None:
+    archive = tmp_path / "mms.tar.gz"
+    archive.write_bytes(tar_gz({"code/inference.py": MMS_CONTEXT_HANDLER.encode()}))
+    deploy_serverless(sm, "mms-context", archive.as_uri())
+    wait_for_status(sm, "mms-context", "InService")
+    response = runtime.invoke_endpoint(
+        EndpointName="mms-context", Body=b"{}", ContentType="application/json", CustomAttributes="k=v"
+    )
+    assert response["ContentType"] == "application/vnd.example+json"
+    assert response["CustomAttributes"] == "seen=k=v"
+    assert json.loads(response["Body"].read()) == {
+        "server": "coldbrew",
+        "same_dir": True,
+        "content_type": "application/json",
+    }
+    with pytest.raises(runtime.exceptions.ModelError) as excinfo:
+        runtime.invoke_endpoint(
+            EndpointName="mms-context", Body=b"{}", ContentType="application/json", CustomAttributes="fail"
+        )
+    error = excinfo.value.response
+    assert error["OriginalStatusCode"] == 418
+    assert "no coffee" in error["Error"]["Message"]
