@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +31,16 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        print(f"coldbrew: invalid setting: {exc}", file=sys.stderr)
+        print(f"coldbrew: {_setting_error(exc)}", file=sys.stderr)
         return 2
+    busy = _port_in_use(settings.host, settings.port)
+    if busy is not None:
+        print(
+            f"coldbrew: cannot listen on {settings.host}:{settings.port}: {busy}; "
+            "stop what uses it or pick another port with --port (COLDBREW_PORT)",
+            file=sys.stderr,
+        )
+        return 1
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -49,6 +58,32 @@ def _serve(args: argparse.Namespace) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _setting_error(exc: ValidationError) -> str:
+    """One readable line per bad setting, naming the flag's environment variable."""
+    parts = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else "setting"
+        value = error.get("input")
+        shown = "" if value is None or isinstance(value, dict) else f"={str(value)[:64]!r}"
+        parts.append(f"invalid setting COLDBREW_{name.upper()}{shown}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, checked before anything starts (None if it can)."""
+    if port == 0:
+        return None
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: SO_REUSEADDR, so a socket in TIME_WAIT does not count as in use.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,4 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    sys.exit(args.func(args))
+    try:
+        sys.exit(args.func(args))
+    except KeyboardInterrupt:
+        # Ctrl+C before the server took over its signals (or in another command): no traceback.
+        sys.exit(130)

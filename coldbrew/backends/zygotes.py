@@ -169,6 +169,13 @@ class Zygotes:
             status = await asyncio.wait_for(read_status(read_fd), self.startup_timeout_s)
         except TimeoutError:
             status = WorkerStatus(ready=False, error="timed out")
+        except asyncio.CancelledError:
+            # The gateway is stopping while this zygote still imports: it must not live on to
+            # bind a socket in a run directory that is being removed.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
         finally:
             os.close(read_fd)
         if not status.ready:
