@@ -98,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (COLDBREW_PORT, default 8080)")
     serve.add_argument("--data-dir", type=Path, help="state and artifact cache (COLDBREW_DATA_DIR)")
     serve.add_argument("--account-id", help="12-digit account id used in ARNs (COLDBREW_ACCOUNT_ID)")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="COLDBREW_LOG_LEVEL, default info"
+    )
     serve.add_argument(
         "--demo",
         action="store_true",
@@ -106,9 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(func=_serve)
 
+    from coldbrew import endpoints_cli
     from coldbrew.metering import cli as metering_cli
     from coldbrew.simulate import cli as simulate_cli
 
+    endpoints_cli.add_commands(commands)  # endpoints, describe, delete, invoke
     metering_cli.add_commands(commands)  # metrics, cost
     simulate_cli.add_commands(commands)  # simulate
     return parser

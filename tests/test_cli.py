@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import signal
 import socket
@@ -9,10 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from tests.support import free_port
+from tests.support import ColdbrewServer, deploy_serverless, free_port, wait_for_status
 
 
 def coldbrew(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -81,3 +84,65 @@ def test_ctrl_c_exits_quietly(tmp_path: Path) -> None:
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert "Application shutdown complete" in stderr
+
+
+def test_endpoints_describe_invoke_delete_against_a_running_server(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    sm = server.client()
+    deploy_serverless(sm, "cli-ep", model_archive[0].as_uri(), memory=2048, max_concurrency=3)
+    wait_for_status(sm, "cli-ep", "InService")
+    url = ("--url", server.url)
+
+    listed = coldbrew("endpoints", *url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [r for r in json.loads(listed.stdout) if r["name"] == "cli-ep"]
+    assert (row["status"], row["variants"]) == ("InService", "AllTraffic: 2048 MB x3")
+    assert row["busy"] + row["idle"] + row["starting"] <= 1  # the load check's worker, if still warm
+    table = coldbrew("endpoints", *url, env={"COLUMNS": "80"})
+    assert table.returncode == 0
+    assert "cli-ep" in table.stdout
+    assert all(len(line) <= 80 for line in table.stdout.splitlines())
+
+    described = coldbrew("describe", "cli-ep", *url, "--json")
+    assert described.returncode == 0
+    assert json.loads(described.stdout)["EndpointConfigName"] == "cli-ep-config"
+
+    row_csv = ",".join(["0.01"] * 10)
+    payload = tmp_path / "row.csv"
+    payload.write_text(row_csv)
+    for body in (row_csv, f"@{payload}"):
+        invoked = coldbrew("invoke", "cli-ep", *url, "--body", body)
+        assert invoked.returncode == 0, invoked.stderr
+        assert len(json.loads(invoked.stdout)) == 1  # one prediction
+    piped = subprocess.run(
+        [sys.executable, "-m", "coldbrew", "invoke", "cli-ep", *url, "--body", "-"],
+        input=row_csv.encode(),
+        capture_output=True,
+        timeout=60,
+    )
+    assert piped.returncode == 0 and len(json.loads(piped.stdout)) == 1
+
+    bad = coldbrew("invoke", "cli-ep", *url, "--body", "not,numbers")
+    assert bad.returncode == 1
+    assert bad.stderr.startswith("coldbrew: ModelError: ") and len(bad.stderr.strip().splitlines()) == 1
+
+    deleted = coldbrew("delete", "cli-ep", *url, "--wait")
+    assert (deleted.returncode, deleted.stdout.strip()) == (0, "deleted cli-ep")
+    for command in (("describe", "cli-ep"), ("delete", "cli-ep"), ("invoke", "cli-ep", "--body", "1")):
+        missing = coldbrew(*command, *url)
+        assert missing.returncode == 1
+        assert missing.stderr.startswith("coldbrew: endpoint cli-ep not found")
+        assert "Traceback" not in missing.stderr
+
+
+def test_every_argument_has_help() -> None:
+    from coldbrew.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subcommands.choices.items():
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help, f"coldbrew {name} {action.dest} has no help"

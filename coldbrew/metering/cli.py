@@ -140,7 +140,7 @@ def cost_command(args: argparse.Namespace) -> int:
 
 def add_commands(commands: Any) -> None:
     metrics = commands.add_parser("metrics", help="CloudWatch-style metrics of an endpoint, from the store")
-    metrics.add_argument("endpoint")
+    metrics.add_argument("endpoint", help="the endpoint's name")
     metrics.add_argument("--since", default="1h", help="how far back: 15m, 1h, 7d, an ISO time (default 1h)")
     metrics.add_argument("--period", default="1m", help="datapoint period, whole minutes (default 1m)")
     metrics.add_argument("--data-dir", type=Path, help="the server's data dir (COLDBREW_DATA_DIR)")
@@ -152,5 +152,5 @@ def add_commands(commands: Any) -> None:
     cost.add_argument("--since", help="from when: 24h, 30d, an ISO time (default: all metered history)")
     cost.add_argument("--prices", help="your own price file over the shipped one (COLDBREW_PRICES)")
     cost.add_argument("--data-dir", type=Path, help="the server's data dir (COLDBREW_DATA_DIR)")
-    cost.add_argument("--json", action="store_true")
+    cost.add_argument("--json", action="store_true", help="JSON for programs instead of a table")
     cost.set_defaults(func=cost_command)

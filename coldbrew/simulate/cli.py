@@ -34,5 +34,5 @@ def add_commands(commands: Any) -> None:
     sim = commands.add_parser("simulate", help="replay a traffic spec under a virtual clock and price it")
     sim.add_argument("spec", help="a simulation spec, TOML or JSON (see examples/specs)")
     sim.add_argument("--prices", help="your own price file over the shipped one (COLDBREW_PRICES)")
-    sim.add_argument("--json", action="store_true")
+    sim.add_argument("--json", action="store_true", help="JSON for programs instead of a table")
     sim.set_defaults(func=simulate_command)

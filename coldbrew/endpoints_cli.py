@@ -1,0 +1,232 @@
+"""``coldbrew endpoints | describe | delete | invoke``: a running server, through its own API.
+
+Every command speaks to the server the way users' code does (boto3 on the SageMaker API, and
+``/metrics`` for what is live), so it works against any coldbrew a URL reaches. Errors are one line
+and exit 1; a missing endpoint is an error naming it, not an empty answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from coldbrew.terminal import console, print_json
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _url(args: argparse.Namespace) -> str:
+    return str(args.url or os.environ.get("COLDBREW_URL") or DEFAULT_URL)
+
+
+def _client(args: argparse.Namespace, service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # Credentials as configured for the AWS CLI if any; coldbrew on loopback accepts any.
+    session = boto3.session.Session()
+    credentials = {}
+    if session.get_credentials() is None:
+        credentials = {"aws_access_key_id": "coldbrew", "aws_secret_access_key": "coldbrew"}
+    return session.client(
+        service,
+        endpoint_url=_url(args),
+        region_name=session.region_name or "us-east-1",
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=120),
+        **credentials,
+    )
+
+
+def _fail(message: str) -> int:
+    print(f"coldbrew: {message}", file=sys.stderr)
+    return 1
+
+
+def _error_message(exc: Exception) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'Error')}: {error.get('Message', exc)}"
+    if isinstance(exc, BotoCoreError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _live_environments(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    """Per endpoint (lower-case), environments by state, from the server's /metrics."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = httpx.get(f"{_url(args)}/metrics", timeout=10).text
+    except httpx.HTTPError:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "coldbrew_scaling_environments":
+            continue
+        for sample in family.samples:
+            states = out.setdefault(sample.labels["EndpointName"], {})
+            state = sample.labels["state"]
+            states[state] = states.get(state, 0) + int(sample.value)
+    return out
+
+
+def _variants(described: dict[str, Any]) -> str:
+    parts = []
+    for variant in described.get("ProductionVariants", []):
+        serverless = variant.get("CurrentServerlessConfig") or variant.get("DesiredServerlessConfig")
+        if serverless:
+            parts.append(
+                f"{variant['VariantName']}: {serverless['MemorySizeInMB']} MB x{serverless['MaxConcurrency']}"
+            )
+        else:
+            count = variant.get("CurrentInstanceCount", variant.get("DesiredInstanceCount"))
+            parts.append(f"{variant['VariantName']}: {count} instance(s)")
+    return ", ".join(parts) or "-"
+
+
+def endpoints_command(args: argparse.Namespace) -> int:
+    sm = _client(args, "sagemaker")
+    try:
+        listed = [e for page in sm.get_paginator("list_endpoints").paginate() for e in page["Endpoints"]]
+        described = [sm.describe_endpoint(EndpointName=e["EndpointName"]) for e in listed]
+    except Exception as exc:  # noqa: BLE001 - one line for whatever the server or network said
+        return _fail(f"cannot list endpoints at {_url(args)}: {_error_message(exc)}")
+    live = _live_environments(args)
+    rows = []
+    for endpoint in described:
+        states = live.get(endpoint["EndpointName"].lower(), {})
+        rows.append(
+            {
+                "name": endpoint["EndpointName"],
+                "status": endpoint["EndpointStatus"],
+                "variants": _variants(endpoint),
+                "busy": states.get("busy", 0),
+                "idle": states.get("idle", 0),
+                "starting": states.get("starting", 0),
+                "created": endpoint["CreationTime"].isoformat(timespec="seconds"),
+            }
+        )
+    if args.json:
+        print_json(rows)
+        return 0
+    from rich.table import Table
+
+    wide = args.wide
+    table = Table("endpoint", "status", "variants", "busy/idle/starting", *(("created",) if wide else ()))
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["status"],
+            row["variants"],
+            f"{row['busy']}/{row['idle']}/{row['starting']}",
+            *((row["created"],) if wide else ()),
+        )
+    out = console()
+    if rows:
+        out.print(table)
+    else:
+        out.print(f"no endpoints at {_url(args)}")
+    return 0
+
+
+def describe_command(args: argparse.Namespace) -> int:
+    sm = _client(args, "sagemaker")
+    try:
+        described = sm.describe_endpoint(EndpointName=args.endpoint)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(_not_found(args.endpoint, exc))
+    described.pop("ResponseMetadata", None)
+    if args.json:
+        print_json(described)
+        return 0
+    out = console()
+    out.print(f"[bold]{described['EndpointName']}[/]  {described['EndpointStatus']}")
+    out.print(f"config     {described['EndpointConfigName']}")
+    out.print(f"variants   {_variants(described)}")
+    out.print(f"created    {described['CreationTime'].isoformat(timespec='seconds')}")
+    if described.get("FailureReason"):
+        out.print(f"failure    {described['FailureReason']}")
+    return 0
+
+
+def delete_command(args: argparse.Namespace) -> int:
+    sm = _client(args, "sagemaker")
+    try:
+        sm.delete_endpoint(EndpointName=args.endpoint)
+        if args.wait:
+            sm.get_waiter("endpoint_deleted").wait(
+                EndpointName=args.endpoint, WaiterConfig={"Delay": 0.2, "MaxAttempts": 600}
+            )
+    except Exception as exc:  # noqa: BLE001
+        return _fail(_not_found(args.endpoint, exc))
+    print(f"deleted {args.endpoint}" if args.wait else f"deleting {args.endpoint}")
+    return 0
+
+
+def invoke_command(args: argparse.Namespace) -> int:
+    body: bytes
+    if args.body == "-":
+        body = sys.stdin.buffer.read()
+    elif args.body.startswith("@"):
+        try:
+            with open(args.body[1:], "rb") as source:
+                body = source.read()
+        except OSError as exc:
+            return _fail(f"cannot read {args.body[1:]}: {exc.strerror or exc}")
+    else:
+        body = args.body.encode()
+    runtime = _client(args, "sagemaker-runtime")
+    extra = {"Accept": args.accept} if args.accept else {}
+    try:
+        response = runtime.invoke_endpoint(
+            EndpointName=args.endpoint, Body=body, ContentType=args.content_type, **extra
+        )
+    except Exception as exc:  # noqa: BLE001
+        return _fail(_not_found(args.endpoint, exc))
+    sys.stdout.buffer.write(response["Body"].read())
+    if sys.stdout.isatty():
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+    return 0
+
+
+def _not_found(endpoint: str, exc: Exception) -> str:
+    message = _error_message(exc)
+    if "not found" in message.lower() or "could not find" in message.lower():
+        return f"endpoint {endpoint} not found ({message})"
+    return message
+
+
+def add_commands(commands: Any) -> None:
+    def with_url(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--url", help=f"the coldbrew server (COLDBREW_URL, default {DEFAULT_URL})")
+        return parser
+
+    listing = with_url(commands.add_parser("endpoints", help="list endpoints with their live environments"))
+    listing.add_argument("--wide", action="store_true", help="every column, whatever the terminal's width")
+    listing.add_argument("--json", action="store_true", help="JSON for programs instead of a table")
+    listing.set_defaults(func=endpoints_command)
+
+    describe = with_url(commands.add_parser("describe", help="one endpoint's status, config and variants"))
+    describe.add_argument("endpoint", help="the endpoint's name")
+    describe.add_argument("--json", action="store_true", help="DescribeEndpoint's answer as JSON")
+    describe.set_defaults(func=describe_command)
+
+    delete = with_url(commands.add_parser("delete", help="delete an endpoint"))
+    delete.add_argument("endpoint", help="the endpoint's name")
+    delete.add_argument("--wait", action="store_true", help="return once it is gone")
+    delete.set_defaults(func=delete_command)
+
+    invoke = with_url(commands.add_parser("invoke", help="invoke an endpoint and print its answer"))
+    invoke.add_argument("endpoint", help="the endpoint's name")
+    invoke.add_argument(
+        "--body", required=True, help="the payload: @FILE, - for standard input, or the text itself"
+    )
+    invoke.add_argument("--content-type", default="text/csv", help="the payload's type (default text/csv)")
+    invoke.add_argument("--accept", help="the answer's type to ask for")
+    invoke.set_defaults(func=invoke_command)
