@@ -1,4 +1,4 @@
-"""``coldbrew endpoints | describe | delete | invoke``: a running server, through its own API.
+"""``coldbrew endpoints | describe | delete | invoke | deploy``: a running server, through its API.
 
 Every command speaks to the server the way users' code does (boto3 on the SageMaker API, and
 ``/metrics`` for what is live), so it works against any coldbrew a URL reaches. Errors are one line
@@ -230,3 +230,101 @@ def add_commands(commands: Any) -> None:
     invoke.add_argument("--content-type", default="text/csv", help="the payload's type (default text/csv)")
     invoke.add_argument("--accept", help="the answer's type to ask for")
     invoke.set_defaults(func=invoke_command)
+
+    add_deploy_command(commands)
+
+
+def _model_data_url(source: str) -> str:
+    """A ModelDataUrl for ``source``: URLs as they are; a local archive as a file:// URL; a model
+    file or a directory packed into an archive first, kept (by content) in the user's cache
+    directory so the server can fetch it again after a restart."""
+    import hashlib
+    import io
+    import tarfile
+    from pathlib import Path
+
+    import platformdirs
+
+    if source.startswith(("s3://", "https://", "file://")):
+        return source
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise ValueError(f"{source}: no such file or directory")
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+        return path.as_uri()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        if path.is_dir():
+            for child in sorted(path.rglob("*")):
+                if child.is_file():
+                    tar.add(child, arcname=str(child.relative_to(path)))
+        else:
+            tar.add(path, arcname=path.name)
+    data = buffer.getvalue()
+    cache = Path(platformdirs.user_cache_dir("coldbrew", appauthor=False)) / "deploy"
+    cache.mkdir(parents=True, exist_ok=True)
+    archive = cache / f"{hashlib.sha256(data).hexdigest()[:16]}.tar.gz"
+    if not archive.exists():
+        partial = archive.with_suffix(".partial")
+        partial.write_bytes(data)
+        partial.replace(archive)
+    return archive.as_uri()
+
+
+def _endpoint_name(source: str) -> str:
+    import re
+
+    stem = source.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0]
+    name = re.sub(r"[^a-zA-Z0-9]+", "-", stem).strip("-")[:50] or "model"
+    return name if name[0].isalnum() else f"m{name}"
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    import time
+
+    try:
+        url = _model_data_url(args.model)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    name = args.name or _endpoint_name(args.model)
+    sm = _client(args, "sagemaker")
+    serverless = {"MemorySizeInMB": args.memory, "MaxConcurrency": args.max_concurrency}
+    started = time.monotonic()
+    try:
+        sm.create_model(ModelName=name, PrimaryContainer={"ModelDataUrl": url})
+        sm.create_endpoint_config(
+            EndpointConfigName=f"{name}-config",
+            ProductionVariants=[
+                {"VariantName": "AllTraffic", "ModelName": name, "ServerlessConfig": serverless}
+            ],
+        )
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+        with console().status(f"deploying {name}"):
+            while True:
+                described = sm.describe_endpoint(EndpointName=name)
+                status = described["EndpointStatus"]
+                if status in ("InService", "Failed"):
+                    break
+                time.sleep(0.05)
+    except Exception as exc:  # noqa: BLE001
+        return _fail(f"cannot deploy {name}: {_error_message(exc)}")
+    elapsed_ms = (time.monotonic() - started) * 1000
+    if status == "Failed":
+        return _fail(f"{name} failed: {described.get('FailureReason', 'no reason given')}")
+    size = f"{args.memory} MB, MaxConcurrency {args.max_concurrency}"
+    print(f"{name} is InService ({size}) in {elapsed_ms:.0f} ms")
+    return 0
+
+
+def add_deploy_command(commands: Any) -> None:
+    deploy = commands.add_parser(
+        "deploy", help="one model file, directory or archive to a serverless endpoint"
+    )
+    deploy.add_argument(
+        "model", help="a model file (model.joblib, xgboost-model, ...), a directory, an archive or a URL"
+    )
+    deploy.add_argument("--name", help="endpoint and model name (default: from the file name)")
+    deploy.add_argument("--memory", type=int, default=2048, help="MemorySizeInMB (default 2048)")
+    deploy.add_argument("--max-concurrency", type=int, default=5, help="MaxConcurrency (default 5)")
+    deploy.add_argument("--url", help=f"the coldbrew server (COLDBREW_URL, default {DEFAULT_URL})")
+    deploy.set_defaults(func=deploy_command)

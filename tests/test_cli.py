@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.support import ColdbrewServer, deploy_serverless, free_port, wait_for_status
 
@@ -146,3 +147,37 @@ def test_every_argument_has_help() -> None:
             if isinstance(action, argparse._HelpAction):
                 continue
             assert action.help, f"coldbrew {name} {action.dest} has no help"
+
+
+def test_deploy_one_model_file_to_an_in_service_endpoint(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    import joblib
+
+    model_file = tmp_path / "diabetes_forest.joblib"
+    joblib.dump(model_archive[1], model_file)
+    url = ("--url", server.url)
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}  # where deploy keeps the archive it packs
+    deployed = coldbrew(
+        "deploy", str(model_file), "--memory", "1024", "--max-concurrency", "2", *url, env=cache
+    )
+    assert deployed.returncode == 0, deployed.stderr
+    assert deployed.stdout.startswith("diabetes-forest is InService (1024 MB, MaxConcurrency 2) in ")
+    invoked = coldbrew("invoke", "diabetes-forest", *url, "--body", ",".join(["0.01"] * 10))
+    assert invoked.returncode == 0, invoked.stderr
+    expected = model_archive[1].predict([[0.01] * 10]).tolist()
+    assert json.loads(invoked.stdout) == pytest.approx(expected)
+
+    assert len(list((tmp_path / "cache" / "coldbrew" / "deploy").glob("*.tar.gz"))) == 1
+    again = coldbrew("deploy", str(model_file), *url, env=cache)
+    assert again.returncode == 1
+    assert again.stderr.startswith("coldbrew: cannot deploy diabetes-forest: ValidationException: ")
+
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"not a model")
+    failed = coldbrew("deploy", str(junk), *url, env=cache)
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("coldbrew: junk failed: ")
+    assert coldbrew("deploy", str(tmp_path / "missing.joblib"), *url).stderr.strip() == (
+        f"coldbrew: {tmp_path / 'missing.joblib'}: no such file or directory"
+    )

@@ -159,7 +159,7 @@ class InvocationsEndpoint:
                 content_type=headers.get("content-type"),
                 accept=headers.get("accept"),
                 custom_attributes=headers.get(CUSTOM_ATTRIBUTES),
-                target_variant=variant.name,
+                target_variant=headers.get("x-amzn-sagemaker-target-variant"),
             )
             result = await self.serving.invoke(variant, invocation)
         except ColdbrewError as error:

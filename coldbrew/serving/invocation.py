@@ -17,6 +17,7 @@ class Invocation:
     accept: str | None
     custom_attributes: str | None
     target_variant: str | None
+    """The TargetVariant the client asked for, if any (the variant chosen is passed beside it)."""
 
 
 @dataclass(frozen=True)

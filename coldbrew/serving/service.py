@@ -190,10 +190,14 @@ class Serving:
         try:
             return await invoke(self.pools, variant, request, self.invocation_timeout_s)
         except ModelNotReadyException:
-            # Its pool was replaced (UpdateEndpoint) while it waited: the new one serves it.
+            # Its pool was replaced (UpdateEndpoint) between the choice of a variant and its
+            # admission, or while it waited: the endpoint's current variants serve it, chosen
+            # again as the client asked (by TargetVariant or by weight).
             current = self.endpoint(request.endpoint)
-            replacement = current.variants.get(variant.name) if current is not None else None
-            if replacement is None or replacement.pool == variant.pool:
+            if current is None:
+                raise
+            replacement = current.choose(request.target_variant)
+            if replacement.pool == variant.pool:
                 raise
             return await invoke(self.pools, replacement, request, self.invocation_timeout_s)
 
