@@ -19,6 +19,9 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     """A user's own server command (``exec:`` images); None runs coldbrew's worker."""
+    model_source: str = ""
+    """How the user named the model data (its ModelDataUrl): shown in errors instead of the cache
+    directory it was extracted to, which is coldbrew's business, not the user's."""
     runtime: str = "generic"
     """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
 

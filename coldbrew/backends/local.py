@@ -126,6 +126,8 @@ class LocalBackend:
                 error = f"Loading the model needs more than its memory size of {spec.memory_mb} MB."
             if cgroup is not None:
                 cgroup.remove()
+            if spec.model_source and spec.model_dir:
+                error = error.replace(spec.model_dir, spec.model_source)
             raise WorkerStartError(error)
         setup_ms = status.setup_ms or 0.0
         worker: SpawnedWorker | ForkedWorker

@@ -69,9 +69,20 @@ def worker_spec(variant: VariantTarget, model_dir: str, runtime: str, config: Po
         env.setdefault(name, threads)
     return WorkerSpec(
         model_dir=model_dir,
+        model_source=_model_source(variant),
         memory_mb=config.memory_mb,
         environment_concurrency=config.environment_concurrency,
         env=env,
         command=command,
         runtime=runtime,
     )
+
+
+def _model_source(variant: VariantTarget) -> str:
+    """The user's name for the model data: its ModelDataUrl or S3 prefix (or the model's name)."""
+    data = variant.container.model_data
+    url = data.get("ModelDataUrl")
+    if url:
+        return str(url)
+    s3 = (data.get("ModelDataSource") or {}).get("S3DataSource") or {}
+    return str(s3.get("S3Uri") or f"model {variant.model_name}")

@@ -243,3 +243,12 @@ def test_aws_cli(server: ColdbrewServer, model_archive: tuple[Path, Any], tmp_pa
     )
     assert failed.returncode != 0
     assert "Could not find model" in failed.stderr
+
+
+def test_failure_reason_names_the_users_model_data_not_the_cache(sm: Any, tmp_path: Path) -> None:
+    archive = tmp_path / "no-model.tar.gz"
+    archive.write_bytes(tar_gz({"README.txt": b"no model here"}))
+    deploy_serverless(sm, "no-model-file", archive.as_uri())
+    reason = wait_for_status(sm, "no-model-file", "Failed")["FailureReason"]
+    assert f"No model file found in {archive.as_uri()}" in reason
+    assert "sha256" not in reason and "artifacts" not in reason
