@@ -13,123 +13,71 @@ the ratio. Prints medians and the after/before ratios as JSON.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-import boto3
 import httpx
-import joblib
-from sklearn.datasets import load_diabetes
-from sklearn.ensemble import RandomForestRegressor
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--before", required=True)
-parser.add_argument("--after", required=True)
-parser.add_argument("--trials", type=int, default=40)
-args = parser.parse_args()
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, wait_for_status  # noqa: E402
+
+SIDES = ("before", "after")
 
 
-def port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-tmp = Path(tempfile.mkdtemp())
-X, y = load_diabetes(return_X_y=True)
-buf = io.BytesIO()
-joblib.dump(RandomForestRegressor(n_estimators=50, random_state=0).fit(X, y), buf)
-archive = tmp / "model.tar.gz"
-with tarfile.open(archive, "w:gz") as tar:
-    info = tarfile.TarInfo("model.joblib")
-    data = buf.getvalue()
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-body = ",".join(repr(float(v)) for v in X[0])
-servers = {}
-for side, repo in (("before", args.before), ("after", args.after)):
-    p = port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "coldbrew", "serve", "--port", str(p), "--data-dir", str(tmp / side)],
-        cwd=repo,
-        env={**os.environ, "COLDBREW_LOG_LEVEL": "warning"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{p}"
-    for _ in range(200):
-        try:
-            if httpx.get(url + "/ping").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    sm = boto3.client(
-        "sagemaker",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="a",
-        aws_secret_access_key="a",
-    )
-    sm.create_model(
-        ModelName="m",
-        PrimaryContainer={
-            "Image": "coldbrew/sklearn",
-            "ModelDataUrl": archive.as_uri(),
-            "Environment": {"COLDBREW_IDLE_TIMEOUT_S": "0.3"},
-        },
-    )
-    sm.create_endpoint_config(
-        EndpointConfigName="c",
-        ProductionVariants=[
-            {
-                "VariantName": "v",
-                "ModelName": "m",
-                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
-            }
-        ],
-    )
-    sm.create_endpoint(EndpointName="e", EndpointConfigName="c")
-    sm.get_waiter("endpoint_in_service").wait(
-        EndpointName="e", WaiterConfig={"Delay": 0.2, "MaxAttempts": 300}
-    )
-    servers[side] = (proc, url)
-time.sleep(8)  # zygotes ready, load-check workers released
-samples = {"before": [], "after": []}
-warm = {"before": [], "after": []}
-client = httpx.Client(timeout=60)
-for trial in range(args.trials):
-    for side in ("before", "after") if trial % 2 == 0 else ("after", "before"):
-        url = servers[side][1] + "/endpoints/e/invocations"
-        time.sleep(0.8)  # past the 0.3 s idle timeout: scaled to zero
-        t = time.perf_counter()
-        client.post(url, content=body, headers={"Content-Type": "text/csv"}).raise_for_status()
-        samples[side].append((time.perf_counter() - t) * 1000)
-        for _ in range(20):
-            t = time.perf_counter()
-            client.post(url, content=body, headers={"Content-Type": "text/csv"}).raise_for_status()
-            warm[side].append((time.perf_counter() - t) * 1000)
-for proc, _ in servers.values():
-    proc.terminate()
-    proc.wait()
-out = {
-    side: {
-        "cold_p50_ms": round(statistics.median(v), 2),
-        "cold_p90_ms": round(sorted(v)[int(0.9 * len(v))], 2),
-        "warm_p50_ms": round(statistics.median(warm[side]), 3),
-        "n": len(v),
+def summary(cold: list[float], warm: list[float]) -> dict[str, Any]:
+    return {
+        "cold_p50_ms": round(statistics.median(cold), 2),
+        "cold_p90_ms": round(sorted(cold)[int(0.9 * len(cold))], 2),
+        "warm_p50_ms": round(statistics.median(warm), 3),
+        "n": len(cold),
     }
-    for side, v in samples.items()
-}
-out["cold_ratio_after_over_before"] = round(out["after"]["cold_p50_ms"] / out["before"]["cold_p50_ms"], 3)
-out["warm_ratio_after_over_before"] = round(out["after"]["warm_p50_ms"] / out["before"]["warm_p50_ms"], 3)
-print(json.dumps(out, indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before", required=True, type=Path, help="a checkout of the older commit")
+    parser.add_argument("--after", required=True, type=Path, help="a checkout of the newer commit")
+    parser.add_argument("--trials", type=int, default=40)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    archive, _ = sklearn_archive(tmp / "model.tar.gz", n_estimators=50)
+    body = ",".join(["0.01"] * 10)
+    servers: dict[str, ColdbrewServer] = {}
+    try:
+        for side, repo in zip(SIDES, (args.before, args.after), strict=True):
+            server = ColdbrewServer(tmp / side, env={"COLDBREW_LOG_LEVEL": "warning"}, repo=repo.resolve())
+            servers[side] = server.start()
+            sm = server.client()
+            deploy_serverless(sm, "e", archive.as_uri(), environment={"COLDBREW_IDLE_TIMEOUT_S": "0.3"})
+            wait_for_status(sm, "e", "InService")
+        time.sleep(8)  # zygotes ready, load-check workers released
+        cold: dict[str, list[float]] = {side: [] for side in SIDES}
+        warm: dict[str, list[float]] = {side: [] for side in SIDES}
+        with httpx.Client(timeout=60) as client:
+            for trial in range(args.trials):
+                for side in SIDES if trial % 2 == 0 else reversed(SIDES):
+                    url = f"{servers[side].url}/endpoints/e/invocations"
+                    time.sleep(0.8)  # past the 0.3 s idle timeout: scaled to zero
+                    for samples in [cold[side]] + [warm[side]] * 20:
+                        started = time.perf_counter()
+                        client.post(
+                            url, content=body, headers={"Content-Type": "text/csv"}
+                        ).raise_for_status()
+                        samples.append((time.perf_counter() - started) * 1000)
+    finally:
+        for server in servers.values():
+            server.stop()
+    out: dict[str, Any] = {side: summary(cold[side], warm[side]) for side in SIDES}
+    out["cold_ratio_after_over_before"] = round(out["after"]["cold_p50_ms"] / out["before"]["cold_p50_ms"], 3)
+    out["warm_ratio_after_over_before"] = round(out["after"]["warm_p50_ms"] / out["before"]["warm_p50_ms"], 3)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -30,9 +30,11 @@ def free_port() -> int:
 class ColdbrewServer:
     """``coldbrew serve`` as a child process on a free loopback port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, repo: Path = REPO) -> None:
         self.data_dir = data_dir
         self.env = env or {}
+        self.repo = repo
+        """The checkout whose coldbrew runs (it is imported from the working directory)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -55,7 +57,7 @@ class ColdbrewServer:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=self.repo,
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -80,10 +80,8 @@ class EnvironmentState:
     pool: int
     memory_mb: int
     purpose: Purpose
-    started_at: float
     ready: bool = False
     in_flight: int = 0
-    invocations: int = 0
     last_used: float = 0.0
     for_request: int | None = None
     """The request whose cold start this is, until it is served (by this one or another)."""
@@ -433,7 +431,6 @@ class ScalingCore:
             return  # lost or stopped while the invocation ran
         pool = self.pools[env.pool]
         env.in_flight -= 1
-        env.invocations += 1
         env.last_used = now
         pool.in_flight -= 1
         if pool.closed:
@@ -644,9 +641,7 @@ class ScalingCore:
         self, pool: PoolState, purpose: Purpose, now: float, out: list[Action]
     ) -> EnvironmentState:
         """Add a starting environment (its memory already reserved) and ask for its start."""
-        env = EnvironmentState(
-            next(self._env_ids), pool.id, pool.config.memory_mb, purpose, now, last_used=now
-        )
+        env = EnvironmentState(next(self._env_ids), pool.id, pool.config.memory_mb, purpose, last_used=now)
         pool.envs[env.id] = env
         self.envs[env.id] = env
         pool.stats.environment_starts += 1
@@ -740,7 +735,6 @@ class ScalingCore:
                 if value is not None:
                     setattr(pool, name, value + delta)
             for env in pool.envs.values():
-                env.started_at += delta
                 env.last_used += delta
 
     def state_key(self, at: float) -> tuple[object, ...]:
