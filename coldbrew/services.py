@@ -7,6 +7,7 @@ import logging
 from starlette.concurrency import run_in_threadpool
 
 from coldbrew.artifacts import ArtifactStore
+from coldbrew.artifacts.packages import PackageCache
 from coldbrew.backends.local import LocalBackend
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
@@ -25,10 +26,12 @@ class Services:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_path)
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
+        self.packages = PackageCache(settings.packages_dir, settings.pip_arguments)
         self.backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
         self.serving = Serving(
             self.backend,
             self.artifacts,
+            self.packages,
             settings.idle_timeout_s,
             settings.invocation_timeout_s,
             settings.memory_budget_mb,

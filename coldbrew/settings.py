@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +55,11 @@ class Settings(BaseSettings):
     memory_cgroups: bool = True
     """Enforce MemorySizeInMB with a memory cgroup per worker where the host allows (else RSS watchdog)."""
 
+    pip_args: str = ""
+    """Extra pip options for installing models' requirements.txt (``--index-url ...``,
+    ``--find-links DIR --no-index``), split as a shell would; pip's own configuration (pip.conf,
+    ``PIP_*`` variables) applies too."""
+
     log_level: str = "info"
 
     demo: bool = False
@@ -68,6 +74,15 @@ class Settings(BaseSettings):
     meter_sample_interval_s: PositiveFloat = 0.5
     """How often live environments are sampled for MemoryUtilization and concurrency."""
 
+    @field_validator("pip_args")
+    @classmethod
+    def _shell_words(cls, value: str) -> str:
+        try:
+            shlex.split(value)
+        except ValueError as exc:  # an unclosed quote
+            raise ValueError(f"cannot be split into arguments: {exc}") from None
+        return value
+
     @property
     def db_path(self) -> Path:
         return self.data_dir / "coldbrew.db"
@@ -75,3 +90,11 @@ class Settings(BaseSettings):
     @property
     def artifact_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def packages_dir(self) -> Path:
+        return self.data_dir / "packages"
+
+    @property
+    def pip_arguments(self) -> list[str]:
+        return shlex.split(self.pip_args)

@@ -46,7 +46,7 @@ class ArtifactStore:
         for d in (self._cas, self._index, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
         self._sweep_tmp()
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
         self._client: Any = None
         self._client_lock = threading.Lock()
 
@@ -144,7 +144,7 @@ class ArtifactStore:
                 log.warning("could not remove stale %s: %s", entry, e)
 
 
-class _KeyedLocks:
+class KeyedLocks:
     """One lock per key, dropped when nobody holds or awaits it, so the table stays small."""
 
     def __init__(self) -> None:

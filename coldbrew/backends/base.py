@@ -19,9 +19,13 @@ class WorkerSpec:
     env: dict[str, str] = field(default_factory=dict)
     command: str | None = None
     """A user's own server command (``exec:`` images); None runs coldbrew's worker."""
-    model_source: str = ""
-    """How the user named the model data (its ModelDataUrl): shown in errors instead of the cache
-    directory it was extracted to, which is coldbrew's business, not the user's."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """Cache directories (the model data, a downloaded source directory) and how the user named
+    them (its ModelDataUrl, its SAGEMAKER_SUBMIT_DIRECTORY): errors show the user's names, the
+    cache is coldbrew's business."""
+    fresh: bool = False
+    """Start a fresh interpreter, never a fork of the runtime's zygote: the model's requirements
+    replace a package the zygote may have imported."""
     runtime: str = "generic"
     """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
 

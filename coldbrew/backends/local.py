@@ -83,7 +83,8 @@ class LocalBackend:
         if spec.command is not None:
             return await start_user_server(spec, spec.command, self.cgroups, self.startup_timeout_s)
         socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
-        zygote = await self.zygote_supervisor.wait_ready(spec.runtime, ZYGOTE_PATIENCE_S)
+        zygotes = self.zygote_supervisor
+        zygote = None if spec.fresh else await zygotes.wait_ready(spec.runtime, ZYGOTE_PATIENCE_S)
         launch = WorkerLaunch(
             model_dir=spec.model_dir,
             socket_path=socket_path,
@@ -126,8 +127,8 @@ class LocalBackend:
                 error = f"Loading the model needs more than its memory size of {spec.memory_mb} MB."
             if cgroup is not None:
                 cgroup.remove()
-            if spec.model_source and spec.model_dir:
-                error = error.replace(spec.model_dir, spec.model_source)
+            for path, label in spec.labels.items():
+                error = error.replace(path, label)
             raise WorkerStartError(error)
         setup_ms = status.setup_ms or 0.0
         worker: SpawnedWorker | ForkedWorker

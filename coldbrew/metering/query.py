@@ -161,6 +161,11 @@ def _endpoint_rows(conn: sqlite3.Connection) -> dict[str, sqlite3.Row]:
     }
 
 
+def endpoint_creation_times(conn: sqlite3.Connection) -> dict[str, float]:
+    """When each endpoint in the store was created (Unix seconds), by lower-case name."""
+    return {name: float(row["created_at"]) for name, row in _endpoint_rows(conn).items()}
+
+
 def _deployed_variants(row: sqlite3.Row | None) -> dict[str, dict[str, Any]]:
     if row is None:
         return {}

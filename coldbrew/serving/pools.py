@@ -95,6 +95,11 @@ class Pools:
         self.held_mb_s: dict[int, float] = {}
         """Per pool: memory-seconds of environments that are gone (see ``held_megabyte_seconds``)."""
         self._stop_when_ready: set[int] = set()
+        self._labels: dict[int, str] = {}
+        """Pool -> "endpoint/variant" for the log, kept until the pool is drained (the core forgets a
+        closed pool before its last Stop actions are carried out)."""
+        self._emptied: set[int] = set()
+        """Pools that lost an environment in the event being handled: maybe scaled to zero."""
         self._background: set[asyncio.Task[None]] = set()
         self._use_timer = timer
         self._timer: asyncio.Task[None] | None = None
@@ -125,6 +130,7 @@ class Pools:
         """Register a pool (ValueError for an unknown keep-alive policy); it runs nothing yet."""
         pool = self.core.add_pool(config)
         self.specs[pool] = spec
+        self._labels[pool] = f"{config.endpoint}/{config.variant}"
         return pool
 
     async def deploy(self, pools: list[int], check: bool) -> None:
@@ -166,6 +172,7 @@ class Pools:
         finally:
             self._drained.pop(pool, None)
             self.specs.pop(pool, None)
+            self._labels.pop(pool, None)
 
     # --- invocations ---------------------------------------------------------------------------
 
@@ -192,7 +199,7 @@ class Pools:
                 setup_ms = (self.clock() - arrived) * 1000 if decision.cold else 0.0
                 return Lease(env, request, decision.cold, setup_ms)
             if env is not None:
-                self.lost(env)  # it died while idle: admit the request again
+                self.lost(env, readmitted=True)  # it died while idle: admit the request again
         raise ModelError(
             "The model's workers keep exiting before they can serve; see the endpoint's logs.",
             OriginalStatusCode=500,
@@ -217,9 +224,14 @@ class Pools:
             return
         self._handle(Finished(env.id, lease.request))
 
-    def lost(self, env: Environment) -> None:
-        """The worker died or coldbrew stopped it (memory, timeout): forget it and stop it."""
+    def lost(self, env: Environment, readmitted: bool = False) -> None:
+        """The worker died or coldbrew stopped it (memory, timeout): forget it and stop it.
+        ``readmitted``: the invocation routed to it is admitted again at once, so its variant
+        going without environments for that moment is no scale-to-zero."""
         if self.environments.pop(env.id, None) is not None:
+            self._log_release(env.id, env.pool, env.stop_reason or "its worker exited", env.worker.pid)
+            if not readmitted:
+                self._emptied.add(env.pool)
             self._spawn(env.close())
             self._handle(Lost(env.id))
 
@@ -272,6 +284,8 @@ class Pools:
             self._gone(event.env)
         for action in self.core.handle(event, self.clock()):
             self._do(action)
+        if self._emptied:
+            self._log_scaled_to_zero()
         hint = self.core.take_wakeup_hint()
         if hint < self._wake_at:
             self._wake_at = hint
@@ -305,17 +319,51 @@ class Pools:
                 drained.set_result(None)
 
     def _stop(self, action: Stop) -> None:
-        self._gone(action.env)
+        held = self._held_since.get(action.env)
         env = self.environments.pop(action.env, None)
+        pool = env.pool if env is not None else held[0] if held is not None else None
+        if pool is not None:
+            pid = env.worker.pid if env is not None else None
+            self._log_release(action.env, pool, self._stop_why(pool, action.reason), pid)
+            self._emptied.add(pool)
+        self._gone(action.env)
         if env is None:
             if action.env in self._starting:
                 self._stop_when_ready.add(action.env)
             return
-        if action.reason is not StopReason.CLOSED:
-            config = self.core.pools[env.pool].config if env.pool in self.core.pools else None
-            where = f"{config.endpoint}/{config.variant}" if config is not None else "a variant"
-            log.info("%s: released worker %d (%s)", where, env.worker.pid, action.reason.value)
         self._spawn(env.close())
+
+    def _stop_why(self, pool: int, reason: StopReason) -> str:
+        if reason is StopReason.EVICTED:
+            return "evicted to make room in the memory budget for another variant's cold start"
+        if reason is StopReason.CLOSED:
+            return "its variant was drained (replaced, deleted or the server stopping)"
+        state = self.core.pools.get(pool)
+        if state is not None and not state.config.serverless:
+            return "beyond the variant's instance count"
+        return "idle past its keep-alive"
+
+    def _log_release(self, env: int, pool: int, why: str, pid: int | None) -> None:
+        held = self._held_since.get(env)
+        age = f" after {self.clock() - held[2]:.1f} s" if held is not None else ""
+        worker = f" (worker {pid})" if pid is not None else " (still starting)"
+        log.info("%s: environment %d%s released%s: %s", self._label(pool), env, worker, age, why)
+
+    def _log_scaled_to_zero(self) -> None:
+        for pool in sorted(self._emptied):
+            state = self.core.pools.get(pool)
+            # A closed pool is being drained: its release lines say so, and it is not scaling.
+            if state is None or state.closed or state.envs:
+                continue
+            if state.idle_since is None:
+                log.info("%s: scaled to zero, not invoked since it was deployed", self._label(pool))
+            else:
+                idle_s = self.clock() - state.idle_since
+                log.info("%s: scaled to zero after %.0f s idle", self._label(pool), idle_s)
+        self._emptied.clear()
+
+    def _label(self, pool: int) -> str:
+        return self._labels.get(pool, f"pool {pool}")
 
     async def _start(self, action: Start) -> None:
         spec = self.specs.get(action.pool)
@@ -326,7 +374,7 @@ class Pools:
         except WorkerStartError as exc:
             self._starting.discard(action.env)
             self._stop_when_ready.discard(action.env)
-            log.warning("pool %d: worker failed to start: %s", action.pool, exc)
+            log.warning("%s: worker failed to start: %s", self._label(action.pool), exc)
             self._handle(StartFailed(action.env, str(exc)))
             return
         except Exception as exc:
@@ -334,7 +382,7 @@ class Pools:
             self._stop_when_ready.discard(action.env)
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            log.exception("pool %d: starting a worker failed unexpectedly", action.pool)
+            log.exception("%s: starting a worker failed unexpectedly", self._label(action.pool))
             self._handle(StartFailed(action.env, "internal error starting the worker; see the coldbrew log"))
             return
         self._starting.discard(action.env)

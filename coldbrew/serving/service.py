@@ -16,18 +16,19 @@ from typing import Any
 
 import psutil
 
-from coldbrew.artifacts import ArtifactError, ArtifactStore
+from coldbrew.artifacts import ArtifactStore
+from coldbrew.artifacts.packages import PackageCache
 from coldbrew.backends.base import Backend
 from coldbrew.errors import ModelNotReadyException
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.invocation import INVOCATION_TIMEOUT_S, Invocation, InvocationResult
 from coldbrew.serving.invoke import invoke
 from coldbrew.serving.pools import Pools
+from coldbrew.serving.prepare import PreparedVariant, prepare_variant
 from coldbrew.serving.router import LiveEndpoint, RoutedVariant
 from coldbrew.serving.sizing import pool_config, worker_spec
 from coldbrew.serving.targets import EndpointTarget
 from coldbrew.serving.watchdog import watch_memory
-from coldbrew.worker.runtimes import detect_runtime
 
 log = logging.getLogger("coldbrew.serving")
 
@@ -46,6 +47,7 @@ class Serving:
         self,
         backend: Backend,
         artifacts: ArtifactStore,
+        packages: PackageCache,
         idle_timeout_s: float,
         invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
         memory_budget_mb: int | None = None,
@@ -53,6 +55,7 @@ class Serving:
     ) -> None:
         self.backend = backend
         self.artifacts = artifacts
+        self.packages = packages
         self.idle_timeout_s = idle_timeout_s
         self.invocation_timeout_s = invocation_timeout_s
         self.keepalive = keepalive
@@ -99,18 +102,8 @@ class Serving:
         future.result()
 
     def deploy(self, target: EndpointTarget, *, verify: bool) -> None:
-        model_dirs: dict[str, str] = {}
-        runtimes: dict[str, str] = {}
-        for variant in target.variants:
-            try:
-                model_dirs[variant.name] = str(self.artifacts.materialize(variant.container.model_data))
-            except ArtifactError as exc:
-                raise DeployError(str(exc)) from None
-            # Reads the model directory, so it is decided here, off the event loop.
-            runtimes[variant.name] = detect_runtime(
-                model_dirs[variant.name], variant.container.image, variant.container.environment
-            )
-        self._on_loop(self._deploy(target, model_dirs, runtimes, verify))
+        prepared = {v.name: prepare_variant(v, self.artifacts, self.packages) for v in target.variants}
+        self._on_loop(self._deploy(target, prepared, verify))
 
     def undeploy(self, endpoint: str) -> None:
         if self._loop is not None and endpoint.lower() in self.endpoints:
@@ -119,7 +112,7 @@ class Serving:
     # --- on the loop ---------------------------------------------------------------------------
 
     async def _deploy(
-        self, target: EndpointTarget, model_dirs: dict[str, str], runtimes: dict[str, str], verify: bool
+        self, target: EndpointTarget, prepared: dict[str, PreparedVariant], verify: bool
     ) -> None:
         key = target.endpoint.lower()
         current = self.endpoints.get(key)
@@ -136,7 +129,7 @@ class Serving:
         try:
             for variant in target.variants:
                 config = configs[variant.name]
-                spec = worker_spec(variant, model_dirs[variant.name], runtimes[variant.name], config)
+                spec = worker_spec(variant, prepared[variant.name], config)
                 pools[variant.name] = self.pools.add(config, spec)
         except ValueError as exc:  # an unknown keep-alive policy name
             await self._drain_all(list(pools.values()), 0)

@@ -7,6 +7,7 @@ import os
 from coldbrew.backends.base import WorkerSpec
 from coldbrew.scaling.messages import PoolConfig
 from coldbrew.serving.instances import instance_type
+from coldbrew.serving.prepare import PreparedVariant
 from coldbrew.serving.targets import VariantTarget
 from coldbrew.worker.zygote import THREAD_ENV
 
@@ -55,8 +56,8 @@ def threads_for(config: PoolConfig) -> int:
     return max(1, min(os.cpu_count() or 1, vcpus))
 
 
-def worker_spec(variant: VariantTarget, model_dir: str, runtime: str, config: PoolConfig) -> WorkerSpec:
-    env = dict(variant.container.environment)
+def worker_spec(variant: VariantTarget, prepared: PreparedVariant, config: PoolConfig) -> WorkerSpec:
+    env = dict(prepared.env)
     image = variant.container.image or ""
     command = variant.settings.serve_command
     if image.startswith("exec:"):
@@ -68,21 +69,12 @@ def worker_spec(variant: VariantTarget, model_dir: str, runtime: str, config: Po
     for name in THREAD_ENV:
         env.setdefault(name, threads)
     return WorkerSpec(
-        model_dir=model_dir,
-        model_source=_model_source(variant),
+        model_dir=prepared.model_dir,
+        labels=prepared.labels,
+        fresh=prepared.fresh,
         memory_mb=config.memory_mb,
         environment_concurrency=config.environment_concurrency,
         env=env,
         command=command,
-        runtime=runtime,
+        runtime=prepared.runtime,
     )
-
-
-def _model_source(variant: VariantTarget) -> str:
-    """The user's name for the model data: its ModelDataUrl or S3 prefix (or the model's name)."""
-    data = variant.container.model_data
-    url = data.get("ModelDataUrl")
-    if url:
-        return str(url)
-    s3 = (data.get("ModelDataSource") or {}).get("S3DataSource") or {}
-    return str(s3.get("S3Uri") or f"model {variant.model_name}")

@@ -3,9 +3,9 @@
 SageMaker's framework containers find the entry point from ``SAGEMAKER_PROGRAM`` (a file name)
 inside ``SAGEMAKER_SUBMIT_DIRECTORY``, which the SageMaker SDK sets to ``/opt/ml/model/code``
 when it packs the code into the model archive, or to an ``s3://.../sourcedir.tar.gz`` otherwise.
-coldbrew reads the model archive only: ``/opt/ml/model`` means the model directory, a local
-directory (or ``file://`` URL) is used as it is, and an S3 source directory fails the load with a
-message saying what to do instead.
+Here ``/opt/ml/model`` means the model directory and a local directory (or ``file://`` URL) is used
+as it is; an S3 source directory has been downloaded and extracted at deploy
+(:mod:`coldbrew.serving.prepare`), which put its local path in the worker's environment.
 """
 
 from __future__ import annotations
@@ -26,8 +26,12 @@ DEFAULT_PROGRAM = "inference.py"
 # Where SageMaker mounts the model archive; paths under it name the model directory here.
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
 
+INSTALLED_REQUIREMENTS = "COLDBREW_REQUIREMENTS_INSTALLED"
+"""Set in a worker's environment (to the packages' directory) when its requirements.txt was
+installed at deploy."""
+
 REQUIREMENTS_NOTE = (
-    "code/requirements.txt lists packages, which coldbrew does not install: "
+    "code/requirements.txt lists packages, which were not installed for this worker: "
     "install them into coldbrew's Python environment"
 )
 
@@ -71,12 +75,15 @@ def _submit_directory(submit: str, model_dir: str) -> Path:
     if parsed.scheme == "file":
         path = unquote(parsed.path)
     elif parsed.scheme:
-        where = "S3" if parsed.scheme == "s3" else f"a {parsed.scheme}:// URL"
+        if parsed.scheme == "s3":
+            # Downloaded at deploy, so a worker sees the URL only when started by hand.
+            raise ModelLoadError(
+                f"SAGEMAKER_SUBMIT_DIRECTORY is {submit}, which coldbrew downloads when the endpoint "
+                "is created: this worker was started without it"
+            )
         raise ModelLoadError(
-            f"SAGEMAKER_SUBMIT_DIRECTORY is {submit}, in {where}: coldbrew does not download source "
-            "directories and expects the code inside the model archive's code/ directory; put "
-            "inference.py (and its modules) under code/ in model.tar.gz and remove "
-            "SAGEMAKER_SUBMIT_DIRECTORY, or set it to /opt/ml/model/code"
+            f"SAGEMAKER_SUBMIT_DIRECTORY is {submit}: use an s3:// URL of a .tar.gz, a local "
+            "directory, or /opt/ml/model/code"
         )
     else:
         path = submit
@@ -92,9 +99,9 @@ def _submit_directory(submit: str, model_dir: str) -> Path:
     return directory
 
 
-def note_requirements(entry: EntryPoint) -> bool:
-    """Log that a requirements.txt is not installed; True if there is one."""
-    if entry.requirements is None:
+def note_requirements(entry: EntryPoint, env: Mapping[str, str]) -> bool:
+    """Log that a requirements.txt was not installed; True if there is one and it was not."""
+    if entry.requirements is None or env.get(INSTALLED_REQUIREMENTS):
         return False
     logger.warning(
         "%s is not installed by coldbrew: the packages it lists must already be in the runtime",

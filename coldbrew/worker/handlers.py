@@ -141,7 +141,7 @@ def load_handler(model_dir: str) -> InferenceHandler:
     the status pipe.
     """
     entry = container.entry_point(model_dir, os.environ)
-    has_requirements = container.note_requirements(entry)
+    has_requirements = container.note_requirements(entry, os.environ)
     try:
         return _load(model_dir, entry)
     except ModelLoadError as exc:

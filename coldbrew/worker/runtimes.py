@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from coldbrew.worker import frameworks
+from coldbrew.worker import container, frameworks
 from coldbrew.worker.errors import ModelLoadError
 
 RUNTIMES = ("sklearn", "xgboost", "lightgbm", "onnx", "pytorch", "generic")
@@ -125,12 +125,9 @@ def detect_runtime(model_dir: str, image: str | None, env: Mapping[str, str]) ->
 
 
 def _runtime_from_code(model_dir: Path, env: Mapping[str, str]) -> str | None:
-    program = env.get("SAGEMAKER_PROGRAM") or "inference.py"
-    if not program.endswith(".py"):
-        program += ".py"
     try:
-        source = (model_dir / "code" / program).read_text(errors="replace")
-    except OSError:
+        source = container.entry_point(str(model_dir), env).path.read_text(errors="replace")
+    except (ModelLoadError, OSError):
         return None
     found = {_MODULE_RUNTIMES[m] for m in _IMPORT.findall(source)}
     # torch and the boosting libraries are the heavy ones: prefer them over scikit-learn, which

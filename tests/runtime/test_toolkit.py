@@ -197,7 +197,7 @@ def test_entry_point_locations(tmp_path: Path) -> None:
     assert mapped.path == tmp_path / "code" / "serve.py" and mapped.named
     local = container.entry_point(str(tmp_path), {"SAGEMAKER_SUBMIT_DIRECTORY": (tmp_path / "src").as_uri()})
     assert local.code_dir == tmp_path / "src"
-    with pytest.raises(ModelLoadError, match="coldbrew does not download source directories"):
+    with pytest.raises(ModelLoadError, match="downloads when the endpoint is created"):
         container.entry_point(str(tmp_path), {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://b/sourcedir.tar.gz"})
     with pytest.raises(ModelLoadError, match="is not a directory"):
         container.entry_point(str(tmp_path), {"SAGEMAKER_SUBMIT_DIRECTORY": str(tmp_path / "nope")})

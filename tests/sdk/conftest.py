@@ -1,0 +1,127 @@
+"""The SageMaker SDK against a real coldbrew server: client code runs in the SDK's own virtual
+environment (:mod:`tests.sdk.environments`), as a user's notebook would, in a subprocess.
+
+S3 is moto's standalone server on loopback (the SDK uploads model archives and source
+directories there, and coldbrew downloads them); the SDK reaches coldbrew through boto3's
+standard ``AWS_ENDPOINT_URL_SAGEMAKER`` / ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` settings and STS
+(the SDK asks it for the account) through moto too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from tests.sdk.environments import python_for
+from tests.support import ColdbrewServer
+
+CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+BUCKET = "sdk-tests"
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")  # fmt: skip
+    s3.create_bucket(Bucket=BUCKET)
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local wheel directory: requirements.txt files install from it, offline."""
+    from tests.sdk.wheels import build_wheel
+
+    directory = tmp_path_factory.mktemp("wheels")
+    build_wheel(directory, "coldbrew-test-scaler", "1.0", {"coldbrew_test_scaler.py": "FACTOR = 1000.0\n"})
+    build_wheel(directory, "coldbrew-test-scaler", "2.0", {"coldbrew_test_scaler.py": "FACTOR = 2000.0\n"})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, moto_url: str, wheelhouse: Path) -> Iterator[ColdbrewServer]:
+    env = {
+        **CREDENTIALS,
+        "AWS_ENDPOINT_URL_S3": moto_url,
+        "AWS_CONFIG_FILE": str(tmp_path_factory.mktemp("aws") / "none"),
+        "COLDBREW_PIP_ARGS": f"--no-index --find-links {wheelhouse}",
+    }
+    server = ColdbrewServer(tmp_path_factory.mktemp("sdk") / "data", env=env).start()
+    yield server
+    server.stop()
+
+
+@dataclass
+class SDK:
+    """Runs client code with one SDK major against ``server``."""
+
+    major: str
+    server: ColdbrewServer
+    moto_url: str
+    workdir: Path
+
+    def run(self, code: str, timeout: float = 240.0) -> Any:
+        """Run ``code`` (which may use ``URL``, ``BUCKET``, ``ROLE`` and ``emit(value)``) and
+        return what it emitted; a failure raises with the client's output and the server log."""
+        script = self.workdir / "client.py"
+        prelude = (
+            "import json, sys\n"
+            f"URL, BUCKET, ROLE = {self.server.url!r}, {BUCKET!r}, {ROLE!r}\n"
+            "def emit(value):\n"
+            "    print('RESULT ' + json.dumps(value), flush=True)\n"
+        )
+        script.write_text(prelude + textwrap.dedent(code))
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON"))},
+            **CREDENTIALS,
+            "AWS_CONFIG_FILE": str(self.workdir / "no-aws-config"),
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.server.url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.server.url,
+            "AWS_ENDPOINT_URL_S3": self.moto_url,
+            "AWS_ENDPOINT_URL_STS": self.moto_url,
+            "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+            # The SDKs look for a config file and telemetry endpoints; neither exists here.
+            "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(self.workdir / "no-admin-config.yaml"),
+            "SAGEMAKER_USER_CONFIG_OVERRIDE": str(self.workdir / "no-user-config.yaml"),
+        }
+        done = subprocess.run(
+            [str(python_for(self.major)), str(script)], cwd=self.workdir, env=env, capture_output=True,
+            text=True, timeout=timeout,
+        )  # fmt: skip
+        results = [line[len("RESULT ") :] for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+        if done.returncode != 0 or not results:
+            raise AssertionError(
+                f"SDK {self.major} client failed ({done.returncode}):\n{done.stdout[-4000:]}\n"
+                f"{done.stderr[-6000:]}\n--- server log ---\n{self.server.log()[-4000:]}"
+            )
+        return json.loads(results[-1])
+
+
+@pytest.fixture
+def sdk2(server: ColdbrewServer, moto_url: str, tmp_path: Path) -> SDK:
+    return SDK("v2", server, moto_url, tmp_path)
+
+
+@pytest.fixture
+def sdk3(server: ColdbrewServer, moto_url: str, tmp_path: Path) -> SDK:
+    return SDK("v3", server, moto_url, tmp_path)
