@@ -1,15 +1,21 @@
 """``coldbrew endpoints | describe | delete | invoke | deploy``: a running server, through its API.
 
 Every command speaks to the server the way users' code does (boto3 on the SageMaker API, and
-``/metrics`` for what is live), so it works against any coldbrew a URL reaches. Errors are one line
-and exit 1; a missing endpoint is an error naming it, not an empty answer.
+``/metrics`` for what is live), so it works against any coldbrew a URL reaches. The one exception
+is ``endpoints``' invocations and cost today, which come from the server's store under
+``--data-dir`` (the server offers no HTTP read of its metered history). Errors are one line and
+exit 1; a missing endpoint is an error naming it, not an empty answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sqlite3
 import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coldbrew.terminal import console, print_json
@@ -89,6 +95,68 @@ def _variants(described: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+@dataclass(frozen=True)
+class _Today:
+    note: str
+    """What the figures are, or (with no ``currency``) why there are none."""
+    currency: str | None = None
+    usage: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Per endpoint (lower-case): invocations and cost."""
+
+
+def _usage_today(args: argparse.Namespace, described: list[dict[str, Any]]) -> _Today:
+    """Invocations and cost since 00:00 UTC, read from the store as ``coldbrew cost`` reads it.
+
+    A data dir may hold another server's store (the default one, a previous run's) with endpoints
+    of the same names, so it is believed only if it holds every listed endpoint with the creation
+    time the server reports.
+    """
+    from coldbrew.metering.prices import load_prices
+    from coldbrew.metering.query import MeterQueryError, cost_report, endpoint_creation_times, open_readonly
+
+    now = time.time()
+    try:
+        db = _data_dir(args) / "coldbrew.db"
+        prices = load_prices()
+        conn = open_readonly(db)
+        try:
+            created = endpoint_creation_times(conn)
+            for endpoint in described:
+                at = created.get(endpoint["EndpointName"].lower())
+                if at is None or abs(at - endpoint["CreationTime"].timestamp()) > 0.01:
+                    return _Today(f"{db} is not the store of the server at {_url(args)}; pass its --data-dir")
+            report = cost_report(conn, prices, None, now // 86400 * 86400, now)
+        finally:
+            conn.close()
+    except (MeterQueryError, OSError, ValueError, sqlite3.Error) as exc:
+        return _Today(str(exc))
+    return _Today(
+        f"today: since 00:00 UTC; cost in {prices.currency} at {prices.region} prices of {prices.date}",
+        prices.currency,
+        {e["EndpointName"]: (e["Invocations"], e["Cost"]) for e in report["Endpoints"]},
+    )
+
+
+def _data_dir(args: argparse.Namespace) -> Path:
+    if args.data_dir is not None:
+        return Path(args.data_dir)
+    from coldbrew.settings import Settings
+
+    return Settings().data_dir
+
+
+def _environments(row: dict[str, Any]) -> str:
+    counts = [f"{row[state]} {state}" for state in ("busy", "idle", "starting") if row[state]]
+    return ", ".join(counts) or "none"
+
+
+def _cost(cost: float | None) -> str:
+    if cost is None:
+        return "-"
+    # A serverless invocation costs millionths of a dollar: say that it is not nothing.
+    return "<0.0001" if 0 < cost < 0.00005 else f"{cost:,.4f}"
+
+
 def endpoints_command(args: argparse.Namespace) -> int:
     sm = _client(args, "sagemaker")
     try:
@@ -96,18 +164,27 @@ def endpoints_command(args: argparse.Namespace) -> int:
         described = [sm.describe_endpoint(EndpointName=e["EndpointName"]) for e in listed]
     except Exception as exc:  # noqa: BLE001 - one line for whatever the server or network said
         return _fail(f"cannot list endpoints at {_url(args)}: {_error_message(exc)}")
+    # Before the store is read: a scrape of /metrics makes the server write its meter out first.
     live = _live_environments(args)
+    today = _usage_today(args, described)
+    if today.currency is None and described:
+        print(f"coldbrew: no invocations and cost today: {today.note}", file=sys.stderr)
     rows = []
     for endpoint in described:
-        states = live.get(endpoint["EndpointName"].lower(), {})
+        name = endpoint["EndpointName"]
+        states = live.get(name.lower(), {})
+        invocations, cost = today.usage.get(name.lower(), (0, 0.0))
+        known = today.currency is not None
         rows.append(
             {
-                "name": endpoint["EndpointName"],
+                "name": name,
                 "status": endpoint["EndpointStatus"],
                 "variants": _variants(endpoint),
                 "busy": states.get("busy", 0),
                 "idle": states.get("idle", 0),
                 "starting": states.get("starting", 0),
+                "invocations_today": invocations if known else None,
+                "cost_today": cost if known else None,
                 "created": endpoint["CreationTime"].isoformat(timespec="seconds"),
             }
         )
@@ -116,21 +193,36 @@ def endpoints_command(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
+    out = console()
+    if not rows:
+        out.print(f"no endpoints at {_url(args)}")
+        return 0
+    # Within 80 columns for everyday names; the variants and creation times only with --wide.
     wide = args.wide
-    table = Table("endpoint", "status", "variants", "busy/idle/starting", *(("created",) if wide else ()))
+    cost_header = f"{today.currency} today" if today.currency else "cost today"
+    table = Table(
+        "endpoint",
+        "status",
+        *(("variants",) if wide else ()),
+        "environments",
+        "invocations today",
+        cost_header,
+        *(("created",) if wide else ()),
+    )
     for row in rows:
+        invocations = row["invocations_today"]
         table.add_row(
             row["name"],
             row["status"],
-            row["variants"],
-            f"{row['busy']}/{row['idle']}/{row['starting']}",
+            *((row["variants"],) if wide else ()),
+            _environments(row),
+            "-" if invocations is None else f"{invocations:,}",
+            _cost(row["cost_today"]),
             *((row["created"],) if wide else ()),
         )
-    out = console()
-    if rows:
-        out.print(table)
-    else:
-        out.print(f"no endpoints at {_url(args)}")
+    out.print(table)
+    if today.currency is not None:
+        out.print(today.note)
     return 0
 
 
@@ -207,7 +299,16 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("--url", help=f"the coldbrew server (COLDBREW_URL, default {DEFAULT_URL})")
         return parser
 
-    listing = with_url(commands.add_parser("endpoints", help="list endpoints with their live environments"))
+    listing = with_url(
+        commands.add_parser(
+            "endpoints", help="list endpoints with their live environments, invocations and cost today"
+        )
+    )
+    listing.add_argument(
+        "--data-dir",
+        type=Path,
+        help="the server's data dir, for invocations and cost today (COLDBREW_DATA_DIR)",
+    )
     listing.add_argument("--wide", action="store_true", help="every column, whatever the terminal's width")
     listing.add_argument("--json", action="store_true", help="JSON for programs instead of a table")
     listing.set_defaults(func=endpoints_command)

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,15 +96,14 @@ def test_endpoints_describe_invoke_delete_against_a_running_server(
     wait_for_status(sm, "cli-ep", "InService")
     url = ("--url", server.url)
 
-    listed = coldbrew("endpoints", *url, "--json")
+    store = ("--data-dir", str(server.data_dir))
+
+    listed = coldbrew("endpoints", *url, *store, "--json")
     assert listed.returncode == 0, listed.stderr
     [row] = [r for r in json.loads(listed.stdout) if r["name"] == "cli-ep"]
     assert (row["status"], row["variants"]) == ("InService", "AllTraffic: 2048 MB x3")
     assert row["busy"] + row["idle"] + row["starting"] <= 1  # the load check's worker, if still warm
-    table = coldbrew("endpoints", *url, env={"COLUMNS": "80"})
-    assert table.returncode == 0
-    assert "cli-ep" in table.stdout
-    assert all(len(line) <= 80 for line in table.stdout.splitlines())
+    assert (row["invocations_today"], row["cost_today"]) == (0, 0.0)
 
     described = coldbrew("describe", "cli-ep", *url, "--json")
     assert described.returncode == 0
@@ -128,6 +128,26 @@ def test_endpoints_describe_invoke_delete_against_a_running_server(
     assert bad.returncode == 1
     assert bad.stderr.startswith("coldbrew: ModelError: ") and len(bad.stderr.strip().splitlines()) == 1
 
+    # Four invocations (the failed one too), priced as SageMaker Serverless bills them.
+    listed = coldbrew("endpoints", *url, *store, "--json")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [r for r in json.loads(listed.stdout) if r["name"] == "cli-ep"]
+    assert row["invocations_today"] == 4
+    assert 0 < row["cost_today"] < 0.001
+    table = coldbrew("endpoints", *url, *store, env={"COLUMNS": "80"})
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    # One line per endpoint, not wrapped: it fits without squeezing.
+    [line] = [line for line in lines if "cli-ep" in line]
+    cells = [cell.strip() for cell in line.split("│")[1:-1]]
+    assert cells[:2] == ["cli-ep", "InService"] and cells[3:] == ["4", "<0.0001"]
+    assert "invocations today" in table.stdout and "USD today" in table.stdout
+    assert lines[-1].startswith("today: since 00:00 UTC; cost in USD at ")
+    wide = coldbrew("endpoints", *url, *store, "--wide")
+    assert wide.returncode == 0
+    assert "AllTraffic: 2048 MB x3" in wide.stdout and "created" in wide.stdout
+
     deleted = coldbrew("delete", "cli-ep", *url, "--wait")
     assert (deleted.returncode, deleted.stdout.strip()) == (0, "deleted cli-ep")
     for command in (("describe", "cli-ep"), ("delete", "cli-ep"), ("invoke", "cli-ep", "--body", "1")):
@@ -135,6 +155,44 @@ def test_endpoints_describe_invoke_delete_against_a_running_server(
         assert missing.returncode == 1
         assert missing.stderr.startswith("coldbrew: endpoint cli-ep not found")
         assert "Traceback" not in missing.stderr
+
+
+def test_endpoints_without_the_servers_store_says_why(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    sm = server.client()
+    deploy_serverless(sm, "cli-usage", model_archive[0].as_uri())
+    wait_for_status(sm, "cli-usage", "InService")
+    url = ("--url", server.url)
+
+    missing = coldbrew("endpoints", *url, "--data-dir", str(tmp_path / "nowhere"), env={"COLUMNS": "80"})
+    assert missing.returncode == 0
+    [line] = [line for line in missing.stdout.splitlines() if "cli-usage" in line]
+    assert [cell.strip() for cell in line.split("│")[1:-1]][3:] == ["-", "-"]
+    assert missing.stderr.strip() == (
+        "coldbrew: no invocations and cost today: no coldbrew database at "
+        f"{tmp_path / 'nowhere' / 'coldbrew.db'}; pass the server's --data-dir"
+    )
+
+    # Another server's store, with an endpoint of the same name created at another time.
+    other = tmp_path / "other"
+    other.mkdir()
+    source = sqlite3.connect(f"file:{server.data_dir / 'coldbrew.db'}?mode=ro", uri=True)
+    copy = sqlite3.connect(other / "coldbrew.db")
+    source.backup(copy)
+    source.close()
+    copy.execute("UPDATE endpoints SET created_at = created_at - 3600")
+    copy.commit()
+    copy.close()
+    foreign = coldbrew("endpoints", *url, "--data-dir", str(other), "--json")
+    assert foreign.returncode == 0
+    [row] = [r for r in json.loads(foreign.stdout) if r["name"] == "cli-usage"]
+    assert (row["invocations_today"], row["cost_today"]) == (None, None)
+    assert foreign.stderr.strip() == (
+        f"coldbrew: no invocations and cost today: {other / 'coldbrew.db'} is not the store of the "
+        f"server at {server.url}; pass its --data-dir"
+    )
+    assert coldbrew("delete", "cli-usage", *url, "--wait").returncode == 0
 
 
 def test_every_argument_has_help() -> None:

@@ -359,7 +359,8 @@ class Pools:
                 log.info("%s: scaled to zero, not invoked since it was deployed", self._label(pool))
             else:
                 idle_s = self.clock() - state.idle_since
-                log.info("%s: scaled to zero after %.0f s idle", self._label(pool), idle_s)
+                idle = f"{idle_s:.1f}" if idle_s < 10 else f"{idle_s:.0f}"  # idle timeouts may be < 1 s
+                log.info("%s: scaled to zero after %s s idle", self._label(pool), idle)
         self._emptied.clear()
 
     def _label(self, pool: int) -> str:

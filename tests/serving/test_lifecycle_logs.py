@@ -1,16 +1,21 @@
 """Environment releases and scale-to-zero are logged, one line each, on the "coldbrew.serving" logger.
 
-The live pools with the fake backend and virtual clock of ``test_pools``: what the lines say is
-checked after idle expiry, eviction, a worker's death and a drain.
+The live pools with the fake backend and virtual clock of ``test_pools`` check what the lines say
+after idle expiry, eviction, a worker's death and a drain; a real server checks the lines it writes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.serving.test_pools import Harness, config, run, settle
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
 
 
 def lines(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
@@ -150,6 +155,33 @@ def test_drain_logs_releases_but_no_scale_to_zero(caplog: pytest.LogCaptureFixtu
     run(main())
     released = lines(caplog, "released")
     assert len(released) == 2
-    assert all(r.endswith(": its variant was drained (replaced, deleted or the server stopping)") for r in released)
+    assert all(
+        r.endswith(": its variant was drained (replaced, deleted or the server stopping)") for r in released
+    )
     assert ["(still starting)" in r for r in released] == [False, True]
     assert lines(caplog, "scaled to zero") == []
+
+
+def test_a_real_server_logs_one_release_and_one_scale_to_zero(
+    server: ColdbrewServer, model_archive: tuple[Path, Any]
+) -> None:
+    sm = server.client()
+    deploy_serverless(sm, "logged", model_archive[0].as_uri(), environment={"COLDBREW_IDLE_TIMEOUT_S": "2"})
+    wait_for_status(sm, "logged", "InService")
+    server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="logged", ContentType="text/csv", Body=",".join(["0.01"] * 10)
+    )
+    deadline = time.monotonic() + 30
+    while "logged/AllTraffic: scaled to zero" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # long enough for a second line, if there were one
+    log = [line for line in server.log().splitlines() if "coldbrew.serving: logged/AllTraffic:" in line]
+    assert len([line for line in log if " started in " in line]) == 1, log  # the load check's, kept warm
+    [released] = [line for line in log if " released " in line]
+    assert released.endswith(": idle past its keep-alive")
+    [zero] = [line for line in log if "scaled to zero" in line]
+    assert re.search(
+        r"INFO coldbrew\.serving: logged/AllTraffic: scaled to zero after [23]\.\d s idle$", zero
+    )
+    assert log.index(released) < log.index(zero)
+    sm.delete_endpoint(EndpointName="logged")
