@@ -67,7 +67,9 @@ def _setting_error(exc: ValidationError) -> str:
         name = str(error["loc"][0]) if error["loc"] else "setting"
         value = error.get("input")
         shown = "" if value is None or isinstance(value, dict) else f"={str(value)[:64]!r}"
-        parts.append(f"invalid setting COLDBREW_{name.upper()}{shown}: {error['msg']}")
+        # pydantic prefixes a validator's own message with "Value error, "; the message is enough.
+        message = str(error["msg"]).removeprefix("Value error, ")
+        parts.append(f"invalid setting COLDBREW_{name.upper()}{shown}: {message}")
     return "; ".join(parts)
 
 

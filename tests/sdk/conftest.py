@@ -59,7 +59,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, moto_url: str, wheelhouse: Path) -> Iterator[ColdbrewServer]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, moto_url: str, wheelhouse: Path
+) -> Iterator[ColdbrewServer]:
     env = {
         **CREDENTIALS,
         "AWS_ENDPOINT_URL_S3": moto_url,
@@ -88,7 +90,8 @@ class SDK:
             "import json, sys\n"
             f"URL, BUCKET, ROLE = {self.server.url!r}, {BUCKET!r}, {ROLE!r}\n"
             "def emit(value):\n"
-            "    print('RESULT ' + json.dumps(value), flush=True)\n"
+            # On a line of its own: the SDK's progress dots may not have ended theirs.
+            "    print('\\nRESULT ' + json.dumps(value), flush=True)\n"
         )
         script.write_text(prelude + textwrap.dedent(code))
         env = {
@@ -100,9 +103,6 @@ class SDK:
             "AWS_ENDPOINT_URL_S3": self.moto_url,
             "AWS_ENDPOINT_URL_STS": self.moto_url,
             "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-            # The SDKs look for a config file and telemetry endpoints; neither exists here.
-            "SAGEMAKER_ADMIN_CONFIG_OVERRIDE": str(self.workdir / "no-admin-config.yaml"),
-            "SAGEMAKER_USER_CONFIG_OVERRIDE": str(self.workdir / "no-user-config.yaml"),
         }
         done = subprocess.run(
             [str(python_for(self.major)), str(script)], cwd=self.workdir, env=env, capture_output=True,
