@@ -162,3 +162,54 @@ def mark_current(summary: dict[str, Any], now: float | None = None) -> None:
         summary["CurrentServerlessConfig"] = dict(summary["DesiredServerlessConfig"])
     if "DesiredInstanceCount" in summary:
         summary["CurrentInstanceCount"] = summary["DesiredInstanceCount"]
+
+
+def with_variant_status(
+    summaries: list[dict[str, Any]], endpoint_status: str, since: float, pending: bool = False
+) -> list[dict[str, Any]]:
+    """``summaries`` with the VariantStatus SageMaker reports while a variant is in a deployment
+    stage, derived from the endpoint's status (StartTime: when that status began).
+
+    As in SageMaker's endpoint deployment state events (docs: "Automating Amazon SageMaker with
+    Amazon EventBridge", endpoint deployment state change): a variant being created says
+    ``Launching X instance(s).``, one being deleted ``Terminating X instance(s).``, one whose
+    instance count changes ``Scaling out desired instance count to X.``; a variant that simply
+    serves (InService, or Failed) carries no VariantStatus. ``pending``: the summaries are a
+    PendingDeploymentSummary's, whose variants are all being created.
+    """
+    out = []
+    for summary in summaries:
+        status = _variant_status(summary, "Creating" if pending else endpoint_status, since)
+        out.append({**summary, "VariantStatus": [status]} if status else summary)
+    return out
+
+
+def _variant_status(summary: dict[str, Any], endpoint_status: str, since: float) -> dict[str, Any] | None:
+    desired, current = summary.get("DesiredInstanceCount"), summary.get("CurrentInstanceCount")
+    message = None
+    if endpoint_status == "Creating":
+        stage = "Creating"
+        if desired is not None:
+            message = f"Launching {desired} instance(s)."
+    elif endpoint_status == "Deleting":
+        stage = "Deleting"
+        if current is not None:
+            message = f"Terminating {current} instance(s)."
+    elif endpoint_status == "Updating":
+        changed = (
+            summary.get("DesiredWeight") != summary.get("CurrentWeight")
+            or desired != current
+            or summary.get("DesiredServerlessConfig") != summary.get("CurrentServerlessConfig")
+        )
+        if not changed:
+            return None
+        stage = "Updating"
+        if desired is not None and current is not None and desired != current:
+            direction = "out" if desired > current else "in"
+            message = f"Scaling {direction} desired instance count to {desired}."
+    else:
+        return None
+    status: dict[str, Any] = {"Status": stage, "StartTime": since}
+    if message is not None:
+        status["StatusMessage"] = message
+    return status

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldbrew.control import arns
-from coldbrew.control.deployment import Deployment, variant_summaries
+from coldbrew.control.deployment import Deployment, variant_summaries, with_variant_status
 from coldbrew.control.paging import ListQuery, list_rows
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.store import Store, dumps, loads
@@ -281,15 +281,21 @@ class ControlPlane:
             "LastModifiedTime": row["modified_at"],
         }
         variants = loads(row["variants"])
+        # A pending deployment's variants are being created; the running ones serve meanwhile.
+        has_pending = bool(row["pending_deployment"])
         if variants:
-            response["ProductionVariants"] = variants
+            shown_status = "InService" if has_pending else row["status"]
+            response["ProductionVariants"] = with_variant_status(variants, shown_status, row["modified_at"])
         if row["failure_reason"]:
             response["FailureReason"] = row["failure_reason"]
-        if row["pending_deployment"]:
+        if has_pending:
             pending = Deployment.from_json(loads(row["pending_deployment"]))
             response["PendingDeploymentSummary"] = {
                 "EndpointConfigName": pending.config_name,
-                "ProductionVariants": variant_summaries(pending, current=False),
+                "ProductionVariants": with_variant_status(
+                    variant_summaries(pending, current=False), row["status"], row["modified_at"], pending=True
+                ),
+                "StartTime": row["modified_at"],
             }
         return response
 
