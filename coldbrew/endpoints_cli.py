@@ -130,11 +130,26 @@ def _usage_today(args: argparse.Namespace, described: list[dict[str, Any]]) -> _
             conn.close()
     except (MeterQueryError, OSError, ValueError, sqlite3.Error) as exc:
         return _Today(str(exc))
+    note = f"today: since 00:00 UTC; cost in {prices.currency} at {prices.region} prices of {prices.date}"
+    region_note = prices.region_note(_region(described))
+    if region_note:
+        note += f"\nnote: {region_note}"
     return _Today(
-        f"today: since 00:00 UTC; cost in {prices.currency} at {prices.region} prices of {prices.date}",
+        note,
         prices.currency,
         {e["EndpointName"]: (e["Invocations"], e["Cost"]) for e in report["Endpoints"]},
     )
+
+
+def _region(described: list[dict[str, Any]]) -> str:
+    """The region the endpoints are in, from their ARNs (the server's default if none)."""
+    for endpoint in described:
+        parts = str(endpoint.get("EndpointArn", "")).split(":")
+        if len(parts) > 3 and parts[3]:
+            return parts[3]
+    from coldbrew.settings import Settings
+
+    return Settings().region
 
 
 def _data_dir(args: argparse.Namespace) -> Path:

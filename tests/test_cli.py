@@ -143,7 +143,9 @@ def test_endpoints_describe_invoke_delete_against_a_running_server(
     cells = [cell.strip() for cell in line.split("│")[1:-1]]
     assert cells[:2] == ["cli-ep", "InService"] and cells[3:] == ["4", "<0.0001"]
     assert "invocations today" in table.stdout and "USD today" in table.stdout
-    assert lines[-1].startswith("today: since 00:00 UTC; cost in USD at ")
+    assert lines[-2].startswith("today: since 00:00 UTC; cost in USD at us-east-2 prices of ")
+    # The shipped prices are us-east-2's; the endpoints are in us-east-1, and the table says so.
+    assert lines[-1] == "note: us-east-2 prices, not us-east-1's: COLDBREW_PRICES=FILE for your own"
     wide = coldbrew("endpoints", *url, *store, "--wide")
     assert wide.returncode == 0
     assert "AllTraffic: 2048 MB x3" in wide.stdout and "created" in wide.stdout

@@ -21,6 +21,7 @@ from coldbrew.metering.query import (
     parse_duration,
     parse_since,
 )
+from coldbrew.settings import Settings
 from coldbrew.terminal import console, print_json
 
 
@@ -135,6 +136,9 @@ def cost_command(args: argparse.Namespace) -> int:
     for e in report["Endpoints"]:
         if e.get("InstanceAlternative"):
             out.print(f"{e['EndpointName']}: assumes {e['InstanceAlternative']['Assumption']}.")
+    note = prices.region_note(Settings().region)
+    if note:
+        out.print(f"note: {note}")
     return 0
 
 

@@ -62,6 +62,13 @@ class PriceTable(_Prices):
         alias_generator=lambda name: "lambda" if name == "lambda_" else name,
     )
 
+    def region_note(self, region: str) -> str | None:
+        """A warning when the prices are not ``region``'s: the shipped table is us-east-2's (the
+        prices the seed articles quote), while coldbrew's default region is us-east-1."""
+        if region == self.region:
+            return None
+        return f"{self.region} prices, not {region}'s: COLDBREW_PRICES=FILE for your own"
+
     def instance_hourly(self, name: str) -> float:
         try:
             return self.sagemaker_instances[name]

@@ -177,3 +177,11 @@ def test_simulate_command_prints_json(capsys: pytest.CaptureFixture[str]) -> Non
     assert exit_info.value.code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["invocations"] == 1_000_000
+
+
+def test_the_shipped_prices_say_they_are_not_the_default_regions() -> None:
+    prices = load_prices()
+    assert (prices.region, prices.date) == ("us-east-2", "2022-04-21")
+    assert prices.region_note("us-east-2") is None
+    note = prices.region_note("us-east-1")
+    assert note == "us-east-2 prices, not us-east-1's: COLDBREW_PRICES=FILE for your own"
