@@ -415,12 +415,14 @@ def deploy_command(args: argparse.Namespace) -> int:
             ],
         )
         sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
-        with console().status(f"deploying {name}"):
+        with console().status(f"deploying {name}") as spinner:
             while True:
                 described = sm.describe_endpoint(EndpointName=name)
                 status = described["EndpointStatus"]
                 if status in ("InService", "Failed"):
                     break
+                # Model downloads and pip installs can take minutes: say it is still going.
+                spinner.update(f"deploying {name}: {status}, {time.monotonic() - started:.0f} s")
                 time.sleep(0.05)
     except Exception as exc:  # noqa: BLE001
         return _fail(f"cannot deploy {name}: {_error_message(exc)}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import BinaryIO, Literal
 
 from .errors import ArtifactError
+from .progress import TransferProgress
 
 log = logging.getLogger("coldbrew.artifacts")
 
@@ -78,7 +79,9 @@ def read_chunks(f: BinaryIO) -> Iterator[bytes]:
         yield chunk
 
 
-def write_stream(chunks: Iterable[bytes], dst: Path, budget: Budget) -> str:
+def write_stream(
+    chunks: Iterable[bytes], dst: Path, budget: Budget, progress: TransferProgress | None = None
+) -> str:
     """Write ``chunks`` to a new file ``dst``, charging ``budget``; return the sha256 of the bytes."""
     digest = hashlib.sha256()
     with open(dst, "xb") as f:
@@ -86,6 +89,8 @@ def write_stream(chunks: Iterable[bytes], dst: Path, budget: Budget) -> str:
             budget.take(len(chunk))
             digest.update(chunk)
             f.write(chunk)
+            if progress is not None:
+                progress.add(len(chunk))
     return digest.hexdigest()
 
 

@@ -32,6 +32,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,10 +113,14 @@ class PackageCache:
         started = time.monotonic()
         # No pip of its own: the server's pip runs in it through the .pth below, which is faster
         # than installing one and keeps the operator's pip (and its configuration) in charge.
-        subprocess.run(
-            [sys.executable, "-m", "venv", "--without-pip", str(venv)],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                check=True, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = getattr(exc, "stderr", None) or exc
+            raise ArtifactError(f"Could not create an environment to install {label} into: {detail}") from exc
         target = _site_packages(venv)
         (target / "_coldbrew_server.pth").write_text(
             "".join(f"import site; site.addsitedir({d!r})\n" for d in _server_site_dirs())
@@ -124,21 +129,15 @@ class PackageCache:
         command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                    "--progress-bar", "off", "-r", str(requirements), *self.pip_args]  # fmt: skip
         log.info("installing %s: pip install -r %s %s", label, requirements.name, " ".join(self.pip_args))
-        try:
-            done = subprocess.run(
-                command, capture_output=True, text=True, timeout=self.timeout_s, cwd=requirements.parent,
-                env={**os.environ, "PIP_NO_INPUT": "1"},
-            )  # fmt: skip
-        except subprocess.TimeoutExpired as exc:
+        returncode, output = _run_pip(command, requirements.parent, label, self.timeout_s)
+        if returncode is None:
             raise ArtifactError(
-                f"Installing {label} did not finish within {self.timeout_s:.0f} s: "
-                f"{_tail(_text(exc.stdout) + _text(exc.stderr))}"
-            ) from None
-        if done.returncode != 0:
-            log.warning("installing %s failed:\n%s%s", label, done.stdout, done.stderr)
+                f"Installing {label} did not finish within {self.timeout_s:.0f} s: {_tail(output)}"
+            )
+        if returncode != 0:
+            log.warning("installing %s failed:\n%s", label, output)
             raise ArtifactError(
-                f"Installing {label} failed (pip exited with status {done.returncode}): "
-                f"{_tail(done.stderr or done.stdout)}"
+                f"Installing {label} failed (pip exited with status {returncode}): {_tail(output)}"
             )
         # The .pth stays: pip is done, and the worker puts only site-packages on its path, where
         # .pth files are not read.
@@ -151,6 +150,39 @@ class PackageCache:
         except (OSError, ValueError, KeyError, TypeError):
             shadowed = _shadowed(_site_packages(final))
         return Packages(_site_packages(final), shadowed)
+
+
+_PROGRESS = ("Collecting ", "Downloading ", "Installing collected packages", "Successfully installed")
+"""pip's lines that tell how an install goes; the rest (its "Requirement already satisfied"
+lines, warnings) stays out of the server log unless pip fails."""
+
+
+def _run_pip(command: list[str], cwd: Path, label: str, timeout_s: float) -> tuple[int | None, str]:
+    """Run pip, logging its progress lines as they come; its exit status (None if it ran out of
+    time and was killed) and all it printed."""
+    process = subprocess.Popen(
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )  # fmt: skip
+    lines: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith(_PROGRESS):
+                log.info("installing %s: %s", label, line.strip())
+
+    reader = threading.Thread(target=read, name="pip-output", daemon=True)
+    reader.start()
+    try:
+        returncode: int | None = process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        returncode = None
+    reader.join(timeout=5)
+    return returncode, "".join(lines)
 
 
 def _site_packages(venv: Path) -> Path:
@@ -181,12 +213,6 @@ def _write_record(final: Path, packages: Packages, label: str) -> None:
     tmp = final / (_RECORD + ".tmp")
     tmp.write_text(json.dumps(record))
     os.replace(tmp, final / _RECORD)
-
-
-def _text(output: str | bytes | None) -> str:
-    if isinstance(output, bytes):
-        return output.decode(errors="replace")
-    return output or ""
 
 
 def _tail(output: str) -> str:

@@ -12,6 +12,7 @@ from urllib.parse import unquote
 
 from .errors import ArtifactError
 from .extract import CHUNK, Budget, Mode, TreeHash, copy_tree, too_large, unpack_file, write_stream
+from .progress import TransferProgress
 from .s3 import s3_errors
 
 ACCEPTED = "use s3://bucket/key, file:///absolute/path or an absolute path"
@@ -144,7 +145,8 @@ class S3ObjectSource:
         with s3_errors(client, self.label, self.bucket):
             body = client.get_object(Bucket=self.bucket, Key=self.key)["Body"]
             with body:
-                raw = write_stream(body.iter_chunks(CHUNK), blob, Budget(max_bytes, self.label))
+                progress = TransferProgress(self.label, self.size)
+                raw = write_stream(body.iter_chunks(CHUNK), blob, Budget(max_bytes, self.label), progress)
         name = PurePosixPath(self.key).name
         return unpack_file(blob, name, work / "model", max_bytes, self.label, self.mode, raw_digest=raw)
 
@@ -185,11 +187,12 @@ class S3PrefixSource:
             raise too_large(self.label, max_bytes)
         client, dest = self.client(), work / "model"
         budget, tree = Budget(max_bytes, self.label), TreeHash()
+        progress = TransferProgress(self.label, sum(size for _, _, size in self.files))
         dest.mkdir()
         for rel, key, _ in self.files:
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             with s3_errors(client, f"s3://{self.bucket}/{key}", self.bucket):
                 body = client.get_object(Bucket=self.bucket, Key=key)["Body"]
                 with body:
-                    tree.add(rel, write_stream(body.iter_chunks(CHUNK), dest / rel, budget))
+                    tree.add(rel, write_stream(body.iter_chunks(CHUNK), dest / rel, budget, progress))
         return tree.hexdigest()

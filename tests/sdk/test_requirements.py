@@ -87,6 +87,9 @@ def test_requirements_are_installed_once_for_every_endpoint_that_lists_them(
     installs = [line for line in server.log().splitlines() if "installed code/requirements.txt in " in line]
     assert len([line for line in installs if "req-shared-a" in line]) == 1, installs
     assert not [line for line in installs if "req-shared-b" in line], installs
+    # pip's progress, one line each, as it installs.
+    assert "installing code/requirements.txt in " in server.log()
+    assert ": Successfully installed coldbrew-test-scaler-2.0" in server.log()
     holding = [
         d
         for d in (server.data_dir / "packages").iterdir()
