@@ -60,7 +60,7 @@ def prepare_variant(
         try:
             code_dir = str(artifacts.materialize({"ModelDataUrl": submit}))
         except ArtifactError as exc:
-            raise DeployError(f"{SUBMIT_DIRECTORY} {submit}: {exc}") from None
+            raise DeployError(f"{_as_source_directory(str(exc))} ({SUBMIT_DIRECTORY})") from None
         env[SUBMIT_DIRECTORY] = code_dir
         labels[code_dir] = submit
 
@@ -82,6 +82,12 @@ def prepare_variant(
 
     runtime = detect_runtime(model_dir, container_def.image, env)
     return PreparedVariant(model_dir, runtime, env, labels, fresh)
+
+
+def _as_source_directory(message: str) -> str:
+    """An artifact error worded for the source directory: the cache words them for model data,
+    and "Could not find model data at .../sourcedir.tar.gz" would send the user to the wrong file."""
+    return message.replace("Model data", "The source directory").replace("model data", "the source directory")
 
 
 def _model_source(variant: VariantTarget) -> str:

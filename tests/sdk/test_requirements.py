@@ -175,3 +175,33 @@ def test_unsplittable_pip_args_are_one_line_at_start(tmp_path: Path) -> None:
         "coldbrew: invalid setting COLDBREW_PIP_ARGS='--index-url \"unclosed': "
         "cannot be split into arguments: No closing quotation"
     ], done.stderr
+
+
+def test_failure_reasons_name_the_source_directorys_url_not_the_cache(
+    server: ColdbrewServer, moto_url: str, tmp_path: Path
+) -> None:
+    import boto3
+
+    from tests.sdk.conftest import BUCKET
+    from tests.support import tar_gz
+
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")  # fmt: skip
+    source = f"s3://{BUCKET}/broken/sourcedir.tar.gz"
+    s3.put_object(
+        Bucket=BUCKET, Key="broken/sourcedir.tar.gz", Body=tar_gz({"inference.py": b"import nowhere_42\n"})
+    )
+    (tmp_path / "model").mkdir()
+    sm = server.client()
+    for name, submit in (("src-broken", source), ("src-missing", f"s3://{BUCKET}/absent/sourcedir.tar.gz")):
+        environment = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": submit}
+        deploy_serverless(sm, name, str(tmp_path / "model"), environment=environment)
+    broken = wait_for_status(sm, "src-broken", "Failed", timeout=120)["FailureReason"]
+    assert f"importing {source}/inference.py raised ModuleNotFoundError" in broken, broken
+    missing = wait_for_status(sm, "src-missing", "Failed", timeout=120)["FailureReason"]
+    assert (
+        f"Could not find the source directory at s3://{BUCKET}/absent/sourcedir.tar.gz: the object does not "
+        "exist. (SAGEMAKER_SUBMIT_DIRECTORY)"
+    ) in missing, missing
+    for reason in (broken, missing):
+        assert str(server.data_dir) not in reason and "sha256" not in reason
