@@ -72,6 +72,8 @@ class PackageCache:
         self.root, self.pip_args, self.timeout_s = Path(root), tuple(pip_args), timeout_s
         self._tmp = self.root / "tmp"
         self._locks = KeyedLocks()
+        # Builds a crash left behind; one server owns a data dir, and none of its builds has begun.
+        shutil.rmtree(self._tmp, ignore_errors=True)
 
     def install(self, requirements: Path, label: str) -> Packages:
         """Install ``requirements`` (named ``label`` in messages, e.g. ``code/requirements.txt``),
