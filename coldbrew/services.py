@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp
 
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
@@ -48,6 +49,11 @@ class Services:
             snapshot=self.serving.environment_snapshot,
         )
         self.control = ControlPlane(self.store, self.reconciler)
+
+    def aws_apis(self) -> dict[str, ASGIApp]:
+        """The other AWS APIs served on the gateway's port, by SigV4 signing name."""
+        apis: dict[str, ASGIApp] = {}
+        return apis
 
     async def start(self) -> None:
         await self.serving.start()

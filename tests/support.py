@@ -41,7 +41,8 @@ class ColdbrewServer:
         self.log_path = data_dir.parent / f"{data_dir.name}-server.log"
 
     def start(self, timeout: float = 30.0) -> ColdbrewServer:
-        env = {**os.environ, "COLDBREW_LOG_LEVEL": "info", **self.env}
+        # Offline: a model's requirements.txt is installed from local wheels only, never an index.
+        env = {**os.environ, "COLDBREW_LOG_LEVEL": "info", "COLDBREW_PIP_ARGS": "--no-index", **self.env}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [

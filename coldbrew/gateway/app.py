@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
+from coldbrew.gateway.service_router import ServiceRouter
 from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
 from coldbrew.serving.metrics import ScalingCollector
@@ -61,4 +62,6 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     # The invoke path is answered in front of Starlette; everything else (and the lifespan) goes on.
-    return InvocationRouter(Starlette(routes=routes, lifespan=lifespan), invocations)
+    sagemaker = InvocationRouter(Starlette(routes=routes, lifespan=lifespan), invocations)
+    # S3, CloudWatch and CloudWatch Logs on the same port, told apart by what the client signed for.
+    return ServiceRouter(sagemaker, services.aws_apis())

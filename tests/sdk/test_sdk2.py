@@ -72,10 +72,19 @@ def _source_dir(root: Path, files: dict[str, str]) -> Path:
     return source
 
 
-def test_sklearn_model_with_source_dir_and_requirements_serverless(
-    sdk2: SDK, ridge: tuple[Path, Ridge, np.ndarray]
+@pytest.mark.parametrize(
+    "placement",
+    [
+        "serverless_inference_config=ServerlessInferenceConfig(memory_size_in_mb=2048, max_concurrency=2)",
+        'initial_instance_count=1, instance_type="ml.m5.large"',
+    ],
+    ids=["serverless", "instance"],
+)
+def test_sklearn_model_with_source_dir_and_requirements(
+    sdk2: SDK, ridge: tuple[Path, Ridge, np.ndarray], placement: str
 ) -> None:
     archive, model, rows = ridge
+    endpoint = "sdk2-sklearn-" + ("serverless" if "serverless" in placement else "instance")
     _source_dir(
         sdk2.workdir, {"inference.py": SKLEARN_INFERENCE, "requirements.txt": "coldbrew-test-scaler==1.0\n"}
     )
@@ -86,10 +95,9 @@ from sagemaker.sklearn import SKLearnModel
 model_data = session.upload_data({str(archive)!r}, key_prefix="sklearn-model")
 model = SKLearnModel(model_data=model_data, role=ROLE, entry_point="inference.py", source_dir="src",
                      framework_version="1.2-1", sagemaker_session=session)
-serverless = ServerlessInferenceConfig(memory_size_in_mb=2048, max_concurrency=2)
-model.deploy(serverless_inference_config=serverless, endpoint_name="sdk2-sklearn", wait=False)
-session.wait_for_endpoint("sdk2-sklearn", poll=1)
-predictor = sagemaker.predictor.Predictor("sdk2-sklearn", sagemaker_session=session,
+model.deploy({placement}, endpoint_name={endpoint!r}, wait=False)
+session.wait_for_endpoint({endpoint!r}, poll=1)
+predictor = sagemaker.predictor.Predictor({endpoint!r}, sagemaker_session=session,
                                           serializer=JSONSerializer(), deserializer=JSONDeserializer())
 prediction = predictor.predict({rows.tolist()!r})
 env = session.sagemaker_client.describe_model(ModelName=model.name)["PrimaryContainer"]["Environment"]
