@@ -110,6 +110,22 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX meter_minutes_time ON meter_minutes (minute);
     """,
+    # 3: what CloudWatch's Minimum and percentiles need once raw records are pruned
+    # (coldbrew.metering.aggregate.MinuteAggregate). Rows written before it have NULL minima and
+    # histograms; their MemoryUtilization was averaged over every sample, so memory_samples = samples.
+    """
+    ALTER TABLE meter_minutes ADD COLUMN model_latency_min_us INTEGER;
+    ALTER TABLE meter_minutes ADD COLUMN overhead_latency_min_us INTEGER;
+    ALTER TABLE meter_minutes ADD COLUMN setup_min_us INTEGER;
+    ALTER TABLE meter_minutes ADD COLUMN memory_utilization_min REAL;
+    ALTER TABLE meter_minutes ADD COLUMN concurrency_utilization_min REAL;
+    ALTER TABLE meter_minutes ADD COLUMN memory_samples INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE meter_minutes ADD COLUMN environments_sum INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE meter_minutes ADD COLUMN model_latency_hist TEXT;
+    ALTER TABLE meter_minutes ADD COLUMN overhead_latency_hist TEXT;
+    ALTER TABLE meter_minutes ADD COLUMN setup_hist TEXT;
+    UPDATE meter_minutes SET memory_samples = samples;
+    """,
 )
 
 

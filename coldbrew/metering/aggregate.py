@@ -6,6 +6,9 @@ Both are computed by the meter's writer thread from the batch it flushes, never 
 from __future__ import annotations
 
 import bisect
+import json
+import math
+import sqlite3
 from dataclasses import dataclass, field, fields
 
 from coldbrew.metering.records import MeterRecord, Outcome
@@ -31,6 +34,57 @@ LATENCY_BUCKETS_US: tuple[float, ...] = (
 
 Key = tuple[str, str]
 """(endpoint, variant)."""
+
+# Per-minute latency histograms, kept with the aggregates so percentiles stay available after raw
+# records are pruned: log-spaced buckets, bucket i >= 1 holding [GROWTH**(i-1), GROWTH**i) us and
+# bucket 0 holding 0. A value read back as its bucket's geometric middle is within 1% of the truth.
+HISTOGRAM_GROWTH = 1.02
+_LOG_GROWTH = math.log(HISTOGRAM_GROWTH)
+
+
+def histogram_bucket(value_us: float) -> int:
+    if value_us < 1:
+        return 0
+    return 1 + int(math.log(value_us) / _LOG_GROWTH)
+
+
+def histogram_value(bucket: int) -> float:
+    """The value a bucket stands for: the geometric middle of its bounds."""
+    if bucket <= 0:
+        return 0.0
+    return float(HISTOGRAM_GROWTH ** (bucket - 0.5))
+
+
+def histogram_dumps(counts: dict[int, int]) -> str | None:
+    if not counts:
+        return None
+    return json.dumps({str(k): v for k, v in sorted(counts.items())}, separators=(",", ":"))
+
+
+def histogram_loads(text: str | None) -> dict[int, int]:
+    if not text:
+        return {}
+    return {int(k): int(v) for k, v in json.loads(text).items()}
+
+
+def _histogram_add(a: str | None, b: str | None) -> str | None:
+    if not a:
+        return b
+    if not b:
+        return a
+    counts = histogram_loads(a)
+    for k, v in histogram_loads(b).items():
+        counts[k] = counts.get(k, 0) + v
+    return histogram_dumps(counts)
+
+
+def register_sql_functions(conn: sqlite3.Connection) -> None:
+    """What ``upsert_sql`` needs on the connection that runs it."""
+    conn.create_function("coldbrew_histogram_add", 2, _histogram_add, deterministic=True)
+
+
+def _low(current: float | None, value: float) -> float:
+    return value if current is None else min(current, value)
 
 
 @dataclass
@@ -62,6 +116,29 @@ class MinuteAggregate:
     held_mb_s: float = 0.0
     environment_starts: int = 0
     """Environments first seen in this minute's samples (each cold start, hedged or not)."""
+    # Schema version 3: what CloudWatch's Minimum and percentiles need, and the sample counts
+    # MemoryUtilization and InvocationsPerInstance are averaged over. A minimum is None (NULL) when
+    # the minute has no such sample, or was written before version 3.
+    model_latency_min_us: int | None = None
+    """Over answered invocations (OK or ModelError), as ModelLatency's sums and maxima."""
+    overhead_latency_min_us: int | None = None
+    """Over every metered invocation, as OverheadLatency's sums and maxima."""
+    setup_min_us: int | None = None
+    memory_utilization_min: float | None = None
+    concurrency_utilization_min: float | None = None
+    memory_samples: int = 0
+    """Samples in which the variant held an environment (an empty variant uses no memory)."""
+    environments_sum: int = 0
+    """Environments summed over samples: divided by ``samples``, the minute's mean instance count."""
+    model_latency_hist: dict[int, int] = field(default_factory=dict)
+    overhead_latency_hist: dict[int, int] = field(default_factory=dict)
+    setup_hist: dict[int, int] = field(default_factory=dict)
+
+    def row(self) -> tuple[object, ...]:
+        """The values of ``AGGREGATE_COLUMNS``, as stored."""
+        return tuple(
+            histogram_dumps(value) if isinstance(value, dict) else value for value in vars(self).values()
+        )
 
     def add_record(self, r: MeterRecord) -> None:
         self.serverless = int(r.serverless)
@@ -80,6 +157,14 @@ class MinuteAggregate:
             self.cold_starts += 1
             self.setup_us += r.setup_us
             self.setup_max_us = max(self.setup_max_us, r.setup_us)
+            self.setup_min_us = int(_low(self.setup_min_us, r.setup_us))
+            _observe(self.setup_hist, r.setup_us)
+        if outcome is Outcome.OK or outcome is Outcome.MODEL_ERROR:
+            # A refused request never reached a model (its model latency is 0 and not a sample).
+            self.model_latency_min_us = int(_low(self.model_latency_min_us, r.model_latency_us))
+            _observe(self.model_latency_hist, r.model_latency_us)
+        self.overhead_latency_min_us = int(_low(self.overhead_latency_min_us, r.overhead_latency_us))
+        _observe(self.overhead_latency_hist, r.overhead_latency_us)
         self.model_latency_us += r.model_latency_us
         self.model_latency_max_us = max(self.model_latency_max_us, r.model_latency_us)
         self.overhead_latency_us += r.overhead_latency_us
@@ -100,21 +185,41 @@ class MinuteAggregate:
         )
         self.held_mb_s += sample.held_mb * seconds
         self.environment_starts += sample.new_environments
+        self.concurrency_utilization_min = _low(
+            self.concurrency_utilization_min, sample.concurrency_utilization
+        )
+        self.environments_sum += sample.environments
+        if sample.environments > 0:
+            self.memory_samples += 1
+            self.memory_utilization_min = _low(self.memory_utilization_min, sample.memory_utilization)
+
+
+def _observe(histogram: dict[int, int], value: float) -> None:
+    bucket = histogram_bucket(value)
+    histogram[bucket] = histogram.get(bucket, 0) + 1
 
 
 AGGREGATE_COLUMNS = tuple(f.name for f in fields(MinuteAggregate))
 _MAX_COLUMNS = {c for c in AGGREGATE_COLUMNS if c.endswith(("_max", "_max_us"))}
+_MIN_COLUMNS = {c for c in AGGREGATE_COLUMNS if c.endswith(("_min", "_min_us"))}
+_HISTOGRAM_COLUMNS = {c for c in AGGREGATE_COLUMNS if c.endswith("_hist")}
 _LAST_COLUMNS = {"serverless", "memory_mb"}
 
 
 def upsert_sql() -> str:
-    """Adds a batch's aggregate to a minute's row: sums add, maxima take the larger."""
+    """Adds a batch's aggregate to a minute's row: sums add, maxima take the larger, minima the
+    smaller, histograms add bucket by bucket (``register_sql_functions`` on the connection)."""
     updates = []
     for column in AGGREGATE_COLUMNS:
         if column in _LAST_COLUMNS:
             updates.append(f"{column} = excluded.{column}")
         elif column in _MAX_COLUMNS:
             updates.append(f"{column} = max({column}, excluded.{column})")
+        elif column in _MIN_COLUMNS:
+            # SQLite's min() of a NULL is NULL: a minimum only one side knows is that side's.
+            updates.append(f"{column} = coalesce(min({column}, excluded.{column}), {column}, excluded.{column})")
+        elif column in _HISTOGRAM_COLUMNS:
+            updates.append(f"{column} = coldbrew_histogram_add({column}, excluded.{column})")
         else:
             updates.append(f"{column} = {column} + excluded.{column}")
     columns = ", ".join(("endpoint", "variant", "minute") + AGGREGATE_COLUMNS)

@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from coldbrew.metering.aggregate import Key, MinuteAggregate, VariantSample, VariantTotals, upsert_sql
+from coldbrew.metering.aggregate import (
+    Key,
+    MinuteAggregate,
+    VariantSample,
+    VariantTotals,
+    register_sql_functions,
+    upsert_sql,
+)
 from coldbrew.metering.records import RECORD_COLUMNS, MeterRecord, record_row
 
 log = logging.getLogger("coldbrew.metering")
@@ -93,6 +100,7 @@ class Meter:
         # metering, and far cheaper than FULL at hundreds of batches a minute.
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA busy_timeout=5000")
+        register_sql_functions(self._conn)
         self._upsert = upsert_sql()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,7 +158,7 @@ class Meter:
             for at, seconds, samples in sampled:
                 for sample in samples:
                     minutes[(sample.endpoint, sample.variant, int(at // 60 * 60))].add_sample(sample, seconds)
-            rows = [(*key, *vars(agg).values()) for key, agg in minutes.items()]
+            rows = [(*key, *agg.row()) for key, agg in minutes.items()]
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 self._conn.executemany(_INSERT_RECORD, [record_row(r) for r in batch])

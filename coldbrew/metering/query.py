@@ -134,7 +134,7 @@ def metrics_report(
                     "Unit": "Microseconds",
                 },
                 "MemoryUtilization": {
-                    "Average": avg("memory_utilization_sum", samples),
+                    "Average": avg("memory_utilization_sum", sum(r["memory_samples"] for r in group)),
                     "Maximum": max(r["memory_utilization_max"] for r in group),
                     "Unit": "Percent",
                 },
