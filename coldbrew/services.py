@@ -15,6 +15,8 @@ from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
 from coldbrew.demo import deploy_demo
 from coldbrew.metering.meter import Meter
+from coldbrew.s3 import S3App, S3Store
+from coldbrew.s3.http import server_hosts
 from coldbrew.serving.service import Serving
 from coldbrew.settings import Settings
 
@@ -26,7 +28,10 @@ class Services:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(settings.db_path)
-        self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes)
+        # The embedded S3 (the default): s3:// model data is read from it through the gateway's port.
+        self.s3 = S3Store(settings.s3_dir) if settings.s3 == "embedded" else None
+        own_s3 = settings.local_url if self.s3 is not None else None
+        self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes, own_s3)
         self.packages = PackageCache(settings.packages_dir, settings.pip_arguments)
         self.backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
         self.serving = Serving(
@@ -53,6 +58,9 @@ class Services:
     def aws_apis(self) -> dict[str, ASGIApp]:
         """The other AWS APIs served on the gateway's port, by SigV4 signing name."""
         apis: dict[str, ASGIApp] = {}
+        if self.s3 is not None:
+            hosts = server_hosts(self.settings.host)
+            apis["s3"] = S3App(self.s3, self.settings.account_id, self.settings.region, hosts)
         return apis
 
     async def start(self) -> None:
@@ -71,3 +79,5 @@ class Services:
         # After serving has drained, so the last invocations' records are flushed too.
         await run_in_threadpool(self.meter.close)
         self.store.close()
+        if self.s3 is not None:
+            self.s3.close()

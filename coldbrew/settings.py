@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     demo: bool = False
     """Deploy the demo endpoint ``coldbrew-demo`` at start-up."""
 
+    s3: Literal["embedded", "external"] = "embedded"
+    """S3 for ``s3://`` model data and clients: ``embedded`` serves a durable store under the data
+    dir on the gateway's port (for requests signed for ``s3``) and reads model data from it;
+    ``external`` uses ``AWS_ENDPOINT_URL_S3`` or AWS's S3, as boto3 is configured."""
+
     meter_retention_days: PositiveFloat = 7.0
     """Days raw meter records (one per invocation) are kept; per-minute aggregates are kept for good."""
 
@@ -86,6 +91,16 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "coldbrew.db"
+
+    @property
+    def s3_dir(self) -> Path:
+        return self.data_dir / "s3"
+
+    @property
+    def local_url(self) -> str:
+        """The gateway's URL as this machine reaches it (a wildcard address means loopback)."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def artifact_dir(self) -> Path:

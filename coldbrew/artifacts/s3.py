@@ -25,11 +25,20 @@ _NOT_FOUND = {"404", "NotFound", "NoSuchKey"}
 _DENIED = {"403", "AccessDenied", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 
 
-def make_client() -> Any:
+def make_client(endpoint_url: str | None = None) -> Any:
     """An S3 client configured the standard way (AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, credential
-    variables and files); a private session because the default one is not thread-safe."""
+    variables and files); a private session because the default one is not thread-safe.
+
+    With ``endpoint_url`` (coldbrew's own embedded S3) the client talks to that URL instead, with
+    credentials of its own: the embedded store accepts any, and the server may have none."""
     session = boto3.session.Session()
-    return session.client("s3", region_name=session.region_name or "us-east-1", config=_CONFIG)
+    region = session.region_name or "us-east-1"
+    if endpoint_url is None:
+        return session.client("s3", region_name=region, config=_CONFIG)
+    return session.client(
+        "s3", region_name=region, config=_CONFIG, endpoint_url=endpoint_url,
+        aws_access_key_id="coldbrew", aws_secret_access_key="coldbrew",
+    )  # fmt: skip
 
 
 @contextmanager

@@ -38,7 +38,9 @@ class ArtifactStore:
     """Materializes model data into ``root``. Thread-safe; ``materialize`` does blocking I/O, so call
     it from a worker thread, never from the event loop."""
 
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, s3_endpoint_url: str | None = None) -> None:
+        """``s3_endpoint_url``: where ``s3://`` data is fetched from (coldbrew's embedded S3);
+        None for boto3's own configuration."""
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.root, self.max_bytes = Path(root), max_bytes
@@ -48,6 +50,7 @@ class ArtifactStore:
         self._sweep_tmp()
         self._locks = KeyedLocks()
         self._client: Any = None
+        self._s3_endpoint_url = s3_endpoint_url
         self._client_lock = threading.Lock()
 
     def materialize(self, container: Mapping[str, Any]) -> Path:
@@ -125,7 +128,7 @@ class ArtifactStore:
     def _s3(self) -> Any:
         with self._client_lock:
             if self._client is None:
-                self._client = make_client()
+                self._client = make_client(self._s3_endpoint_url)
             return self._client
 
     def _sweep_tmp(self) -> None:

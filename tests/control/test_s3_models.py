@@ -37,6 +37,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory, moto_url: str) -> Iterat
     env = {
         **CREDENTIALS,
         "AWS_ENDPOINT_URL_S3": moto_url,
+        "COLDBREW_S3": "external",  # moto stands in for an S3 the user runs
         "AWS_CONFIG_FILE": str(tmp_path_factory.mktemp("aws") / "none"),
     }
     server = ColdbrewServer(tmp_path_factory.mktemp("s3") / "data", env=env).start()
@@ -107,6 +108,7 @@ def test_unreachable_storage_fails_the_endpoint(tmp_path: Path) -> None:
     env = {
         **CREDENTIALS,
         "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:1",
+        "COLDBREW_S3": "external",
         "AWS_CONFIG_FILE": str(tmp_path / "none"),
     }
     server = ColdbrewServer(tmp_path / "data", env=env).start()

@@ -65,6 +65,7 @@ def server(
     env = {
         **CREDENTIALS,
         "AWS_ENDPOINT_URL_S3": moto_url,
+        "COLDBREW_S3": "external",  # these tests keep moto as the S3 both sides use
         "AWS_CONFIG_FILE": str(tmp_path_factory.mktemp("aws") / "none"),
         "COLDBREW_PIP_ARGS": f"--no-index --find-links {wheelhouse}",
     }

@@ -1,0 +1,170 @@
+"""Object content on disk: one immutable file per object version or part, named by a random id.
+
+Layout under ``root``::
+
+    blobs/<id[:2]>/<id>   content, complete and fsynced before any index row names it
+    tmp/<id>              a write in progress; renamed into blobs/ when complete
+
+Names never come from keys, so no key can reach outside the store. A write is temp file, fsync,
+rename: a SIGKILL leaves at most a file in tmp/ or an unreferenced file in blobs/, both removed by
+:meth:`Blobs.sweep` at the next start. Content files are never changed once published, so a copy
+is a hard link and a reader that opened one keeps reading it even after it is replaced.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from .checksums import Digests
+
+log = logging.getLogger("coldbrew.s3")
+
+READ_BLOCK = 1024 * 1024
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
+
+
+class Blobs:
+    def __init__(self, root: Path) -> None:
+        self._blobs, self._tmp = root / "blobs", root / "tmp"
+        self._blobs.mkdir(parents=True, exist_ok=True)
+        self._tmp.mkdir(parents=True, exist_ok=True)
+
+    def path(self, blob: str) -> Path:
+        return self._blobs / blob[:2] / blob
+
+    def writer(self, digests: Digests) -> BlobWriter:
+        return BlobWriter(self, digests)
+
+    def publish(self, temp: Path) -> str:
+        """Move a complete, fsynced temp file into blobs/; its id."""
+        blob = uuid.uuid4().hex
+        target = self.path(blob)
+        target.parent.mkdir(exist_ok=True)
+        os.rename(temp, target)
+        _fsync_dir(target.parent)  # the rename itself survives power loss
+        return blob
+
+    def link(self, blob: str) -> str:
+        """A second name for an existing content file (a copy that costs nothing)."""
+        new = uuid.uuid4().hex
+        target = self.path(new)
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.link(self.path(blob), target)
+        except OSError:  # a filesystem without hard links: copy
+            temp = self.temp_path()
+            with open(self.path(blob), "rb") as source, open(temp, "wb") as out:
+                copy_range(source, out, 0, os.fstat(source.fileno()).st_size)
+                out.flush()
+                os.fsync(out.fileno())
+            os.rename(temp, target)
+        _fsync_dir(target.parent)
+        return new
+
+    def open(self, blob: str) -> BinaryIO:
+        return open(self.path(blob), "rb")
+
+    def delete(self, blobs: list[str]) -> None:
+        for blob in blobs:
+            try:
+                self.path(blob).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as e:  # left for the next start's sweep
+                log.warning("could not delete %s: %s", self.path(blob), e)
+
+    def temp_path(self) -> Path:
+        return self._tmp / uuid.uuid4().hex
+
+    def sweep(self, referenced: set[str]) -> int:
+        """Remove what crashes left: every temp file, and content no index row names."""
+        removed = 0
+        for entry in self._tmp.iterdir():
+            entry.unlink(missing_ok=True)
+            removed += 1
+        for directory in self._blobs.iterdir():
+            for entry in directory.iterdir():
+                if entry.name not in referenced:
+                    entry.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+
+class BlobWriter:
+    """A new content file being written, with the digests of what went into it. Blocking: call its
+    methods from a worker thread."""
+
+    def __init__(self, blobs: Blobs, digests: Digests) -> None:
+        self._blobs, self.digests = blobs, digests
+        self.temp = blobs.temp_path()
+        self._file: BinaryIO | None = open(self.temp, "wb", buffering=0)
+
+    def write(self, data: bytes) -> None:
+        assert self._file is not None
+        self.digests.update(data)
+        self._file.write(data)
+
+    def copy_from(self, source: BinaryIO, start: int, length: int) -> None:
+        assert self._file is not None
+        for block in read_range(source, start, length):
+            self.write(block)
+
+    def finish(self) -> Path:
+        """Flush the file to disk and close it; the temp path, for Blobs.publish."""
+        assert self._file is not None
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        return self.temp
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.temp.unlink(missing_ok=True)
+
+
+def read_range(source: BinaryIO, start: int, length: int, block: int = READ_BLOCK) -> Iterator[bytes]:
+    source.seek(start)
+    left = length
+    while left > 0:
+        data = source.read(min(block, left))
+        if not data:
+            raise OSError(f"content file ended {left} bytes early")
+        left -= len(data)
+        yield data
+
+
+def copy_range(source: BinaryIO, out: BinaryIO, start: int, length: int) -> None:
+    """Append ``length`` bytes of ``source`` from ``start`` to ``out``: in the kernel where it can
+    (copy_file_range), else through a buffer."""
+    out.flush()
+    offset, left = start, length
+    while left > 0:
+        try:
+            done = os.copy_file_range(source.fileno(), out.fileno(), left, offset)
+        except OSError as e:
+            if e.errno not in _NO_COPY_RANGE or left != length:
+                raise
+            break
+        if done == 0:
+            raise OSError(f"content file ended {left} bytes early")
+        offset, left = offset + done, left - done
+    else:
+        return
+    for data in read_range(source, start, length):
+        out.write(data)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
