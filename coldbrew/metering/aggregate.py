@@ -217,7 +217,9 @@ def upsert_sql() -> str:
             updates.append(f"{column} = max({column}, excluded.{column})")
         elif column in _MIN_COLUMNS:
             # SQLite's min() of a NULL is NULL: a minimum only one side knows is that side's.
-            updates.append(f"{column} = coalesce(min({column}, excluded.{column}), {column}, excluded.{column})")
+            updates.append(
+                f"{column} = coalesce(min({column}, excluded.{column}), {column}, excluded.{column})"
+            )
         elif column in _HISTOGRAM_COLUMNS:
             updates.append(f"{column} = coldbrew_histogram_add({column}, excluded.{column})")
         else:
