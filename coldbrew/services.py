@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
 from coldbrew.backends.local import LocalBackend
+from coldbrew.cloudwatch import CloudWatchApp
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
@@ -58,6 +59,7 @@ class Services:
     def aws_apis(self) -> dict[str, ASGIApp]:
         """The other AWS APIs served on the gateway's port, by SigV4 signing name."""
         apis: dict[str, ASGIApp] = {}
+        apis["monitoring"] = CloudWatchApp(self.settings.db_path, flush=self.meter.flush)
         if self.s3 is not None:
             hosts = server_hosts(self.settings.host)
             apis["s3"] = S3App(self.s3, self.settings.account_id, self.settings.region, hosts)
