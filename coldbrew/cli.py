@@ -111,12 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_serve)
 
     from coldbrew import endpoints_cli
+    from coldbrew.logs import cli as logs_cli
     from coldbrew.metering import cli as metering_cli
     from coldbrew.simulate import cli as simulate_cli
 
     endpoints_cli.add_commands(commands)  # endpoints, describe, delete, invoke
     metering_cli.add_commands(commands)  # metrics, cost
     simulate_cli.add_commands(commands)  # simulate
+    logs_cli.add_commands(commands)  # logs
     return parser
 
 

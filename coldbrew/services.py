@@ -15,6 +15,8 @@ from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
 from coldbrew.demo import deploy_demo
+from coldbrew.logs.api import LogsApi
+from coldbrew.logs.collector import LogCollector, default_echo
 from coldbrew.metering.meter import Meter
 from coldbrew.s3 import S3App, S3Store
 from coldbrew.s3.http import server_hosts
@@ -35,6 +37,17 @@ class Services:
         self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes, own_s3)
         self.packages = PackageCache(settings.packages_dir, settings.pip_arguments)
         self.backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
+        # CloudWatch Logs: each environment's output and lifecycle, collected by a thread of its own.
+        self.logs = (
+            LogCollector(
+                settings.logs_db_path,
+                max_bytes_per_endpoint=settings.logs_max_bytes_per_endpoint,
+                retention_days=settings.log_retention_days,
+                echo=default_echo() if settings.logs_echo else None,
+            )
+            if settings.logs
+            else None
+        )
         self.serving = Serving(
             self.backend,
             self.artifacts,
@@ -43,6 +56,7 @@ class Services:
             settings.invocation_timeout_s,
             settings.memory_budget_mb,
             settings.keepalive_policy,
+            logs=self.logs,
         )
         self.reconciler = Reconciler(self.store, self.serving)
         # Metering: its own connection and writer thread on the same database (after the store has
@@ -63,9 +77,15 @@ class Services:
         if self.s3 is not None:
             hosts = server_hosts(self.settings.host)
             apis["s3"] = S3App(self.s3, self.settings.account_id, self.settings.region, hosts)
+        if self.logs is not None:
+            apis["logs"] = LogsApi(
+                self.logs, self.settings.account_id, self.settings.region, self.settings.log_retention_days
+            )
         return apis
 
     async def start(self) -> None:
+        if self.logs is not None:
+            self.logs.start()
         await self.serving.start()
         self.meter.start()
         self.reconciler.resume()
@@ -80,6 +100,9 @@ class Services:
         await self.serving.close()
         # After serving has drained, so the last invocations' records are flushed too.
         await run_in_threadpool(self.meter.close)
+        if self.logs is not None:
+            # After serving has stopped every worker, so their last lines are in.
+            await run_in_threadpool(self.logs.close)
         self.store.close()
         if self.s3 is not None:
             self.s3.close()

@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     meter_sample_interval_s: PositiveFloat = 0.5
     """How often live environments are sampled for MemoryUtilization and concurrency."""
 
+    logs: bool = True
+    """Collect each environment's stdout and stderr into CloudWatch Logs (the Logs API, ``coldbrew
+    logs``); false leaves them on the server's own output only."""
+
+    logs_retention_days: PositiveFloat | None = None
+    """Days log events are kept (default: as long as raw meter records, COLDBREW_METER_RETENTION_DAYS)."""
+
+    logs_max_bytes_per_endpoint: PositiveInt = 64 * 1024**2
+    """Most an endpoint's log group may hold (as CloudWatch counts: message bytes + 26 per event);
+    past it, its oldest events are dropped and counted."""
+
+    logs_echo: bool = True
+    """Also copy workers' output to the server's own output, as before it was collected (at most
+    50 lines a second per environment; the rest is counted there and kept in the Logs)."""
+
     @field_validator("pip_args")
     @classmethod
     def _shell_words(cls, value: str) -> str:
@@ -109,6 +124,14 @@ class Settings(BaseSettings):
     @property
     def packages_dir(self) -> Path:
         return self.data_dir / "packages"
+
+    @property
+    def logs_db_path(self) -> Path:
+        return self.data_dir / "logs.db"
+
+    @property
+    def log_retention_days(self) -> float:
+        return self.logs_retention_days or self.meter_retention_days
 
     @property
     def pip_arguments(self) -> list[str]:

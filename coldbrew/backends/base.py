@@ -28,6 +28,10 @@ class WorkerSpec:
     replace a package the zygote may have imported."""
     runtime: str = "generic"
     """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
+    output_fd: int | None = None
+    """Where the worker's stdout and stderr go: the write end of a pipe to the log collector
+    (``coldbrew.logs``), one per environment. The backend hands it to the worker and leaves
+    closing its own copy to the caller; None leaves them the gateway's own, as a child's are."""
 
 
 class WorkerStartError(ColdbrewError):

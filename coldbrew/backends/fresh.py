@@ -11,8 +11,11 @@ from coldbrew.backends.processes import child_env
 from coldbrew.worker.messages import WorkerLaunch
 
 
-async def spawn_worker(launch: WorkerLaunch, status_fd: int) -> asyncio.subprocess.Process:
-    """``python -m coldbrew.worker`` for ``launch``, reporting on the inherited ``status_fd``.
+async def spawn_worker(
+    launch: WorkerLaunch, status_fd: int, output_fd: int | None = None
+) -> asyncio.subprocess.Process:
+    """``python -m coldbrew.worker`` for ``launch``, reporting on the inherited ``status_fd``, its
+    stdout and stderr on ``output_fd`` if given (else the gateway's).
 
     The launch goes to its stdin, as to a zygote over its socket. Its environment is also the
     process's own from the start: thread counts and PYTHONPATH must be set before the
@@ -28,6 +31,8 @@ async def spawn_worker(launch: WorkerLaunch, status_fd: int) -> asyncio.subproce
         pass_fds=(status_fd,),
         env=child_env(launch.env),
         stdin=asyncio.subprocess.PIPE,
+        stdout=output_fd,
+        stderr=output_fd,
     )
     assert process.stdin is not None
     process.stdin.write(launch.encoded())

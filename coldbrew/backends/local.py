@@ -97,12 +97,12 @@ class LocalBackend:
         try:
             if zygote is not None:
                 try:
-                    pid = await zygote.fork(launch, write_fd)
+                    pid = await zygote.fork(launch, write_fd, spec.output_fd)
                 except OSError as exc:
                     log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
                     zygote = None
             if zygote is None:
-                process = await spawn_worker(launch, write_fd)
+                process = await spawn_worker(launch, write_fd, spec.output_fd)
                 pid = process.pid
         finally:
             os.close(write_fd)

@@ -37,6 +37,10 @@ async def start_user_server(
     env.update(
         SAGEMAKER_BIND_TO_PORT=str(port), SM_MODEL_DIR=spec.model_dir, COLDBREW_MODEL_DIR=spec.model_dir
     )
+    if spec.output_fd is not None:
+        # Its output goes to a pipe, where Python would hold print()s back in a block buffer; as in
+        # SageMaker's framework containers (PYTHONUNBUFFERED=TRUE), each line is logged as it comes.
+        env.setdefault("PYTHONUNBUFFERED", "1")
     started = time.perf_counter()
     try:
         process = await asyncio.create_subprocess_exec(
@@ -44,6 +48,8 @@ async def start_user_server(
             env=env,
             cwd=spec.model_dir or None,
             stdin=asyncio.subprocess.DEVNULL,
+            stdout=spec.output_fd,
+            stderr=spec.output_fd,
         )
     except OSError as exc:
         raise WorkerStartError(

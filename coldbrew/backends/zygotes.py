@@ -41,13 +41,15 @@ class Zygote:
     def rss_bytes(self) -> int:
         return rss(self.process.pid, children=False)
 
-    async def fork(self, launch: WorkerLaunch, status_fd: int) -> int:
-        """Have the zygote fork a worker for ``launch``, reporting on ``status_fd``; its pid."""
+    async def fork(self, launch: WorkerLaunch, status_fd: int, output_fd: int | None = None) -> int:
+        """Have the zygote fork a worker for ``launch``, reporting on ``status_fd``, its stdout and
+        stderr on ``output_fd`` if given (else the zygote's); its pid."""
         loop = asyncio.get_running_loop()
+        fds = [status_fd] if output_fd is None else [status_fd, output_fd]
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.socket_path)
-            socket.send_fds(sock, [launch.encoded()], [status_fd])
+            socket.send_fds(sock, [launch.encoded()], fds)
             reply = await loop.sock_recv(sock, 65536)
         if not reply:
             raise OSError("the zygote closed the connection")

@@ -19,11 +19,12 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
 from coldbrew.errors import ModelError, ModelNotReadyException, ThrottlingException
+from coldbrew.logs.collector import EnvironmentLog, LogCollector
 from coldbrew.scaling.core import ScalingCore
 from coldbrew.scaling.messages import (
     Action,
@@ -79,10 +80,17 @@ class Pools:
         memory_budget_mb: int,
         clock: Callable[[], float] = time.monotonic,
         timer: bool = True,
+        logs: LogCollector | None = None,
     ) -> None:
         self.core = ScalingCore(memory_budget_mb)
         self.backend = backend
         self.clock = clock
+        self.logs = logs
+        """Where each environment's output and lifecycle go (its log stream); None: nowhere but
+        the server's own log."""
+        self._env_logs: dict[int, EnvironmentLog] = {}
+        self._names: dict[int, tuple[str, str]] = {}
+        """Pool -> (endpoint, variant), for its environments' log streams; kept as ``_labels``."""
         self.specs: dict[int, WorkerSpec] = {}
         self.environments: dict[int, Environment] = {}
         self._requests = itertools.count(1)
@@ -131,6 +139,7 @@ class Pools:
         pool = self.core.add_pool(config)
         self.specs[pool] = spec
         self._labels[pool] = f"{config.endpoint}/{config.variant}"
+        self._names[pool] = (config.endpoint, config.variant)
         return pool
 
     async def deploy(self, pools: list[int], check: bool) -> None:
@@ -173,6 +182,7 @@ class Pools:
             self._drained.pop(pool, None)
             self.specs.pop(pool, None)
             self._labels.pop(pool, None)
+            self._names.pop(pool, None)
 
     # --- invocations ---------------------------------------------------------------------------
 
@@ -348,6 +358,9 @@ class Pools:
         age = f" after {self.clock() - held[2]:.1f} s" if held is not None else ""
         worker = f" (worker {pid})" if pid is not None else " (still starting)"
         log.info("%s: environment %d%s released%s: %s", self._label(pool), env, worker, age, why)
+        env_log = self._env_logs.pop(env, None)
+        if env_log is not None:
+            env_log.event(f"environment released{age}: {why}{worker}")
 
     def _log_scaled_to_zero(self) -> None:
         for pool in sorted(self._emptied):
@@ -366,29 +379,53 @@ class Pools:
     def _label(self, pool: int) -> str:
         return self._labels.get(pool, f"pool {pool}")
 
+    def _open_log(self, env: int, pool: int, spec: WorkerSpec) -> tuple[WorkerSpec, EnvironmentLog | None]:
+        """The environment's log stream: its worker's stdout and stderr go to it."""
+        names = self._names.get(pool)
+        if self.logs is None or names is None:
+            return spec, None
+        env_log = self._env_logs[env] = self.logs.open(*names)
+        return replace(spec, output_fd=env_log.output_fd), env_log
+
+    def _log_failure(self, env: int, env_log: EnvironmentLog | None, why: str) -> None:
+        self._env_logs.pop(env, None)
+        if env_log is not None:
+            env_log.event(f"environment failed to start: {why}")
+
     async def _start(self, action: Start) -> None:
         spec = self.specs.get(action.pool)
+        env_log: EnvironmentLog | None = None
         try:
             if spec is None:
                 raise WorkerStartError("the variant was removed before its worker started")
-            worker = await self.backend.start(spec)
+            spec, env_log = self._open_log(action.env, action.pool, spec)
+            try:
+                worker = await self.backend.start(spec)
+            finally:
+                if env_log is not None:
+                    env_log.handed_over()
         except WorkerStartError as exc:
             self._starting.discard(action.env)
             self._stop_when_ready.discard(action.env)
             log.warning("%s: worker failed to start: %s", self._label(action.pool), exc)
+            self._log_failure(action.env, env_log, str(exc))
             self._handle(StartFailed(action.env, str(exc)))
             return
         except Exception as exc:
             self._starting.discard(action.env)
             self._stop_when_ready.discard(action.env)
             if isinstance(exc, asyncio.CancelledError):
+                self._env_logs.pop(action.env, None)
                 raise
             log.exception("%s: starting a worker failed unexpectedly", self._label(action.pool))
-            self._handle(StartFailed(action.env, "internal error starting the worker; see the coldbrew log"))
+            why = "internal error starting the worker; see the coldbrew log"
+            self._log_failure(action.env, env_log, why)
+            self._handle(StartFailed(action.env, why))
             return
         self._starting.discard(action.env)
         if action.env in self._stop_when_ready:
             self._stop_when_ready.discard(action.env)
+            self._env_logs.pop(action.env, None)  # its release was written when it was stopped
             await worker.stop()
             return
         env = Environment(action.env, action.pool, worker, spec.memory_mb)
@@ -396,15 +433,22 @@ class Pools:
         held = self._held_since.get(action.env)
         if held is not None and action.pool in self.core.pools:
             config = self.core.pools[action.pool].config
+            started_ms = (self.clock() - held[2]) * 1000
             log.info(
                 "%s/%s: environment %d started in %.1f ms (%s, worker %d)",
                 config.endpoint,
                 config.variant,
                 action.env,
-                (self.clock() - held[2]) * 1000,
+                started_ms,
                 action.purpose.value,
                 worker.pid,
             )
+            env_log = self._env_logs.get(action.env)
+            if env_log is not None:
+                env_log.event(
+                    f"environment started in {started_ms:.1f} ms ({action.purpose.value}, worker "
+                    f"{worker.pid}, {spec.memory_mb} MB)"
+                )
         self._handle(Ready(env.id))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

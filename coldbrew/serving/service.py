@@ -20,6 +20,7 @@ from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
 from coldbrew.backends.base import Backend
 from coldbrew.errors import ModelNotReadyException
+from coldbrew.logs.collector import LogCollector
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.invocation import INVOCATION_TIMEOUT_S, Invocation, InvocationResult
 from coldbrew.serving.invoke import invoke
@@ -52,6 +53,7 @@ class Serving:
         invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
         memory_budget_mb: int | None = None,
         keepalive: str = "fixed",
+        logs: LogCollector | None = None,
     ) -> None:
         self.backend = backend
         self.artifacts = artifacts
@@ -59,7 +61,7 @@ class Serving:
         self.idle_timeout_s = idle_timeout_s
         self.invocation_timeout_s = invocation_timeout_s
         self.keepalive = keepalive
-        self.pools = Pools(backend, memory_budget_mb or default_memory_budget_mb())
+        self.pools = Pools(backend, memory_budget_mb or default_memory_budget_mb(), logs=logs)
         self.endpoints: dict[str, LiveEndpoint] = {}
         """By lower-cased endpoint name."""
         self._loop: asyncio.AbstractEventLoop | None = None

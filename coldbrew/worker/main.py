@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import io
 import logging
 import os
 import signal
@@ -69,6 +70,7 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
         os.environ.update(launch.env)
         os.environ["SM_MODEL_DIR"] = launch.model_dir
         _apply_pythonpath(launch.env)
+        _line_buffered_stdout()
         _configure_logging()
         _export_sagemaker_env(launch.model_dir)
         started = time.perf_counter()
@@ -142,6 +144,18 @@ def _export_sagemaker_env(model_dir: str) -> None:
         return  # reported by load_handler, which resolves the entry point again
     for name, value in container.sagemaker_env(model_dir, entry).items():
         os.environ.setdefault(name, value)
+
+
+def _line_buffered_stdout() -> None:
+    """A model's print() reaches its log stream line by line, as in a terminal.
+
+    The worker's stdout is a pipe (to the log collector, or the gateway's own output), which
+    Python would otherwise block-buffer: lines printed while loading or predicting would show up
+    kilobytes late, or be lost with a worker that is killed. stderr is line-buffered already.
+    """
+    if isinstance(sys.stdout, io.TextIOWrapper) and not sys.stdout.line_buffering:
+        with contextlib.suppress(Exception):  # a closed or exotic stdout: leave it as it is
+            sys.stdout.reconfigure(line_buffering=True)
 
 
 def _configure_logging() -> None:

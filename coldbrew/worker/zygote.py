@@ -8,8 +8,9 @@ settings, so both kinds behave alike) and checks that it holds no other thread b
 
 Protocol, over a Unix stream socket, one request per connection: the gateway sends a
 :class:`~coldbrew.worker.messages.WorkerLaunch` with the worker's status pipe attached
-(SCM_RIGHTS); the zygote forks, the child runs :func:`coldbrew.worker.main.run_worker` with that
-pipe, and the zygote answers with a :class:`~coldbrew.worker.messages.ForkReply`.
+(SCM_RIGHTS), and optionally the pipe its stdout and stderr go to (its log stream); the zygote
+forks, the child runs :func:`coldbrew.worker.main.run_worker` with that pipe, and the zygote
+answers with a :class:`~coldbrew.worker.messages.ForkReply`.
 """
 
 from __future__ import annotations
@@ -72,9 +73,14 @@ def preload(modules: list[str]) -> list[str]:
     return loaded
 
 
-def _child(launch: WorkerLaunch, status_fd: int) -> NoReturn:
+def _child(launch: WorkerLaunch, status_fd: int, output_fd: int | None) -> NoReturn:
     from coldbrew.worker.main import run_worker
 
+    if output_fd is not None:
+        # The environment's own stdout and stderr (its log stream), before anything is written.
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # The worker sets up its own log format (the zygote's would label it as the zygote).
     logging.getLogger().handlers.clear()
@@ -101,16 +107,18 @@ def _limit_threads(threads: str | None) -> None:
 
 
 def _handle(conn: socket.socket, listener: socket.socket) -> None:
-    message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 1)
-    if len(fds) != 1:
+    # The status pipe, then optionally the worker's stdout/stderr (a pipe to the log collector).
+    message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 2)
+    if len(fds) not in (1, 2):
         for fd in fds:
             os.close(fd)
-        conn.sendall(ForkReply(error="expected one status pipe").encoded())
+        conn.sendall(ForkReply(error="expected a status pipe and at most one output pipe").encoded())
         return
     try:
         launch = WorkerLaunch.model_validate_json(message)
     except ValidationError as exc:
-        os.close(fds[0])
+        for fd in fds:
+            os.close(fd)
         conn.sendall(ForkReply(error=f"bad request: {exc}").encoded())
         return
     pid = os.fork()
@@ -118,10 +126,11 @@ def _handle(conn: socket.socket, listener: socket.socket) -> None:
         try:
             listener.close()
             conn.close()
-            _child(launch, fds[0])
+            _child(launch, fds[0], fds[1] if len(fds) == 2 else None)
         finally:
             os._exit(1)
-    os.close(fds[0])
+    for fd in fds:
+        os.close(fd)
     conn.sendall(ForkReply(pid=pid).encoded())
 
 

@@ -1,0 +1,167 @@
+"""The CloudWatch Logs API: AWS JSON 1.1, ``POST /`` with ``X-Amz-Target: Logs_20140328.<Op>``.
+
+Served on the gateway's port for requests signed for ``logs`` (or, unsigned, by their target; see
+:mod:`coldbrew.gateway.service_router`). Requests are checked against botocore's own model of the
+service (required members, lengths, ranges, enums, patterns), as the control API checks
+SageMaker's, and every refusal is CloudWatch Logs' own error: ``InvalidParameterException`` for a
+request that breaks the API's rules, ``ResourceNotFoundException`` for a group or stream that does
+not exist, ``InvalidOperationException`` for an operation coldbrew does not serve; never a 5xx for
+anything a client sends. Reads run in a thread on a read-only connection, after the collector has
+written what it holds (:meth:`~coldbrew.logs.collector.LogCollector.sync`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+from botocore.model import OperationModel, ServiceModel
+from botocore.validate import ParamValidator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from coldbrew.control.validation import constraint_errors, errors_message
+from coldbrew.gateway.sigv4 import signed_region
+from coldbrew.logs import query, store
+from coldbrew.logs.collector import LogCollector
+from coldbrew.logs.errors import (
+    InvalidOperationException,
+    InvalidParameterException,
+    LogsError,
+    SerializationException,
+    ServiceUnavailableException,
+)
+
+log = logging.getLogger("coldbrew.logs")
+
+CONTENT_TYPE = "application/x-amz-json-1.1"
+TARGET_PREFIX = "Logs_20140328."
+MAX_BODY_BYTES = 1 << 20
+
+Operation = Callable[[Any, dict[str, Any], query.Caller], dict[str, Any]]
+OPERATIONS: dict[str, Operation] = {
+    "DescribeLogGroups": query.describe_log_groups,
+    "DescribeLogStreams": query.describe_log_streams,
+    "GetLogEvents": query.get_log_events,
+    "FilterLogEvents": query.filter_log_events,
+}
+
+
+@functools.cache
+def service_model() -> ServiceModel:
+    return botocore.session.get_session().get_service_model("logs")
+
+
+def validate(operation: OperationModel, params: dict[str, Any]) -> None:
+    shape = operation.input_shape
+    if shape is None:
+        return
+    errors = constraint_errors(params, shape)
+    if errors:
+        raise InvalidParameterException(errors_message(errors))
+    report = ParamValidator().validate(params, shape)
+    if report.has_errors():
+        raise InvalidParameterException(report.generate_report().replace("\n", " ").strip())
+
+
+class LogsApi:
+    """The ASGI app for the Logs API."""
+
+    def __init__(
+        self, collector: LogCollector, account: str, default_region: str, retention_days: float
+    ) -> None:
+        self.collector = collector
+        self.db_path: Path = collector.db_path
+        self.account = account
+        self.default_region = default_region
+        self.retention_days = retention_days
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
+
+    async def handle(self, request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        try:
+            name = _operation_name(request)
+            params = await _parse_body(request)
+            model = service_model()
+            if name not in model.operation_names:
+                raise _Unknown(f"Operation {name} is not a CloudWatch Logs operation.")
+            operation = OPERATIONS.get(name)
+            if operation is None:
+                served = ", ".join(OPERATIONS)
+                raise InvalidOperationException(
+                    f"coldbrew does not serve Logs_20140328.{name}; it serves {served}."
+                )
+            validate(model.operation_model(name), params)
+            region = signed_region(request.headers.get("authorization")) or self.default_region
+            caller = query.Caller(region, self.account, self.retention_days)
+            result = await run_in_threadpool(self._read, operation, params, caller)
+        except LogsError as error:
+            return _error(error, request_id)
+        except Exception:
+            log.exception("logs request %s failed", request_id)
+            return _error(
+                ServiceUnavailableException(f"Internal error; request id {request_id}."), request_id
+            )
+        return _json(result, 200, request_id)
+
+    def _read(self, operation: Operation, params: dict[str, Any], caller: query.Caller) -> dict[str, Any]:
+        self.collector.sync()
+        conn = store.connect(self.db_path, readonly=True)
+        try:
+            return operation(conn, params, caller)
+        finally:
+            conn.close()
+
+
+class _Unknown(LogsError):
+    code = "UnknownOperationException"
+
+
+def _operation_name(request: Request) -> str:
+    target = request.headers.get("x-amz-target", "")
+    if not target.startswith(TARGET_PREFIX):
+        raise _Unknown(f"Unknown operation target '{target}': expected {TARGET_PREFIX}<Operation>.")
+    return target[len(TARGET_PREFIX) :]
+
+
+async def _parse_body(request: Request) -> dict[str, Any]:
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise SerializationException(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SerializationException(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise SerializationException("The request body must be a JSON object.")
+    return body
+
+
+def _json(body: dict[str, Any], status: int, request_id: str) -> Response:
+    return Response(
+        json.dumps(body),
+        status_code=status,
+        media_type=CONTENT_TYPE,
+        headers={"x-amzn-RequestId": request_id},
+    )
+
+
+def _error(error: LogsError, request_id: str) -> Response:
+    response = _json(error.body(), error.status, request_id)
+    response.headers["x-amzn-ErrorType"] = error.code
+    return response
