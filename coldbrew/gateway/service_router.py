@@ -27,6 +27,7 @@ _SCOPE = re.compile(rb"Credential=[^/,\s]+/\d{8}/[a-z0-9\-]+/(?P<service>[a-z0-9
 _QUERY_SCOPE = re.compile(
     r"(?:^|&)X-Amz-Credential=[^/&]+/\d{8}/[a-z0-9\-]+/(?P<service>[a-z0-9\-.]+)/aws4_request"
 )
+_SIGV2_KEY, _SIGV2_SIGNATURE = re.compile(r"(?:^|&)AWSAccessKeyId="), re.compile(r"(?:^|&)Signature=")
 _TARGETS = {b"SageMaker.": SAGEMAKER, b"Logs_20140328.": LOGS, b"GraniteServiceVersion20100801.": CLOUDWATCH}
 _CBOR_PATH = "/service/GraniteServiceVersion20100801/"
 
@@ -45,6 +46,12 @@ def service_of(method: str, path: str, query: str, headers: Mapping[bytes, bytes
         presigned = _QUERY_SCOPE.search(unquote(query))
         if presigned:
             return presigned["service"]
+    # Signature version 2, which only S3 still takes: boto3 presigns S3 URLs with it by default
+    # (?AWSAccessKeyId=...&Signature=...&Expires=...), and old clients sign headers with it.
+    if (authorization and authorization.startswith(b"AWS ")) or (
+        _SIGV2_KEY.search(query) and _SIGV2_SIGNATURE.search(query)
+    ):
+        return S3
     target = headers.get(b"x-amz-target")
     if target:
         for prefix, service in _TARGETS.items():

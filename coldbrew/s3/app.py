@@ -109,17 +109,25 @@ class S3App:
             await self._error(error, request, response)
         except Exception as error:
             log.exception("s3 %s %s failed", request.method, request.resource)
-            await self._error(InternalError(f"coldbrew's S3 failed: {type(error).__name__}."), request, response)
+            await self._error(
+                InternalError(f"coldbrew's S3 failed: {type(error).__name__}."), request, response
+            )
 
     async def _error(self, error: S3Error, request: Request, response: Responder) -> None:
         if response.started:  # the status line is gone; all we can do is cut the body short
-            log.warning("s3 %s %s: %s after the response started", request.method, request.resource, error.code)
+            log.warning(
+                "s3 %s %s: %s after the response started", request.method, request.resource, error.code
+            )
             raise error
         if isinstance(error, NotModified):
             await response.send(304)
             return
         body = b"" if request.method == "HEAD" else error_document(error, request.id, request.resource)
         headers = [(b"content-type", b"application/xml")]
+        if request.has_unread_body:
+            # Refused before its body was read: a client waiting on Expect: 100-continue never sends
+            # it, so the connection's next bytes would not be a request. Close it instead.
+            headers.append((b"connection", b"close"))
         if error.code == "InvalidRange" and "ActualObjectSize" in error.fields:
             headers.append((b"content-range", f"bytes */{error.fields['ActualObjectSize']}".encode()))
         await response.send(error.status, body, headers)

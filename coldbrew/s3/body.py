@@ -28,7 +28,9 @@ class RequestBody:
         sha256 = headers.get("x-amz-content-sha256", "")
         self.chunked = "aws-chunked" in encodings or sha256.startswith("STREAMING-")
         self._decoder = ChunkedDecoder() if self.chunked else None
-        declared = headers.get("x-amz-decoded-content-length") if self.chunked else headers.get("content-length")
+        declared = (
+            headers.get("x-amz-decoded-content-length") if self.chunked else headers.get("content-length")
+        )
         self.declared_size = _length(declared) if declared is not None else None
         self.size = 0
 

@@ -60,7 +60,9 @@ async def get_bucket_location(ctx: Context, request: Request, response: Responde
     assert request.bucket is not None
     bucket = await in_thread(ctx.store.bucket, request.bucket)
     # us-east-1 is the empty constraint, as S3 has always answered.
-    await response.xml(text_document("LocationConstraint", "" if bucket.region == "us-east-1" else bucket.region))
+    await response.xml(
+        text_document("LocationConstraint", "" if bucket.region == "us-east-1" else bucket.region)
+    )
 
 
 async def get_bucket_versioning(ctx: Context, request: Request, response: Responder) -> None:
@@ -99,7 +101,9 @@ async def list_objects(ctx: Context, request: Request, response: Responder) -> N
         "IsTruncated": listing.truncated,
     }
     if v2:
-        next_token = encode_token(listing.next_start) if listing.truncated and listing.next_start is not None else None
+        next_token = (
+            encode_token(listing.next_start) if listing.truncated and listing.next_start is not None else None
+        )
         text.update(
             KeyCount=len(listing.objects) + len(listing.prefixes),
             ContinuationToken=token,
@@ -111,7 +115,9 @@ async def list_objects(ctx: Context, request: Request, response: Responder) -> N
         text.update(
             Marker=url_encoded(marker, encode),
             # S3 gives NextMarker only with a delimiter; clients use the last key otherwise.
-            NextMarker=url_encoded(last.decode(), encode) if listing.truncated and delimiter and last else None,
+            NextMarker=url_encoded(last.decode(), encode)
+            if listing.truncated and delimiter and last
+            else None,
         )
     await response.xml(document("ListBucketResult", entries, **text))
 
@@ -161,5 +167,9 @@ def _int(value: str | None, name: str, default: int, cap: int) -> int:
     if value is None:
         return default
     if not value.strip().isdigit():
-        raise InvalidArgument(f"Provided {name} not an integer or within integer range", ArgumentName=name, ArgumentValue=value[:64])
+        raise InvalidArgument(
+            f"Provided {name} not an integer or within integer range",
+            ArgumentName=name,
+            ArgumentValue=value[:64],
+        )
     return min(int(value), cap)

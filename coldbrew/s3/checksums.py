@@ -21,7 +21,18 @@ from .errors import BadDigest, InvalidDigest, InvalidRequest
 
 HEADER_PREFIX = "x-amz-checksum-"
 # S3's algorithm names, as in x-amz-checksum-algorithm and the XML Checksum<Name> elements.
-ALGORITHMS = ("CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256", "SHA512", "MD5", "XXHASH64", "XXHASH3", "XXHASH128")
+ALGORITHMS = (
+    "CRC32",
+    "CRC32C",
+    "CRC64NVME",
+    "SHA1",
+    "SHA256",
+    "SHA512",
+    "MD5",
+    "XXHASH64",
+    "XXHASH3",
+    "XXHASH128",
+)
 
 
 class _Hash(Protocol):
@@ -108,7 +119,9 @@ def algorithm_of_header(name: str) -> str | None:
 def check_algorithm(name: str) -> str:
     algorithm = name.upper()
     if algorithm not in ALGORITHMS:
-        raise InvalidRequest(f"Checksum algorithm {name!r} is not supported.", ArgumentName="x-amz-checksum-algorithm")
+        raise InvalidRequest(
+            f"Checksum algorithm {name!r} is not supported.", ArgumentName="x-amz-checksum-algorithm"
+        )
     return algorithm
 
 

@@ -29,7 +29,9 @@ def _error(code: str, status: int, message: str) -> type[S3Error]:
 
 # The names are S3's codes, so a reader can grep S3's documentation for them.
 AccessDenied = _error("AccessDenied", 403, "Access Denied")
-BadDigest = _error("BadDigest", 400, "The Content-MD5 or checksum value you specified did not match what we received.")
+BadDigest = _error(
+    "BadDigest", 400, "The Content-MD5 or checksum value you specified did not match what we received."
+)
 BucketAlreadyOwnedByYou = _error(
     "BucketAlreadyOwnedByYou",
     409,
@@ -41,7 +43,9 @@ EntityTooSmall = _error(
     "EntityTooSmall", 400, "Your proposed upload is smaller than the minimum allowed object size."
 )
 IncompleteBody = _error(
-    "IncompleteBody", 400, "You did not provide the number of bytes specified by the Content-Length HTTP header"
+    "IncompleteBody",
+    400,
+    "You did not provide the number of bytes specified by the Content-Length HTTP header",
 )
 InvalidArgument = _error("InvalidArgument", 400, "Invalid Argument")
 InvalidBucketName = _error("InvalidBucketName", 400, "The specified bucket is not valid.")
@@ -53,7 +57,9 @@ InvalidPart = _error(
     "or the specified entity tag may not match the part's entity tag.",
 )
 InvalidPartOrder = _error(
-    "InvalidPartOrder", 400, "The list of parts was not in ascending order. Parts must be ordered by part number."
+    "InvalidPartOrder",
+    400,
+    "The list of parts was not in ascending order. Parts must be ordered by part number.",
 )
 InvalidRange = _error("InvalidRange", 416, "The requested range is not satisfiable")
 InvalidRequest = _error("InvalidRequest", 400, "Invalid Request")
@@ -64,7 +70,9 @@ MalformedXML = _error(
     "The XML you provided was not well-formed or did not validate against our published schema",
 )
 MaxMessageLengthExceeded = _error("MaxMessageLengthExceeded", 400, "Your request was too big.")
-MethodNotAllowed = _error("MethodNotAllowed", 405, "The specified method is not allowed against this resource.")
+MethodNotAllowed = _error(
+    "MethodNotAllowed", 405, "The specified method is not allowed against this resource."
+)
 MissingContentLength = _error("MissingContentLength", 411, "You must provide the Content-Length HTTP header.")
 NoSuchBucket = _error("NoSuchBucket", 404, "The specified bucket does not exist")
 NoSuchKey = _error("NoSuchKey", 404, "The specified key does not exist.")
@@ -77,6 +85,8 @@ NoSuchUpload = _error(
 NotImplementedError_ = _error(
     "NotImplemented", 501, "A header or query you provided implies functionality that is not implemented."
 )
-PreconditionFailed = _error("PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold")
+PreconditionFailed = _error(
+    "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold"
+)
 NotModified = _error("NotModified", 304, "Not Modified")
 InternalError = S3Error

@@ -55,12 +55,30 @@ class Request:
     region: str | None
     id: str = field(default_factory=lambda: secrets.token_hex(8).upper())
 
+    body_read: bool = False
+
+    @property
+    def has_unread_body(self) -> bool:
+        """Whether the client has (or, waiting on Expect: 100-continue, will have) sent a body
+        nobody read: the connection then cannot carry another request."""
+        if self.body_read:
+            return False
+        return self.headers.get("content-length", "0") != "0" or "chunked" in self.headers.get(
+            "transfer-encoding", ""
+        )
+
+    async def _receive(self) -> Any:
+        message = await self.receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.body_read = True
+        return message
+
     @property
     def resource(self) -> str:
         return "/" + "/".join(p for p in (self.bucket, self.key) if p is not None)
 
     def body(self) -> RequestBody:
-        return RequestBody(self.receive, self.headers)
+        return RequestBody(self._receive, self.headers)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -119,14 +137,20 @@ class Responder:
 
     async def start(self, status: int, headers: Headers) -> None:
         self.started = True
-        await self._send({"type": "http.response.start", "status": status, "headers": self._base_headers() + headers})
+        await self._send(
+            {"type": "http.response.start", "status": status, "headers": self._base_headers() + headers}
+        )
 
-    async def send(self, status: int, body: bytes = b"", headers: Headers | None = None, length: int | None = None) -> None:
+    async def send(
+        self, status: int, body: bytes = b"", headers: Headers | None = None, length: int | None = None
+    ) -> None:
         """A whole response. ``length`` overrides Content-Length (a HEAD says the object's size)."""
         all_headers = list(headers or [])
         all_headers.append((b"content-length", str(len(body) if length is None else length).encode()))
         await self.start(status, all_headers)
-        await self._send({"type": "http.response.body", "body": b"" if self.request.method == "HEAD" else body})
+        await self._send(
+            {"type": "http.response.body", "body": b"" if self.request.method == "HEAD" else body}
+        )
 
     async def xml(self, body: bytes, status: int = 200, headers: Headers | None = None) -> None:
         await self.send(status, body, [(b"content-type", b"application/xml"), *(headers or [])])

@@ -134,7 +134,9 @@ class Index:
         return cursor.rowcount == 1
 
     def bucket_has_objects(self, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone() is not None
+        return (
+            self._db.execute("SELECT 1 FROM objects WHERE bucket = ? LIMIT 1", (name,)).fetchone() is not None
+        )
 
     def remove_bucket(self, name: str) -> list[str]:
         """Drop an empty bucket and its unfinished uploads; the part files to delete."""
@@ -142,10 +144,13 @@ class Index:
             blobs = [
                 r[0]
                 for r in self._db.execute(
-                    "SELECT blob FROM parts WHERE upload IN (SELECT id FROM uploads WHERE bucket = ?)", (name,)
+                    "SELECT blob FROM parts WHERE upload IN (SELECT id FROM uploads WHERE bucket = ?)",
+                    (name,),
                 )
             ]
-            self._db.execute("DELETE FROM parts WHERE upload IN (SELECT id FROM uploads WHERE bucket = ?)", (name,))
+            self._db.execute(
+                "DELETE FROM parts WHERE upload IN (SELECT id FROM uploads WHERE bucket = ?)", (name,)
+            )
             self._db.execute("DELETE FROM uploads WHERE bucket = ?", (name,))
             self._db.execute("DELETE FROM buckets WHERE name = ?", (name,))
         return blobs
@@ -154,14 +159,17 @@ class Index:
 
     def object(self, bucket: str, key: bytes) -> ObjectRow | None:
         row = self._db.execute(
-            "SELECT key, size, etag, modified, blob, meta FROM objects WHERE bucket = ? AND key = ?", (bucket, key)
+            "SELECT key, size, etag, modified, blob, meta FROM objects WHERE bucket = ? AND key = ?",
+            (bucket, key),
         ).fetchone()
         return _object(row) if row else None
 
     def put_object(self, bucket: str, row: ObjectRow) -> str | None:
         """Insert or replace; the replaced object's content file, to delete once committed."""
         with self._transaction():
-            old = self._db.execute("SELECT blob FROM objects WHERE bucket = ? AND key = ?", (bucket, row.key)).fetchone()
+            old = self._db.execute(
+                "SELECT blob FROM objects WHERE bucket = ? AND key = ?", (bucket, row.key)
+            ).fetchone()
             self._db.execute(
                 "INSERT OR REPLACE INTO objects (bucket, key, size, etag, modified, blob, meta) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -181,7 +189,9 @@ class Index:
         if stop is None:
             rows = self._db.execute(f"{columns} ORDER BY key LIMIT ?", (bucket, start, limit))
         else:
-            rows = self._db.execute(f"{columns} AND key < ? ORDER BY key LIMIT ?", (bucket, start, stop, limit))
+            rows = self._db.execute(
+                f"{columns} AND key < ? ORDER BY key LIMIT ?", (bucket, start, stop, limit)
+            )
         return [_object(r) for r in rows]
 
     # --- multipart uploads ------------------------------------------------------------------
@@ -275,4 +285,3 @@ def _object(row: Iterable[Any]) -> ObjectRow:
 def _upload(row: Iterable[Any]) -> UploadRow:
     upload_id, bucket, key, initiated, meta = row
     return UploadRow(upload_id, bucket, bytes(key), initiated, ObjectMeta.from_json(meta))
-

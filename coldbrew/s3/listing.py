@@ -28,7 +28,9 @@ class Listing:
     @property
     def last(self) -> bytes | None:
         """The last key or common prefix on this page (ListObjects v1's NextMarker)."""
-        candidates = [b for b in (self.objects[-1].key if self.objects else None, max(self.prefixes, default=None)) if b]
+        candidates = [
+            b for b in (self.objects[-1].key if self.objects else None, max(self.prefixes, default=None)) if b
+        ]
         return max(candidates) if candidates else None
 
 
@@ -88,5 +90,7 @@ def decode_token(token: str) -> bytes:
     except (binascii.Error, ValueError):
         raw = b""
     if not raw.startswith(b"v1:"):
-        raise InvalidArgument("The continuation token provided is incorrect", ArgumentName="continuation-token")
+        raise InvalidArgument(
+            "The continuation token provided is incorrect", ArgumentName="continuation-token"
+        )
     return raw[3:]

@@ -27,12 +27,18 @@ OVERRIDES = {
 
 
 def meta_from_headers(headers: Mapping[str, str]) -> ObjectMeta:
-    user = {name[len(META_PREFIX) :]: value for name, value in headers.items() if name.startswith(META_PREFIX)}
+    user = {
+        name[len(META_PREFIX) :]: value for name, value in headers.items() if name.startswith(META_PREFIX)
+    }
     if sum(len(k) + len(v) for k, v in user.items()) > MAX_USER_METADATA:
-        raise InvalidArgument("Your metadata headers exceed the maximum allowed metadata size", ArgumentName="x-amz-meta-")
+        raise InvalidArgument(
+            "Your metadata headers exceed the maximum allowed metadata size", ArgumentName="x-amz-meta-"
+        )
     standard = {name: headers[name] for name in STANDARD_HEADERS if name in headers}
     # aws-chunked describes the upload's framing, not the object; S3 does not store it.
-    encodings = [e for e in standard.pop("content-encoding", "").split(",") if e.strip() and e.strip() != "aws-chunked"]
+    encodings = [
+        e for e in standard.pop("content-encoding", "").split(",") if e.strip() and e.strip() != "aws-chunked"
+    ]
     if encodings:
         standard["content-encoding"] = ",".join(encodings)
     algorithm = headers.get("x-amz-checksum-algorithm")
@@ -45,7 +51,9 @@ def meta_from_headers(headers: Mapping[str, str]) -> ObjectMeta:
     )
 
 
-def requested_checksum(headers: Mapping[str, str], default: str | None = None) -> tuple[str | None, str | None, str | None]:
+def requested_checksum(
+    headers: Mapping[str, str], default: str | None = None
+) -> tuple[str | None, str | None, str | None]:
     """(algorithm, value, trailer): the checksum the client sends in a header, or names in
     x-amz-trailer to send after the body, or only names (S3 then computes it)."""
     for name, value in headers.items():
@@ -71,7 +79,10 @@ def object_headers(row: ObjectRow, with_checksum: bool) -> Headers:
         (b"accept-ranges", b"bytes"),
     ]
     headers += [(name.encode(), value.encode("latin-1", "replace")) for name, value in meta.headers.items()]
-    headers += [((META_PREFIX + k).encode("latin-1", "replace"), v.encode("latin-1", "replace")) for k, v in meta.user.items()]
+    headers += [
+        ((META_PREFIX + k).encode("latin-1", "replace"), v.encode("latin-1", "replace"))
+        for k, v in meta.user.items()
+    ]
     if meta.parts:
         headers.append((b"x-amz-mp-parts-count", str(meta.parts).encode()))
     if with_checksum and meta.checksum is not None:

@@ -75,7 +75,13 @@ class Uploads:
         return part
 
     def copy_part(
-        self, bucket: str, key: bytes, upload_id: str, number: int, source: tuple[str, bytes], span: tuple[int, int] | None
+        self,
+        bucket: str,
+        key: bytes,
+        upload_id: str,
+        number: int,
+        source: tuple[str, bytes],
+        span: tuple[int, int] | None,
     ) -> PartRow:
         """UploadPartCopy: bytes ``span`` (start, length; None for all) of an object as a part."""
         with self.store.lock:
@@ -84,7 +90,9 @@ class Uploads:
         with content:
             start, length = span if span is not None else (0, row.size)
             if start + length > row.size:
-                raise InvalidRange(RangeRequested=f"bytes={start}-{start + length - 1}", ActualObjectSize=str(row.size))
+                raise InvalidRange(
+                    RangeRequested=f"bytes={start}-{start + length - 1}", ActualObjectSize=str(row.size)
+                )
             writer = self.store.writer(Digests(algorithm))
             try:
                 writer.copy_from(content, start, length)
@@ -108,7 +116,9 @@ class Uploads:
             for part in chosen[:-1]:
                 if part.size < MIN_PART_SIZE:
                     raise EntityTooSmall(
-                        ProposedSize=str(part.size), MinSizeAllowed=str(MIN_PART_SIZE), PartNumber=str(part.number)
+                        ProposedSize=str(part.size),
+                        MinSizeAllowed=str(MIN_PART_SIZE),
+                        PartNumber=str(part.number),
                     )
             # Opened under the lock: a part uploaded again meanwhile cannot pull a file away.
             files = [self.store.blobs.open(p.blob) for p in chosen]
@@ -119,7 +129,9 @@ class Uploads:
                 f.close()
         size = sum(p.size for p in chosen)
         etag = multipart_etag([bytes.fromhex(p.etag) for p in chosen])
-        meta = replace(upload.meta, checksum=checksum, checksum_algorithm=None, checksum_type=None, parts=len(chosen))
+        meta = replace(
+            upload.meta, checksum=checksum, checksum_algorithm=None, checksum_type=None, parts=len(chosen)
+        )
         row = ObjectRow(key, size, etag, time.time(), blob, meta)
         try:
             with self.store.lock:
@@ -137,7 +149,9 @@ class Uploads:
             self._upload(bucket, key, upload_id)
             self.store.blobs.delete(self.store.index.remove_upload(upload_id))
 
-    def parts(self, bucket: str, key: bytes, upload_id: str, after: int, limit: int) -> tuple[UploadRow, list[PartRow]]:
+    def parts(
+        self, bucket: str, key: bytes, upload_id: str, after: int, limit: int
+    ) -> tuple[UploadRow, list[PartRow]]:
         with self.store.lock:
             upload = self._upload(bucket, key, upload_id)
             return upload, self.store.index.parts(upload_id, after, limit)
@@ -160,7 +174,9 @@ class Uploads:
             self.store.blobs.delete([part.blob])
             raise
 
-    def _join(self, upload: UploadRow, parts: list[PartRow], files: list[BinaryIO]) -> tuple[Checksum | None, str]:
+    def _join(
+        self, upload: UploadRow, parts: list[PartRow], files: list[BinaryIO]
+    ) -> tuple[Checksum | None, str]:
         """Concatenate the parts into a new content file; the object's checksum and the file's id."""
         temp = self.store.blobs.temp_path()
         try:
@@ -194,11 +210,16 @@ class Uploads:
     def _match(self, requested: RequestedPart, stored: PartRow | None, upload_id: str) -> PartRow:
         if not 1 <= requested.number <= MAX_PARTS:
             raise InvalidArgument(
-                f"Part number must be an integer between 1 and {MAX_PARTS}, inclusive", ArgumentName="partNumber"
+                f"Part number must be an integer between 1 and {MAX_PARTS}, inclusive",
+                ArgumentName="partNumber",
             )
         if stored is None or stored.etag != requested.etag.strip('"'):
             raise InvalidPart(UploadId=upload_id, PartNumber=str(requested.number), ETag=requested.etag)
-        if requested.checksum is not None and stored.checksum is not None and requested.checksum != stored.checksum:
+        if (
+            requested.checksum is not None
+            and stored.checksum is not None
+            and requested.checksum != stored.checksum
+        ):
             raise InvalidPart(UploadId=upload_id, PartNumber=str(requested.number))
         return stored
 

@@ -59,20 +59,24 @@ async def complete(ctx: Context, request: Request, response: Responder) -> None:
         number, etag = child_text(part, "PartNumber"), child_text(part, "ETag")
         if number is None or etag is None or not number.strip().isdigit():
             raise MalformedXML()
-        checksum = next((child_text(part, f"Checksum{a}") for a in ALGORITHMS if child_text(part, f"Checksum{a}")), None)
+        checksum = next(
+            (child_text(part, f"Checksum{a}") for a in ALGORITHMS if child_text(part, f"Checksum{a}")), None
+        )
         requested.append(RequestedPart(int(number), etag.strip().strip('"'), checksum))
     if_none_match = request.header("if-none-match") == "*"
-    row = await in_thread(ctx.uploads.complete, bucket, key, request.query["uploadId"], requested, if_none_match)
-    checksum = row.meta.checksum
+    row = await in_thread(
+        ctx.uploads.complete, bucket, key, request.query["uploadId"], requested, if_none_match
+    )
+    kept = row.meta.checksum
     text: dict[str, str | None] = {
         "Location": f"/{bucket}/{request.key}",
         "Bucket": bucket,
         "Key": request.key,
         "ETag": f'"{row.etag}"',
     }
-    if checksum is not None:
-        text[f"Checksum{checksum.algorithm}"] = checksum.value
-        text["ChecksumType"] = checksum.type
+    if kept is not None:
+        text[f"Checksum{kept.algorithm}"] = kept.value
+        text["ChecksumType"] = kept.type
     await response.xml(document("CompleteMultipartUploadResult", **text), headers=checksum_headers(row))
 
 
@@ -197,4 +201,3 @@ def _int(value: str | None, name: str, default: int) -> int:
     if not value.strip().isdigit():
         raise InvalidArgument(f"Provided {name} not an integer or within integer range", ArgumentName=name)
     return int(value)
-

@@ -47,7 +47,10 @@ def checksum_headers(row: ObjectRow) -> Headers:
     checksum = row.meta.checksum
     if checksum is None:
         return []
-    return [(checksum.header.encode(), checksum.value.encode()), (b"x-amz-checksum-type", checksum.type.encode())]
+    return [
+        (checksum.header.encode(), checksum.value.encode()),
+        (b"x-amz-checksum-type", checksum.type.encode()),
+    ]
 
 
 async def put_object(ctx: Context, request: Request, response: Responder) -> None:
@@ -82,7 +85,9 @@ async def _answer(request: Request, response: Responder, row: ObjectRow, content
     check_conditions(request.headers, row)
     part = request.query.get("partNumber")
     if part is not None and not (part == "1" and row.meta.parts == 0):
-        raise NotImplementedError_("GetObject with partNumber is supported only for partNumber=1 of a single-part object.")
+        raise NotImplementedError_(
+            "GetObject with partNumber is supported only for partNumber=1 of a single-part object."
+        )
     span = byte_range(request.header("range"), row.size)
     # A checksum covers the whole object, so a range answers without one (as S3 does).
     checksum_mode = request.header("x-amz-checksum-mode") == "ENABLED" and span is None
@@ -131,10 +136,14 @@ def copy_source(request: Request) -> tuple[str, bytes]:
     raw = request.headers["x-amz-copy-source"]
     path, _, query = raw.partition("?")
     if query and not query.startswith("versionId=null"):
-        raise NotImplementedError_("Copying a particular version is not supported: the store keeps one version.")
+        raise NotImplementedError_(
+            "Copying a particular version is not supported: the store keeps one version."
+        )
     bucket, slash, key = unquote(path).lstrip("/").partition("/")
     if not slash or not key:
-        raise InvalidArgument("Copy Source must mention the source bucket and key: sourcebucket/sourcekey", ArgumentName="x-amz-copy-source")
+        raise InvalidArgument(
+            "Copy Source must mention the source bucket and key: sourcebucket/sourcekey",
+            ArgumentName="x-amz-copy-source",
+        )
     check_bucket_name(bucket)
     return bucket, check_key(key)
-

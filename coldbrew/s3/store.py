@@ -87,7 +87,13 @@ class S3Store:
         return self.blobs.writer(digests)
 
     def put(
-        self, bucket: str, key: bytes, writer: BlobWriter, meta: ObjectMeta, checksum: str | None, if_none_match: bool
+        self,
+        bucket: str,
+        key: bytes,
+        writer: BlobWriter,
+        meta: ObjectMeta,
+        checksum: str | None,
+        if_none_match: bool,
     ) -> ObjectRow:
         """Publish what ``writer`` wrote as ``bucket/key``; ``checksum`` is the client's value (base64)."""
         try:
@@ -97,7 +103,9 @@ class S3Store:
             writer.discard()
             raise
         blob = self.blobs.publish(temp)
-        row = ObjectRow(key, writer.digests.size, writer.digests.etag, time.time(), blob, _with_checksum(meta, kept))
+        row = ObjectRow(
+            key, writer.digests.size, writer.digests.etag, time.time(), blob, _with_checksum(meta, kept)
+        )
         try:
             with self.lock:
                 self.require_bucket(bucket)

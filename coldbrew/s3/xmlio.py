@@ -24,7 +24,7 @@ def iso_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{int((epoch - whole) * 1000):03d}Z"
 
 
-def document(root: str, children: Iterable[ET.Element] = (), **text: str | int | bool | None) -> bytes:
+def document(root: str, children: Iterable[ET.Element] = (), /, **text: str | int | bool | None) -> bytes:
     """``<root xmlns=...><Name>text</Name>...children</root>`` as UTF-8 bytes with a declaration."""
     element = ET.Element(root, xmlns=NAMESPACE)
     add(element, **text)
@@ -38,7 +38,7 @@ def text_document(root: str, text: str) -> bytes:
     return ET.tostring(element, encoding="utf-8", xml_declaration=True)
 
 
-def node(tag: str, children: Iterable[ET.Element] = (), **text: str | int | bool | None) -> ET.Element:
+def node(tag: str, children: Iterable[ET.Element] = (), /, **text: str | int | bool | None) -> ET.Element:
     element = ET.Element(tag)
     add(element, **text)
     element.extend(children)
@@ -95,4 +95,3 @@ def child_text(element: ET.Element, name: str) -> str | None:
         if local(child.tag) == name:
             return child.text or ""
     return None
-
