@@ -22,8 +22,9 @@ PROTOCOLS = ("smithy-rpc-v2-cbor", "json", "query")
 DIMENSIONS = ("EndpointName", "VariantName")
 
 
-def cloudwatch(protocol: str | None, models: Path) -> Any:
-    """A boto3 ``cloudwatch`` client (endpoint from the environment) speaking ``protocol``."""
+def cloudwatch(protocol: str | None, models: Path, **config: Any) -> Any:
+    """A boto3 ``cloudwatch`` client (endpoint from the environment) speaking ``protocol``; ``config``
+    goes to botocore's ``Config`` (``parameter_validation=False`` to send what botocore would refuse)."""
     session = botocore.session.get_session()
     if protocol is not None:
         # Read with a session of its own: the loader caches what it loaded, search paths and all.
@@ -40,7 +41,7 @@ def cloudwatch(protocol: str | None, models: Path) -> Any:
         region_name="us-east-1",
         aws_access_key_id="any",
         aws_secret_access_key="any",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        config=Config(retries={"total_max_attempts": 1}, **config),
     )
     assert client.meta.service_model.resolved_protocol == (protocol or "json")
     return client
