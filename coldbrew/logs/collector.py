@@ -235,6 +235,7 @@ class LogCollector:
             if isinstance(item, _Pipe):
                 self._pipes[item.fd] = item
                 self._selector.register(item.fd, selectors.EVENT_READ, None)
+                self._read(item)  # what it holds already is as old as the wake-up that brought it
             elif isinstance(item, NewStream):
                 self._streams.append(item)
             else:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldbrew.logs import patterns, tokens
-from coldbrew.logs.errors import GROUP_NOT_FOUND, STREAM_NOT_FOUND, InvalidParameterException
+from coldbrew.logs.errors import BAD_TOKEN, GROUP_NOT_FOUND, STREAM_NOT_FOUND, InvalidParameterException
 from coldbrew.logs.errors import ResourceNotFoundException as NotFound
 from coldbrew.logs.names import group_arn, group_from_identifier, stream_arn
 
@@ -137,14 +137,16 @@ def describe_log_streams(conn: sqlite3.Connection, params: dict[str, Any], calle
     if prefix is not None:
         where.append("substr(name, 1, ?) = ?")
         args += [len(prefix), prefix]
-    sort = "COALESCE(last_event_ms, 0), name" if order == "LastEventTime" else "name"
-    key = f"({sort})" if order == "LastEventTime" else "name"
+    sort = ["COALESCE(last_event_ms, 0)", "name"] if order == "LastEventTime" else ["name"]
     if params.get("nextToken"):
         after = tokens.decode(params["nextToken"], query)
-        where.append(f"{key} {'<' if descending else '>'} ({', '.join('?' * len(after))})")
+        if len(after) != len(sort):
+            raise InvalidParameterException(BAD_TOKEN)
+        marks = ", ".join("?" * len(after))
+        where.append(f"({', '.join(sort)}) {'<' if descending else '>'} ({marks})")
         args += after
     direction = " DESC" if descending else ""
-    columns = ", ".join(f"{c}{direction}" for c in sort.split(", "))
+    columns = ", ".join(f"{c}{direction}" for c in sort)
     rows = conn.execute(
         "SELECT name, created_ms, first_event_ms, last_event_ms, last_ingestion_ms FROM log_streams "
         f"WHERE {' AND '.join(where)} ORDER BY {columns} LIMIT ?",

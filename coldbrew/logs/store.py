@@ -106,7 +106,9 @@ class _Group:
     stored_bytes: int
     dropped_since_notice: int = 0
     dropped_bytes_since_notice: int = 0
-    last_notice_ms: int = 0
+    last_notice_ms: int | None = None
+    last_timestamp: int = 0
+    """Its events' timestamps never go back, across restarts too (the wall clock may step back)."""
     streams: dict[str, int] = field(default_factory=dict)
 
 
@@ -122,9 +124,6 @@ class LogWriter:
         self.conn.executescript(SCHEMA)
         self._groups: dict[str, _Group] = {}
         self._load()
-        last = self.conn.execute("SELECT MAX(timestamp) FROM log_events").fetchone()[0]
-        self.last_timestamp = int(last or 0)
-        """Timestamps are kept non-decreasing across restarts too (the wall clock may step back)."""
 
     # --- writing ----------------------------------------------------------------------------
 
@@ -161,6 +160,12 @@ class LogWriter:
             "SELECT g.name, s.name, s.id FROM log_streams s JOIN log_groups g ON g.id = s.group_id"
         ):
             self._groups[group_name].streams[stream] = stream_id
+        by_id = {g.id: g for g in self._groups.values()}
+        for group_id, last in self.conn.execute(
+            "SELECT group_id, MAX(timestamp) FROM log_events GROUP BY group_id"
+        ):
+            if group_id in by_id:
+                by_id[group_id].last_timestamp = int(last)
 
     def _group(self, name: str, now_ms: int) -> _Group:
         group = self._groups.get(name)
@@ -215,8 +220,7 @@ class LogWriter:
         for event in events:
             group = self._group(event.group, now_ms)
             stream_id = self._stream_id(event.group, event.stream, now_ms)
-            timestamp = max(event.timestamp, self.last_timestamp)
-            self.last_timestamp = timestamp
+            timestamp = group.last_timestamp = max(event.timestamp, group.last_timestamp)
             size = event_size(event.message)
             rows.append((group.id, stream_id, timestamp, now_ms, size, event.message))
             first, _ = per_stream.get(stream_id, (timestamp, timestamp))
@@ -269,7 +273,8 @@ class LogWriter:
                 )
                 group.stored_bytes -= dropped_bytes
                 self._dropped(group, dropped, dropped_bytes)
-        if group.dropped_since_notice and now_ms - group.last_notice_ms >= NOTICE_INTERVAL_MS:
+        last = group.last_notice_ms
+        if group.dropped_since_notice and (last is None or now_ms - last >= NOTICE_INTERVAL_MS):
             self._notice(name, group, now_ms)
 
     def _dropped(self, group: _Group, events: int, size: int) -> None:
@@ -285,8 +290,8 @@ class LogWriter:
         total = self.conn.execute("SELECT dropped_events FROM log_groups WHERE id = ?", [group.id]).fetchone()
         message = (
             f"coldbrew: dropped the {group.dropped_since_notice:,} oldest events of this log group "
-            f"({group.dropped_bytes_since_notice / 1e6:.1f} MB) to keep it under its cap of "
-            f"{self.max_bytes / 2**20:g} MiB (COLDBREW_LOGS_MAX_BYTES_PER_ENDPOINT); "
+            f"({_size(group.dropped_bytes_since_notice)}) to keep it under its cap of "
+            f"{_size(self.max_bytes)} (COLDBREW_LOGS_MAX_BYTES_PER_ENDPOINT); "
             f"{int(total[0]):,} dropped in all"
         )
         group.dropped_since_notice = group.dropped_bytes_since_notice = 0
@@ -341,3 +346,7 @@ class LogWriter:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _size(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size:,} bytes"
