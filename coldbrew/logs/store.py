@@ -135,10 +135,10 @@ class LogWriter:
                 self._stream_id(new.group, new.stream, new.created_ms)
             # In time order: coldbrew's events wait for the thread's next round, output does not.
             # (Stable: the lines of one read keep their order.)
-            events = self._within_cap(sorted(events, key=lambda e: e.timestamp), now_ms)
+            events, overflowed = self._within_cap(sorted(events, key=lambda e: e.timestamp), now_ms)
             self._insert(events, now_ms)
             for name in sorted({e.group for e in events}):
-                self._trim(name, now_ms)
+                self._trim(name, now_ms, keep=overflowed.get(name))
         except BaseException:
             self.conn.execute("ROLLBACK")
             self._load()  # what the rolled-back transaction had created is gone again
@@ -189,29 +189,36 @@ class LogWriter:
             stream_id = group.streams[stream] = cursor.lastrowid
         return stream_id
 
-    def _within_cap(self, events: list[Event], now_ms: int) -> list[Event]:
-        """A batch bigger than a group's cap keeps only its newest events: the oldest would be
-        trimmed the moment they were written."""
+    def _within_cap(self, events: list[Event], now_ms: int) -> tuple[list[Event], dict[str, int]]:
+        """A batch bigger than a group's cap keeps only its newest events (the oldest would be
+        trimmed the moment they were written); for each group it was cut for, the bytes it kept:
+        everything the group stored before is older still, so it goes too (``_trim(keep=...)``)."""
         sizes: dict[str, int] = {}
         for event in events:
             sizes[event.group] = sizes.get(event.group, 0) + event_size(event.message)
         over = {g for g, size in sizes.items() if size > self.max_bytes}
         if not over:
-            return events
+            return events, {}
         kept: list[Event] = []
         room = {g: int(self.max_bytes * TRIM_TO) for g in over}
+        kept_bytes = dict.fromkeys(over, 0)
+        dropped = {g: [0, 0] for g in over}
+        full: set[str] = set()
         for event in reversed(events):
             if event.group in over:
                 size = event_size(event.message)
-                if size > room[event.group]:
-                    group = self._group(event.group, now_ms)
-                    self._dropped(group, 1, size)
-                    room[event.group] = 0
+                if event.group in full or size > room[event.group]:
+                    full.add(event.group)  # and every older event of the batch goes too
+                    dropped[event.group][0] += 1
+                    dropped[event.group][1] += size
                     continue
                 room[event.group] -= size
+                kept_bytes[event.group] += size
             kept.append(event)
         kept.reverse()
-        return kept
+        for name, (count, size) in dropped.items():
+            self._dropped(self._group(name, now_ms), count, size)
+        return kept, kept_bytes
 
     def _insert(self, events: list[Event], now_ms: int) -> None:
         rows = []
@@ -244,10 +251,13 @@ class LogWriter:
             [(count, total, group_id) for group_id, (count, total) in per_group.items()],
         )
 
-    def _trim(self, name: str, now_ms: int) -> None:
+    def _trim(self, name: str, now_ms: int, keep: int | None = None) -> None:
+        """Drop the group's oldest events until it holds ``keep`` bytes (default: TRIM_TO of the
+        cap, once it is over the cap)."""
         group = self._groups[name]
-        if group.stored_bytes > self.max_bytes:
-            excess = group.stored_bytes - int(self.max_bytes * TRIM_TO)
+        target = int(self.max_bytes * TRIM_TO) if keep is None else keep
+        if group.stored_bytes > self.max_bytes or (keep is not None and group.stored_bytes > keep):
+            excess = group.stored_bytes - target
             dropped = dropped_bytes = 0
             boundary: tuple[int, int] | None = None
             rows = self.conn.execute(

@@ -252,6 +252,11 @@ def test_the_cap_drops_the_oldest_events_counts_them_and_says_so(
     write(writer, "A/i-1", ["y" * 200 for _ in range(200)], 9000)
     stored = conn.execute("SELECT stored_bytes FROM log_groups WHERE name = ?", [GROUP]).fetchone()[0]
     assert stored <= 10_000
+    # ... and what the group held before is older than all of them: it went first.
+    left = query.get_log_events(
+        conn, {"logGroupName": GROUP, "logStreamName": "A/i-1", "startFromHead": True}, CALLER
+    )
+    assert set(messages(left)) == {"y" * 200}
     # A minute on, the next notice says every drop since the last one, and the total. (Notices
     # are events of the group like any other: an old one may itself have been dropped since.)
     write(writer, "A/i-1", ["z" * 100 for _ in range(40)], 70_000)
