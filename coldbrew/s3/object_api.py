@@ -33,8 +33,8 @@ def bucket_and_key(request: Request) -> tuple[str, bytes]:
 
 async def receive_into(request: Request, writer: BlobWriter, trailer: str | None) -> str | None:
     """Stream the request body into ``writer``; the checksum the client sent in a trailer, if any."""
-    body = request.body()
     try:
+        body = request.body()
         async for block in body.blocks(MAX_OBJECT_SIZE):
             await in_thread(writer.write, block)
     except BaseException:

@@ -118,9 +118,13 @@ def test_sklearn_image_program_in_submit_directory(runtime: Any, deployed: dict[
 
 
 def test_an_s3_submit_directory_that_cannot_be_fetched_says_why(deployed: dict[str, Any]) -> None:
-    # Downloaded at CreateEndpoint (tests/sdk has the ones that can be); this server has no S3.
+    # Downloaded at CreateEndpoint (tests/sdk and tests/s3 have ones that can be), here from the
+    # server's embedded S3, which has no such bucket.
     reason = deployed["failed"]["img-s3code"]["FailureReason"]
-    assert "Could not fetch s3://bucket/job/source/sourcedir.tar.gz" in reason
+    assert (
+        "Could not find the source directory at s3://bucket/job/source/sourcedir.tar.gz: the bucket "
+        in reason
+    )
     assert reason.endswith("(SAGEMAKER_SUBMIT_DIRECTORY)")
 
 

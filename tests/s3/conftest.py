@@ -31,26 +31,28 @@ def client_env(server: ColdbrewServer, home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ColdbrewServer]:
+    """One server for the package: every test makes its own bucket."""
     srv = ColdbrewServer(tmp_path_factory.mktemp("s3") / "data").start()
     yield srv
     srv.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def user_env(server: ColdbrewServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """This process's environment as ``client_env`` for the module's tests (boto3 reads it)."""
+    """This process's environment as ``client_env`` for the package's tests (boto3 reads it)."""
     env = client_env(server, tmp_path_factory.mktemp("home"))
     with pytest.MonkeyPatch.context() as patch:
-        for name in [k for k in os.environ if k.startswith("AWS_")]:
+        # AWS_DATA_PATH is the AWS CLI's own (set when awscli is imported), not a user setting.
+        for name in [k for k in os.environ if k.startswith("AWS_") and k != "AWS_DATA_PATH"]:
             patch.delenv(name)
         for name, value in env.items():
             patch.setenv(name, value)
         yield env
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def s3(user_env: dict[str, str]) -> Any:
     # No endpoint_url: boto3 finds the server through AWS_ENDPOINT_URL, as a user's code would.
     return boto3.client("s3", config=Config(retries={"max_attempts": 1, "mode": "standard"}))
