@@ -43,8 +43,9 @@ def test_aws_chunked_as_botocore_frames_it(url: str, s3: Any, bucket: str) -> No
     data = bytes(range(256)) * 1000
     body = AwsChunkedWrapper(io.BytesIO(data), Crc32Checksum, "x-amz-checksum-crc32", chunk_size=7000).read()
     headers = {
-        **AUTH, "Content-Encoding": "aws-chunked", "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
-        "X-Amz-Trailer": "x-amz-checksum-crc32", "X-Amz-Decoded-Content-Length": str(len(data)),
+        **AUTH, "Content-Encoding": "aws-chunked",
+        "X-Amz-Content-SHA256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER", "X-Amz-Trailer": "x-amz-checksum-crc32",
+        "X-Amz-Decoded-Content-Length": str(len(data)),
     }  # fmt: skip
     response = httpx.put(f"{url}/chunked", content=body, headers=headers)
     assert response.status_code == 200, response.text
