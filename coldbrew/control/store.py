@@ -121,9 +121,9 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE meter_minutes ADD COLUMN concurrency_utilization_min REAL;
     ALTER TABLE meter_minutes ADD COLUMN memory_samples INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE meter_minutes ADD COLUMN environments_sum INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE meter_minutes ADD COLUMN model_latency_hist TEXT;
-    ALTER TABLE meter_minutes ADD COLUMN overhead_latency_hist TEXT;
-    ALTER TABLE meter_minutes ADD COLUMN setup_hist TEXT;
+    ALTER TABLE meter_minutes ADD COLUMN model_latency_hist BLOB;
+    ALTER TABLE meter_minutes ADD COLUMN overhead_latency_hist BLOB;
+    ALTER TABLE meter_minutes ADD COLUMN setup_hist BLOB;
     UPDATE meter_minutes SET memory_samples = samples;
     """,
 )
