@@ -4,7 +4,8 @@ It reads the server's CloudWatch Logs API over HTTP, as ``aws logs tail`` would 
 on ``/aws/sagemaker/Endpoints/<ENDPOINT>``, interleaved across its environments' streams), so it
 works against any coldbrew a URL reaches (``--url``, or ``COLDBREW_URL``). ``--follow`` polls
 every second as ``aws logs tail --follow`` does every five: from the newest timestamp seen, with
-the events already printed at that timestamp left out. Ctrl+C ends it quietly. A missing
+the events already printed at that timestamp left out. Ctrl+C ends it quietly (status 130,
+as ``aws logs tail --follow``). A missing
 endpoint is an error naming it (exit 1); one that exists but has not logged yet prints nothing.
 """
 
@@ -148,7 +149,7 @@ def logs_command(args: argparse.Namespace) -> int:
                     return 0  # it exists and has logged nothing yet
                 time.sleep(POLL_S)
     except KeyboardInterrupt:
-        return 0  # how --follow ends
+        return 130  # how --follow ends: quietly, with the status aws logs tail --follow gives
     except BrokenPipeError:
         # The reader went away (| head): nothing more to say, and nothing on stderr.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
