@@ -26,7 +26,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from coldbrew.metering.aggregate import histogram_array, histogram_value
+from coldbrew.metering.aggregate import HISTOGRAM_DTYPE, histogram_value
 
 SAGEMAKER = "AWS/SageMaker"
 ENDPOINTS = "/aws/sagemaker/Endpoints"
@@ -394,10 +394,11 @@ def _histograms(
     ]
     if not rows:
         return
-    arrays = [histogram_array(blob) for _, _, blob in rows]
-    pairs = np.concatenate(arrays)
+    size = HISTOGRAM_DTYPE.itemsize
+    blobs = [blob if blob and len(blob) % size == 0 else b"" for _, _, blob in rows]
+    pairs = np.frombuffer(b"".join(blobs), dtype=HISTOGRAM_DTYPE)
     ks = np.array([k for k, _, _ in rows], dtype=np.int64)
-    row_of = np.repeat(np.arange(len(rows)), [len(a) for a in arrays])
+    row_of = np.repeat(np.arange(len(rows)), [len(b) // size for b in blobs])
     counted = np.bincount(row_of, weights=pairs["count"], minlength=len(rows))
     # A minute whose histogram does not hold all its samples was written before histograms were
     # kept: its period's percentiles cannot be known.
@@ -408,15 +409,19 @@ def _histograms(
     if not key.size:
         return
     keys, index = np.unique(key, return_inverse=True)
-    sums = np.bincount(index, weights=pairs["count"][keep]).astype(np.int64)
+    sums = np.bincount(index, weights=pairs["count"][keep])
     periods = keys // 65536
     bounds = np.flatnonzero(np.diff(periods)) + 1
     for chunk_keys, chunk_sums in zip(np.split(keys, bounds), np.split(sums, bounds), strict=True):
         point = points[int(chunk_keys[0] // 65536)]
-        values = [
-            (histogram_value(int(b)), int(c)) for b, c in zip(chunk_keys % 65536, chunk_sums, strict=True)
-        ]
-        _rank_counts(point, values, percentiles, (point.minimum, point.maximum))
+        running = np.cumsum(chunk_sums)
+        n = int(point.sample_count)
+        for p in percentiles:
+            bucket = int(chunk_keys[min(len(running) - 1, int(np.searchsorted(running, p.rank(n))))] % 65536)
+            value = histogram_value(bucket)
+            if point.minimum is not None:
+                value = max(point.minimum, value)
+            point.percentiles[p.name] = min(point.maximum, value)
 
 
 def _rank_counts(
