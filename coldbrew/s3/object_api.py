@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -32,12 +34,22 @@ def bucket_and_key(request: Request) -> tuple[str, bytes]:
 
 
 async def receive_into(request: Request, writer: BlobWriter, trailer: str | None) -> str | None:
-    """Stream the request body into ``writer``; the checksum the client sent in a trailer, if any."""
+    """Stream the request body into ``writer``; the checksum the client sent in a trailer, if any.
+
+    One block is written (in a thread) while the next is received, so the socket, the disk and
+    the hashing all move at once instead of in turn."""
+    writing: asyncio.Future[None] | None = None
     try:
         body = request.body()
         async for block in body.blocks(MAX_OBJECT_SIZE):
-            await in_thread(writer.write, block)
+            if writing is not None:
+                await writing
+            writing = asyncio.ensure_future(in_thread(writer.write, block))
+        if writing is not None:
+            await writing
     except BaseException:
+        if writing is not None:
+            await asyncio.gather(writing, return_exceptions=True)  # never discard under a running write
         await in_thread(writer.discard)
         raise
     return body.trailers.get(trailer) if trailer else None
@@ -103,14 +115,30 @@ async def _answer(request: Request, response: Responder, row: ObjectRow, content
 
 
 async def _blocks(content: BinaryIO, start: int, length: int) -> AsyncIterator[bytes]:
-    await in_thread(content.seek, start)
-    left = length
-    while left > 0:
-        data = await in_thread(content.read, min(READ_BLOCK, left))
-        if not data:
-            raise OSError(f"content file ended {left} bytes early")
-        left -= len(data)
-        yield data
+    """The content from ``start``, the next block read (in a thread) while this one is sent."""
+
+    def read(offset: int, size: int) -> bytes:
+        return os.pread(content.fileno(), size, offset)
+
+    offset, end = start, start + length
+    reading = (
+        asyncio.ensure_future(in_thread(read, offset, min(READ_BLOCK, end - offset))) if length else None
+    )
+    try:
+        while reading is not None:
+            data = await reading
+            if not data:
+                raise OSError(f"content file ended {end - offset} bytes early")
+            offset += len(data)
+            reading = (
+                asyncio.ensure_future(in_thread(read, offset, min(READ_BLOCK, end - offset)))
+                if offset < end
+                else None
+            )
+            yield data
+    finally:
+        if reading is not None:
+            await asyncio.gather(reading, return_exceptions=True)  # before the file is closed
 
 
 async def delete_object(ctx: Context, request: Request, response: Responder) -> None:
