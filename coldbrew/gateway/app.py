@@ -16,6 +16,7 @@ from starlette.types import ASGIApp
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
 from coldbrew.gateway.service_router import ServiceRouter
+from coldbrew.logs.metrics import LogsCollector
 from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
 from coldbrew.serving.metrics import ScalingCollector
@@ -37,6 +38,8 @@ def create_app(settings: Settings) -> ASGIApp:
         ),
     )
     registry.register(ScalingCollector(services.serving))
+    if services.logs is not None:
+        registry.register(LogsCollector(services.logs))
 
     async def metrics(request: Request) -> Response:
         def render() -> bytes:

@@ -104,6 +104,7 @@ class Event:
 class _Group:
     id: int
     stored_bytes: int
+    dropped_events: int = 0
     dropped_since_notice: int = 0
     dropped_bytes_since_notice: int = 0
     last_notice_ms: int | None = None
@@ -149,8 +150,9 @@ class LogWriter:
         """The ids and sizes of the groups and streams, from the store; what the groups' notices
         have counted so far is kept."""
         before, self._groups = self._groups, {}
-        for group_id, name, stored in self.conn.execute("SELECT id, name, stored_bytes FROM log_groups"):
-            group = self._groups[name] = _Group(group_id, stored)
+        groups = self.conn.execute("SELECT id, name, stored_bytes, dropped_events FROM log_groups")
+        for group_id, name, stored, dropped in groups:
+            group = self._groups[name] = _Group(group_id, stored, dropped)
             previous = before.get(name)
             if previous is not None and previous.id == group_id:
                 group.dropped_since_notice = previous.dropped_since_notice
@@ -293,6 +295,7 @@ class LogWriter:
             "WHERE id = ?",
             [events, size, group.id],
         )
+        group.dropped_events += events
         group.dropped_since_notice += events
         group.dropped_bytes_since_notice += size
 
@@ -353,6 +356,10 @@ class LogWriter:
         self.conn.execute("COMMIT")
         self._load()
         return dropped
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Per group: bytes stored and events dropped for the cap (read from other threads)."""
+        return {name: (g.stored_bytes, g.dropped_events) for name, g in dict(self._groups).items()}
 
     def close(self) -> None:
         self.conn.close()

@@ -217,6 +217,11 @@ def test_a_chatty_model_cannot_fill_the_disk(
     notices = messages_of(logs, "chatty", logStreamNames=["coldbrew/dropped-events"])
     assert notices and re.match(r"coldbrew: dropped the [\d,]+ oldest events of this log group", notices[0])
     assert "COLDBREW_LOGS_MAX_BYTES_PER_ENDPOINT" in notices[0]
+    metrics = httpx.get(f"{logs_server.url}/metrics", timeout=10).text
+    dropped = re.search(r'^coldbrew_logs_dropped_events_total\{EndpointName="chatty"\} (\S+)$', metrics, re.M)
+    assert dropped is not None and float(dropped[1]) > 0
+    size = re.search(r'^coldbrew_logs_stored_bytes\{EndpointName="chatty"\} (\S+)$', metrics, re.M)
+    assert size is not None and 0 < float(size[1]) <= CAP_BYTES
     # The server's own log got a sample and a count, not 5,000 lines.
     copied = [line for line in logs_server.log().splitlines() if line.startswith("chatty ")]
     assert len(copied) < 1000
