@@ -43,6 +43,8 @@ from coldbrew.logs.store import MAX_MESSAGE_BYTES, Event, LogWriter, NewStream
 log = logging.getLogger("coldbrew.logs")
 
 READ_CHUNK = 1 << 16
+READS_PER_ROUND = 16
+"""At most 1 MiB from one pipe before the thread turns to the others (and to writing a batch)."""
 MAX_PENDING_BYTES = 8 << 20
 """Past this much unwritten output the batch is written at once rather than at the next tick."""
 PARTIAL_LINE_S = 1.0
@@ -220,7 +222,7 @@ class LogCollector:
         self._take_inbox()
         for pipe in list(self._pipes.values()):
             with contextlib.suppress(OSError):
-                self._read(pipe, until_empty=True)
+                self._read(pipe)
         for pipe in list(self._pipes.values()):
             self._end_partial(pipe)
             self._close_pipe(pipe)
@@ -241,8 +243,10 @@ class LogCollector:
             else:
                 self._add(item)
 
-    def _read(self, pipe: _Pipe, until_empty: bool = False) -> None:
-        while True:
+    def _read(self, pipe: _Pipe) -> None:
+        """What the pipe holds, up to ``READS_PER_ROUND`` chunks: a pipe that never runs dry (a
+        model printing in a loop) must not keep the thread from the others and from writing."""
+        for _ in range(READS_PER_ROUND):
             try:
                 data = os.read(pipe.fd, READ_CHUNK)
             except BlockingIOError:
@@ -253,7 +257,7 @@ class LogCollector:
                 self._close_pipe(pipe)
                 return
             self._lines(pipe, data)
-            if not until_empty and len(data) < READ_CHUNK:
+            if len(data) < READ_CHUNK:
                 return
 
     def _lines(self, pipe: _Pipe, data: bytes) -> None:
