@@ -6,6 +6,7 @@ the Host header is a bucket name followed by one of the server's own host names.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import os
 import secrets
@@ -20,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from coldbrew.gateway.sigv4 import signed_region
 
-from .body import RequestBody
+from .body import ClientGone, RequestBody
 from .multipart import Uploads
 from .names import is_bucket_name
 from .store import S3Store
@@ -72,6 +73,11 @@ class Request:
         if message["type"] == "http.request" and not message.get("more_body", False):
             self.body_read = True
         return message
+
+    async def disconnected(self) -> None:
+        """Returns when the client has gone away (after reading off any body it sent)."""
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
 
     @property
     def resource(self) -> str:
@@ -156,10 +162,18 @@ class Responder:
         await self.send(status, body, [(b"content-type", b"application/xml"), *(headers or [])])
 
     async def stream(self, status: int, headers: Headers, length: int, blocks: AsyncIterator[bytes]) -> None:
-        await self.start(status, [*headers, (b"content-length", str(length).encode())])
-        async for block in blocks:
-            await self._send({"type": "http.response.body", "body": block, "more_body": True})
-        await self._send({"type": "http.response.body", "body": b""})
+        """A body sent block by block. The ASGI server drops what is sent after the client went away
+        without saying so, so a watcher waits for the disconnect and the rest is not even read."""
+        gone = asyncio.ensure_future(self.request.disconnected())
+        try:
+            await self.start(status, [*headers, (b"content-length", str(length).encode())])
+            async for block in blocks:
+                if gone.done():
+                    raise ClientGone()
+                await self._send({"type": "http.response.body", "body": block, "more_body": True})
+            await self._send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
 
 
 @dataclass(frozen=True)
@@ -176,7 +190,7 @@ def server_hosts(host: str) -> list[str]:
     """Names a client may reach this server by, as the base of virtual-hosted bucket addresses."""
     import socket
 
-    names = {"localhost", socket.gethostname(), socket.getfqdn()}
+    names = {"localhost", socket.gethostname()}  # not getfqdn(): a DNS lookup at start-up
     if host not in ("0.0.0.0", "::", ""):
         names.add(host)
     return sorted(n.lower() for n in names if n)

@@ -219,3 +219,11 @@ def test_a_large_put_and_get_stream_in_bounded_memory(server: ColdbrewServer, ur
     assert received == size
     # Neither direction held the object: the server grew by far less than its size.
     assert process.memory_info().rss - before < 40 * 1024 * 1024
+    # A reader that goes away mid-download: the server stops reading the file and closes it.
+    with httpx.stream("GET", f"{url}/big", headers=AUTH, timeout=60) as response:
+        next(response.iter_raw(1024 * 1024))
+    blobs = str(server.data_dir / "s3" / "blobs")
+    deadline = time.monotonic() + 10
+    while any(f.path.startswith(blobs) for f in process.open_files()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(f.path.startswith(blobs) for f in process.open_files())
