@@ -182,6 +182,21 @@ def test_junk_requests_get_s3_errors_never_a_5xx(server: ColdbrewServer, bucket:
     assert "Traceback" not in server.log() and " ERROR " not in server.log()
 
 
+def test_an_upload_past_5_gb_is_refused_before_its_body(server: ColdbrewServer, bucket: str) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        head = (f"PUT /{bucket}/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
+                f"Content-Length: {6 * 1024**3}\r\nExpect: 100-continue\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode())
+        reply = b""
+        while b"</Error>" not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 400") and b"<Code>EntityTooLarge</Code>" in reply
+    assert b"connection: close" in reply.lower()  # the body it did not read never comes
+
+
 def test_a_client_that_goes_away_mid_upload_leaves_nothing(
     server: ColdbrewServer, url: str, s3: Any, bucket: str
 ) -> None:
