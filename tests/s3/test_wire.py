@@ -184,7 +184,8 @@ def test_junk_requests_get_s3_errors_never_a_5xx(server: ColdbrewServer, bucket:
 
 def test_an_upload_past_5_gb_is_refused_before_its_body(server: ColdbrewServer, bucket: str) -> None:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        head = (f"PUT /{bucket}/huge HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {AUTH['Authorization']}\r\n"
+        head = (f"PUT /{bucket}/huge HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Authorization: {AUTH['Authorization']}\r\n"
                 f"Content-Length: {6 * 1024**3}\r\nExpect: 100-continue\r\n\r\n")  # fmt: skip
         sock.sendall(head.encode())
         reply = b""
