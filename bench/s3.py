@@ -8,7 +8,9 @@ reported too). boto3 runs as users run it: ``put_object``/``get_object`` with by
 ``upload_file``/``download_file`` (multipart and ranged GETs, 8 MB parts, 10 threads) for the
 100 MB object. Throughput is MB/s (10^6 bytes), the median over the trials; ``md5_mb_s`` is
 hashlib's MD5 over the same bytes, the ceiling for any PUT (S3's ETag is the body's MD5), and
-``load_average`` says how busy the machine was (other processes skew every figure alike).
+``load_average`` says how busy the machine was (other processes skew every figure alike);
+``put_object_to_a_sink`` is boto3 PUTting to a uvicorn app that drops the body, the ceiling of
+boto3 plus the HTTP server on this machine, whatever the store does.
 
     python bench/s3.py [--trials-small 30] [--trials-large 5]
 """
@@ -16,23 +18,27 @@ hashlib's MD5 over the same bytes, the ceiling for any PUT (S3's ETag is the bod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 
-from tests.support import ColdbrewServer  # noqa: E402
+from tests.support import ColdbrewServer, free_port  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -59,7 +65,40 @@ def disk_copy(source: Path, work: Path, fsync: bool) -> Callable[[int], None]:
     return run
 
 
-def measure(s3: Any, bucket: str, source: Path, work: Path, trials: int) -> dict[str, Any]:
+# An ASGI app that reads a request's body and drops it: boto3 PUTs to it measure the client and the
+# HTTP server alone, the most any S3 behind the same uvicorn could give on this machine.
+SINK = """
+import sys, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"0")]})
+    await send({"type": "http.response.body", "body": b""})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+@contextlib.contextmanager
+def sink() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def measure(s3: Any, bucket: str, source: Path, work: Path, trials: int, sink_s3: Any) -> dict[str, Any]:
     size = source.stat().st_size
     data = source.read_bytes()
     transfer = TransferConfig(multipart_threshold=8 * MB, multipart_chunksize=8 * MB, max_concurrency=10)
@@ -77,6 +116,9 @@ def measure(s3: Any, bucket: str, source: Path, work: Path, trials: int) -> dict
         s3.get_object(Bucket=bucket, Key=key)["Body"].read()
 
     result["put_object_mb_s"] = median_rate(size, trials, put)
+    result["put_object_to_a_sink_mb_s"] = median_rate(
+        size, trials, lambda t: sink_s3.put_object(Bucket=bucket, Key=key, Body=data)
+    )
     result["get_object_mb_s"] = median_rate(size, trials, get)
     for copy in work.glob("copy-*"):
         copy.unlink()
@@ -108,14 +150,19 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="coldbrew-bench-s3-"))
     server = ColdbrewServer(tmp / "data").start()
     try:
-        s3 = server.client("s3", max_pool_connections=20)
-        s3.create_bucket(Bucket="bench")
-        results = {}
-        for size, trials in ((1 * MB, args.trials_small), (100 * MB, args.trials_large)):
-            source = tmp / f"source-{size}"
-            source.write_bytes(os.urandom(size))
-            results[f"{size // MB}MB"] = measure(s3, "bench", source, tmp, trials)
-            source.unlink()
+        with sink() as sink_url:
+            s3 = server.client("s3", max_pool_connections=20)
+            sink_s3 = boto3.client(
+                "s3", endpoint_url=sink_url, region_name="us-east-1", aws_access_key_id="any",
+                aws_secret_access_key="any",
+            )  # fmt: skip
+            s3.create_bucket(Bucket="bench")
+            results = {}
+            for size, trials in ((1 * MB, args.trials_small), (100 * MB, args.trials_large)):
+                source = tmp / f"source-{size}"
+                source.write_bytes(os.urandom(size))
+                results[f"{size // MB}MB"] = measure(s3, "bench", source, tmp, trials, sink_s3)
+                source.unlink()
         summary = {"benchmark": "s3", "unit": "MB/s (median)", "load_average": os.getloadavg()[0], **results}
         print(json.dumps(summary, indent=2))
     finally:
