@@ -1,6 +1,6 @@
 """Request bodies read from ASGI as they arrive: aws-chunked decoded, sizes enforced, never whole.
 
-Uploads are read in blocks of about ``BLOCK`` bytes, so a 5 GB PUT holds one block in memory; the
+Uploads are read in blocks of at most about ``BLOCK`` bytes, so a 5 GB PUT holds one block in memory; the
 ASGI server stops reading the socket while the store writes one (its flow control), so a fast
 client cannot queue more.
 """
@@ -15,6 +15,9 @@ from .chunked import ChunkedDecoder
 from .errors import EntityTooLarge, IncompleteBody, InvalidArgument, MaxMessageLengthExceeded
 
 BLOCK = 1024 * 1024
+# Small bodies go in smaller blocks, so that writing and hashing start while the rest arrives;
+# large ones in large blocks, for fewer hand-offs to the writing thread.
+SMALL_BLOCK, SMALL_BODY = 256 * 1024, 8 * 1024 * 1024
 
 
 class ClientGone(Exception):
@@ -39,11 +42,13 @@ class RequestBody:
         return self._decoder.trailers if self._decoder is not None else {}
 
     async def blocks(self, limit: int) -> AsyncIterator[bytes]:
-        """The payload in blocks of about BLOCK bytes; EntityTooLarge past ``limit`` bytes."""
+        """The payload in blocks of about ``BLOCK`` bytes (smaller for a small body); EntityTooLarge
+        past ``limit`` bytes."""
         if self.declared_size is not None and self.declared_size > limit:
             raise EntityTooLarge(ProposedSize=str(self.declared_size), MaxSizeAllowed=str(limit))
         pending: list[bytes] = []
         pending_size = 0
+        block = SMALL_BLOCK if self.declared_size is not None and self.declared_size <= SMALL_BODY else BLOCK
         more = True
         while more:
             message = await self._receive()
@@ -58,7 +63,7 @@ class RequestBody:
                 pending_size += len(piece)
             if self.size > limit:
                 raise EntityTooLarge(MaxSizeAllowed=str(limit))
-            if pending_size >= BLOCK or (not more and pending):
+            if pending_size >= block or (not more and pending):
                 yield pending[0] if len(pending) == 1 else b"".join(pending)
                 pending, pending_size = [], 0
         if self._decoder is not None:
