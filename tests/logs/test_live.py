@@ -204,7 +204,10 @@ def test_a_chatty_model_cannot_fill_the_disk(
     wait_for_status(logs_server.client("sagemaker"), "chatty", "InService")
     started = time.monotonic()
     invoke(logs_server, "chatty", marker="c", spam=5000)  # ~650 KB of events against a cap of 200 KB
-    assert time.monotonic() - started < 5
+    took = time.monotonic() - started
+    # Printing 5,000 lines costs the invocation its writes to a pipe, never the store's I/O (a
+    # generous bound: the machine may be busy with other tests).
+    assert took < 30, took
     found = wait_for_message(logs, "chatty", "spam c 004999")
     stored = logs.describe_log_groups(logGroupNamePrefix=group("chatty"))["logGroups"][0]["storedBytes"]
     assert stored <= CAP_BYTES
