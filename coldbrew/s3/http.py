@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import os
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -30,14 +30,16 @@ T = TypeVar("T")
 Headers = list[tuple[bytes, bytes]]
 
 # The store's own threads: file and index I/O never waits behind (or holds up) the gateway's other
-# thread-pool users, such as a model fetch that is itself reading from this store over HTTP.
+# thread-pool users, such as a model fetch that is itself reading from this store over HTTP. Made on
+# first use, inside the running event loop, where anyio wants its limiters made.
+_THREADS = 32
 _LIMITER: anyio.CapacityLimiter | None = None
 
 
 def _limiter() -> anyio.CapacityLimiter:
     global _LIMITER
     if _LIMITER is None:
-        _LIMITER = anyio.CapacityLimiter(int(os.environ.get("COLDBREW_S3_THREADS", "32")))
+        _LIMITER = anyio.CapacityLimiter(_THREADS)
     return _LIMITER
 
 
@@ -188,8 +190,6 @@ class Context:
 
 def server_hosts(host: str) -> list[str]:
     """Names a client may reach this server by, as the base of virtual-hosted bucket addresses."""
-    import socket
-
     names = {"localhost", socket.gethostname()}  # not getfqdn(): a DNS lookup at start-up
     if host not in ("0.0.0.0", "::", ""):
         names.add(host)
