@@ -116,3 +116,13 @@ def test_the_store_sweeps_what_a_crash_left(tmp_path: Path) -> None:
     with content:
         assert found == row and content.read() == b"data"
     reopened.close()
+
+
+def test_the_url_the_server_reads_its_own_s3_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    from coldbrew.settings import Settings
+
+    monkeypatch.delenv("COLDBREW_S3", raising=False)
+    assert Settings(host="0.0.0.0", port=9000).local_url == "http://127.0.0.1:9000"
+    assert Settings(host="::", port=9000).local_url == "http://[::1]:9000"
+    assert Settings(host="10.1.2.3", port=80).local_url == "http://10.1.2.3:80"
+    assert Settings().s3 == "embedded" and Settings(s3="external").s3 == "external"
