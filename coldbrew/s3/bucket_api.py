@@ -149,17 +149,16 @@ async def delete_objects(ctx: Context, request: Request, response: Responder) ->
     keys = [child_text(o, "Key") for o in children(root, "Object")]
     if not keys or len(keys) > 1000 or any(k is None for k in keys):
         raise MalformedXML()
-    await in_thread(ctx.store.bucket, request.bucket)
-    results = []
+    results, valid = [], []
     for key in keys:
         assert key is not None
         try:
-            await in_thread(ctx.store.delete, request.bucket, check_key(key))
-        except S3Error as e:
+            valid.append((key, check_key(key)))
+        except S3Error as e:  # a bad key is that key's error, not the request's
             results.append(node("Error", Key=key, Code=e.code, Message=e.message))
-            continue
-        if not quiet:
-            results.append(node("Deleted", Key=key))
+    await in_thread(ctx.store.delete, request.bucket, [encoded for _, encoded in valid])
+    if not quiet:
+        results += [node("Deleted", Key=key) for key, _ in valid]
     await response.xml(document("DeleteResult", results))
 
 

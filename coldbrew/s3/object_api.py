@@ -143,7 +143,7 @@ async def _blocks(content: BinaryIO, start: int, length: int) -> AsyncIterator[b
 
 async def delete_object(ctx: Context, request: Request, response: Responder) -> None:
     bucket, key = bucket_and_key(request)
-    await in_thread(ctx.store.delete, bucket, key)
+    await in_thread(ctx.store.delete, bucket, [key])
     await response.send(204)
 
 

@@ -129,14 +129,13 @@ class S3Store:
             row = self._object(bucket, key)
             return row, self.blobs.open(row.blob)
 
-    def delete(self, bucket: str, key: bytes) -> bool:
-        """Delete ``bucket/key``; whether it existed (deleting a missing key is not an error in S3)."""
+    def delete(self, bucket: str, keys: list[bytes]) -> set[bytes]:
+        """Delete objects; the keys that existed (deleting a missing key is not an error in S3)."""
         with self.lock:
             self.require_bucket(bucket)
-            blob = self.index.remove_object(bucket, key)
-            if blob:
-                self.blobs.delete([blob])
-            return blob is not None
+            removed = self.index.remove_objects(bucket, keys)
+            self.blobs.delete(list(removed.values()))
+            return set(removed)
 
     def copy(self, source: tuple[str, bytes], bucket: str, key: bytes, meta: ObjectMeta | None) -> ObjectRow:
         """Copy an object (``meta`` None keeps the source's metadata, S3's COPY directive)."""

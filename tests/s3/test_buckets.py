@@ -145,10 +145,10 @@ def test_bad_max_keys(s3: Any, tree: str) -> None:
 
 
 def test_delete_objects(s3: Any, tree: str) -> None:
-    deleted = s3.delete_objects(
-        Bucket=tree, Delete={"Objects": [{"Key": "a.txt"}, {"Key": "b/1.txt"}, {"Key": "nope"}]}
-    )
+    objects = [{"Key": "a.txt"}, {"Key": "b/1.txt"}, {"Key": "nope"}, {"Key": "x" * 1025}]
+    deleted = s3.delete_objects(Bucket=tree, Delete={"Objects": objects})
     assert sorted(d["Key"] for d in deleted["Deleted"]) == ["a.txt", "b/1.txt", "nope"]
+    assert [e["Code"] for e in deleted["Errors"]] == ["KeyTooLongError"]  # that key's, not the request's
     quiet = s3.delete_objects(Bucket=tree, Delete={"Objects": [{"Key": "e.txt"}], "Quiet": True})
     assert "Deleted" not in quiet
     remaining = [o["Key"] for o in s3.list_objects_v2(Bucket=tree)["Contents"]]
