@@ -134,6 +134,7 @@ def test_keys_that_are_paths_elsewhere_are_only_names(s3: Any, bucket: str, serv
         "ünï/cødé",
         "a" * 1024,
     ]
+    keys += ["both", "both/file", "both/"]  # a key, a "folder" of it and its marker: all three coexist
     for i, key in enumerate(keys):
         s3.put_object(Bucket=bucket, Key=key, Body=str(i).encode())
     for i, key in enumerate(keys):
