@@ -126,3 +126,13 @@ def test_the_url_the_server_reads_its_own_s3_at(monkeypatch: pytest.MonkeyPatch)
     assert Settings(host="::", port=9000).local_url == "http://[::1]:9000"
     assert Settings(host="10.1.2.3", port=80).local_url == "http://10.1.2.3:80"
     assert Settings().s3 == "embedded" and Settings(s3="external").s3 == "external"
+
+
+def test_signature_version_2_is_routed_to_s3() -> None:
+    from coldbrew.gateway.service_router import service_of
+
+    # boto3's default presigned S3 URL, parameters in either order, and an old client's header.
+    assert service_of("GET", "/b/k", "AWSAccessKeyId=any&Signature=s%3D&Expires=1", {}) == "s3"
+    assert service_of("PUT", "/b/k", "Expires=1&Signature=s%3D&AWSAccessKeyId=any", {}) == "s3"
+    assert service_of("GET", "/b/k", "", {b"authorization": b"AWS any:c2ln"}) == "s3"
+    assert service_of("GET", "/b/k", "Signature=only", {}) is None
