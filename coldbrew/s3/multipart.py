@@ -62,13 +62,7 @@ class Uploads:
     def put_part(
         self, bucket: str, key: bytes, upload_id: str, number: int, writer: BlobWriter, checksum: str | None
     ) -> PartRow:
-        try:
-            kept = writer.digests.finish(checksum)
-            temp = writer.finish()
-        except BaseException:
-            writer.discard()
-            raise
-        blob = self.store.blobs.publish(temp)
+        kept, blob = self.store.seal(writer, checksum)
         value = kept.value if kept is not None else None
         part = PartRow(number, writer.digests.size, writer.digests.etag, time.time(), blob, value)
         self._add_part(bucket, key, upload_id, part)

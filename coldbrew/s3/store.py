@@ -96,13 +96,7 @@ class S3Store:
         if_none_match: bool,
     ) -> ObjectRow:
         """Publish what ``writer`` wrote as ``bucket/key``; ``checksum`` is the client's value (base64)."""
-        try:
-            kept = writer.digests.finish(checksum)
-            temp = writer.finish()
-        except BaseException:
-            writer.discard()
-            raise
-        blob = self.blobs.publish(temp)
+        kept, blob = self.seal(writer, checksum)
         row = ObjectRow(
             key, writer.digests.size, writer.digests.etag, time.time(), blob, _with_checksum(meta, kept)
         )
@@ -118,6 +112,17 @@ class S3Store:
             self.blobs.delete([blob])
             raise
         return row
+
+    def seal(self, writer: BlobWriter, checksum: str | None) -> tuple[Checksum | None, str]:
+        """Check what ``writer`` received against the client's digests, then make it a content file
+        on disk (not yet any object's); the checksum to keep and the file's id."""
+        try:
+            kept = writer.digests.finish(checksum)
+            temp = writer.finish()
+        except BaseException:
+            writer.discard()
+            raise
+        return kept, self.blobs.publish(temp)
 
     def head(self, bucket: str, key: bytes) -> ObjectRow:
         with self.lock:
