@@ -8,6 +8,7 @@ already sees the whole request.
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -109,9 +110,11 @@ class S3App:
             await self._error(error, request, response)
         except Exception as error:
             log.exception("s3 %s %s failed", request.method, request.resource)
-            await self._error(
-                InternalError(f"coldbrew's S3 failed: {type(error).__name__}."), request, response
-            )
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                message = "coldbrew's S3 store has no space left on its disk (the data dir's s3/)."
+            else:
+                message = f"coldbrew's S3 failed: {type(error).__name__}; see the server's log."
+            await self._error(InternalError(message), request, response)
 
     async def _error(self, error: S3Error, request: Request, response: Responder) -> None:
         if response.started:  # the status line is gone; all we can do is cut the body short
