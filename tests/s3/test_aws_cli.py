@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 from awscli.clidriver import create_clidriver
+
+from tests.s3.conftest import client_env
+from tests.support import ColdbrewServer
 
 
 @pytest.fixture
@@ -68,3 +73,30 @@ def test_a_large_file_goes_up_in_parts(aws: Any, tmp_path: Path, s3: Any, bucket
     assert head["ContentLength"] == big.stat().st_size and head["ETag"].endswith('-3"')
     aws("cp", f"s3://{bucket}/big.bin", str(tmp_path / "big-back.bin"))
     assert (tmp_path / "big-back.bin").read_bytes() == big.read_bytes()
+
+
+AWS_V2 = Path("/usr/bin/aws")  # Debian's AWS CLI v2, which .ci/run installs for tests/logs
+
+
+@pytest.mark.skipif(not AWS_V2.exists(), reason="the AWS CLI v2 is not installed")
+def test_the_aws_cli_v2(server: ColdbrewServer, tmp_path: Path) -> None:
+    """CLI v2 is what most users have; Debian's (2.9) predates AWS_ENDPOINT_URL, hence the flag."""
+    env = client_env(server, tmp_path)
+
+    def aws(*args: str) -> str:
+        done = subprocess.run(
+            [str(AWS_V2), "--endpoint-url", server.url, "s3", *args], env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(20 * 1024 * 1024))  # multipart, 8 MB parts
+    aws("mb", "s3://cli-v2")
+    aws("cp", str(big), "s3://cli-v2/big.bin")
+    assert "20971520 big.bin" in aws("ls", "s3://cli-v2/")
+    aws("cp", "s3://cli-v2/big.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+    aws("rm", "--recursive", "s3://cli-v2/")
+    aws("rb", "s3://cli-v2")
