@@ -1,10 +1,10 @@
 """The SageMaker SDK against a real coldbrew server: client code runs in the SDK's own virtual
 environment (:mod:`tests.sdk.environments`), as a user's notebook would, in a subprocess.
 
-S3 is moto's standalone server on loopback (the SDK uploads model archives and source
-directories there, and coldbrew downloads them); the SDK reaches coldbrew through boto3's
-standard ``AWS_ENDPOINT_URL_SAGEMAKER`` / ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` settings and STS
-(the SDK asks it for the account) through moto too.
+Everything the SDK calls is coldbrew on one port, reached with boto3's standard
+``AWS_ENDPOINT_URL`` alone: SageMaker, the SageMaker runtime, the embedded S3 (the SDK uploads model
+archives and source directories to its default bucket there, and coldbrew downloads them) and
+CloudWatch Logs (SDK 3's ``deploy()`` wait reads the endpoint's log group).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from tests.sdk.environments import python_for
 from tests.support import ColdbrewServer
@@ -35,19 +34,6 @@ ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")  # fmt: skip
-    s3.create_bucket(Bucket=BUCKET)
-    yield url
-    server.stop()
-
-
-@pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local wheel directory: requirements.txt files install from it, offline."""
     from tests.sdk.wheels import build_wheel
@@ -59,19 +45,22 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, moto_url: str, wheelhouse: Path
-) -> Iterator[ColdbrewServer]:
+def server(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iterator[ColdbrewServer]:
     env = {
         **CREDENTIALS,
-        "AWS_ENDPOINT_URL_S3": moto_url,
-        "COLDBREW_S3": "external",  # these tests keep moto as the S3 both sides use
         "AWS_CONFIG_FILE": str(tmp_path_factory.mktemp("aws") / "none"),
         "COLDBREW_PIP_ARGS": f"--no-index --find-links {wheelhouse}",
     }
     server = ColdbrewServer(tmp_path_factory.mktemp("sdk") / "data", env=env).start()
+    s3_client(server).create_bucket(Bucket=BUCKET)
     yield server
     server.stop()
+
+
+def s3_client(server: ColdbrewServer) -> Any:
+    """boto3 against the server's embedded S3."""
+    return boto3.client("s3", endpoint_url=server.url, region_name="us-east-1", aws_access_key_id="testing",
+                        aws_secret_access_key="testing")  # fmt: skip
 
 
 @dataclass
@@ -80,7 +69,6 @@ class SDK:
 
     major: str
     server: ColdbrewServer
-    moto_url: str
     workdir: Path
 
     def run(self, code: str, timeout: float = 240.0) -> Any:
@@ -99,10 +87,7 @@ class SDK:
             **{k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "PYTHON"))},
             **CREDENTIALS,
             "AWS_CONFIG_FILE": str(self.workdir / "no-aws-config"),
-            "AWS_ENDPOINT_URL_SAGEMAKER": self.server.url,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.server.url,
-            "AWS_ENDPOINT_URL_S3": self.moto_url,
-            "AWS_ENDPOINT_URL_STS": self.moto_url,
+            "AWS_ENDPOINT_URL": self.server.url,
             "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
         }
         done = subprocess.run(
@@ -119,10 +104,10 @@ class SDK:
 
 
 @pytest.fixture
-def sdk2(server: ColdbrewServer, moto_url: str, tmp_path: Path) -> SDK:
-    return SDK("v2", server, moto_url, tmp_path)
+def sdk2(server: ColdbrewServer, tmp_path: Path) -> SDK:
+    return SDK("v2", server, tmp_path)
 
 
 @pytest.fixture
-def sdk3(server: ColdbrewServer, moto_url: str, tmp_path: Path) -> SDK:
-    return SDK("v3", server, moto_url, tmp_path)
+def sdk3(server: ColdbrewServer, tmp_path: Path) -> SDK:
+    return SDK("v3", server, tmp_path)

@@ -178,15 +178,13 @@ def test_unsplittable_pip_args_are_one_line_at_start(tmp_path: Path) -> None:
 
 
 def test_failure_reasons_name_the_source_directorys_url_not_the_cache(
-    server: ColdbrewServer, moto_url: str, tmp_path: Path
+    server: ColdbrewServer, tmp_path: Path
 ) -> None:
-    import boto3
 
-    from tests.sdk.conftest import BUCKET
+    from tests.sdk.conftest import BUCKET, s3_client
     from tests.support import tar_gz
 
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")  # fmt: skip
+    s3 = s3_client(server)
     source = f"s3://{BUCKET}/broken/sourcedir.tar.gz"
     s3.put_object(
         Bucket=BUCKET, Key="broken/sourcedir.tar.gz", Body=tar_gz({"inference.py": b"import nowhere_42\n"})

@@ -19,7 +19,7 @@ What the SDK needs besides coldbrew, each found by running it (and each in the R
   name it asks STS for at the regional endpoint it names itself (so ``AWS_ENDPOINT_URL_STS`` does
   not apply) unless the session is given one; ``deploy()``'s wait calls CloudWatch Logs
   ``FilterLogEvents`` for ``/aws/sagemaker/Endpoints/<name>`` before it sleeps 30 s for its first
-  status check, so it needs a CloudWatch Logs endpoint that answers (here moto's) and is slow;
+  status check, so it needs a CloudWatch Logs endpoint that answers (coldbrew's) and is slow;
   ``deploy(wait=False)`` plus ``Endpoint.wait_for_status(..., poll=1)`` is the fast path.
 - The SDK sends telemetry to ``sm-pysdk-t-<region>.s3.<region>.amazonaws.com`` unless its config
   file sets ``TelemetryOptOut``.
@@ -33,13 +33,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes
 
-from tests.sdk.conftest import BUCKET, SDK
-from tests.support import sklearn_archive
+from tests.sdk.conftest import BUCKET, SDK, s3_client
+from tests.support import ColdbrewServer, sklearn_archive
 
 SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 
@@ -87,13 +86,11 @@ def predict_fn(data, model):
 
 
 @pytest.fixture(scope="module")
-def forest(moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, np.ndarray]:
+def forest(server: ColdbrewServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any, np.ndarray]:
     """A random forest's model.tar.gz (``model.joblib``) in the test bucket: its URL, the model
     and a few rows to predict."""
     archive, model = sklearn_archive(tmp_path_factory.mktemp("forest") / "model.tar.gz")
-    s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")  # fmt: skip
-    s3.upload_file(str(archive), BUCKET, "sdk3/forest/model.tar.gz")
+    s3_client(server).upload_file(str(archive), BUCKET, "sdk3/forest/model.tar.gz")
     rows = load_diabetes(return_X_y=True)[0][:3]
     return f"s3://{BUCKET}/sdk3/forest/model.tar.gz", model, rows
 
@@ -261,12 +258,12 @@ emit({{"prediction": prediction, "container": container, "memory": serverless.me
 
 
 def test_model_builder_source_code_and_the_default_deploy_wait(
-    sdk3: SDK, sm: Any, forest: tuple[str, Any, np.ndarray], moto_url: str
+    sdk3: SDK, sm: Any, forest: tuple[str, Any, np.ndarray]
 ) -> None:
     """``source_code`` with an entry script: ModelBuilder repacks the archive with the code under
     ``code/`` and sets ``SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/model/code``. ``deploy()`` as
-    documented (``wait=True``): it asks CloudWatch Logs for the endpoint's log group (moto's here:
-    coldbrew serves no CloudWatch Logs) and sleeps 30 s before its first DescribeEndpoint."""
+    documented (``wait=True``): it asks CloudWatch Logs for the endpoint's log group (coldbrew's,
+    on the same URL) and sleeps 30 s before its first DescribeEndpoint."""
     url, model, rows = forest
     source = sdk3.workdir / "src"
     source.mkdir()
@@ -275,7 +272,6 @@ def test_model_builder_source_code_and_the_default_deploy_wait(
         CLIENT
         + MODEL_BUILDER
         + f"""
-os.environ["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"] = {moto_url!r}
 from sagemaker.core.helper.session_helper import Session
 from sagemaker.core.training.configs import SourceCode
 
