@@ -82,8 +82,10 @@ NoSuchUpload = _error(
     "The specified upload does not exist. The upload ID may be invalid, or the upload may have been "
     "aborted or completed.",
 )
+# S3 says NotImplemented with a 501; coldbrew answers 400 with the same code, because no request
+# may get a 5xx from it (a 5xx means the server failed, and monitors and retries read it so).
 NotImplementedError_ = _error(
-    "NotImplemented", 501, "A header or query you provided implies functionality that is not implemented."
+    "NotImplemented", 400, "A header or query you provided implies functionality that is not implemented."
 )
 PreconditionFailed = _error(
     "PreconditionFailed", 412, "At least one of the pre-conditions you specified did not hold"
