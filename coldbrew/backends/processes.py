@@ -32,6 +32,23 @@ def rss(pid: int, children: bool = True) -> int:
         return 0
 
 
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    """CPU time (user + system) ``pid`` has used, with that of the children it has waited for (and
+    of its live descendants if ``children``); None once it is gone."""
+    try:
+        process = psutil.Process(pid)
+        times = process.cpu_times()
+        total = times.user + times.system + times.children_user + times.children_system
+        if children:
+            for child in process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    t = child.cpu_times()
+                    total += t.user + t.system
+        return float(total)
+    except psutil.Error:
+        return None
+
+
 def child_env(model_env: Mapping[str, str]) -> dict[str, str]:
     """The environment of every process the backend starts: ours, numerical thread pools pinned
     to one thread unless the caller chose otherwise (as in the zygote, so both kinds of worker

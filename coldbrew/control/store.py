@@ -126,6 +126,14 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE meter_minutes ADD COLUMN setup_hist BLOB;
     UPDATE meter_minutes SET memory_samples = samples;
     """,
+    # 4: CPUUtilization of instance variants (coldbrew.metering.aggregate.MinuteAggregate). Rows
+    # written before it have no CPU samples, so no CPUUtilization datapoints.
+    """
+    ALTER TABLE meter_minutes ADD COLUMN cpu_samples INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE meter_minutes ADD COLUMN cpu_utilization_sum REAL NOT NULL DEFAULT 0;
+    ALTER TABLE meter_minutes ADD COLUMN cpu_utilization_max REAL NOT NULL DEFAULT 0;
+    ALTER TABLE meter_minutes ADD COLUMN cpu_utilization_min REAL;
+    """,
 )
 
 

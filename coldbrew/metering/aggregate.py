@@ -147,6 +147,12 @@ class MinuteAggregate:
     model_latency_hist: dict[int, int] = field(default_factory=dict)
     overhead_latency_hist: dict[int, int] = field(default_factory=dict)
     setup_hist: dict[int, int] = field(default_factory=dict)
+    # Schema version 4: CPUUtilization, of instance variants only (``VariantSample.cpu_utilization``).
+    cpu_samples: int = 0
+    """Samples with a CPU reading (an environment seen in the previous sample too)."""
+    cpu_utilization_sum: float = 0.0
+    cpu_utilization_max: float = 0.0
+    cpu_utilization_min: float | None = None
 
     def row(self) -> tuple[object, ...]:
         """The values of ``AGGREGATE_COLUMNS``, as stored."""
@@ -206,6 +212,11 @@ class MinuteAggregate:
         if sample.environments > 0:
             self.memory_samples += 1
             self.memory_utilization_min = _low(self.memory_utilization_min, sample.memory_utilization)
+        if sample.cpu_utilization is not None:
+            self.cpu_samples += 1
+            self.cpu_utilization_sum += sample.cpu_utilization
+            self.cpu_utilization_max = max(self.cpu_utilization_max, sample.cpu_utilization)
+            self.cpu_utilization_min = _low(self.cpu_utilization_min, sample.cpu_utilization)
 
 
 def _observe(histogram: dict[int, int], value: float) -> None:
@@ -262,6 +273,9 @@ class VariantSample:
     """Memory size summed over the environments that exist (what scale-to-zero saves)."""
     new_environments: int = 0
     """Environments not seen in the previous sample."""
+    cpu_utilization: float | None = None
+    """Percent, summed over the environments (100 per busy core, as SageMaker's CPUUtilization):
+    None when none was read in both this sample and the previous one, or for a serverless variant."""
 
     @property
     def memory_utilization(self) -> float:

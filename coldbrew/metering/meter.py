@@ -5,7 +5,8 @@ waits for the database. A writer thread drains the deque every ``flush_interval_
 default, so a crash loses at most that much), writes the raw records and adds them to the
 per-minute aggregates in one transaction, so the aggregates are exact and survive the pruning of
 raw records after the retention period. The same thread samples the live environments for
-MemoryUtilization, ServerlessConcurrentExecutionsUtilization and the memory-time they hold.
+MemoryUtilization, ServerlessConcurrentExecutionsUtilization, the memory-time they hold and, from
+the CPU time each instance environment used since the previous sample, CPUUtilization.
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ log = logging.getLogger("coldbrew.metering")
 
 Snapshot = Callable[[], Iterable[dict[str, Any]]]
 """Returns, per live variant: endpoint, variant, serverless, memory_mb, max_concurrency and
-``environments``, a list of dicts with memory_mb, in_flight and rss_bytes."""
+``environments``, a list of dicts with id, memory_mb, in_flight, rss_bytes and (instance variants)
+cpu_seconds, the CPU time the environment used so far (None once its worker is gone)."""
+
+CpuReadings = dict[object, tuple[float, float]]
+"""Per environment (endpoint, variant, id): when (monotonic seconds) and its cpu_seconds then."""
 
 PRUNE_INTERVAL_S = 60.0
 _INSERT_RECORD = (
@@ -41,17 +46,53 @@ _INSERT_RECORD = (
 )
 
 
+def cpu_utilization(
+    variant: dict[str, Any],
+    envs: Iterable[dict[str, Any]],
+    cpu: CpuReadings,
+    now: float,
+    current: CpuReadings,
+) -> float | None:
+    """Percent of a core, summed over the environments: for each one read now and in ``cpu``, the
+    CPU seconds it used in between over the seconds in between. An environment read for the first
+    time, gone (cpu_seconds None) or whose reading went back (a child reaped by someone else)
+    contributes nothing; None when none contributes. Readings taken now go into ``current``."""
+    total: float | None = None
+    for e in envs:
+        used = e.get("cpu_seconds")
+        if used is None or "id" not in e:
+            continue
+        key = (variant["endpoint"], variant["variant"], e["id"])
+        current[key] = (now, float(used))
+        previous = cpu.get(key)
+        if previous is None:
+            continue
+        at, before = previous
+        if now - at <= 0 or used < before:
+            continue
+        total = (total or 0.0) + 100.0 * (used - before) / (now - at)
+    return total
+
+
 def samples_from_snapshot(
-    snapshot: Iterable[dict[str, Any]], seen: set[object] | None = None
+    snapshot: Iterable[dict[str, Any]],
+    seen: set[object] | None = None,
+    cpu: CpuReadings | None = None,
+    now: float = 0.0,
 ) -> list[VariantSample]:
-    """Samples per variant; ``seen`` (environment ids of the previous sample) is updated in place."""
+    """Samples per variant; ``seen`` (environment ids of the previous sample) and ``cpu`` (CPU
+    readings of the previous sample, taken at ``now``, monotonic seconds) are updated in place."""
     samples = []
     current: set[object] = set()
+    readings: CpuReadings = {}
     for variant in snapshot:
         envs = variant.get("environments", [])
         ids = {(variant["endpoint"], variant["variant"], e["id"]) for e in envs if "id" in e}
         current |= ids
         new = len(ids - seen) if seen is not None else 0
+        cpu_percent = None
+        if cpu is not None and not variant["serverless"]:
+            cpu_percent = cpu_utilization(variant, envs, cpu, now, readings)
         samples.append(
             VariantSample(
                 endpoint=variant["endpoint"],
@@ -64,11 +105,15 @@ def samples_from_snapshot(
                 rss_bytes=sum(int(e.get("rss_bytes", 0)) for e in envs),
                 held_mb=sum(int(e.get("memory_mb", variant["memory_mb"])) for e in envs),
                 new_environments=new,
+                cpu_utilization=cpu_percent,
             )
         )
     if seen is not None:
         seen.clear()
         seen |= current
+    if cpu is not None:
+        cpu.clear()
+        cpu.update(readings)
     return samples
 
 
@@ -82,6 +127,7 @@ class Meter:
         sample_interval_s: float = 0.5,
         snapshot: Snapshot | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.db_path = db_path
         self.retention_s = retention_days * 86400
@@ -89,6 +135,8 @@ class Meter:
         self.sample_interval_s = sample_interval_s
         self.snapshot = snapshot
         self.clock = clock
+        self.monotonic = monotonic
+        """Times CPU readings: CPUUtilization's intervals."""
         self._buffer: deque[MeterRecord] = deque()
         self._samples: deque[tuple[float, float, list[VariantSample]]] = deque()
         self._lock = threading.Lock()
@@ -108,6 +156,8 @@ class Meter:
         self._last_prune = 0.0
         self._seen: set[object] = set()
         """Environment ids in the last sample: new ones are environment starts."""
+        self._cpu: CpuReadings = {}
+        """CPU readings of the last sample, to take the next one's from."""
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -136,7 +186,7 @@ class Meter:
         assert self.snapshot is not None
         now = self.clock()
         try:
-            samples = samples_from_snapshot(self.snapshot(), self._seen)
+            samples = samples_from_snapshot(self.snapshot(), self._seen, self._cpu, self.monotonic())
         except RuntimeError:
             # The pools changed while we read them (they live on the event loop); skip this tick.
             return

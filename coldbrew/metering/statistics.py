@@ -12,8 +12,9 @@ A percentile is the nearest rank: the smallest value with at least p% of the sam
 
 Which metrics exist, with SageMaker's names, units and variant kinds, is ``METRICS`` below. A metric
 reads only the minutes of variants of its kind: SageMaker publishes ModelSetupTime and
-ServerlessConcurrentExecutionsUtilization for serverless variants only, and InvocationsPerInstance
-and InvocationModelErrors for instance variants only (its serverless list says it is exhaustive).
+ServerlessConcurrentExecutionsUtilization for serverless variants only, and InvocationsPerInstance,
+InvocationModelErrors and CPUUtilization for instance variants only (its serverless list says it is
+exhaustive).
 """
 
 from __future__ import annotations
@@ -169,6 +170,16 @@ METRICS: tuple[Metric, ...] = (
         total="memory_utilization_sum",
         low="memory_utilization_min",
         high="memory_utilization_max",
+    ),
+    Metric(
+        ENDPOINTS,
+        "CPUUtilization",
+        "Percent",
+        (INSTANCE,),
+        count="cpu_samples",
+        total="cpu_utilization_sum",
+        low="cpu_utilization_min",
+        high="cpu_utilization_max",
     ),
 )
 BY_NAME: dict[tuple[str, str], Metric] = {(m.namespace, m.name): m for m in METRICS}

@@ -19,6 +19,7 @@ import psutil
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
 from coldbrew.backends.base import Backend
+from coldbrew.backends.processes import cpu_seconds
 from coldbrew.errors import ModelNotReadyException
 from coldbrew.logs.collector import LogCollector
 from coldbrew.serving.errors import DeployError
@@ -202,7 +203,9 @@ class Serving:
         """Per live variant, the environments it holds: read off the loop by the meter's thread.
 
         Only copies (``list()``) of the loop's containers are iterated, so a concurrent change can at
-        worst raise RuntimeError, which the meter treats as "skip this sample".
+        worst raise RuntimeError, which the meter treats as "skip this sample". An instance
+        variant's environments also carry ``cpu_seconds``, the CPU time their worker (and its
+        children) used so far, None once it is gone: the meter turns it into CPUUtilization.
         """
         core = self.pools.core
         environments = list(self.pools.environments.values())
@@ -217,14 +220,18 @@ class Serving:
                     state = core.envs.get(env.id)
                     if env.pool != variant.pool or state is None:
                         continue
-                    envs.append(
-                        {
-                            "id": env.id,
-                            "memory_mb": env.memory_mb,
-                            "in_flight": state.in_flight,
-                            "rss_bytes": env.worker.rss_bytes() if env.worker.is_alive() else 0,
-                        }
-                    )
+                    alive = env.worker.is_alive()
+                    reading: dict[str, Any] = {
+                        "id": env.id,
+                        "memory_mb": env.memory_mb,
+                        "in_flight": state.in_flight,
+                        "rss_bytes": env.worker.rss_bytes() if alive else 0,
+                    }
+                    if not pool.config.serverless:
+                        # SageMaker publishes CPUUtilization for instance variants only.
+                        children = bool(getattr(env.worker, "counts_children", False))
+                        reading["cpu_seconds"] = cpu_seconds(env.worker.pid, children) if alive else None
+                    envs.append(reading)
                 variants.append(
                     {
                         "endpoint": name,

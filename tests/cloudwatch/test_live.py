@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import subprocess
 import sys
@@ -178,7 +179,7 @@ def test_statistics_are_what_was_invoked(
     concurrency = _one(cw, "ServerlessConcurrentExecutionsUtilization", Statistics=["Maximum"], **window)
     assert 0 <= concurrency["Maximum"] <= 1
 
-    # What SageMaker does not publish for serverless variants, and what coldbrew does not measure.
+    # What SageMaker does not publish for serverless variants.
     for namespace, name in [
         ("AWS/SageMaker", "InvocationsPerInstance"),
         ("AWS/SageMaker", "InvocationModelErrors"),
@@ -280,10 +281,85 @@ def test_list_metrics_lists_what_sagemaker_publishes_for_serverless(
         )
     } | {("/aws/sagemaker/Endpoints", "MemoryUtilization")}
     assert all(m["Dimensions"] == dimensions(ENDPOINT) for m in listed)
-    only = cw.list_metrics(Namespace="/aws/sagemaker/Endpoints", RecentlyActive="PT3H")["Metrics"]
+    only = cw.list_metrics(
+        Namespace="/aws/sagemaker/Endpoints",
+        Dimensions=[{"Name": "EndpointName", "Value": ENDPOINT}],
+        RecentlyActive="PT3H",
+    )["Metrics"]
     assert {m["MetricName"] for m in only} == {"MemoryUtilization"}
     assert cw.list_metrics(Dimensions=[{"Name": "EndpointName", "Value": "nobody"}])["Metrics"] == []
     assert cw.list_metrics(Dimensions=[{"Name": "InstanceId"}])["Metrics"] == []
+
+
+BURN = """
+import time
+
+
+def model_fn(model_dir):
+    return None
+
+
+def transform_fn(model, body, content_type, accept):
+    until = time.perf_counter() + 0.5
+    while time.perf_counter() < until:  # busy: half a second of one core's time
+        pass
+    return b"ok", "text/plain"
+"""
+
+
+def test_cpu_utilization_of_an_instance_variant(
+    server: ColdbrewServer, traffic: Traffic, endpoint_env: None, tmp_path: Path
+) -> None:
+    (tmp_path / "burn" / "code").mkdir(parents=True)
+    (tmp_path / "burn" / "code" / "inference.py").write_text(BURN)
+    sm = server.client("sagemaker")
+    name = "cw-cpu"
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": "coldbrew/sklearn", "ModelDataUrl": str(tmp_path / "burn")},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew",
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName=f"{name}-config",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large",
+                             "InitialInstanceCount": 1}],
+    )  # fmt: skip
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
+    wait_for_status(sm, name, "InService")
+    runtime = server.client("sagemaker-runtime")
+    start = time.time()
+    for _ in range(5):
+        runtime.invoke_endpoint(EndpointName=name, Body=b"x", ContentType="text/plain")
+    cw = cloudwatch(None, tmp_path)
+    window = {"StartTime": math.floor(start / 60) * 60 - 60, "EndTime": math.ceil(time.time() / 60) * 60 + 60}
+    window["Period"] = window["EndTime"] - window["StartTime"]
+    deadline = time.monotonic() + 10
+    while True:  # the meter samples every 0.5 s and writes what it sampled in the next flush
+        points = cw.get_metric_statistics(
+            Namespace="/aws/sagemaker/Endpoints", MetricName="CPUUtilization", Dimensions=dimensions(name),
+            Statistics=["Maximum", "Average", "SampleCount"], **window,
+        )["Datapoints"]  # fmt: skip
+        if (points and points[0]["Maximum"] > 10) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    (point,) = points
+    assert point["Unit"] == "Percent"
+    assert 10 < point["Maximum"] <= 100 * (os.cpu_count() or 1), point
+    assert 0 <= point["Average"] <= point["Maximum"]
+    listed = cw.list_metrics(
+        Namespace="/aws/sagemaker/Endpoints", Dimensions=[{"Name": "EndpointName", "Value": name}]
+    )["Metrics"]
+    assert {m["MetricName"] for m in listed} == {"MemoryUtilization", "CPUUtilization"}
+    # The serverless endpoint has none, and none is listed for it.
+    assert cw.get_metric_statistics(
+        Namespace="/aws/sagemaker/Endpoints", MetricName="CPUUtilization", Dimensions=dimensions(ENDPOINT),
+        Statistics=["Maximum"], **_window(traffic),
+    )["Datapoints"] == []  # fmt: skip
+    serverless = cw.list_metrics(
+        Namespace="/aws/sagemaker/Endpoints", Dimensions=[{"Name": "EndpointName", "Value": ENDPOINT}]
+    )["Metrics"]
+    assert "CPUUtilization" not in {m["MetricName"] for m in serverless}
+    sm.delete_endpoint(EndpointName=name)
 
 
 def _aws(*args: str, server: ColdbrewServer, home: Path) -> subprocess.CompletedProcess[str]:

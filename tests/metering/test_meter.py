@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,11 +14,14 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from coldbrew.backends.processes import cpu_seconds
 from coldbrew.control.store import Store
-from coldbrew.metering.meter import Meter
+from coldbrew.metering import statistics
+from coldbrew.metering.meter import CpuReadings, Meter, samples_from_snapshot
 from coldbrew.metering.prometheus import registry_for
 from coldbrew.metering.query import metrics_report, open_readonly
 from coldbrew.metering.records import MeterRecord, Outcome
+from coldbrew.metering.statistics import BY_NAME, ENDPOINTS, Series
 
 
 def _record(i: int, t: float, variant: str = "AllTraffic") -> MeterRecord:
@@ -101,6 +108,76 @@ def test_concurrent_records_aggregate_exactly(db: Path) -> None:
     sampled = [p for p in report["Datapoints"] if p["MemoryUtilization"]["Average"] is not None]
     assert sampled and sampled[-1]["MemoryUtilization"]["Average"] == pytest.approx(25.0)
     assert sampled[-1]["ServerlessConcurrentExecutionsUtilization"]["Maximum"] == pytest.approx(0.25)
+
+
+def _variant(serverless: bool, cpu: dict[int, float | None]) -> dict[str, object]:
+    return {
+        "endpoint": "ep", "variant": "sv" if serverless else "iv", "serverless": serverless,
+        "memory_mb": 2048, "max_concurrency": 2,
+        "environments": [
+            {"id": i, "memory_mb": 2048, "in_flight": 0, "rss_bytes": 0, "cpu_seconds": used}
+            for i, used in cpu.items()
+        ],
+    }  # fmt: skip
+
+
+Readings = list[tuple[float, dict[int, float | None]]]
+
+
+def _cpu(readings: Readings, serverless: bool = False) -> list[float | None]:
+    """CPUUtilization of each sample of one variant, from fake (time, {environment: cpu_seconds})."""
+    seen: set[object] = set()
+    cpu: CpuReadings = {}
+    out = []
+    for now, used in readings:
+        (sample,) = samples_from_snapshot([_variant(serverless, used)], seen, cpu, now)
+        out.append(sample.cpu_utilization)
+    return out
+
+
+def test_cpu_utilization_sums_each_environments_cpu_seconds_over_the_interval() -> None:
+    # Two environments ("instances"): one busy on 1.5 cores, one on half a core, then one exits.
+    readings: Readings = [
+        (100.0, {1: 10.0, 2: 3.0}),  # first reading: no interval yet
+        (100.5, {1: 10.75, 2: 3.25}),  # 150% + 50%
+        (101.5, {1: 12.25, 2: 3.25}),  # 150% + idle
+        (102.0, {1: 12.25, 2: None}),  # 2 exited: contributes nothing, 1 idle
+        (102.5, {1: 12.0, 3: 0.5}),  # 1 went back (a reaped child's time gone), 3 is new: nothing
+        (103.0, {1: 12.5, 3: 0.5}),  # 100% + idle
+        (103.5, {}),  # no environment left
+    ]
+    assert _cpu(readings) == [None, pytest.approx(200.0), pytest.approx(150.0), 0.0, None, 100.0, None]
+    # SageMaker publishes CPUUtilization for instance variants only.
+    assert _cpu(readings, serverless=True) == [None] * len(readings)
+
+
+def test_cpu_seconds_of_a_live_process_and_none_of_an_exited_one() -> None:
+    assert (cpu_seconds(os.getpid()) or 0) > 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert cpu_seconds(child.pid) is None
+
+
+def test_cpu_utilization_is_served_for_instance_variants_only(db: Path) -> None:
+    clock = iter([float(t) for t in range(1000)])
+    used = [0.0]
+
+    def snapshot() -> list[dict[str, object]]:
+        used[0] += 0.25  # a quarter of a core per (fake) second on each of two environments
+        return [_variant(False, {1: used[0], 2: used[0]}), _variant(True, {1: 1.0})]
+
+    meter = Meter(db, snapshot=snapshot, clock=lambda: 1_800_000_000.0, monotonic=lambda: next(clock))
+    for _ in range(5):
+        meter.sample()
+    meter.close()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    metric = BY_NAME[(ENDPOINTS, "CPUUtilization")]
+    assert metric.unit == "Percent"
+    (point,) = statistics.read(conn, Series(metric, "ep", "iv", 1_800_000_000 - 60, 1_800_000_060, 120))
+    assert (point.sample_count, point.average, point.minimum, point.maximum) == (4, 50.0, 50.0, 50.0)
+    assert statistics.read(conn, Series(metric, "ep", "sv", 1_800_000_000 - 60, 1_800_000_060, 120)) == []
+    listed = {(m.name, variant) for m, _, variant in statistics.active(conn, 0)}
+    assert ("CPUUtilization", "iv") in listed and ("CPUUtilization", "sv") not in listed
 
 
 def test_retention_prunes_records_not_aggregates(db: Path) -> None:
