@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from awscli.clidriver import create_clidriver
 
 from tests.s3.conftest import client_env
 from tests.support import ColdbrewServer
@@ -22,6 +21,14 @@ def aws(user_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """``aws s3 ...`` run by the CLI's own driver in this process (the user's environment is set by
     ``user_env``): the same code as the ``aws`` command, without an interpreter start per call."""
     monkeypatch.chdir(tmp_path)
+    # Importing awscli sets AWS_DATA_PATH in this process's environment to its own data; it is kept
+    # to this test, or every command the suite starts later inherits it (the AWS CLI v2 then loads
+    # v1's cli.json and fails). Imported here, not at collection, for the same reason.
+    monkeypatch.setenv("AWS_DATA_PATH", os.environ.get("AWS_DATA_PATH", ""))
+    import awscli
+    from awscli.clidriver import create_clidriver
+
+    monkeypatch.setenv("AWS_DATA_PATH", str(Path(awscli.__file__).parent / "data"))
 
     def run(*args: str) -> str:
         out, err = io.StringIO(), io.StringIO()
