@@ -10,7 +10,6 @@ exit 1; a missing endpoint is an error naming it, not an empty answer.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
 import sys
 import time
@@ -18,31 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from coldbrew.server_client import DEFAULT_URL, server_client, server_url
 from coldbrew.terminal import console, print_json
-
-DEFAULT_URL = "http://127.0.0.1:8080"
-
-
-def _url(args: argparse.Namespace) -> str:
-    return str(args.url or os.environ.get("COLDBREW_URL") or DEFAULT_URL)
-
-
-def _client(args: argparse.Namespace, service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # Credentials as configured for the AWS CLI if any; coldbrew on loopback accepts any.
-    session = boto3.session.Session()
-    credentials = {}
-    if session.get_credentials() is None:
-        credentials = {"aws_access_key_id": "coldbrew", "aws_secret_access_key": "coldbrew"}
-    return session.client(
-        service,
-        endpoint_url=_url(args),
-        region_name=session.region_name or "us-east-1",
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=120),
-        **credentials,
-    )
 
 
 def _fail(message: str) -> int:
@@ -67,7 +43,7 @@ def _live_environments(args: argparse.Namespace) -> dict[str, dict[str, int]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        text = httpx.get(f"{_url(args)}/metrics", timeout=10).text
+        text = httpx.get(f"{server_url(args)}/metrics", timeout=10).text
     except httpx.HTTPError:
         return {}
     out: dict[str, dict[str, int]] = {}
@@ -124,7 +100,9 @@ def _usage_today(args: argparse.Namespace, described: list[dict[str, Any]]) -> _
             for endpoint in described:
                 at = created.get(endpoint["EndpointName"].lower())
                 if at is None or abs(at - endpoint["CreationTime"].timestamp()) > 0.01:
-                    return _Today(f"{db} is not the store of the server at {_url(args)}; pass its --data-dir")
+                    return _Today(
+                        f"{db} is not the store of the server at {server_url(args)}; pass its --data-dir"
+                    )
             report = cost_report(conn, prices, None, now // 86400 * 86400, now)
         finally:
             conn.close()
@@ -173,12 +151,12 @@ def _cost(cost: float | None) -> str:
 
 
 def endpoints_command(args: argparse.Namespace) -> int:
-    sm = _client(args, "sagemaker")
+    sm = server_client(args, "sagemaker")
     try:
         listed = [e for page in sm.get_paginator("list_endpoints").paginate() for e in page["Endpoints"]]
         described = [sm.describe_endpoint(EndpointName=e["EndpointName"]) for e in listed]
     except Exception as exc:  # noqa: BLE001 - one line for whatever the server or network said
-        return _fail(f"cannot list endpoints at {_url(args)}: {_error_message(exc)}")
+        return _fail(f"cannot list endpoints at {server_url(args)}: {_error_message(exc)}")
     # Before the store is read: a scrape of /metrics makes the server write its meter out first.
     live = _live_environments(args)
     today = _usage_today(args, described)
@@ -210,7 +188,7 @@ def endpoints_command(args: argparse.Namespace) -> int:
 
     out = console()
     if not rows:
-        out.print(f"no endpoints at {_url(args)}")
+        out.print(f"no endpoints at {server_url(args)}")
         return 0
     # Within 80 columns for everyday names; the variants and creation times only with --wide.
     wide = args.wide
@@ -242,7 +220,7 @@ def endpoints_command(args: argparse.Namespace) -> int:
 
 
 def describe_command(args: argparse.Namespace) -> int:
-    sm = _client(args, "sagemaker")
+    sm = server_client(args, "sagemaker")
     try:
         described = sm.describe_endpoint(EndpointName=args.endpoint)
     except Exception as exc:  # noqa: BLE001
@@ -262,7 +240,7 @@ def describe_command(args: argparse.Namespace) -> int:
 
 
 def delete_command(args: argparse.Namespace) -> int:
-    sm = _client(args, "sagemaker")
+    sm = server_client(args, "sagemaker")
     try:
         sm.delete_endpoint(EndpointName=args.endpoint)
         if args.wait:
@@ -287,7 +265,7 @@ def invoke_command(args: argparse.Namespace) -> int:
             return _fail(f"cannot read {args.body[1:]}: {exc.strerror or exc}")
     else:
         body = args.body.encode()
-    runtime = _client(args, "sagemaker-runtime")
+    runtime = server_client(args, "sagemaker-runtime")
     extra = {"Accept": args.accept} if args.accept else {}
     try:
         response = runtime.invoke_endpoint(
@@ -403,7 +381,7 @@ def deploy_command(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     name = args.name or _endpoint_name(args.model)
-    sm = _client(args, "sagemaker")
+    sm = server_client(args, "sagemaker")
     serverless = {"MemorySizeInMB": args.memory, "MaxConcurrency": args.max_concurrency}
     started = time.monotonic()
     try:

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from coldbrew.logs.names import group_name
+from coldbrew.server_client import DEFAULT_URL, server_client, server_url
 
-DEFAULT_URL = "http://127.0.0.1:8080"
 POLL_S = 1.0
 _RELATIVE = re.compile(r"(?P<amount>\d+)(?P<unit>[smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -30,28 +30,6 @@ _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 class _NoSuchEndpoint(Exception):
     pass
-
-
-def _url(args: argparse.Namespace) -> str:
-    return str(args.url or os.environ.get("COLDBREW_URL") or DEFAULT_URL)
-
-
-def _client(args: argparse.Namespace, service: str) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # Credentials as configured for the AWS CLI if any; coldbrew on loopback accepts any.
-    session = boto3.session.Session()
-    credentials = {}
-    if session.get_credentials() is None:
-        credentials = {"aws_access_key_id": "coldbrew", "aws_secret_access_key": "coldbrew"}
-    return session.client(
-        service,
-        endpoint_url=_url(args),
-        region_name=session.region_name or "us-east-1",
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=60),
-        **credentials,
-    )
 
 
 def since_ms(value: str, now: float) -> int:
@@ -107,7 +85,9 @@ def _resolve(args: argparse.Namespace) -> str | None:
     from botocore.exceptions import ClientError
 
     try:
-        described = _client(args, "sagemaker").describe_endpoint(EndpointName=args.endpoint)
+        described = server_client(args, "sagemaker", read_timeout=60).describe_endpoint(
+            EndpointName=args.endpoint
+        )
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("ValidationException", "ResourceNotFound"):
@@ -128,7 +108,7 @@ def logs_command(args: argparse.Namespace) -> int:
         return 2
     if args.filter_pattern:
         request["filterPattern"] = args.filter_pattern
-    logs = _client(args, "logs")
+    logs = server_client(args, "logs", read_timeout=60)
     out = sys.stdout
     try:
         while True:
@@ -155,14 +135,14 @@ def logs_command(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except _NoSuchEndpoint:
-        print(f"coldbrew: endpoint {args.endpoint} not found at {_url(args)}", file=sys.stderr)
+        print(f"coldbrew: endpoint {args.endpoint} not found at {server_url(args)}", file=sys.stderr)
         return 1
     except ClientError as exc:
         error = exc.response.get("Error", {})
         print(f"coldbrew: {error.get('Code', 'Error')}: {error.get('Message', exc)}", file=sys.stderr)
         return 1
     except BotoCoreError as exc:
-        print(f"coldbrew: cannot read the logs at {_url(args)}: {exc}", file=sys.stderr)
+        print(f"coldbrew: cannot read the logs at {server_url(args)}: {exc}", file=sys.stderr)
         return 1
 
 

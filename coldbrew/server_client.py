@@ -1,0 +1,33 @@
+"""How coldbrew's own commands reach a running server: its URL, and boto3 clients for it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def server_url(args: argparse.Namespace) -> str:
+    """``--url``, else ``COLDBREW_URL``, else the default address."""
+    return str(args.url or os.environ.get("COLDBREW_URL") or DEFAULT_URL)
+
+
+def server_client(args: argparse.Namespace, service: str, read_timeout: float = 120) -> Any:
+    """A boto3 client for ``service`` on the server, with few retries: a person is waiting."""
+    import boto3
+    from botocore.config import Config
+
+    # Credentials as configured for the AWS CLI if any; coldbrew on loopback accepts any.
+    session = boto3.session.Session()
+    credentials = {}
+    if session.get_credentials() is None:
+        credentials = {"aws_access_key_id": "coldbrew", "aws_secret_access_key": "coldbrew"}
+    return session.client(
+        service,
+        endpoint_url=server_url(args),
+        region_name=session.region_name or "us-east-1",
+        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=read_timeout),
+        **credentials,
+    )
