@@ -14,6 +14,7 @@ from starlette.responses import Response
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.validation import operation_model, validate_input
 from coldbrew.errors import ColdbrewError, InternalFailure, SerializationException, UnknownOperationException
+from coldbrew.gateway.json_body import read_json_object
 from coldbrew.gateway.sigv4 import signed_region
 
 log = logging.getLogger("coldbrew.gateway")
@@ -48,19 +49,6 @@ def _operation_name(request: Request) -> str:
     return target[len(TARGET_PREFIX) :]
 
 
-async def _parse_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SerializationException(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise SerializationException("The request body must be a JSON object.")
-    return body
-
-
 class ControlEndpoint:
     """The ASGI handler for ``POST /``: parse, validate, dispatch to the control plane."""
 
@@ -79,7 +67,7 @@ class ControlEndpoint:
                 raise UnknownOperationException(f"Operation {name} is not a SageMaker operation.")
             if handler is None:
                 raise UnknownOperationException(f"coldbrew does not implement SageMaker.{name}.")
-            params = await _parse_body(request)
+            params = await read_json_object(request, SerializationException)
             validate_input(model, params)
             region = signed_region(request.headers.get("authorization")) or self.default_region
             context = RequestContext(region=region, account=self.account)

@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from coldbrew.control.validation import constraint_errors, errors_message
+from coldbrew.gateway.json_body import read_json_object
 from coldbrew.gateway.sigv4 import signed_region
 from coldbrew.logs import query, store
 from coldbrew.logs.collector import LogCollector
@@ -92,7 +93,7 @@ class LogsApi:
         request_id = str(uuid.uuid4())
         try:
             name = _operation_name(request)
-            params = await _parse_body(request)
+            params = await read_json_object(request, SerializationException, MAX_BODY_BYTES)
             model = service_model()
             if name not in model.operation_names:
                 raise _Unknown(f"Operation {name} is not a CloudWatch Logs operation.")
@@ -133,23 +134,6 @@ def _operation_name(request: Request) -> str:
     if not target.startswith(TARGET_PREFIX):
         raise _Unknown(f"Unknown operation target '{target}': expected {TARGET_PREFIX}<Operation>.")
     return target[len(TARGET_PREFIX) :]
-
-
-async def _parse_body(request: Request) -> dict[str, Any]:
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY_BYTES:
-            raise SerializationException(f"The request body is larger than {MAX_BODY_BYTES} bytes.")
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SerializationException(f"The request body is not valid JSON: {exc}.") from None
-    if not isinstance(body, dict):
-        raise SerializationException("The request body must be a JSON object.")
-    return body
 
 
 def _json(body: dict[str, Any], status: int, request_id: str) -> Response:
