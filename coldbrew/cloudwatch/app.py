@@ -23,6 +23,7 @@ from coldbrew.cloudwatch.errors import CloudWatchError, InternalServiceError, Re
 from coldbrew.cloudwatch.operations import OPERATIONS
 from coldbrew.cloudwatch.protocols import Headers, Protocol, decode, encode, encode_error, protocol_of
 from coldbrew.cloudwatch.shapes import coerce, operation
+from coldbrew.gateway.bodies import OversizeBody, read_body
 
 log = logging.getLogger("coldbrew.cloudwatch")
 
@@ -49,7 +50,12 @@ class CloudWatchApp:
         headers = dict(scope["headers"])
         protocol = protocol_of(scope["method"], scope["path"], headers)
         try:
-            body = await _read_body(receive, MAX_BODY_BYTES)
+            try:
+                body = await read_body(receive, MAX_BODY_BYTES)
+            except OversizeBody:
+                raise RequestTooLarge(
+                    f"The request is larger than CloudWatch's limit of {MAX_BODY_BYTES:,} bytes."
+                ) from None
             query = scope.get("query_string", b"").decode("latin-1")
             request = decode(protocol, scope["path"], query, body, headers)
             status, out_headers, payload = await run_in_threadpool(self._run, request, request_id)
@@ -79,22 +85,6 @@ class CloudWatchApp:
             conn.execute("PRAGMA busy_timeout=5000")
             self._local.conn = conn
         return conn
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLarge(f"The request is larger than CloudWatch's limit of {limit:,} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 __all__ = ["CloudWatchApp", "Protocol"]

@@ -14,7 +14,7 @@ from starlette.responses import Response
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.validation import operation_model, validate_input
 from coldbrew.errors import ColdbrewError, InternalFailure, SerializationException, UnknownOperationException
-from coldbrew.gateway.json_body import read_json_object
+from coldbrew.gateway.bodies import read_json_object
 from coldbrew.gateway.sigv4 import signed_region
 
 log = logging.getLogger("coldbrew.gateway")

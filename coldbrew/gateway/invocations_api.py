@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coldbrew.control.service import ControlPlane
 from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
+from coldbrew.gateway.bodies import OversizeBody, read_body
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, SERVERLESS_MAX_PAYLOAD, Invocation
@@ -77,27 +78,6 @@ class InvocationRouter:
                     await send({"type": "http.response.body", "body": reply.body})
                     return
         await self.app(scope, receive, send)
-
-
-class OversizeBody(Exception):
-    """The body grew past its limit while it was read (the rest is never read into memory)."""
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise OversizeBody
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def check_custom_attributes(value: str | None) -> None:

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from coldbrew.control.validation import constraint_errors, errors_message
-from coldbrew.gateway.json_body import read_json_object
+from coldbrew.gateway.bodies import read_json_object
 from coldbrew.gateway.sigv4 import signed_region
 from coldbrew.logs import query, store
 from coldbrew.logs.collector import LogCollector

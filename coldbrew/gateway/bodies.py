@@ -1,4 +1,4 @@
-"""An AWS JSON request's body: one JSON object, or a SerializationException of the caller's API."""
+"""Reading request bodies with a size limit: raw (ASGI), or as one AWS JSON object."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 
 async def read_json_object(
@@ -32,3 +33,24 @@ async def read_json_object(
     if not isinstance(body, dict):
         raise error("The request body must be a JSON object.")
     return body
+
+
+class OversizeBody(Exception):
+    """The body grew past its limit while it was read (the rest is never read into memory)."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise OversizeBody
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
