@@ -23,7 +23,7 @@ from coldbrew.cloudwatch.errors import CloudWatchError, InternalServiceError, Re
 from coldbrew.cloudwatch.operations import OPERATIONS
 from coldbrew.cloudwatch.protocols import Headers, Protocol, decode, encode, encode_error, protocol_of
 from coldbrew.cloudwatch.shapes import coerce, operation
-from coldbrew.gateway.bodies import OversizeBody, read_body
+from coldbrew.wire.bodies import OversizeBody, read_body
 
 log = logging.getLogger("coldbrew.cloudwatch")
 

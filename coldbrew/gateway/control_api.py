@@ -14,8 +14,8 @@ from starlette.responses import Response
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.validation import operation_model, validate_input
 from coldbrew.errors import ColdbrewError, InternalFailure, SerializationException, UnknownOperationException
-from coldbrew.gateway.bodies import read_json_object
-from coldbrew.gateway.sigv4 import signed_region
+from coldbrew.wire.bodies import read_json_object
+from coldbrew.wire.sigv4 import signed_region
 
 log = logging.getLogger("coldbrew.gateway")
 

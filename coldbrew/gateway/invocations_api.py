@@ -13,11 +13,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coldbrew.control.service import ControlPlane
 from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
-from coldbrew.gateway.bodies import OversizeBody, read_body
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, SERVERLESS_MAX_PAYLOAD, Invocation
 from coldbrew.serving.service import Serving
+from coldbrew.wire.bodies import OversizeBody, read_body
 
 log = logging.getLogger("coldbrew.gateway")
 

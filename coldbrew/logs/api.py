@@ -29,8 +29,6 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from coldbrew.control.validation import constraint_errors, errors_message
-from coldbrew.gateway.bodies import read_json_object
-from coldbrew.gateway.sigv4 import signed_region
 from coldbrew.logs import query, store
 from coldbrew.logs.collector import LogCollector
 from coldbrew.logs.errors import (
@@ -40,6 +38,8 @@ from coldbrew.logs.errors import (
     SerializationException,
     ServiceUnavailableException,
 )
+from coldbrew.wire.bodies import read_json_object
+from coldbrew.wire.sigv4 import signed_region
 
 log = logging.getLogger("coldbrew.logs")
 

@@ -19,7 +19,7 @@ import anyio
 import anyio.to_thread
 from starlette.types import Receive, Scope, Send
 
-from coldbrew.gateway.sigv4 import signed_region
+from coldbrew.wire.sigv4 import signed_region
 
 from .body import ClientGone, RequestBody
 from .multipart import Uploads
