@@ -7,14 +7,11 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-
-import pytest
 
 from tests.logs.conftest import aws_env, group, invoke
 from tests.support import REPO, ColdbrewServer, free_port
@@ -108,27 +105,6 @@ def test_aws_cli_v1_lists_reads_and_filters(logs_server: ColdbrewServer, printer
 
 
 # --- AWS CLI v2: aws logs tail [--follow] -----------------------------------------------------
-
-
-def aws_cli_v2() -> str | None:
-    """An AWS CLI v2 (Debian's ``awscli`` package, which .ci/run installs): PyPI's is v1, which
-    has no ``aws logs tail``."""
-    for candidate in ("/usr/bin/aws", "/usr/local/bin/aws", shutil.which("aws")):
-        if candidate and os.path.exists(candidate):
-            version = subprocess.run([candidate, "--version"], capture_output=True, text=True, timeout=30)
-            if (version.stdout + version.stderr).startswith("aws-cli/2."):
-                return candidate
-    return None
-
-
-@pytest.fixture(scope="module")
-def aws_v2() -> str:
-    found = aws_cli_v2()
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must have the AWS CLI v2 (.ci/run installs Debian's awscli)")
-        pytest.skip("no AWS CLI v2 here (apt-get install awscli on Debian 12 installs one)")
-    return found
 
 
 def test_aws_logs_tail_and_follow(aws_v2: str, logs_server: ColdbrewServer, printer: str) -> None:

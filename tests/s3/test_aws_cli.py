@@ -82,17 +82,13 @@ def test_a_large_file_goes_up_in_parts(aws: Any, tmp_path: Path, s3: Any, bucket
     assert (tmp_path / "big-back.bin").read_bytes() == big.read_bytes()
 
 
-AWS_V2 = Path("/usr/bin/aws")  # Debian's AWS CLI v2, which .ci/run installs for tests/logs
-
-
-@pytest.mark.skipif(not AWS_V2.exists(), reason="the AWS CLI v2 is not installed")
-def test_the_aws_cli_v2(server: ColdbrewServer, tmp_path: Path) -> None:
+def test_the_aws_cli_v2(server: ColdbrewServer, tmp_path: Path, aws_v2: str) -> None:
     """CLI v2 is what most users have; Debian's (2.9) predates AWS_ENDPOINT_URL, hence the flag."""
     env = client_env(server, tmp_path)
 
     def aws(*args: str) -> str:
         done = subprocess.run(
-            [str(AWS_V2), "--endpoint-url", server.url, "s3", *args], env=env, capture_output=True, text=True,
+            [aws_v2, "--endpoint-url", server.url, "s3", *args], env=env, capture_output=True, text=True,
             timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
