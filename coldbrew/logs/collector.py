@@ -206,6 +206,10 @@ class LogCollector:
                 if due or asked > self._sync_done or self._pending_bytes > MAX_PENDING_BYTES or woken:
                     if due:
                         self._flush_partial_lines(time.monotonic())
+                        # Lines held back by the echo's rate limit are counted in the server's log
+                        # within a flush interval, not only when the environment next prints or ends.
+                        for pipe in list(self._pipes.values()):
+                            self._echo_suppressed(pipe)
                         next_flush = time.monotonic() + self.flush_interval_s
                     self._flush()
                     if asked > self._sync_done:

@@ -113,6 +113,25 @@ def test_the_server_output_copy_is_labelled_and_rate_limited(
     assert copied[-1].endswith("they are in log group /aws/sagemaker/Endpoints/ep)")
 
 
+def test_held_back_lines_are_counted_while_the_environment_still_runs(
+    collector: LogCollector, echo: io.StringIO
+) -> None:
+    """A burst past the echo's limit from a worker that then goes quiet (but lives on) is counted in
+    the server's output within a flush interval, not only when it prints again or ends."""
+    env = collector.open("ep", "AllTraffic")
+    assert env.output_fd is not None
+    worker = os.dup(env.output_fd)
+    env.handed_over()
+    try:
+        os.write(worker, b"".join(b"burst %d\n" % i for i in range(int(collector_module.ECHO_BURST) + 300)))
+        deadline = time.monotonic() + 5
+        while "lines not shown here" not in echo.getvalue():
+            assert time.monotonic() < deadline, echo.getvalue()[-300:]
+            time.sleep(0.02)
+    finally:
+        os.close(worker)
+
+
 def test_close_reads_what_the_pipes_still_hold(tmp_path: Path) -> None:
     c = LogCollector(tmp_path / "logs.db", max_bytes_per_endpoint=1 << 30, retention_days=7)
     c.start()
