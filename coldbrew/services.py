@@ -9,6 +9,9 @@ from starlette.types import ASGIApp
 
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
+from coldbrew.async_inference.dispatcher import Dispatcher
+from coldbrew.async_inference.objects import BotoObjects, EmbeddedObjects, Objects
+from coldbrew.async_inference.queue import AsyncQueue
 from coldbrew.backends.local import LocalBackend
 from coldbrew.cloudwatch import CloudWatchApp
 from coldbrew.control.reconciler import Reconciler
@@ -69,6 +72,18 @@ class Services:
             snapshot=self.serving.environment_snapshot,
         )
         self.control = ControlPlane(self.store, self.reconciler)
+        # Asynchronous inference: its queue in a file of its own, so its fsyncs never wait on the
+        # control store's or the meter's writes.
+        objects: Objects = EmbeddedObjects(self.s3) if self.s3 is not None else BotoObjects()
+        self.async_queue = AsyncQueue(settings.async_db_path)
+        self.dispatcher = Dispatcher(
+            self.async_queue,
+            objects,
+            self.serving,
+            endpoint_exists=self.control.endpoint_exists,
+            region=settings.region,
+            meter=self.meter,
+        )
 
     def aws_apis(self) -> dict[str, ASGIApp]:
         """The other AWS APIs served on the gateway's port, by SigV4 signing name."""
@@ -89,6 +104,7 @@ class Services:
         await self.serving.start()
         self.meter.start()
         self.reconciler.resume()
+        await self.dispatcher.start()
         if self.settings.demo:
             context = RequestContext(self.settings.region, self.settings.account_id)
             await run_in_threadpool(deploy_demo, self.control, context, self.settings.data_dir)
@@ -97,6 +113,8 @@ class Services:
     async def close(self) -> None:
         # The reconciler's threads may be waiting on the event loop, so stop them off the loop.
         await run_in_threadpool(self.reconciler.stop)
+        # Before serving: what it is processing finishes (or is queued again) while workers exist.
+        await self.dispatcher.close()
         await self.serving.close()
         # After serving has drained, so the last invocations' records are flushed too.
         await run_in_threadpool(self.meter.close)
@@ -104,5 +122,6 @@ class Services:
             # After serving has stopped every worker, so their last lines are in.
             await run_in_threadpool(self.logs.close)
         self.store.close()
+        self.async_queue.close()
         if self.s3 is not None:
             self.s3.close()

@@ -126,6 +126,10 @@ class Settings(BaseSettings):
         return self.data_dir / "packages"
 
     @property
+    def async_db_path(self) -> Path:
+        return self.data_dir / "async.db"
+
+    @property
     def logs_db_path(self) -> Path:
         return self.data_dir / "logs.db"
 

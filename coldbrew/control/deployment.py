@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.targets import (
     ContainerTarget,
@@ -107,7 +108,9 @@ class Deployment:
                 )
             )
         fingerprint = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
-        return EndpointTarget(endpoint, self.config_name, tuple(variants), fingerprint)
+        async_config = self.config.get("AsyncInferenceConfig")
+        asynchronous = AsyncConfig.from_request(async_config) if async_config else None
+        return EndpointTarget(endpoint, self.config_name, tuple(variants), fingerprint, asynchronous)
 
     @property
     def variants(self) -> list[VariantSpec]:

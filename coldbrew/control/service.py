@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coldbrew.async_inference import config as async_config
 from coldbrew.control import arns
 from coldbrew.control.deployment import Deployment, variant_summaries, with_variant_status
 from coldbrew.control.paging import ListQuery, list_rows
@@ -197,6 +198,8 @@ class ControlPlane:
     def create_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         variants = request["ProductionVariants"]
         validate_production_variants(variants)
+        if request.get("AsyncInferenceConfig") is not None:
+            async_config.validate(request["AsyncInferenceConfig"], request["EndpointConfigName"])
         for variant in variants:
             if "ModelName" not in variant:
                 raise ValidationException(f"Variant '{variant['VariantName']}' must name a ModelName.")
@@ -317,6 +320,10 @@ class ControlPlane:
                 "EndpointStatus": r["status"],
             },
         )
+
+    def endpoint_exists(self, key: str) -> bool:
+        """Whether an endpoint of this lower-cased name exists (in any status)."""
+        return self.store.query_one("SELECT 1 FROM endpoints WHERE name_key = ?", [key]) is not None
 
     def refusal_for(self, name: str, account: str) -> ValidationError:
         """Why endpoint ``name`` takes no invocations, for an invocation serving has no endpoint

@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from coldbrew.gateway.async_invocations_api import AsyncInvocationsEndpoint
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
 from coldbrew.gateway.service_router import ServiceRouter
@@ -27,6 +28,9 @@ def create_app(settings: Settings) -> ASGIApp:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
     invocations = InvocationsEndpoint(services.serving, services.control, settings.account_id, services.meter)
+    async_invocations = AsyncInvocationsEndpoint(
+        services.serving, services.control, services.dispatcher, settings.account_id
+    )
     core = services.serving.pools.core
     registry = registry_for(
         services.meter,
@@ -65,6 +69,6 @@ def create_app(settings: Settings) -> ASGIApp:
         Route("/metrics", metrics, methods=["GET"]),
     ]
     # The invoke path is answered in front of Starlette; everything else (and the lifespan) goes on.
-    sagemaker = InvocationRouter(Starlette(routes=routes, lifespan=lifespan), invocations)
+    sagemaker = InvocationRouter(Starlette(routes=routes, lifespan=lifespan), invocations, async_invocations)
     # S3, CloudWatch and CloudWatch Logs on the same port, told apart by what the client signed for.
     return ServiceRouter(sagemaker, services.aws_apis())

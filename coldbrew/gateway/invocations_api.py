@@ -7,6 +7,7 @@ import json
 import logging
 import time
 import uuid
+from typing import Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,9 +23,13 @@ from coldbrew.wire.bodies import OversizeBody, read_body
 log = logging.getLogger("coldbrew.gateway")
 
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
-PREFIX, SUFFIX = "/endpoints/", "/invocations"
+PREFIX, SUFFIX, ASYNC_SUFFIX = "/endpoints/", "/invocations", "/async-invocations"
 
 Headers = list[tuple[bytes, bytes]]
+
+
+class Invoker(Protocol):
+    async def invoke(self, name: str, headers: dict[str, str], receive: Receive) -> Reply: ...
 
 
 class Reply:
@@ -57,18 +62,25 @@ class InvocationRouter:
     goes on to the Starlette app.
     """
 
-    def __init__(self, app: ASGIApp, invocations: InvocationsEndpoint) -> None:
+    def __init__(
+        self, app: ASGIApp, invocations: InvocationsEndpoint, async_invocations: Invoker | None = None
+    ) -> None:
         self.app = app
         self.invocations = invocations
+        self.async_invocations = async_invocations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             path: str = scope["path"]
+            invoker: Invoker | None = None
             if path.startswith(PREFIX) and path.endswith(SUFFIX):
-                name = path[len(PREFIX) : -len(SUFFIX)]
+                name, invoker = path[len(PREFIX) : -len(SUFFIX)], self.invocations
+            elif path.startswith(PREFIX) and path.endswith(ASYNC_SUFFIX):
+                name, invoker = path[len(PREFIX) : -len(ASYNC_SUFFIX)], self.async_invocations
+            if invoker is not None:
                 if name and "/" not in name:
                     headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-                    reply = await self.invocations.invoke(name, headers, receive)
+                    reply = await invoker.invoke(name, headers, receive)
                     # SageMaker's replies carry a Content-Length (clients read it); it also saves
                     # the chunked encoding's second write.
                     reply.headers.append((b"content-length", str(len(reply.body)).encode()))
@@ -117,6 +129,11 @@ class InvocationsEndpoint:
                 # endpoint was created with, as on SageMaker.
                 raise await run_in_threadpool(self.control.refusal_for, name, self.account)
             metered.endpoint = name.lower()
+            if endpoint.asynchronous is not None:
+                raise ValidationError(
+                    f"Endpoint {name} of account {self.account} is an asynchronous inference endpoint; "
+                    "invoke it with InvokeEndpointAsync."
+                )
             # The variant is chosen here rather than in serving so that every record, an error's
             # too, names the variant and memory size it was for.
             variant = endpoint.choose(headers.get("x-amzn-sagemaker-target-variant"))

@@ -134,7 +134,13 @@ class PoolState:
 
     @property
     def budgeted(self) -> bool:
-        return self.config.serverless
+        return self.on_demand
+
+    @property
+    def on_demand(self) -> bool:
+        """Environments start for invocations and are released when idle (serverless variants, and
+        the instances of an asynchronous endpoint)."""
+        return self.config.serverless or self.config.scale_to_zero
 
     def ready_count(self) -> int:
         return sum(1 for e in self.envs.values() if e.ready)
@@ -256,7 +262,7 @@ class ScalingCore:
         self._active.add(pool.id)
         self._keep_minimum(pool, now, out)
         self._serve_waiters(pool, now, out)
-        if not pool.config.serverless:
+        if not pool.on_demand:
             # Fewer instances: idle ones beyond the count go now, busy ones when they finish.
             for env in pool.idle_envs()[: max(0, pool.surplus())]:
                 pool.stats.released += 1
@@ -313,7 +319,7 @@ class ScalingCore:
             self._hint = min(self._hint, self._pool_wakeup(pool))
         config = pool.config
         env = self._free_environment(pool)
-        if env is None and not config.serverless:
+        if env is None and not pool.on_demand:
             instances = [e for e in pool.envs.values() if e.ready]
             if instances:
                 env = min(instances, key=lambda e: e.in_flight)
@@ -439,7 +445,7 @@ class ScalingCore:
                 self._drained_if_empty(pool, out)
             return
         self._hand_to_waiters(pool, env, out)
-        if env.in_flight == 0 and not pool.config.serverless and pool.surplus() > 0:
+        if env.in_flight == 0 and not pool.on_demand and pool.surplus() > 0:
             # DesiredInstanceCount was lowered: an instance beyond it goes once it is idle.
             pool.stats.released += 1
             self._stop(pool, env, StopReason.IDLE, out)
@@ -477,7 +483,7 @@ class ScalingCore:
             if pool.minimum_retry_at is not None and now >= pool.minimum_retry_at:
                 pool.minimum_retry_at = None
                 self._keep_minimum(pool, now, out)
-            if pool.config.serverless:
+            if pool.on_demand:
                 self._apply_keepalive(pool, now, out)
 
     def _apply_keepalive(self, pool: PoolState, now: float, out: list[Action]) -> None:
@@ -507,7 +513,7 @@ class ScalingCore:
 
     def _pool_wakeup(self, pool: PoolState) -> float:
         wake = math.inf if pool.minimum_retry_at is None else pool.minimum_retry_at
-        if not pool.config.serverless:
+        if not pool.on_demand:
             return wake
         if pool.prewarm_at is not None and pool.window_end is not None:
             at = pool.window_end if pool.prewarmed or pool.envs else pool.prewarm_at
@@ -581,7 +587,7 @@ class ScalingCore:
             return
         pool.idle_since = now
         pool.policy.on_idle(now)
-        if not pool.config.serverless:
+        if not pool.on_demand:
             return
         windows = pool.policy.windows(now)
         if windows.prewarm_s > 0:

@@ -36,6 +36,9 @@ class PoolConfig:
     idle_timeout_s: float = 300.0
     keepalive: str = "fixed"
     """Keep-alive policy name (:func:`coldbrew.scaling.keepalive.make_policy`)."""
+    scale_to_zero: bool = False
+    """Provisioned only: instances start on demand, up to the count, and are released after the
+    idle timeout (an asynchronous endpoint's instances); ``min_environments`` is then 0."""
 
     @property
     def max_environments(self) -> int:

@@ -8,6 +8,7 @@ import time
 
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelError
+from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut
 from coldbrew.serving.invocation import Invocation, InvocationResult
 from coldbrew.serving.pools import Pools
 from coldbrew.serving.router import RoutedVariant
@@ -30,7 +31,9 @@ async def invoke(
         )
     except TimeoutError:
         env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
-        raise ModelError(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason) from None
+        raise InvocationTimedOut(
+            env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason
+        ) from None
     except WorkerConnectionError:
         if env.stop_reason is None and env.worker.oom_killed():
             env.stop_reason = (
@@ -39,7 +42,9 @@ async def invoke(
             )
         if env.stop_reason is None:
             env.stop_reason = "The model's worker process exited while handling this request; it is replaced."
-        raise ModelError(env.stop_reason, OriginalStatusCode=500, OriginalMessage=env.stop_reason) from None
+        raise EnvironmentLost(
+            env.stop_reason, OriginalStatusCode=500, OriginalMessage=env.stop_reason
+        ) from None
     finally:
         pools.release(lease)
     latency_us = int((time.perf_counter() - started) * 1_000_000)

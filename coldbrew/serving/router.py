@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.errors import ValidationError
 
 
@@ -26,6 +27,8 @@ class LiveEndpoint:
     variants: dict[str, RoutedVariant]
     fingerprint: str
     """Identifies what the pools run; a deploy with the same fingerprint only reconfigures them."""
+    asynchronous: AsyncConfig | None = None
+    """Set for an asynchronous endpoint: it takes InvokeEndpointAsync, not InvokeEndpoint."""
 
     def choose(self, target_variant: str | None) -> RoutedVariant:
         if target_variant is not None:

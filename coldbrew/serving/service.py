@@ -120,7 +120,7 @@ class Serving:
         key = target.endpoint.lower()
         current = self.endpoints.get(key)
         configs = {
-            v.name: pool_config(target.endpoint, v, self.idle_timeout_s, self.keepalive)
+            v.name: pool_config(target.endpoint, v, self.idle_timeout_s, self.keepalive, target.asynchronous)
             for v in target.variants
         }
         if current is not None and current.fingerprint == target.fingerprint:
@@ -154,7 +154,7 @@ class Serving:
             variants[variant.name] = RoutedVariant(
                 variant.name, pools[variant.name], variant.weight, config.serverless, config.memory_mb
             )
-        return LiveEndpoint(target.endpoint, variants, target.fingerprint)
+        return LiveEndpoint(target.endpoint, variants, target.fingerprint, target.asynchronous)
 
     async def _drain_all(self, pools: list[int], timeout_s: float) -> None:
         await asyncio.gather(*(self.pools.drain(p, timeout_s) for p in pools), return_exceptions=True)
@@ -182,9 +182,13 @@ class Serving:
     def endpoint(self, name: str) -> LiveEndpoint | None:
         return self.endpoints.get(name.lower())
 
-    async def invoke(self, variant: RoutedVariant, request: Invocation) -> InvocationResult:
+    async def invoke(
+        self, variant: RoutedVariant, request: Invocation, timeout_s: float | None = None
+    ) -> InvocationResult:
+        """``timeout_s``: the invocation's own limit (async requests), else the server's."""
+        timeout_s = timeout_s or self.invocation_timeout_s
         try:
-            return await invoke(self.pools, variant, request, self.invocation_timeout_s)
+            return await invoke(self.pools, variant, request, timeout_s)
         except ModelNotReadyException:
             # Its pool was replaced (UpdateEndpoint) between the choice of a variant and its
             # admission, or while it waited: the endpoint's current variants serve it, chosen
@@ -195,7 +199,7 @@ class Serving:
             replacement = current.choose(request.target_variant)
             if replacement.pool == variant.pool:
                 raise
-            return await invoke(self.pools, replacement, request, self.invocation_timeout_s)
+            return await invoke(self.pools, replacement, request, timeout_s)
 
     # --- read-only, for the meter's sampling thread ---------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.backends.base import WorkerSpec
 from coldbrew.scaling.messages import PoolConfig
 from coldbrew.serving.instances import instance_type
@@ -15,9 +16,21 @@ MB_PER_VCPU = 1769
 """Memory that buys one vCPU, as on AWS Lambda; SageMaker Serverless sizes CPU by memory likewise."""
 
 
-def pool_config(endpoint: str, variant: VariantTarget, idle_timeout_s: float, keepalive: str) -> PoolConfig:
+def pool_config(
+    endpoint: str,
+    variant: VariantTarget,
+    idle_timeout_s: float,
+    keepalive: str,
+    asynchronous: AsyncConfig | None = None,
+) -> PoolConfig:
     """The scaling config of a variant; ``idle_timeout_s`` and ``keepalive`` are the server's
-    defaults, which the variant's own settings override."""
+    defaults, which the variant's own settings override.
+
+    An asynchronous endpoint's instance variant scales to zero like a serverless one (as a
+    SageMaker async endpoint with a minimum capacity of 0 does): its instances start as the queue
+    fills, each takes MaxConcurrentInvocationsPerInstance requests at a time, and they are released
+    after the idle timeout once the queue is empty.
+    """
     settings = variant.settings
     if variant.serverless is not None:
         serverless = variant.serverless
@@ -35,6 +48,19 @@ def pool_config(endpoint: str, variant: VariantTarget, idle_timeout_s: float, ke
     assert variant.instances is not None
     instance = instance_type(variant.instances.instance_type)
     per_instance = max(2, instance.vcpus)
+    if asynchronous is not None:
+        per_instance = asynchronous.max_concurrent_per_instance or per_instance
+        return PoolConfig(
+            endpoint=endpoint,
+            variant=variant.name,
+            serverless=False,
+            memory_mb=instance.memory_mb,
+            max_concurrency=variant.instances.count * per_instance,
+            min_environments=0,
+            environment_concurrency=per_instance,
+            idle_timeout_s=settings.idle_timeout_s or idle_timeout_s,
+            scale_to_zero=True,
+        )
     return PoolConfig(
         endpoint=endpoint,
         variant=variant.name,

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.scaling.keepalive import POLICY_NAMES
 
 
@@ -95,3 +96,5 @@ class EndpointTarget:
     fingerprint: str
     """Identifies what the variants run (config and models, not weights or capacities): a deploy
     with an unchanged fingerprint only reconfigures the running pools."""
+    asynchronous: AsyncConfig | None = None
+    """The endpoint config's AsyncInferenceConfig, if it has one."""

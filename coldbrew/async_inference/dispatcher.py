@@ -1,0 +1,449 @@
+"""Drains each endpoint's async queue through serving, at the endpoint's concurrency.
+
+One drain task per endpoint with work, on the gateway's event loop. It keeps at most the
+variants' concurrency (MaxConcurrency, or instances × MaxConcurrentInvocationsPerInstance) in
+flight, so the scaling core starts environments as work arrives and, once the queue is empty,
+releases them after the idle timeout like any other idle environment. Requests are claimed from
+the queue in batches a little ahead of need, and finished in group commits, so the queue's
+fsyncs are shared by many requests.
+
+A request ends with exactly one visible outcome: its result object, or its failure object. A
+request handed out before (``attempts > 1``: the server stopped, or a worker crashed under it)
+is first checked for a result an earlier run already wrote, identified by the request id in the
+object's metadata, and only processed again if there is none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from coldbrew.async_inference.commits import GroupCommit
+from coldbrew.async_inference.notifications import Notifier, message
+from coldbrew.async_inference.objects import ObjectError, Objects
+from coldbrew.async_inference.queue import AsyncQueue, Backlog, Outcome
+from coldbrew.async_inference.requests import MAX_INPUT_BYTES, AsyncRequest, location
+from coldbrew.errors import ColdbrewError, ModelError, ModelNotReadyException, ThrottlingException
+from coldbrew.metering.meter import Meter
+from coldbrew.metering.records import MeterRecord
+from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut
+from coldbrew.serving.invocation import Invocation
+from coldbrew.serving.router import LiveEndpoint, RoutedVariant
+from coldbrew.serving.service import Serving
+
+log = logging.getLogger("coldbrew.async")
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 3
+"""Times a request is handed to a worker before it is failed (a worker crash or a server stop
+under it each count one)."""
+SWEEP_INTERVAL_S = 1.0
+"""How often expired requests are failed and endpoints without a drain are looked at."""
+BACKOFF_S = 0.5
+"""Pause of a drain whose requests were refused for capacity (memory budget, an update)."""
+
+
+@dataclass
+class _Drain:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    buffer: deque[AsyncRequest] = field(default_factory=deque)
+    """Claimed from the queue (``running`` there) but not started yet."""
+    in_flight: dict[str, int] = field(default_factory=dict)
+    """By variant name."""
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> int:
+        return sum(self.in_flight.values())
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: AsyncQueue,
+        objects: Objects,
+        serving: Serving,
+        *,
+        endpoint_exists: Callable[[str], bool],
+        region: str,
+        meter: Meter | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.objects = objects
+        self.serving = serving
+        self.endpoint_exists = endpoint_exists
+        self.region = region
+        self.meter = meter
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="coldbrew-async")
+        self._enqueue: GroupCommit[AsyncRequest] = GroupCommit(self.queue.enqueue, self.io)
+        self._finish: GroupCommit[Outcome] = GroupCommit(
+            lambda outcomes: self.queue.finish(outcomes, self.clock()), self.io
+        )
+        self._drains: dict[str, _Drain] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._closing = False
+        self.backlog: dict[str, Backlog] = {}
+        """By lower-cased endpoint name, as of the last sweep."""
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        recovered = await self.run_io(self.queue.recover)
+        if recovered:
+            log.info("async: %d request(s) an earlier run was processing are queued again", recovered)
+        for key in await self.run_io(self.queue.endpoints_with_work):
+            self.wake(key)
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def close(self, grace_s: float = 10.0) -> None:
+        """Stop taking work; let what runs finish for ``grace_s``; put what never started back."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for drain in self._drains.values():
+            drain.wake.set()
+        running = [t for t in self._tasks if not t.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        unstarted = [r.id for d in self._drains.values() for r in d.buffer]
+        await asyncio.gather(*(d.task for d in self._drains.values() if d.task), return_exceptions=True)
+        if unstarted:
+            await self.run_io(self.queue.requeue, unstarted, True)
+        await self._finish.drain()
+        self.io.shutdown(wait=True)
+
+    # --- accepting -------------------------------------------------------------------------------
+
+    async def accept(self, request: AsyncRequest) -> None:
+        """Returns once the request is durable in the queue."""
+        await self._enqueue.submit(request)
+        self.wake(request.endpoint_key)
+
+    def wake(self, key: str) -> None:
+        if self._closing:
+            return
+        drain = self._drains.get(key)
+        if drain is None:
+            drain = self._drains[key] = _Drain()
+            drain.task = asyncio.create_task(self._drain(key, drain))
+        drain.wake.set()
+
+    # --- draining --------------------------------------------------------------------------------
+
+    async def _drain(self, key: str, drain: _Drain) -> None:
+        try:
+            await self._drain_loop(key, drain)
+        except Exception:
+            log.exception("async: the drain of endpoint %s failed; it restarts at the next sweep", key)
+        finally:
+            if self._drains.get(key) is drain:
+                del self._drains[key]
+            if drain.buffer:
+                await self.run_io(self.queue.requeue, [r.id for r in drain.buffer], True)
+                drain.buffer.clear()
+
+    async def _drain_loop(self, key: str, drain: _Drain) -> None:
+        exhausted = False
+        while not self._closing:
+            drain.wake.clear()
+            live = self.serving.endpoint(key)
+            if live is None:
+                if not drain.buffer and drain.busy == 0 and not await self.run_io(self.endpoint_exists, key):
+                    await self._fail_deleted(key)
+                    return
+                # Being created or redeployed after a restart: wait for it.
+                await self._sleep_or_wake(drain, SWEEP_INTERVAL_S)
+                continue
+            capacity = self._capacity(live)
+            want = 2 * capacity - len(drain.buffer) - drain.busy
+            if len(drain.buffer) < capacity and want > 0:
+                claimed = await self.run_io(self.queue.claim, key, want)
+                drain.buffer.extend(claimed)
+                exhausted = len(claimed) < want
+            while drain.buffer:
+                variant = self._pick(live, drain)
+                if variant is None:
+                    break
+                request = drain.buffer.popleft()
+                drain.in_flight[variant.name] = drain.in_flight.get(variant.name, 0) + 1
+                self._spawn(self._process(request, variant, drain))
+            if exhausted and not drain.buffer and drain.busy == 0 and not drain.wake.is_set():
+                return  # no work: the next accept starts a new drain
+            await self._sleep_or_wake(drain, SWEEP_INTERVAL_S)
+
+    async def _sleep_or_wake(self, drain: _Drain, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain.wake.wait(), timeout)
+
+    def _capacity(self, live: LiveEndpoint) -> int:
+        return max(1, sum(self._limit(v) for v in live.variants.values() if v.weight > 0))
+
+    def _limit(self, variant: RoutedVariant) -> int:
+        return self.serving.pools.config(variant.pool).max_concurrency
+
+    def _pick(self, live: LiveEndpoint, drain: _Drain) -> RoutedVariant | None:
+        """A variant with room, by weight among those that have it."""
+        open_ = [
+            v
+            for v in live.variants.values()
+            if v.weight > 0 and drain.in_flight.get(v.name, 0) < self._limit(v)
+        ]
+        if not open_:
+            return None
+        if len(open_) == 1:
+            return open_[0]
+        return random.choices(open_, weights=[v.weight for v in open_])[0]
+
+    # --- one request -----------------------------------------------------------------------------
+
+    async def _process(self, request: AsyncRequest, variant: RoutedVariant, drain: _Drain) -> None:
+        try:
+            await self._run(request, variant)
+        except Exception:
+            log.exception(
+                "async: request %s (InferenceId %s) failed unexpectedly", request.id, request.inference_id
+            )
+            with contextlib.suppress(Exception):
+                await self._fail(
+                    request, "coldbrew failed while processing this request; see the server log."
+                )
+        finally:
+            drain.in_flight[variant.name] -= 1
+            drain.wake.set()
+
+    async def _run(self, request: AsyncRequest, variant: RoutedVariant) -> None:
+        if request.attempts > 1 and await self._already_finished(request):
+            return
+        now = self.clock()
+        if now > request.expires_at:
+            await self._fail(
+                request,
+                f"Request expired: it waited in the queue longer than its RequestTTLSeconds "
+                f"({request.ttl_s} s) before it could be processed.",
+            )
+            return
+        if request.attempts > MAX_ATTEMPTS:
+            await self._fail(
+                request,
+                f"The request was started {request.attempts - 1} times without finishing (the model's "
+                "worker exited or the server stopped while processing it); it is not retried again.",
+            )
+            return
+        try:
+            body, _ = await self.run_io(self.objects.read, location(request.input_location), MAX_INPUT_BYTES)
+        except ObjectError as e:
+            await self._fail(request, str(e))
+            return
+        invocation = Invocation(
+            endpoint=request.endpoint,
+            body=body,
+            content_type=request.content_type,
+            accept=request.accept,
+            custom_attributes=request.custom_attributes,
+            target_variant=None,
+        )
+        received, started = self.clock(), time.perf_counter()
+        try:
+            result = await self.serving.invoke(variant, invocation, timeout_s=request.invocation_timeout_s)
+        except (ThrottlingException, ModelNotReadyException):
+            # No room now (memory budget, or the variant is being replaced): back in line, not counted.
+            await self.run_io(self.queue.requeue, [request.id], True)
+            await asyncio.sleep(BACKOFF_S)
+            return
+        except EnvironmentLost as e:
+            self._meter_failure(request, variant, received, started, len(body), e)
+            if request.attempts < MAX_ATTEMPTS:
+                log.warning(
+                    "async: request %s lost its worker (%s); it is queued again", request.id, e.message
+                )
+                await self.run_io(self.queue.requeue, [request.id], False)
+                return
+            await self._fail(request, f"{e.message} The request was tried {request.attempts} times.")
+            return
+        except InvocationTimedOut as e:
+            self._meter_failure(request, variant, received, started, len(body), e)
+            await self._fail(
+                request,
+                f"The model did not answer within the request's InvocationTimeoutSeconds "
+                f"({request.invocation_timeout_s} s); the invocation was stopped.",
+            )
+            return
+        except ModelError as e:
+            self._meter_failure(request, variant, received, started, len(body), e)
+            await self._fail(request, e.message)
+            return
+        except ColdbrewError as e:
+            await self._fail(request, e.message)
+            return
+        if self.meter is not None:
+            self.meter.record(
+                MeterRecord.answered(
+                    endpoint=request.endpoint_key,
+                    variant=result.variant,
+                    started_at=received,
+                    total_us=int((time.perf_counter() - started) * 1_000_000),
+                    model_latency_us=result.model_latency_us,
+                    cold_start=result.cold_start,
+                    setup_ms=result.setup_ms,
+                    memory_mb=variant.memory_mb,
+                    serverless=variant.serverless,
+                    bytes_in=len(body),
+                    bytes_out=len(result.body),
+                )
+            )
+        try:
+            await self.run_io(
+                self.objects.write,
+                location(request.output_location),
+                result.body,
+                result.content_type,
+                request.id,
+            )
+        except ObjectError as e:
+            await self._fail(request, f"The model answered, but its result could not be written: {e}")
+            return
+        await self._notify(request, True, result.content_type, result.body, None)
+        await self._finish.submit(Outcome(request.id, True))
+
+    async def _already_finished(self, request: AsyncRequest) -> bool:
+        """An earlier run wrote this request's outcome before it could mark it finished."""
+        for url, succeeded in ((request.output_location, True), (request.failure_location, False)):
+            if await self.run_io(self.objects.written_by, location(url)) == request.id:
+                # Its notification may not have gone out: publish (again) rather than miss it.
+                await self._notify(
+                    request, succeeded, None, None, None if succeeded else "See FailureLocation."
+                )
+                await self._finish.submit(Outcome(request.id, succeeded, "found after a restart"))
+                return True
+        return False
+
+    async def _fail(self, request: AsyncRequest, reason: str) -> None:
+        body = reason.encode()
+        try:
+            await self.run_io(
+                self.objects.write, location(request.failure_location), body, "text/plain", request.id
+            )
+        except ObjectError as e:
+            log.error(
+                "async: request %s failed (%s) and its failure could not be written: %s",
+                request.id,
+                reason,
+                e,
+            )
+        await self._notify(request, False, "text/plain", body, reason)
+        await self._finish.submit(Outcome(request.id, False, reason[:1000]))
+
+    async def _notify(
+        self,
+        request: AsyncRequest,
+        succeeded: bool,
+        content_type: str | None,
+        response: bytes | None,
+        failure_reason: str | None,
+    ) -> None:
+        topic = request.success_topic if succeeded else request.error_topic
+        if not topic:
+            return
+        body = message(
+            request,
+            succeeded=succeeded,
+            region=self.region,
+            now=self.clock(),
+            response_content_type=content_type,
+            response=response,
+            failure_reason=failure_reason,
+        )
+        await self.run_io(self.notifier.publish, topic, body)
+
+    async def _fail_deleted(self, key: str) -> None:
+        while True:
+            batch = await self.run_io(self.queue.claim, key, 100)
+            if not batch:
+                return
+            name = batch[0].endpoint
+            await asyncio.gather(
+                *(
+                    self._fail(r, f"Endpoint {name} was deleted before this request could be processed.")
+                    for r in batch
+                )
+            )
+
+    def _meter_failure(
+        self,
+        request: AsyncRequest,
+        variant: RoutedVariant,
+        received: float,
+        started: float,
+        size: int,
+        e: ModelError,
+    ) -> None:
+        if self.meter is None:
+            return
+        self.meter.record(
+            MeterRecord.failed(
+                endpoint=request.endpoint_key,
+                variant=variant.name,
+                started_at=received,
+                total_us=int((time.perf_counter() - started) * 1_000_000),
+                memory_mb=variant.memory_mb,
+                serverless=variant.serverless,
+                bytes_in=size,
+                bytes_out=0,
+                status=e.status,
+                error_code=e.code,
+            )
+        )
+
+    # --- housekeeping ----------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                await self._sweep_once()
+            except Exception:
+                log.exception("async: housekeeping failed; it runs again in %s s", SWEEP_INTERVAL_S)
+
+    async def _sweep_once(self) -> None:
+        now = self.clock()
+        expired = await self.run_io(self.queue.claim_expired, now, 500)
+        for request in expired:
+            self._spawn(
+                self._fail(
+                    request,
+                    f"Request expired: it waited in the queue longer than its RequestTTLSeconds "
+                    f"({request.ttl_s} s) before it could be processed.",
+                )
+            )
+        for key in await self.run_io(self.queue.endpoints_with_work):
+            if key not in self._drains:
+                self.wake(key)
+        self.backlog = await self.run_io(self.queue.backlog)
+        await self.run_io(self.queue.prune, now)
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
