@@ -82,7 +82,7 @@ class AsyncConfig:
 def validate(config: dict[str, Any], config_name: str) -> None:
     """Raise ValidationException for an AsyncInferenceConfig SageMaker (or coldbrew) refuses."""
     output = config.get("OutputConfig")
-    if not output:
+    if output is None:
         raise ValidationException(
             "1 validation error detected: Value null at 'asyncInferenceConfig.outputConfig' failed to "
             "satisfy constraint: Member must not be null"
