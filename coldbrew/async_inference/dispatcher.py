@@ -122,10 +122,8 @@ class Dispatcher:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        unstarted = [r.id for d in self._drains.values() for r in d.buffer]
+        # Each drain puts what it claimed but never started back in the queue as it ends.
         await asyncio.gather(*(d.task for d in self._drains.values() if d.task), return_exceptions=True)
-        if unstarted:
-            await self.run_io(self.queue.requeue, unstarted, True)
         await self._finish.drain()
         self.io.shutdown(wait=True)
 
@@ -165,10 +163,14 @@ class Dispatcher:
             drain.wake.clear()
             live = self.serving.endpoint(key)
             if live is None:
-                if not drain.buffer and drain.busy == 0 and not await self.run_io(self.endpoint_exists, key):
+                if not await self.run_io(self.endpoint_exists, key):
+                    if drain.buffer:
+                        await self.run_io(self.queue.requeue, [r.id for r in drain.buffer], True)
+                        drain.buffer.clear()
                     await self._fail_deleted(key)
-                    return
-                # Being created or redeployed after a restart: wait for it.
+                    if drain.busy == 0:
+                        return
+                # Being created or redeployed after a restart (or its last requests are ending).
                 await self._sleep_or_wake(drain, SWEEP_INTERVAL_S)
                 continue
             capacity = self._capacity(live)

@@ -479,3 +479,25 @@ def test_describe_endpoint_config_returns_the_async_config(server: ColdbrewServe
     assert sm.describe_endpoint_config(EndpointConfigName="described-async")["AsyncInferenceConfig"] == config
     # The key is accepted, and the server says it is not applied.
     assert "KmsKeyId is accepted but not applied" in server.log()
+
+
+def test_deleting_the_endpoint_fails_what_is_still_queued(
+    server: ColdbrewServer, scripted_model: Path
+) -> None:
+    name = "async-deleted"
+    deploy(server, name, str(scripted_model), max_concurrency=1)
+    runtime = server.client("sagemaker-runtime")
+    running = runtime.invoke_endpoint_async(
+        EndpointName=name, InputLocation=put_input(server, "in/del0", b"sleep:1")
+    )
+    queued = [
+        runtime.invoke_endpoint_async(EndpointName=name, InputLocation=put_input(server, f"in/del{i}", b"x"))
+        for i in range(1, 4)
+    ]
+    time.sleep(0.3)
+    server.client("sagemaker").delete_endpoint(EndpointName=name)
+    assert outcome(server, running)[:2] == ("output", b"slept")  # what was running finishes
+    for response in queued:
+        kind, body, _ = outcome(server, response)
+        assert kind == "failure"
+        assert f"Endpoint {name} was deleted".encode() in body
