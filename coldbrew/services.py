@@ -10,6 +10,7 @@ from starlette.types import ASGIApp
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
 from coldbrew.async_inference.dispatcher import Dispatcher
+from coldbrew.async_inference.metrics import BacklogSampler, BacklogSource
 from coldbrew.async_inference.objects import BotoObjects, EmbeddedObjects, Objects
 from coldbrew.async_inference.queue import AsyncQueue
 from coldbrew.backends.local import LocalBackend
@@ -84,6 +85,11 @@ class Services:
             region=settings.region,
             meter=self.meter,
         )
+        # Its backlog metrics: read at scrape time, and sampled into the metering database for CloudWatch.
+        self.backlog = BacklogSource(lambda: self.dispatcher.backlog, self.serving)
+        self.backlog_sampler = BacklogSampler(
+            settings.db_path, self.backlog.read, interval_s=settings.async_metrics_interval_s
+        )
 
     def aws_apis(self) -> dict[str, ASGIApp]:
         """The other AWS APIs served on the gateway's port, by SigV4 signing name."""
@@ -105,6 +111,7 @@ class Services:
         self.meter.start()
         self.reconciler.resume()
         await self.dispatcher.start()
+        self.backlog_sampler.start()
         if self.settings.demo:
             context = RequestContext(self.settings.region, self.settings.account_id)
             await run_in_threadpool(deploy_demo, self.control, context, self.settings.data_dir)
@@ -113,6 +120,7 @@ class Services:
     async def close(self) -> None:
         # The reconciler's threads may be waiting on the event loop, so stop them off the loop.
         await run_in_threadpool(self.reconciler.stop)
+        await run_in_threadpool(self.backlog_sampler.close)
         # Before serving: what it is processing finishes (or is queued again) while workers exist.
         await self.dispatcher.close()
         await self.serving.close()

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     meter_sample_interval_s: PositiveFloat = 0.5
     """How often live environments are sampled for MemoryUtilization and concurrency."""
 
+    async_metrics_interval_s: PositiveFloat = 5.0
+    """How often asynchronous endpoints' queues are sampled for ApproximateBacklogSize and the
+    other backlog metrics CloudWatch serves (per-minute aggregates of the samples)."""
+
     logs: bool = True
     """Collect each environment's stdout and stderr into CloudWatch Logs (the Logs API, ``coldbrew
     logs``); false leaves them on the server's own output only."""

@@ -30,7 +30,7 @@ from coldbrew.cloudwatch.errors import (
 )
 from coldbrew.cloudwatch.shapes import service_model
 from coldbrew.metering import statistics
-from coldbrew.metering.statistics import DIMENSIONS, Datapoint, Metric, Percentile, Series
+from coldbrew.metering.statistics import Datapoint, Metric, Percentile, Series
 
 STATISTICS = ("SampleCount", "Average", "Sum", "Minimum", "Maximum")
 MAX_DATAPOINTS = 1440
@@ -105,17 +105,18 @@ def _check_name(value: str, path: str) -> None:
 
 def _find(
     namespace: str, name: str, dimensions: list[dict[str, Any]], unit: str | None
-) -> tuple[Metric, str, str] | None:
+) -> tuple[Metric, str, str | None] | None:
     """The served metric and (endpoint, variant) a request names exactly, as CloudWatch matches a
-    metric: by namespace, name and the whole set of dimensions (and unit, if given)."""
+    metric: by namespace, name and the whole set of dimensions (and unit, if given). The variant
+    is None for a metric of the endpoint (EndpointName its one dimension)."""
     metric = statistics.BY_NAME.get((namespace, name))
     if metric is None or (unit is not None and unit != metric.unit):
         return None
     names = [d["Name"] for d in dimensions]
-    if sorted(names) != sorted(DIMENSIONS):
+    if sorted(names) != sorted(metric.dimensions):
         return None
     by_name = {d["Name"]: d["Value"] for d in dimensions}
-    return metric, by_name["EndpointName"], by_name["VariantName"]
+    return metric, by_name["EndpointName"], by_name.get("VariantName")
 
 
 # --- GetMetricStatistics ----------------------------------------------------------------------------
@@ -435,14 +436,20 @@ def list_metrics(conn: sqlite3.Connection, p: dict[str, Any], now: float) -> dic
     if p.get("NextToken") is not None:
         offset, _ = _read_token(p["NextToken"], fingerprint, 1 << 62)
 
-    def keep(metric: Metric, endpoint: str, variant: str) -> bool:
+    def values(endpoint: str, variant: str | None) -> dict[str, str]:
+        dims = {"EndpointName": endpoint}
+        if variant is not None:
+            dims["VariantName"] = variant
+        return dims
+
+    def keep(metric: Metric, endpoint: str, variant: str | None) -> bool:
         if namespace is not None and metric.namespace != namespace:
             return False
         if name is not None and metric.name != name:
             return False
-        values = {"EndpointName": endpoint, "VariantName": variant}
+        dims = values(endpoint, variant)
         for f in filters:
-            if f["Name"] not in values or f.get("Value") not in (None, values[f["Name"]]):
+            if f["Name"] not in dims or f.get("Value") not in (None, dims[f["Name"]]):
                 return False
         return True
 
@@ -453,7 +460,7 @@ def list_metrics(conn: sqlite3.Connection, p: dict[str, Any], now: float) -> dic
             {
                 "Namespace": m.namespace,
                 "MetricName": m.name,
-                "Dimensions": [{"Name": "EndpointName", "Value": e}, {"Name": "VariantName", "Value": v}],
+                "Dimensions": [{"Name": k, "Value": value} for k, value in values(e, v).items()],
             }
             for m, e, v in page
         ]

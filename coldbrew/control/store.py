@@ -134,6 +134,28 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE meter_minutes ADD COLUMN cpu_utilization_max REAL NOT NULL DEFAULT 0;
     ALTER TABLE meter_minutes ADD COLUMN cpu_utilization_min REAL;
     """,
+    # 5: the backlog metrics of asynchronous endpoints (coldbrew.async_inference.metrics): per
+    # endpoint and minute, the samples taken of its queue and, per metric, their sum, min and max.
+    """
+    CREATE TABLE async_backlog_minutes (
+        endpoint TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        samples INTEGER NOT NULL DEFAULT 0,
+        backlog_sum REAL NOT NULL DEFAULT 0,
+        backlog_min REAL,
+        backlog_max REAL NOT NULL DEFAULT 0,
+        backlog_per_instance_sum REAL NOT NULL DEFAULT 0,
+        backlog_per_instance_min REAL,
+        backlog_per_instance_max REAL NOT NULL DEFAULT 0,
+        oldest_age_s_sum REAL NOT NULL DEFAULT 0,
+        oldest_age_s_min REAL,
+        oldest_age_s_max REAL NOT NULL DEFAULT 0,
+        without_capacity_sum REAL NOT NULL DEFAULT 0,
+        without_capacity_min REAL,
+        without_capacity_max REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (endpoint, minute)
+    );
+    """,
 )
 
 

@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from coldbrew.async_inference.metrics import BacklogCollector
 from coldbrew.gateway.async_invocations_api import AsyncInvocationsEndpoint
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> ASGIApp:
         ),
     )
     registry.register(ScalingCollector(services.serving))
+    registry.register(BacklogCollector(services.backlog))
     if services.logs is not None:
         registry.register(LogsCollector(services.logs))
 

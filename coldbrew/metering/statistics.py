@@ -15,13 +15,17 @@ reads only the minutes of variants of its kind: SageMaker publishes ModelSetupTi
 ServerlessConcurrentExecutionsUtilization for serverless variants only, and InvocationsPerInstance,
 InvocationModelErrors and CPUUtilization for instance variants only (its serverless list says it is
 exhaustive).
+
+The asynchronous endpoints' backlog metrics (ApproximateBacklogSize and the like) have the one
+dimension EndpointName, as on SageMaker, and are read from ``async_backlog_minutes``: per-minute
+aggregates of the samples ``coldbrew.async_inference.metrics.BacklogSampler`` takes of each queue.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -32,6 +36,7 @@ from coldbrew.metering.aggregate import HISTOGRAM_DTYPE, histogram_value
 SAGEMAKER = "AWS/SageMaker"
 ENDPOINTS = "/aws/sagemaker/Endpoints"
 DIMENSIONS = ("EndpointName", "VariantName")
+ENDPOINT_DIMENSIONS = ("EndpointName",)
 
 RAW_PERCENTILE_LIMIT = 1_000_000
 """Most raw records one request sorts for exact percentiles (SQLite sorts them, Python streams)."""
@@ -47,13 +52,14 @@ _ANSWERED = "((error_code IS NULL AND status < 400) OR error_code = 'ModelError'
 
 @dataclass(frozen=True)
 class Metric:
-    """One CloudWatch metric as SQL over a ``meter_minutes`` row (and ``meter_records`` rows)."""
+    """One CloudWatch metric as SQL over a row of ``table`` (and ``meter_records`` rows)."""
 
     namespace: str
     name: str
     unit: str
     kinds: tuple[int, ...]
-    """Values of the ``serverless`` column of the variants SageMaker publishes it for."""
+    """Values of the ``serverless`` column of the variants SageMaker publishes it for; empty: the
+    table has no such column (the metric is the endpoint's, whatever its variants)."""
     count: str
     """The minute's sample count."""
     total: str
@@ -69,9 +75,22 @@ class Metric:
     """(value a, count a, value b, count b): the minute's samples take at most two values, so its
     percentiles are exact from the aggregates alone."""
 
+    table: str = "meter_minutes"
+    """Its per-minute rows: keyed by ``endpoint``, ``variant`` (if a dimension) and ``minute``."""
+    dimensions: tuple[str, ...] = DIMENSIONS
+    """Exactly the dimensions it is published with: DIMENSIONS or ENDPOINT_DIMENSIONS."""
+
     @property
     def has_percentiles(self) -> bool:
         return self.discrete is not None or self.raw is not None
+
+    @property
+    def per_variant(self) -> bool:
+        return "VariantName" in self.dimensions
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return ("endpoint", "variant") if self.per_variant else ("endpoint",)
 
 
 def _errors(name: str, column: str, kinds: tuple[int, ...]) -> Metric:
@@ -89,7 +108,7 @@ def _errors(name: str, column: str, kinds: tuple[int, ...]) -> Metric:
     )
 
 
-METRICS: tuple[Metric, ...] = (
+VARIANT_METRICS: tuple[Metric, ...] = (
     Metric(
         SAGEMAKER,
         "Invocations",
@@ -182,6 +201,34 @@ METRICS: tuple[Metric, ...] = (
         high="cpu_utilization_max",
     ),
 )
+
+
+def _backlog(name: str, unit: str, column: str, discrete: bool = False) -> Metric:
+    """A sampled metric of an asynchronous endpoint's queue (``async_backlog_minutes``)."""
+    return Metric(
+        SAGEMAKER,
+        name,
+        unit,
+        (),
+        count="samples",
+        total=f"{column}_sum",
+        low=f"{column}_min",
+        high=f"{column}_max",
+        # Samples of 0 or 1: how many of each is known, so percentiles are exact.
+        discrete=("0.0", f"(samples - {column}_sum)", "1.0", f"{column}_sum") if discrete else None,
+        table="async_backlog_minutes",
+        dimensions=ENDPOINT_DIMENSIONS,
+    )
+
+
+ASYNC_METRICS: tuple[Metric, ...] = (
+    # The backlog metrics of asynchronous endpoints (coldbrew.async_inference.metrics).
+    _backlog("ApproximateBacklogSize", "None", "backlog"),
+    _backlog("ApproximateBacklogSizePerInstance", "None", "backlog_per_instance"),
+    _backlog("ApproximateAgeOfOldestRequest", "Seconds", "oldest_age_s"),
+    _backlog("HasBacklogWithoutCapacity", "None", "without_capacity", discrete=True),
+)
+METRICS = VARIANT_METRICS + ASYNC_METRICS
 BY_NAME: dict[tuple[str, str], Metric] = {(m.namespace, m.name): m for m in METRICS}
 NAMESPACES = frozenset(m.namespace for m in METRICS)
 
@@ -216,11 +263,13 @@ class Percentile:
 
 @dataclass(frozen=True)
 class Series:
-    """What to read: one metric of one variant, periods of ``period`` seconds from ``start``."""
+    """What to read: one metric of one variant (or, for a metric of the endpoint, of one endpoint),
+    periods of ``period`` seconds from ``start``."""
 
     metric: Metric
     endpoint: str
-    variant: str
+    variant: str | None
+    """None for a metric without the VariantName dimension."""
     start: int
     """Unix seconds, a whole minute."""
     end: int
@@ -229,11 +278,20 @@ class Series:
     """A multiple of 60."""
 
     def where(self) -> tuple[str, list[object]]:
-        kinds = ", ".join(str(k) for k in self.metric.kinds)
-        return (
-            f"endpoint = ? AND variant = ? AND serverless IN ({kinds}) AND minute >= ? AND minute < ?",
-            [self.endpoint, self.variant, self.start, self.end],
-        )
+        clauses, params = _key_where(self.metric, self.endpoint, self.variant)
+        return f"{clauses} AND minute >= ? AND minute < ?", [*params, self.start, self.end]
+
+
+def _key_where(metric: Metric, endpoint: str, variant: str | None) -> tuple[str, list[object]]:
+    """The condition on the metric's rows of one endpoint (and variant) and variant kind."""
+    clauses: list[str] = ["endpoint = ?"]
+    params: list[object] = [endpoint]
+    if metric.per_variant:
+        clauses.append("variant = ?")
+        params.append(variant)
+    if metric.kinds:
+        clauses.append(f"serverless IN ({', '.join(str(k) for k in metric.kinds)})")
+    return " AND ".join(clauses), params
 
 
 def read(
@@ -255,7 +313,7 @@ def read(
         f"min(CASE WHEN {m.count} > 0 THEN {m.low} END) AS lo, "
         f"max(CASE WHEN {m.count} > 0 THEN {m.high} END) AS hi, "
         f"sum(CASE WHEN {m.count} > 0 AND {m.low} IS NULL THEN 1 ELSE 0 END) AS lo_unknown "
-        f"FROM meter_minutes WHERE {where} AND minute >= ? AND minute < ? "
+        f"FROM {m.table} WHERE {where} AND minute >= ? AND minute < ? "
         f"GROUP BY k HAVING n > 0 ORDER BY k {'DESC' if descending else 'ASC'}"
     )
     lo_minute = series.start + first * series.period
@@ -317,7 +375,7 @@ def _discrete(
     where, params = series.where()
     counts: dict[int, dict[float, int]] = {}
     rows = conn.execute(
-        f"SELECT (minute - ?) / ? AS k, {va}, {ca}, {vb}, {cb} FROM meter_minutes "
+        f"SELECT (minute - ?) / ? AS k, {va}, {ca}, {vb}, {cb} FROM {series.metric.table} "
         f"WHERE {where} AND minute >= ? AND minute < ?",
         [series.start, series.period, *params, lo_minute, hi_minute],
     )
@@ -397,7 +455,7 @@ def _histograms(
     rows = [
         (k, n, blob)
         for k, n, blob in conn.execute(
-            f"SELECT (minute - ?) / ? AS k, {m.count}, {m.histogram} FROM meter_minutes "
+            f"SELECT (minute - ?) / ? AS k, {m.count}, {m.histogram} FROM {m.table} "
             f"WHERE {where} AND minute >= ? AND minute < ? AND {m.count} > 0",
             [series.start, series.period, *params, lo_minute, hi_minute],
         )
@@ -461,31 +519,41 @@ def _rank_counts(
 # --- ListMetrics ------------------------------------------------------------------------------------
 
 
-def active(conn: sqlite3.Connection, since: int) -> list[tuple[Metric, str, str]]:
-    """(metric, endpoint, variant) with at least one sample since ``since`` (Unix seconds).
+def active(conn: sqlite3.Connection, since: int) -> list[tuple[Metric, str, str | None]]:
+    """(metric, endpoint, variant) with at least one sample since ``since`` (Unix seconds); variant
+    None for the metrics of an endpoint.
 
-    Variants are found by skipping along the primary key, one lookup each, and each metric by the
-    first minute since ``since`` with a sample, so the cost grows with variants, not minutes.
+    Keys (variants, or endpoints) are found by skipping along each table's primary key, one lookup
+    each, and each metric by the first minute since ``since`` with a sample, so the cost grows with
+    variants and endpoints, not minutes.
     """
-    found: list[tuple[Metric, str, str]] = []
-    pair = conn.execute(
-        "SELECT endpoint, variant FROM meter_minutes ORDER BY endpoint, variant LIMIT 1"
-    ).fetchone()
-    while pair is not None:
-        endpoint, variant = pair
-        for m in METRICS:
-            kinds = ", ".join(map(str, m.kinds))
-            hit = conn.execute(
-                f"SELECT 1 FROM meter_minutes WHERE endpoint = ? AND variant = ? AND minute >= ? "
-                f"AND serverless IN ({kinds}) AND {m.count} > 0 LIMIT 1",
-                [endpoint, variant, since],
-            ).fetchone()
-            if hit is not None:
-                found.append((m, endpoint, variant))
-        pair = conn.execute(
-            "SELECT endpoint, variant FROM meter_minutes WHERE (endpoint, variant) > (?, ?) "
-            "ORDER BY endpoint, variant LIMIT 1",
-            [endpoint, variant],
-        ).fetchone()
-    found.sort(key=lambda t: (t[0].namespace, t[0].name, t[1], t[2]))
+    found: list[tuple[Metric, str, str | None]] = []
+    tables: dict[tuple[str, tuple[str, ...]], list[Metric]] = {}
+    for m in METRICS:
+        tables.setdefault((m.table, m.key_columns), []).append(m)
+    for (table, columns), metrics in tables.items():
+        for key in _keys(conn, table, columns):
+            endpoint, variant = key[0], key[1] if len(key) > 1 else None
+            for m in metrics:
+                where, params = _key_where(m, endpoint, variant)
+                hit = conn.execute(
+                    f"SELECT 1 FROM {table} WHERE {where} AND minute >= ? AND {m.count} > 0 LIMIT 1",
+                    [*params, since],
+                ).fetchone()
+                if hit is not None:
+                    found.append((m, endpoint, variant))
+    found.sort(key=lambda t: (t[0].namespace, t[0].name, t[1], t[2] or ""))
     return found
+
+
+def _keys(conn: sqlite3.Connection, table: str, columns: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
+    """The distinct values of ``columns`` (a prefix of the table's primary key), in order."""
+    names = ", ".join(columns)
+    row = conn.execute(f"SELECT {names} FROM {table} ORDER BY {names} LIMIT 1").fetchone()
+    while row is not None:
+        yield tuple(row)
+        row = conn.execute(
+            f"SELECT {names} FROM {table} WHERE ({names}) > ({', '.join('?' * len(columns))}) "
+            f"ORDER BY {names} LIMIT 1",
+            list(row),
+        ).fetchone()
