@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -34,7 +35,7 @@ from coldbrew.async_inference.requests import MAX_INPUT_BYTES, AsyncRequest, loc
 from coldbrew.errors import ColdbrewError, ModelError, ModelNotReadyException, ThrottlingException
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
-from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut
+from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut, ModelAnswered
 from coldbrew.serving.invocation import Invocation
 from coldbrew.serving.router import LiveEndpoint, RoutedVariant
 from coldbrew.serving.service import Serving
@@ -48,6 +49,8 @@ MAX_ATTEMPTS = 3
 under it each count one)."""
 SWEEP_INTERVAL_S = 1.0
 """How often expired requests are failed and endpoints without a drain are looked at."""
+UNTYPED = (None, "binary/octet-stream")
+"""Content types an S3 object has when whoever stored it named none."""
 BACKOFF_S = 0.5
 """Pause of a drain whose requests were refused for capacity (memory budget, an update)."""
 
@@ -249,14 +252,18 @@ class Dispatcher:
             )
             return
         try:
-            body, _ = await self.run_io(self.objects.read, location(request.input_location), MAX_INPUT_BYTES)
+            body, stored_type = await self.run_io(
+                self.objects.read, location(request.input_location), MAX_INPUT_BYTES
+            )
         except ObjectError as e:
             await self._fail(request, str(e))
             return
         invocation = Invocation(
             endpoint=request.endpoint,
             body=body,
-            content_type=request.content_type,
+            # Without a ContentType on the request (the SDK's AsyncPredictor sends none), the input
+            # object's own type, unless it is S3's default for objects stored without one.
+            content_type=request.content_type or (None if stored_type in UNTYPED else stored_type),
             accept=request.accept,
             custom_attributes=request.custom_attributes,
             target_variant=None,
@@ -286,6 +293,11 @@ class Dispatcher:
                 f"The model did not answer within the request's InvocationTimeoutSeconds "
                 f"({request.invocation_timeout_s} s); the invocation was stopped.",
             )
+            return
+        except ModelAnswered as e:
+            # The model's own error response is the failure object, as on SageMaker.
+            self._meter_failure(request, variant, received, started, len(body), e)
+            await self._fail(request, e.message, e.response_body, e.response_content_type)
             return
         except ModelError as e:
             self._meter_failure(request, variant, received, started, len(body), e)
@@ -336,11 +348,17 @@ class Dispatcher:
                 return True
         return False
 
-    async def _fail(self, request: AsyncRequest, reason: str) -> None:
-        body = reason.encode()
+    async def _fail(
+        self, request: AsyncRequest, reason: str, body: bytes | None = None, content_type: str | None = None
+    ) -> None:
+        """Write the failure object: the model's error response, else coldbrew's reason as a JSON
+        error body (what clients' JSON deserializers expect, like the worker's own errors)."""
+        if body is None:
+            body, content_type = json.dumps({"message": reason}).encode(), "application/json"
+        content_type = content_type or "application/octet-stream"
         try:
             await self.run_io(
-                self.objects.write, location(request.failure_location), body, "text/plain", request.id
+                self.objects.write, location(request.failure_location), body, content_type, request.id
             )
         except ObjectError as e:
             log.error(
@@ -349,7 +367,7 @@ class Dispatcher:
                 reason,
                 e,
             )
-        await self._notify(request, False, "text/plain", body, reason)
+        await self._notify(request, False, content_type, body, reason)
         await self._finish.submit(Outcome(request.id, False, reason[:1000]))
 
     async def _notify(

@@ -71,7 +71,7 @@ def message(
     else:
         body["failureReason"] = failure_reason or "The inference failed."
         body["responseParameters"] = {
-            "contentType": "text/plain",
+            "contentType": response_content_type or "application/json",
             "failureLocation": request.failure_location,
         }
     include = request.response_in_success if succeeded else request.response_in_error

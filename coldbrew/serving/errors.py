@@ -19,3 +19,13 @@ class EnvironmentLost(ModelError):
 
 class InvocationTimedOut(ModelError):
     """The invocation ran past its time limit and was stopped."""
+
+
+class ModelAnswered(ModelError):
+    """The model answered with an error status; its own body and content type are kept (an async
+    request's FailureLocation holds them, as on SageMaker)."""
+
+    def __init__(self, message: str, body: bytes, content_type: str, **fields: object) -> None:
+        super().__init__(message, **fields)
+        self.response_body = body
+        self.response_content_type = content_type

@@ -7,8 +7,7 @@ import json
 import time
 
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
-from coldbrew.errors import ModelError
-from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut
+from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut, ModelAnswered
 from coldbrew.serving.invocation import Invocation, InvocationResult
 from coldbrew.serving.pools import Pools
 from coldbrew.serving.router import RoutedVariant
@@ -61,7 +60,7 @@ async def invoke(
     )
 
 
-def model_error(response: WorkerResponse) -> ModelError:
+def model_error(response: WorkerResponse) -> ModelAnswered:
     """The worker answered with an error status: SageMaker's ModelError wording."""
     text = response.body.decode(errors="replace")
     try:
@@ -69,8 +68,10 @@ def model_error(response: WorkerResponse) -> ModelError:
     except (ValueError, AttributeError):
         message = text
     kind = "client" if response.status < 500 else "server"
-    return ModelError(
+    return ModelAnswered(
         f'Received {kind} error ({response.status}) from primary with message "{message}".',
+        response.body,
+        response.headers.get("content-type", "application/octet-stream"),
         OriginalStatusCode=response.status,
         OriginalMessage=message,
     )
