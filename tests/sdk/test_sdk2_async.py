@@ -11,12 +11,11 @@ output and failure paths in the config.
 What the SDK leaves to the caller, each found by running it:
 
 - ``AsyncPredictor`` uploads the serialized input with the serializer's Content-Type on the
-  *object*, but sends no ``ContentType`` in InvokeEndpointAsync; coldbrew passes the request's
-  content type to the model (``application/octet-stream`` when there is none), so the default
-  ``input_fn`` answers 415 unless ``initial_args={"ContentType": ...}`` names it.
-- It reads the failure object through the predictor's deserializer: coldbrew writes the failure
-  reason as ``text/plain``, which a ``JSONDeserializer`` cannot parse (``JSONDecodeError``, not
-  ``AsyncInferenceModelError``); with a deserializer that reads text the SDK raises its own error.
+  *object*, but sends no ``ContentType`` in InvokeEndpointAsync: coldbrew then gives the model the
+  input object's type. An object uploaded without a type needs ``initial_args={"ContentType": ...}``.
+- It reads the failure object through the predictor's deserializer: the failure object is the
+  model's own JSON error response, so the ``JSONDeserializer`` reads it and the SDK raises
+  ``AsyncInferenceModelError``.
 - ``_check_output_and_failure_paths`` polls the output and the failure key in two threads and
   leaves the loser polling until ``max_attempts``: the interpreter waits for it at exit, so the
   ``WaiterConfig`` here is short (1 s, 15 attempts).
@@ -41,7 +40,7 @@ from sagemaker.async_inference import AsyncInferenceConfig, WaiterConfig
 from sagemaker.exceptions import AsyncInferenceModelError
 from sagemaker.serverless import ServerlessInferenceConfig
 from sagemaker.serializers import JSONSerializer
-from sagemaker.deserializers import JSONDeserializer, StringDeserializer
+from sagemaker.deserializers import JSONDeserializer
 from sagemaker.sklearn import SKLearnModel
 boto_session = boto3.Session()
 session = sagemaker.Session(boto_session=boto_session, default_bucket=BUCKET)
@@ -117,33 +116,28 @@ async_config = session.sagemaker_client.describe_endpoint_config(
     EndpointConfigName="sdk2-async")["AsyncInferenceConfig"]
 
 # The SDK uploads the data to the input_path given, invokes, and hands back a response to poll.
-response = predictor.predict_async(data={rows.tolist()!r}, input_path=f"s3://{{BUCKET}}/sdk2-async/in/rows.json",
-                                   initial_args=as_json)
+response = predictor.predict_async(data={rows.tolist()!r}, input_path=f"s3://{{BUCKET}}/sdk2-async/in/rows.json")
 uploaded = response.get_result(waiter)
 locations = {{"output": response.output_path, "failure": response.failure_path}}
 
-# An object uploaded first, its S3 URI passed as input_path, with an InferenceId.
+# An object uploaded first (without a content type), its S3 URI passed as input_path, with an InferenceId.
 session.upload_string_as_file_body(json.dumps({rows[:1].tolist()!r}), bucket=BUCKET,
                                    key="sdk2-async/in/one.json")
 existing = predictor.predict_async(input_path=f"s3://{{BUCKET}}/sdk2-async/in/one.json", initial_args=as_json,
                                    inference_id="one-row").get_result(waiter)
 
 # The blocking helper: upload (to the session's default bucket), invoke, wait.
-blocking = predictor.predict(data={rows.tolist()!r}, initial_args=as_json, waiter_config=waiter)
+blocking = predictor.predict(data={rows.tolist()!r}, waiter_config=waiter)
 uploads = [o["Key"] for o in session.s3_client.list_objects_v2(
     Bucket=BUCKET, Prefix="async-endpoint-inputs/")["Contents"]]
 
-# Failures, read from the FailureLocation: the model raising, and no ContentType (the SDK's default).
-as_json_failure = failure_of(predictor, data=[[1.0, 2.0]], initial_args=as_json)
-predictor.deserializer = StringDeserializer()
-model_failure = failure_of(predictor, data=[[1.0, 2.0]], initial_args=as_json)
-untyped_failure = failure_of(predictor, data={rows.tolist()!r})
+# A failure, read from the FailureLocation through the JSONDeserializer: the model raising.
+model_failure = failure_of(predictor, data=[[1.0, 2.0]])
 
 predictor.delete_endpoint()
 model.delete_model()
 emit({{"kind": type(predictor).__name__, "uploaded": uploaded, "existing": existing, "blocking": blocking,
-       "locations": locations, "uploads": uploads, "config": async_config, "as_json_failure": as_json_failure,
-       "model_failure": model_failure, "untyped_failure": untyped_failure}})
+       "locations": locations, "uploads": uploads, "config": async_config, "model_failure": model_failure}})
 """
     )
     assert result["kind"] == "AsyncPredictor"
@@ -162,13 +156,7 @@ emit({{"kind": type(predictor).__name__, "uploaded": uploaded, "existing": exist
     assert len(result["uploads"]) == 1 and result["uploads"][0].startswith("async-endpoint-inputs/")
 
     assert result["model_failure"]["raised"] == "AsyncInferenceModelError"
-    assert "Received server error (500)" in result["model_failure"]["message"]
     assert "ValueError: expected rows of 10 features, got shape (1, 2)" in result["model_failure"]["message"]
-    assert result["untyped_failure"]["raised"] == "AsyncInferenceModelError"
-    assert "Received client error (415)" in result["untyped_failure"]["message"]
-    assert "application/octet-stream" in result["untyped_failure"]["message"]
-    # coldbrew's failure object is text/plain: the JSONDeserializer the results need cannot read it.
-    assert result["as_json_failure"]["raised"] == "JSONDecodeError"
 
 
 def test_async_predictor_serverless(sdk2: SDK, ridge: tuple[Path, Ridge, np.ndarray]) -> None:
@@ -187,10 +175,9 @@ predictor = model.deploy(
 )
 session.wait_for_endpoint("sdk2-async-serverless", poll=1)
 config = session.sagemaker_client.describe_endpoint_config(EndpointConfigName="sdk2-async-serverless")
-response = predictor.predict_async(data={rows.tolist()!r}, initial_args=as_json)
+response = predictor.predict_async(data={rows.tolist()!r})
 prediction = response.get_result(waiter)
-predictor.deserializer = StringDeserializer()
-failure = failure_of(predictor, data=[[1.0, 2.0]], initial_args=as_json)
+failure = failure_of(predictor, data=[[1.0, 2.0]])
 predictor.delete_endpoint()
 model.delete_model()
 emit({{"kind": type(predictor).__name__, "prediction": prediction, "output": response.output_path,

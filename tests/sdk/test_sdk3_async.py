@@ -129,9 +129,9 @@ emit({{"answered": answered, "failed": failed, "locations": locations, "describe
     assert locations["output"].startswith(f"s3://{BUCKET}/sdk3-async/out/")
     assert locations["failure"].startswith(f"s3://{BUCKET}/sdk3-async/failures/")
     assert result["failed"]["kind"] == "failure"
-    assert result["failed"]["content_type"] == "text/plain"
-    assert "Received client error (400)" in result["failed"]["body"]
-    assert "each row must have 10 features, got 2" in result["failed"]["body"]
+    # The model's own error response, as SageMaker stores it at the FailureLocation.
+    assert result["failed"]["content_type"] == "application/json"
+    assert "each row must have 10 features, got 2" in json.loads(result["failed"]["body"])["message"]
     assert "ValidationError" in (result["realtime"] or "")
     names = _names(sm)
     assert "sdk3-async-builder" not in names["models"] + names["configs"] + names["endpoints"]
