@@ -173,6 +173,12 @@ def _deployed_variants(row: sqlite3.Row | None) -> dict[str, dict[str, Any]]:
     return {v["VariantName"]: v for v in config.get("ProductionVariants", [])}
 
 
+def _is_async(row: sqlite3.Row | None) -> bool:
+    if row is None:
+        return False
+    return bool(json.loads(row["deployment"]).get("Config", {}).get("AsyncInferenceConfig"))
+
+
 def cost_report(
     conn: sqlite3.Connection,
     prices: PriceTable,
@@ -184,7 +190,9 @@ def cost_report(
 
     Provisioned variants (and ProvisionedConcurrency) are priced by the hours they existed: from
     the endpoint's creation time in the store, at its current configuration. An endpoint deleted
-    since is priced from the minutes its environments were sampled.
+    since is priced from the minutes its environments were sampled. The instances of an
+    asynchronous endpoint start with its queue and scale to zero, so they are priced by the
+    instance-hours they were held (memory held over the instance type's memory).
     """
     now = time.time() if now is None else now
     params: list[Any] = [-1 if since is None else int(since // 60 * 60)]
@@ -256,6 +264,8 @@ def cost_report(
                 itype = spec.get("InstanceType") or _instance_for_memory(v["memory_mb"])
                 count = int(spec.get("InitialInstanceCount", 1))
                 variant_hours = hours if store_row is not None else v["sampled_minutes"] / 60
+                if _is_async(store_row) and v["memory_mb"]:
+                    variant_hours, count = v["held_mb_s"] / v["memory_mb"] / 3600, 1
                 cost = instance_cost(itype, variant_hours, prices, count)
                 line.update(Kind="provisioned", InstanceType=itype, InstanceCount=count, Hours=variant_hours)
                 provisioned_total += cost

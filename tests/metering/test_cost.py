@@ -185,3 +185,47 @@ def test_the_shipped_prices_say_they_are_not_the_default_regions() -> None:
     assert prices.region_note("us-east-2") is None
     note = prices.region_note("us-east-1")
     assert note == "us-east-2 prices, not us-east-1's: COLDBREW_PRICES=FILE for your own"
+
+
+def test_an_async_endpoints_instances_are_priced_by_the_hours_they_were_held(
+    tmp_path: Path,
+    prices,  # type: ignore[no-untyped-def]
+) -> None:
+    from coldbrew.control.store import Store, dumps
+    from coldbrew.metering.query import cost_report, open_readonly
+
+    now = 1_700_000_000.0
+    store = Store(tmp_path / "coldbrew.db")
+    deployment = {
+        "ConfigName": "c",
+        "Models": {},
+        "Config": {
+            "ProductionVariants": [
+                {
+                    "VariantName": "v",
+                    "ModelName": "m",
+                    "InstanceType": "ml.m5.large",
+                    "InitialInstanceCount": 2,
+                }
+            ],
+            "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://b/out"}},
+        },
+    }
+    with store.transaction() as conn:
+        conn.execute(
+            "INSERT INTO endpoints "
+            "(name_key, name, arn, created_at, modified_at, status, config_name, deployment) "
+            "VALUES ('queue', 'queue', 'arn', ?, ?, 'InService', 'c', ?)",
+            [now - 10 * 3600, now - 10 * 3600, dumps(deployment)],
+        )
+        # One ml.m5.large (8,192 MB) held for 30 minutes in the 10 hours: the queue scaled it to zero.
+        conn.execute(
+            "INSERT INTO meter_minutes (endpoint, variant, minute, serverless, memory_mb, invocations, "
+            "held_mb_s) VALUES ('queue', 'v', ?, 0, 8192, 500, ?)",
+            [int(now - 3600) // 60 * 60, 8192 * 1800],
+        )
+    store.close()
+    report = cost_report(open_readonly(tmp_path / "coldbrew.db"), prices, "queue", None, now=now)
+    (variant,) = report["Endpoints"][0]["Variants"]
+    assert variant["Hours"] == pytest.approx(0.5)
+    assert variant["Cost"] == pytest.approx(0.115 * 0.5)
