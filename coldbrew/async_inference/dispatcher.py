@@ -8,9 +8,10 @@ the queue in batches a little ahead of need, and finished in group commits, so t
 fsyncs are shared by many requests.
 
 A request ends with exactly one visible outcome: its result object, or its failure object. A
-request handed out before (``attempts > 1``: the server stopped, or a worker crashed under it)
+request started before (``attempts > 0``: the server stopped, or a worker crashed under it)
 is first checked for a result an earlier run already wrote, identified by the request id in the
-object's metadata, and only processed again if there is none.
+object's metadata, and only processed again if there is none. A start is committed to the queue
+before the worker gets the request, so an outcome on S3 always belongs to a counted attempt.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 from coldbrew.async_inference.commits import GroupCommit
 from coldbrew.async_inference.notifications import Notifier, message
 from coldbrew.async_inference.objects import ObjectError, Objects
-from coldbrew.async_inference.queue import AsyncQueue, Backlog, Outcome
+from coldbrew.async_inference.queue import AsyncQueue, Backlog, Outcome, Started, Update
 from coldbrew.async_inference.requests import MAX_INPUT_BYTES, AsyncRequest, location
 from coldbrew.errors import ColdbrewError, ModelError, ModelNotReadyException, ThrottlingException
 from coldbrew.metering.meter import Meter
@@ -92,8 +93,8 @@ class Dispatcher:
         self.clock = clock
         self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="coldbrew-async")
         self._enqueue: GroupCommit[AsyncRequest] = GroupCommit(self.queue.enqueue, self.io)
-        self._finish: GroupCommit[Outcome] = GroupCommit(
-            lambda outcomes: self.queue.finish(outcomes, self.clock()), self.io
+        self._updates: GroupCommit[Update] = GroupCommit(
+            lambda updates: self.queue.update(updates, self.clock()), self.io
         )
         self._drains: dict[str, _Drain] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -127,7 +128,7 @@ class Dispatcher:
             await asyncio.gather(*late, return_exceptions=True)
         # Each drain puts what it claimed but never started back in the queue as it ends.
         await asyncio.gather(*(d.task for d in self._drains.values() if d.task), return_exceptions=True)
-        await self._finish.drain()
+        await self._updates.drain()
         self.io.shutdown(wait=True)
 
     # --- accepting -------------------------------------------------------------------------------
@@ -219,8 +220,18 @@ class Dispatcher:
     # --- one request -----------------------------------------------------------------------------
 
     async def _process(self, request: AsyncRequest, variant: RoutedVariant, drain: _Drain) -> None:
+        released = False
+
+        def release() -> None:
+            # The slot is free once the worker has answered: writing the result does not hold it.
+            nonlocal released
+            if not released:
+                released = True
+                drain.in_flight[variant.name] -= 1
+                drain.wake.set()
+
         try:
-            await self._run(request, variant)
+            await self._run(request, variant, release)
         except Exception:
             log.exception(
                 "async: request %s (InferenceId %s) failed unexpectedly", request.id, request.inference_id
@@ -230,11 +241,10 @@ class Dispatcher:
                     request, "coldbrew failed while processing this request; see the server log."
                 )
         finally:
-            drain.in_flight[variant.name] -= 1
-            drain.wake.set()
+            release()
 
-    async def _run(self, request: AsyncRequest, variant: RoutedVariant) -> None:
-        if request.attempts > 1 and await self._already_finished(request):
+    async def _run(self, request: AsyncRequest, variant: RoutedVariant, release: Callable[[], None]) -> None:
+        if request.attempts > 0 and await self._already_finished(request):
             return
         now = self.clock()
         if now > request.expires_at:
@@ -244,20 +254,23 @@ class Dispatcher:
                 f"({request.ttl_s} s) before it could be processed.",
             )
             return
-        if request.attempts > MAX_ATTEMPTS:
+        if request.attempts >= MAX_ATTEMPTS:
             await self._fail(
                 request,
-                f"The request was started {request.attempts - 1} times without finishing (the model's "
+                f"The request was started {request.attempts} times without finishing (the model's "
                 "worker exited or the server stopped while processing it); it is not retried again.",
             )
             return
+        started = asyncio.create_task(self._updates.submit(Started(request.id)))
         try:
             body, stored_type = await self.run_io(
                 self.objects.read, location(request.input_location), MAX_INPUT_BYTES
             )
         except ObjectError as e:
+            await started
             await self._fail(request, str(e))
             return
+        await started  # counted before the worker sees it
         invocation = Invocation(
             endpoint=request.endpoint,
             body=body,
@@ -268,26 +281,31 @@ class Dispatcher:
             custom_attributes=request.custom_attributes,
             target_variant=None,
         )
-        received, started = self.clock(), time.perf_counter()
+        received, t0 = self.clock(), time.perf_counter()
         try:
-            result = await self.serving.invoke(variant, invocation, timeout_s=request.invocation_timeout_s)
+            try:
+                result = await self.serving.invoke(
+                    variant, invocation, timeout_s=request.invocation_timeout_s
+                )
+            finally:
+                release()
         except (ThrottlingException, ModelNotReadyException):
             # No room now (memory budget, or the variant is being replaced): back in line, not counted.
             await self.run_io(self.queue.requeue, [request.id], True)
             await asyncio.sleep(BACKOFF_S)
             return
         except EnvironmentLost as e:
-            self._meter_failure(request, variant, received, started, len(body), e)
-            if request.attempts < MAX_ATTEMPTS:
+            self._meter_failure(request, variant, received, t0, len(body), e)
+            if request.attempts + 1 < MAX_ATTEMPTS:
                 log.warning(
                     "async: request %s lost its worker (%s); it is queued again", request.id, e.message
                 )
                 await self.run_io(self.queue.requeue, [request.id], False)
                 return
-            await self._fail(request, f"{e.message} The request was tried {request.attempts} times.")
+            await self._fail(request, f"{e.message} The request was tried {request.attempts + 1} times.")
             return
         except InvocationTimedOut as e:
-            self._meter_failure(request, variant, received, started, len(body), e)
+            self._meter_failure(request, variant, received, t0, len(body), e)
             await self._fail(
                 request,
                 f"The model did not answer within the request's InvocationTimeoutSeconds "
@@ -296,11 +314,11 @@ class Dispatcher:
             return
         except ModelAnswered as e:
             # The model's own error response is the failure object, as on SageMaker.
-            self._meter_failure(request, variant, received, started, len(body), e)
+            self._meter_failure(request, variant, received, t0, len(body), e)
             await self._fail(request, e.message, e.response_body, e.response_content_type)
             return
         except ModelError as e:
-            self._meter_failure(request, variant, received, started, len(body), e)
+            self._meter_failure(request, variant, received, t0, len(body), e)
             await self._fail(request, e.message)
             return
         except ColdbrewError as e:
@@ -312,7 +330,7 @@ class Dispatcher:
                     endpoint=request.endpoint_key,
                     variant=result.variant,
                     started_at=received,
-                    total_us=int((time.perf_counter() - started) * 1_000_000),
+                    total_us=int((time.perf_counter() - t0) * 1_000_000),
                     model_latency_us=result.model_latency_us,
                     cold_start=result.cold_start,
                     setup_ms=result.setup_ms,
@@ -334,7 +352,7 @@ class Dispatcher:
             await self._fail(request, f"The model answered, but its result could not be written: {e}")
             return
         await self._notify(request, True, result.content_type, result.body, None)
-        await self._finish.submit(Outcome(request.id, True))
+        await self._updates.submit(Outcome(request.id, True))
 
     async def _already_finished(self, request: AsyncRequest) -> bool:
         """An earlier run wrote this request's outcome before it could mark it finished."""
@@ -344,7 +362,7 @@ class Dispatcher:
                 await self._notify(
                     request, succeeded, None, None, None if succeeded else "See FailureLocation."
                 )
-                await self._finish.submit(Outcome(request.id, succeeded, "found after a restart"))
+                await self._updates.submit(Outcome(request.id, succeeded, "found after a restart"))
                 return True
         return False
 
@@ -368,7 +386,7 @@ class Dispatcher:
                 e,
             )
         await self._notify(request, False, content_type, body, reason)
-        await self._finish.submit(Outcome(request.id, False, reason[:1000]))
+        await self._updates.submit(Outcome(request.id, False, reason[:1000]))
 
     async def _notify(
         self,

@@ -1,10 +1,12 @@
 """The durable async queue: one SQLite file (``<data_dir>/async.db``, WAL, synchronous=FULL).
 
 A request's row is committed before InvokeEndpointAsync answers 202, so an acknowledged request
-survives a SIGKILL and a power loss. States: ``queued`` → ``running`` (handed to the dispatcher)
-→ ``succeeded`` | ``failed`` (its one result object is written). A restart puts ``running`` rows
-back to ``queued``; their ``attempts`` tell the dispatcher to look for a result an earlier run
-wrote before it processes them again. Finished rows are kept a day (for counts), then pruned.
+survives a SIGKILL and a power loss. States: ``queued`` → ``running`` (claimed by the dispatcher)
+→ ``succeeded`` | ``failed`` (its one result object is written). ``attempts`` counts the times a
+request was started, i.e. handed to a worker (claimed ahead of need and never started does not
+count). A restart puts ``running`` rows back to ``queued``; a request started before is checked
+for a result an earlier run wrote before it is processed again. Finished rows are kept a day (for
+counts), then pruned.
 
 Every method blocks; the dispatcher calls them from worker threads, in batches, so one commit
 serves many requests.
@@ -46,6 +48,16 @@ class Outcome:
     id: str
     succeeded: bool
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """The request was handed to a worker: one more attempt."""
+
+    id: str
+
+
+Update = Outcome | Started
 
 
 @dataclass(frozen=True)
@@ -98,25 +110,37 @@ class AsyncQueue:
                 f"SELECT seq, attempts, request FROM requests WHERE {where} LIMIT ?", [*params, limit]
             ).fetchall()
             self._db.executemany(
-                "UPDATE requests SET state = 'running', attempts = attempts + 1 WHERE seq = ?",
-                [(seq,) for seq, _, _ in rows],
+                "UPDATE requests SET state = 'running' WHERE seq = ?", [(seq,) for seq, _, _ in rows]
             )
-        return [AsyncRequest.from_json(text, attempts + 1) for _, attempts, text in rows]
+        return [AsyncRequest.from_json(text, attempts) for _, attempts, text in rows]
 
-    def finish(self, outcomes: Iterable[Outcome], now: float) -> None:
-        rows = [("succeeded" if o.succeeded else "failed", now, o.detail, o.id) for o in outcomes]
+    def update(self, updates: Iterable[Update], now: float) -> None:
+        """Starts and outcomes, in one transaction (the dispatcher's group commit)."""
+        updates = list(updates)
+        started = [(u.id,) for u in updates if isinstance(u, Started)]
+        finished = [
+            ("succeeded" if u.succeeded else "failed", now, u.detail, u.id)
+            for u in updates
+            if isinstance(u, Outcome)
+        ]
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
+                "UPDATE requests SET attempts = attempts + 1 WHERE id = ? AND state = 'running'", started
+            )
+            self._db.executemany(
                 "UPDATE requests SET state = ?, finished_at = ?, detail = ? "
                 "WHERE id = ? AND state = 'running'",
-                rows,
+                finished,
             )
 
+    def finish(self, outcomes: Iterable[Outcome], now: float) -> None:
+        self.update(list(outcomes), now)
+
     def requeue(self, ids: Iterable[str], refund: bool = False) -> None:
-        """Back to the queue at its old place: a worker crashed under it, or (``refund``: the
-        hand-out does not count as an attempt) it was claimed but never reached a worker."""
-        attempts = "attempts - 1" if refund else "attempts"
+        """Back to the queue at its old place: claimed but not started, or a worker crashed under
+        it; ``refund``: its start does not count (it was refused for capacity before it ran)."""
+        attempts = "max(0, attempts - 1)" if refund else "attempts"
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(

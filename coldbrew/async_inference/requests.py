@@ -37,7 +37,8 @@ class AsyncRequest:
     response_in_success: bool = False
     response_in_error: bool = False
     attempts: int = field(default=0, compare=False)
-    """How many times the queue handed it out (set by the queue, not stored in the JSON)."""
+    """How many times it was started before, i.e. handed to a worker (the queue's count, not
+    stored in the JSON)."""
 
     @property
     def expires_at(self) -> float:

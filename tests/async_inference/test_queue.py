@@ -14,7 +14,7 @@ from typing import Any
 from coldbrew.async_inference.config import AsyncConfig, S3Url
 from coldbrew.async_inference.dispatcher import Dispatcher
 from coldbrew.async_inference.objects import REQUEST_ID_META, EmbeddedObjects
-from coldbrew.async_inference.queue import AsyncQueue, Outcome
+from coldbrew.async_inference.queue import AsyncQueue, Outcome, Started
 from coldbrew.async_inference.requests import new_request
 from coldbrew.s3 import S3Store
 
@@ -33,12 +33,14 @@ def test_claims_are_fifo_per_endpoint_and_survive_a_reopen(tmp_path: Path) -> No
     queue.enqueue(first[:3])
     queue.enqueue([other, *first[3:]])
     assert [r.id for r in queue.claim("a", 2)] == [r.id for r in first[:2]]
+    queue.update([Started(first[0].id)], time.time())  # the first reached a worker; the second did not
     queue.close()
     reopened = AsyncQueue(tmp_path / "async.db")
-    assert reopened.recover() == 2  # what was being processed goes back to the queue, in its place
+    assert reopened.recover() == 2  # what was claimed goes back to the queue, in its place
     claimed = reopened.claim("a", 10)
     assert [r.id for r in claimed] == [r.id for r in first]
-    assert [r.attempts for r in claimed] == [2, 2, 1, 1, 1]
+    # Only a start counts as an attempt: claimed ahead of need and never started does not.
+    assert [r.attempts for r in claimed] == [1, 0, 0, 0, 0]
     reopened.finish([Outcome(r.id, True) for r in claimed], time.time())
     assert reopened.counts() == {"succeeded": 5, "queued": 1}
     assert set(reopened.backlog()) == {"b"}
