@@ -4,8 +4,10 @@ One drain task per endpoint with work, on the gateway's event loop. It keeps at 
 variants' concurrency (MaxConcurrency, or instances × MaxConcurrentInvocationsPerInstance) in
 flight, so the scaling core starts environments as work arrives and, once the queue is empty,
 releases them after the idle timeout like any other idle environment. Requests are claimed from
-the queue in batches a little ahead of need, and finished in group commits, so the queue's
-fsyncs are shared by many requests.
+the queue in batches a little ahead of need, with their small inputs read in the same trip to a
+worker thread, and finished in batches (``outcomes.OutcomeWriter``), so the queue's fsyncs and the
+thread hops are shared by many requests: the event loop does little more per request than it
+does for a real-time invocation.
 
 A request ends with exactly one visible outcome: its result object, or its failure object. A
 request started before (``attempts > 0``: the server stopped, or a worker crashed under it)
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -29,9 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from coldbrew.async_inference.commits import GroupCommit
-from coldbrew.async_inference.notifications import Notifier, message
-from coldbrew.async_inference.objects import ObjectError, Objects
-from coldbrew.async_inference.queue import AsyncQueue, Backlog, Outcome, Started, Update
+from coldbrew.async_inference.notifications import Notifier
+from coldbrew.async_inference.objects import ObjectError, Objects, TooLarge
+from coldbrew.async_inference.outcomes import Completion, OutcomeWriter
+from coldbrew.async_inference.queue import AsyncQueue, Backlog, Started, Update
 from coldbrew.async_inference.requests import MAX_INPUT_BYTES, AsyncRequest, location
 from coldbrew.errors import ColdbrewError, ModelError, ModelNotReadyException, ThrottlingException
 from coldbrew.metering.meter import Meter
@@ -50,16 +52,27 @@ MAX_ATTEMPTS = 3
 under it each count one)."""
 SWEEP_INTERVAL_S = 1.0
 """How often expired requests are failed and endpoints without a drain are looked at."""
+LOOK_AHEAD = 64
+"""Requests a drain claims ahead of its workers (at least twice its concurrency)."""
+PREFETCH_MAX = 256 * 1024
+"""Inputs up to this size are read when they are claimed; larger ones when they start."""
+PREFETCH_BUDGET = 8 * 1024 * 1024
+"""Most input bytes one claim reads ahead, so a drain's look-ahead holds little memory."""
 UNTYPED = (None, "binary/octet-stream")
 """Content types an S3 object has when whoever stored it named none."""
 BACKOFF_S = 0.5
 """Pause of a drain whose requests were refused for capacity (memory budget, an update)."""
 
 
+Input = tuple[bytes, str | None] | ObjectError | None
+"""A claimed request's input read ahead: body and content type, why it cannot be read, or None
+(not read yet)."""
+
+
 @dataclass
 class _Drain:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    buffer: deque[AsyncRequest] = field(default_factory=deque)
+    buffer: deque[tuple[AsyncRequest, Input]] = field(default_factory=deque)
     """Claimed from the queue (``running`` there) but not started yet."""
     in_flight: dict[str, int] = field(default_factory=dict)
     """By variant name."""
@@ -92,14 +105,16 @@ class Dispatcher:
         self.notifier = notifier or Notifier()
         self.clock = clock
         self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="coldbrew-async")
-        self._enqueue: GroupCommit[AsyncRequest] = GroupCommit(self.queue.enqueue, self.io)
-        self._updates: GroupCommit[Update] = GroupCommit(
-            lambda updates: self.queue.update(updates, self.clock()), self.io
-        )
+        self._intake: GroupCommit[AsyncRequest, str | None] = GroupCommit(self._enqueue, self.io)
+        self._updates: GroupCommit[Update, None] = GroupCommit(self._update, self.io)
+        writer = OutcomeWriter(queue, objects, self.notifier, region, clock)
+        self._outcomes: GroupCommit[Completion, None] = GroupCommit(writer.write, self.io)
         self._drains: dict[str, _Drain] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closing = False
+        self._resumed: set[str] = set()
+        """Requests an earlier run had claimed: each may have its outcome written already."""
         self.backlog: dict[str, Backlog] = {}
         """By lower-cased endpoint name, as of the last sweep."""
 
@@ -108,7 +123,8 @@ class Dispatcher:
     async def start(self) -> None:
         recovered = await self.run_io(self.queue.recover)
         if recovered:
-            log.info("async: %d request(s) an earlier run was processing are queued again", recovered)
+            log.info("async: %d request(s) an earlier run had claimed are queued again", len(recovered))
+        self._resumed = set(recovered)
         for key in await self.run_io(self.queue.endpoints_with_work):
             self.wake(key)
         self._sweeper = asyncio.create_task(self._sweep())
@@ -129,14 +145,42 @@ class Dispatcher:
         # Each drain puts what it claimed but never started back in the queue as it ends.
         await asyncio.gather(*(d.task for d in self._drains.values() if d.task), return_exceptions=True)
         await self._updates.drain()
+        await self._outcomes.drain()
         self.io.shutdown(wait=True)
 
     # --- accepting -------------------------------------------------------------------------------
 
-    async def accept(self, request: AsyncRequest) -> None:
-        """Returns once the request is durable in the queue."""
-        await self._enqueue.submit(request)
-        self.wake(request.endpoint_key)
+    async def accept(self, request: AsyncRequest) -> str | None:
+        """Queue ``request`` once its input is found: returns once it is durable in the queue
+        (None), or why it was refused (its input cannot be read or is too large)."""
+        refusal = await self._intake.submit(request)
+        if refusal is None:
+            self.wake(request.endpoint_key)
+        return refusal
+
+    def _enqueue(self, requests: list[AsyncRequest]) -> list[str | None]:
+        """Blocking, for a batch: each input checked, the ones found queued in one commit."""
+        refusals: list[str | None] = []
+        for request in requests:
+            try:
+                size = self.objects.size(location(request.input_location))
+            except ObjectError as e:
+                refusals.append(str(e))
+                continue
+            if size is None:
+                refusals.append("the object does not exist.")
+            elif size > MAX_INPUT_BYTES:
+                refusals.append(
+                    f"it is {size:,} bytes; asynchronous inference takes at most {MAX_INPUT_BYTES:,}."
+                )
+            else:
+                refusals.append(None)
+        self.queue.enqueue(r for r, refusal in zip(requests, refusals, strict=True) if refusal is None)
+        return refusals
+
+    def _update(self, updates: list[Update]) -> list[None]:
+        self.queue.update(updates, self.clock())
+        return [None] * len(updates)
 
     def wake(self, key: str) -> None:
         if self._closing:
@@ -158,7 +202,7 @@ class Dispatcher:
             if self._drains.get(key) is drain:
                 del self._drains[key]
             if drain.buffer:
-                await self.run_io(self.queue.requeue, [r.id for r in drain.buffer], True)
+                await self.run_io(self.queue.requeue, [r.id for r, _ in drain.buffer])
                 drain.buffer.clear()
 
     async def _drain_loop(self, key: str, drain: _Drain) -> None:
@@ -169,7 +213,7 @@ class Dispatcher:
             if live is None:
                 if not await self.run_io(self.endpoint_exists, key):
                     if drain.buffer:
-                        await self.run_io(self.queue.requeue, [r.id for r in drain.buffer], True)
+                        await self.run_io(self.queue.requeue, [r.id for r, _ in drain.buffer])
                         drain.buffer.clear()
                     await self._fail_deleted(key)
                     if drain.busy == 0:
@@ -178,21 +222,41 @@ class Dispatcher:
                 await self._sleep_or_wake(drain, SWEEP_INTERVAL_S)
                 continue
             capacity = self._capacity(live)
-            want = 2 * capacity - len(drain.buffer) - drain.busy
-            if len(drain.buffer) < capacity and want > 0:
-                claimed = await self.run_io(self.queue.claim, key, want)
+            # Refilled in batches (down to half the look-ahead, then back up), so a busy queue pays
+            # one claim for many requests rather than one per completion.
+            ahead = max(2 * capacity, LOOK_AHEAD)
+            want = ahead - len(drain.buffer)
+            if len(drain.buffer) <= ahead // 2 and want > 0:
+                claimed = await self.run_io(self._claim, key, want)
                 drain.buffer.extend(claimed)
                 exhausted = len(claimed) < want
             while drain.buffer:
                 variant = self._pick(live, drain)
                 if variant is None:
                     break
-                request = drain.buffer.popleft()
+                request, fetched = drain.buffer.popleft()
                 drain.in_flight[variant.name] = drain.in_flight.get(variant.name, 0) + 1
-                self._spawn(self._process(request, variant, drain))
+                self._spawn(self._process(request, fetched, variant, drain))
             if exhausted and not drain.buffer and drain.busy == 0 and not drain.wake.is_set():
                 return  # no work: the next accept starts a new drain
             await self._sleep_or_wake(drain, SWEEP_INTERVAL_S)
+
+    def _claim(self, key: str, want: int) -> list[tuple[AsyncRequest, Input]]:
+        """Blocking: up to ``want`` of the endpoint's requests, small inputs read ahead."""
+        claimed: list[tuple[AsyncRequest, Input]] = []
+        budget = PREFETCH_BUDGET
+        for request in self.queue.claim(key, want):
+            fetched: Input = None
+            if budget > 0:
+                try:
+                    fetched = self.objects.read(location(request.input_location), min(budget, PREFETCH_MAX))
+                    budget -= len(fetched[0])
+                except TooLarge:
+                    fetched = None  # read when it starts
+                except ObjectError as e:
+                    fetched = e
+            claimed.append((request, fetched))
+        return claimed
 
     async def _sleep_or_wake(self, drain: _Drain, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -219,7 +283,9 @@ class Dispatcher:
 
     # --- one request -----------------------------------------------------------------------------
 
-    async def _process(self, request: AsyncRequest, variant: RoutedVariant, drain: _Drain) -> None:
+    async def _process(
+        self, request: AsyncRequest, fetched: Input, variant: RoutedVariant, drain: _Drain
+    ) -> None:
         released = False
 
         def release() -> None:
@@ -231,7 +297,7 @@ class Dispatcher:
                 drain.wake.set()
 
         try:
-            await self._run(request, variant, release)
+            await self._run(request, fetched, variant, release)
         except Exception:
             log.exception(
                 "async: request %s (InferenceId %s) failed unexpectedly", request.id, request.inference_id
@@ -243,16 +309,16 @@ class Dispatcher:
         finally:
             release()
 
-    async def _run(self, request: AsyncRequest, variant: RoutedVariant, release: Callable[[], None]) -> None:
-        if request.attempts > 0 and await self._already_finished(request):
+    async def _run(
+        self, request: AsyncRequest, fetched: Input, variant: RoutedVariant, release: Callable[[], None]
+    ) -> None:
+        resumed = request.id in self._resumed
+        self._resumed.discard(request.id)
+        if (request.attempts > 0 or resumed) and await self._already_finished(request):
             return
         now = self.clock()
         if now > request.expires_at:
-            await self._fail(
-                request,
-                f"Request expired: it waited in the queue longer than its RequestTTLSeconds "
-                f"({request.ttl_s} s) before it could be processed.",
-            )
+            await self._fail(request, _expired(request))
             return
         if request.attempts >= MAX_ATTEMPTS:
             await self._fail(
@@ -263,13 +329,17 @@ class Dispatcher:
             return
         started = asyncio.create_task(self._updates.submit(Started(request.id)))
         try:
-            body, stored_type = await self.run_io(
-                self.objects.read, location(request.input_location), MAX_INPUT_BYTES
-            )
+            if fetched is None:
+                fetched = await self.run_io(
+                    self.objects.read, location(request.input_location), MAX_INPUT_BYTES
+                )
+            if isinstance(fetched, ObjectError):
+                raise fetched
         except ObjectError as e:
             await started
             await self._fail(request, str(e))
             return
+        body, stored_type = fetched
         await started  # counted before the worker sees it
         invocation = Invocation(
             endpoint=request.endpoint,
@@ -340,75 +410,29 @@ class Dispatcher:
                     bytes_out=len(result.body),
                 )
             )
-        try:
-            await self.run_io(
-                self.objects.write,
-                location(request.output_location),
-                result.body,
-                result.content_type,
-                request.id,
-            )
-        except ObjectError as e:
-            await self._fail(request, f"The model answered, but its result could not be written: {e}")
+        await self._outcomes.submit(Completion.result(request, result.body, result.content_type))
+
+    async def _expire(self, request: AsyncRequest) -> None:
+        """Fail a request whose TTL ran out while queued, unless an earlier run finished it."""
+        resumed = request.id in self._resumed
+        self._resumed.discard(request.id)
+        if (request.attempts > 0 or resumed) and await self._already_finished(request):
             return
-        await self._notify(request, True, result.content_type, result.body, None)
-        await self._updates.submit(Outcome(request.id, True))
+        await self._fail(request, _expired(request))
 
     async def _already_finished(self, request: AsyncRequest) -> bool:
         """An earlier run wrote this request's outcome before it could mark it finished."""
         for url, succeeded in ((request.output_location, True), (request.failure_location, False)):
             if await self.run_io(self.objects.written_by, location(url)) == request.id:
-                # Its notification may not have gone out: publish (again) rather than miss it.
-                await self._notify(
-                    request, succeeded, None, None, None if succeeded else "See FailureLocation."
-                )
-                await self._updates.submit(Outcome(request.id, succeeded, "found after a restart"))
+                # Its notification may not have gone out: it is published (again) rather than missed.
+                await self._outcomes.submit(Completion.found(request, succeeded))
                 return True
         return False
 
     async def _fail(
         self, request: AsyncRequest, reason: str, body: bytes | None = None, content_type: str | None = None
     ) -> None:
-        """Write the failure object: the model's error response, else coldbrew's reason as a JSON
-        error body (what clients' JSON deserializers expect, like the worker's own errors)."""
-        if body is None:
-            body, content_type = json.dumps({"message": reason}).encode(), "application/json"
-        content_type = content_type or "application/octet-stream"
-        try:
-            await self.run_io(
-                self.objects.write, location(request.failure_location), body, content_type, request.id
-            )
-        except ObjectError as e:
-            log.error(
-                "async: request %s failed (%s) and its failure could not be written: %s",
-                request.id,
-                reason,
-                e,
-            )
-        await self._notify(request, False, content_type, body, reason)
-        await self._updates.submit(Outcome(request.id, False, reason[:1000]))
-
-    async def _notify(
-        self,
-        request: AsyncRequest,
-        succeeded: bool,
-        content_type: str | None,
-        response: bytes | None,
-        failure_reason: str | None,
-    ) -> None:
-        topic = request.success_topic if succeeded else request.error_topic
-        if not topic:
-            return
-        body = message(
-            request,
-            succeeded=succeeded,
-            region=self.region,
-            now=self.clock(),
-            response_content_type=content_type,
-            response=response,
-            failure_reason=failure_reason,
-        )
-        await self.run_io(self.notifier.publish, topic, body)
+        await self._outcomes.submit(Completion.failure(request, reason, body, content_type))
 
     async def _fail_deleted(self, key: str) -> None:
         while True:
@@ -463,13 +487,7 @@ class Dispatcher:
         now = self.clock()
         expired = await self.run_io(self.queue.claim_expired, now, 500)
         for request in expired:
-            self._spawn(
-                self._fail(
-                    request,
-                    f"Request expired: it waited in the queue longer than its RequestTTLSeconds "
-                    f"({request.ttl_s} s) before it could be processed.",
-                )
-            )
+            self._spawn(self._expire(request))
         for key in await self.run_io(self.queue.endpoints_with_work):
             if key not in self._drains:
                 self.wake(key)
@@ -485,3 +503,10 @@ class Dispatcher:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _expired(request: AsyncRequest) -> str:
+    return (
+        f"Request expired: it waited in the queue longer than its RequestTTLSeconds ({request.ttl_s} s) "
+        "before it could be processed."
+    )

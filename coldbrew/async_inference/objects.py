@@ -25,6 +25,10 @@ from coldbrew.s3.index import ObjectMeta
 REQUEST_ID_META = "coldbrew-request-id"
 
 
+NewObject = tuple[S3Url, bytes, str, str]
+"""(url, body, content type, request id) of a result object to write."""
+
+
 class ObjectError(Exception):
     """An input that cannot be read or a result that cannot be written; ``str()`` says why."""
 
@@ -44,6 +48,9 @@ class Objects(Protocol):
         """The request id a result object at ``url`` was written for, None if there is none."""
 
     def write(self, url: S3Url, body: bytes, content_type: str, request_id: str) -> None: ...
+
+    def write_many(self, objects: list[NewObject]) -> list[ObjectError | None]:
+        """``write`` for each; per object, why it could not be written, if it could not."""
 
 
 def _too_large(url: S3Url, size: int, limit: int) -> TooLarge:
@@ -80,17 +87,31 @@ class EmbeddedObjects:
         return row.meta.user.get(REQUEST_ID_META)
 
     def write(self, url: S3Url, body: bytes, content_type: str, request_id: str) -> None:
-        writer = self.store.writer(Digests())
+        (error,) = self.write_many([(url, body, content_type, request_id)])
+        if error is not None:
+            raise error
+
+    def write_many(self, objects: list[NewObject]) -> list[ObjectError | None]:
+        """One index commit for all of them (each content file is still its own, fsynced)."""
+        items = []
         try:
-            writer.write(body)
+            for url, body, content_type, request_id in objects:
+                writer = self.store.writer(Digests())
+                items.append((url.bucket, url.key.encode(), writer, _meta(content_type, request_id)))
+                writer.write(body)
         except BaseException:
-            writer.discard()
+            for _, _, writer, _ in items:
+                writer.discard()
             raise
-        meta = ObjectMeta(content_type=content_type, user={REQUEST_ID_META: request_id})
-        try:
-            self.store.put(url.bucket, url.key.encode(), writer, meta, None, False)
-        except S3Error as e:
-            raise ObjectError(f"Could not write {url}: {e.message}") from None
+        errors = self.store.put_many(items)
+        return [
+            None if e is None else ObjectError(f"Could not write {url}: {e.message}")
+            for (url, *_), e in zip(objects, errors, strict=True)
+        ]
+
+
+def _meta(content_type: str, request_id: str) -> ObjectMeta:
+    return ObjectMeta(content_type=content_type, user={REQUEST_ID_META: request_id})
 
 
 class BotoObjects:
@@ -142,3 +163,13 @@ class BotoObjects:
             )  # fmt: skip
         except (ClientError, BotoCoreError) as e:
             raise self._error("write", url, e) from None
+
+    def write_many(self, objects: list[NewObject]) -> list[ObjectError | None]:
+        errors: list[ObjectError | None] = []
+        for url, body, content_type, request_id in objects:
+            try:
+                self.write(url, body, content_type, request_id)
+                errors.append(None)
+            except ObjectError as e:
+                errors.append(e)
+        return errors

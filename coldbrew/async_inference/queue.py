@@ -115,15 +115,31 @@ class AsyncQueue:
         return [AsyncRequest.from_json(text, attempts) for _, attempts, text in rows]
 
     def update(self, updates: Iterable[Update], now: float) -> None:
-        """Starts and outcomes, in one transaction (the dispatcher's group commit)."""
+        """Starts and outcomes, in one transaction (the dispatcher's group commit).
+
+        A batch of starts alone is committed without an fsync (synchronous=NORMAL: it survives a
+        SIGKILL, and the next fsynced commit makes it durable): a start only counts attempts, and
+        what may have started before a power loss is found by ``recover`` anyway.
+        """
         updates = list(updates)
+        only_starts = all(isinstance(u, Started) for u in updates)
         started = [(u.id,) for u in updates if isinstance(u, Started)]
         finished = [
             ("succeeded" if u.succeeded else "failed", now, u.detail, u.id)
             for u in updates
             if isinstance(u, Outcome)
         ]
-        with self._lock, self._db:
+        with self._lock:
+            if only_starts:
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                self._update(started, finished)
+            finally:
+                if only_starts:
+                    self._db.execute("PRAGMA synchronous=FULL")
+
+    def _update(self, started: list[tuple[str]], finished: list[tuple[str, float, str | None, str]]) -> None:
+        with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(
                 "UPDATE requests SET attempts = attempts + 1 WHERE id = ? AND state = 'running'", started
@@ -149,11 +165,16 @@ class AsyncQueue:
                 [(i,) for i in ids],
             )
 
-    def recover(self) -> int:
-        """At start: requests an earlier run was processing go back to the queue; how many."""
+    def recover(self) -> list[str]:
+        """At start: requests an earlier run had claimed go back to the queue; their ids. Any of
+        them may have been started and even have its outcome written (a claim is committed with an
+        fsync before anything of it starts, so no started request is missed here)."""
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            return self._db.execute("UPDATE requests SET state = 'queued' WHERE state = 'running'").rowcount
+            rows = self._db.execute(
+                "UPDATE requests SET state = 'queued' WHERE state = 'running' RETURNING id"
+            ).fetchall()
+        return [request_id for (request_id,) in rows]
 
     def endpoints_with_work(self) -> set[str]:
         with self._lock:

@@ -16,8 +16,7 @@ from starlette.types import Receive
 
 from coldbrew.async_inference.config import S3Url
 from coldbrew.async_inference.dispatcher import Dispatcher
-from coldbrew.async_inference.objects import ObjectError
-from coldbrew.async_inference.requests import MAX_INPUT_BYTES, new_request
+from coldbrew.async_inference.requests import new_request
 from coldbrew.control.service import ControlPlane
 from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
 from coldbrew.gateway.invocations_api import Reply, check_custom_attributes, invocation_error
@@ -127,19 +126,6 @@ class AsyncInvocationsEndpoint:
         accept = _text(headers, "accept", "accept", low=0, high=1024)
         ttl = _seconds(headers, "requestttlseconds", "requestTTLSeconds", low=60, high=21600)
         timeout = _seconds(headers, "invocationtimeoutseconds", "invocationTimeoutSeconds", low=1, high=3600)
-        try:
-            size = await self.dispatcher.run_io(self.dispatcher.objects.size, source)
-        except ObjectError as e:
-            raise ValidationError(f"Could not access InputLocation {input_location}: {e}") from None
-        if size is None:
-            raise ValidationError(
-                f"Could not access InputLocation {input_location}: the object does not exist."
-            )
-        if size > MAX_INPUT_BYTES:
-            raise ValidationError(
-                f"The input at {input_location} is {size:,} bytes; asynchronous inference takes at most "
-                f"{MAX_INPUT_BYTES:,} (1 GB)."
-            )
         request = new_request(
             name,
             config,
@@ -153,7 +139,10 @@ class AsyncInvocationsEndpoint:
             output_extension=extension,
             filename=filename,
         )
-        await self.dispatcher.accept(request)
+        # The input is looked up in the same batch as the request is queued: one trip, one commit.
+        refusal = await self.dispatcher.accept(request)
+        if refusal is not None:
+            raise ValidationError(f"Could not access InputLocation {input_location}: {refusal}")
         return Reply(
             202,
             [

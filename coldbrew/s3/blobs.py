@@ -27,6 +27,8 @@ from .checksums import Digests
 log = logging.getLogger("coldbrew.s3")
 
 READ_BLOCK = 1024 * 1024
+INLINE_HASH = 64 * 1024
+"""Blocks smaller than this are hashed on the writing thread: handing them to another costs more."""
 _HASHING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-hash")
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP}
 
@@ -109,6 +111,10 @@ class BlobWriter:
 
     def write(self, data: bytes) -> None:
         assert self._file is not None
+        if len(data) < INLINE_HASH:
+            self.digests.update(data)
+            self._file.write(data)
+            return
         # MD5 is the slowest part of a write; it runs on a thread of its own while this one writes
         # (both release the GIL), so a PUT is bounded by the slower of the two, not their sum.
         hashed = _HASHING.submit(self.digests.update, data)

@@ -177,6 +177,22 @@ class Index:
             )
         return old[0] if old else None
 
+    def put_objects(self, rows: list[tuple[str, ObjectRow]]) -> list[str | None]:
+        """``put_object`` for many (bucket, row), in one transaction (one fsync for all)."""
+        replaced: list[str | None] = []
+        with self._transaction():
+            for bucket, row in rows:
+                old = self._db.execute(
+                    "SELECT blob FROM objects WHERE bucket = ? AND key = ?", (bucket, row.key)
+                ).fetchone()
+                self._db.execute(
+                    "INSERT OR REPLACE INTO objects (bucket, key, size, etag, modified, blob, meta) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (bucket, row.key, row.size, row.etag, row.modified, row.blob, row.meta.to_json()),
+                )
+                replaced.append(old[0] if old else None)
+        return replaced
+
     def remove_objects(self, bucket: str, keys: list[bytes]) -> dict[bytes, str]:
         """Delete the keys that exist, in one transaction (one fsync for a DeleteObjects of 1,000
         keys); their content files, by key."""

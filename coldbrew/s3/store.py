@@ -30,6 +30,7 @@ from .errors import (
     NoSuchBucket,
     NoSuchKey,
     PreconditionFailed,
+    S3Error,
 )
 from .index import Index, ObjectMeta, ObjectRow
 from .listing import Listing, list_keys
@@ -112,6 +113,39 @@ class S3Store:
             self.blobs.delete([blob])
             raise
         return row
+
+    def put_many(self, items: list[tuple[str, bytes, BlobWriter, ObjectMeta]]) -> list[S3Error | None]:
+        """``put`` for many (bucket, key, writer, meta) at once, their index rows in one commit (a
+        server writing many small objects of its own, such as async results); per item, the error
+        that kept it from being written, if any."""
+        errors: list[S3Error | None] = [None] * len(items)
+        rows: list[tuple[int, str, ObjectRow]] = []
+        for i, (bucket, key, writer, meta) in enumerate(items):
+            try:
+                kept, blob = self.seal(writer, None)
+            except S3Error as e:
+                errors[i] = e
+                continue
+            size, etag = writer.digests.size, writer.digests.etag
+            rows.append(
+                (i, bucket, ObjectRow(key, size, etag, time.time(), blob, _with_checksum(meta, kept)))
+            )
+        with self.lock:
+            valid = []
+            for i, bucket, row in rows:
+                try:
+                    self.require_bucket(bucket)
+                    valid.append((i, bucket, row))
+                except S3Error as e:
+                    errors[i] = e
+                    self.blobs.delete([row.blob])
+            try:
+                replaced = self.index.put_objects([(bucket, row) for _, bucket, row in valid])
+            except BaseException:
+                self.blobs.delete([row.blob for _, _, row in valid])
+                raise
+            self.blobs.delete([blob for blob in replaced if blob])
+        return errors
 
     def seal(self, writer: BlobWriter, checksum: str | None) -> tuple[Checksum | None, str]:
         """Check what ``writer`` received against the client's digests, then make it a content file
