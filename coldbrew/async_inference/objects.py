@@ -16,11 +16,11 @@ from typing import Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from coldbrew.artifacts.s3 import make_client
-from coldbrew.async_inference.config import S3Url
 from coldbrew.s3 import S3Store
 from coldbrew.s3.checksums import Digests
 from coldbrew.s3.errors import S3Error
 from coldbrew.s3.index import ObjectMeta
+from coldbrew.serving.targets import S3Url
 
 REQUEST_ID_META = "coldbrew-request-id"
 

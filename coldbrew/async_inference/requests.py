@@ -8,7 +8,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from coldbrew.async_inference.config import AsyncConfig, S3Url
+from coldbrew.serving.targets import AsyncConfig, S3Url
 
 DEFAULT_TTL_S = 6 * 3600
 DEFAULT_INVOCATION_TIMEOUT_S = 15 * 60

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.targets import (
+    AsyncConfig,
     ContainerTarget,
     EndpointSettings,
     EndpointTarget,

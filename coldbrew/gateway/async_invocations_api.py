@@ -14,13 +14,13 @@ import uuid
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive
 
-from coldbrew.async_inference.config import S3Url
 from coldbrew.async_inference.dispatcher import Dispatcher
 from coldbrew.async_inference.requests import new_request
 from coldbrew.control.service import ControlPlane
 from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
 from coldbrew.gateway.invocations_api import Reply, check_custom_attributes, invocation_error
 from coldbrew.serving.service import Serving
+from coldbrew.serving.targets import S3Url
 from coldbrew.wire.bodies import OversizeBody, read_body
 
 log = logging.getLogger("coldbrew.gateway")

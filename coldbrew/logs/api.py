@@ -28,7 +28,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from coldbrew.control.validation import constraint_errors, errors_message
 from coldbrew.logs import query, store
 from coldbrew.logs.collector import LogCollector
 from coldbrew.logs.errors import (
@@ -39,6 +38,7 @@ from coldbrew.logs.errors import (
     ServiceUnavailableException,
 )
 from coldbrew.wire.bodies import read_json_object
+from coldbrew.wire.constraints import constraint_errors, errors_message
 from coldbrew.wire.sigv4 import signed_region
 
 log = logging.getLogger("coldbrew.logs")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.errors import ValidationError
+from coldbrew.serving.targets import AsyncConfig
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import os
 
-from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.backends.base import WorkerSpec
 from coldbrew.scaling.messages import PoolConfig
 from coldbrew.serving.instances import instance_type
 from coldbrew.serving.prepare import PreparedVariant
-from coldbrew.serving.targets import VariantTarget
+from coldbrew.serving.targets import AsyncConfig, VariantTarget
 from coldbrew.worker.zygote import THREAD_ENV
 
 MB_PER_VCPU = 1769

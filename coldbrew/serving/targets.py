@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
-from coldbrew.async_inference.config import AsyncConfig
 from coldbrew.scaling.keepalive import POLICY_NAMES
 
 
@@ -53,6 +52,70 @@ def _accepts(key: str, message: str) -> str:
     if key == "COLDBREW_IDLE_TIMEOUT_S":
         return "use a number of seconds greater than 0."
     return message + "."
+
+
+SUCCESS_TOPIC, ERROR_TOPIC = "SUCCESS_NOTIFICATION_TOPIC", "ERROR_NOTIFICATION_TOPIC"
+
+
+@dataclass(frozen=True)
+class S3Url:
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Url | None:
+        """``s3://bucket/key``; None for anything else."""
+        if not url.startswith("s3://"):
+            return None
+        bucket, _, key = url[len("s3://") :].partition("/")
+        if not bucket:
+            return None
+        return cls(bucket, key)
+
+    def join(self, *names: str) -> S3Url:
+        """This URL as a prefix, with ``names`` appended as path segments."""
+        parts = [self.key.rstrip("/")] if self.key.strip("/") else []
+        parts += [n.strip("/") for n in names if n.strip("/")]
+        return S3Url(self.bucket, "/".join(parts))
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """What serving and the async dispatcher take from an ``AsyncInferenceConfig`` (validated by
+    ``coldbrew.async_inference.config``)."""
+
+    output_path: S3Url
+    failure_path: S3Url
+    """S3FailurePath, or S3OutputPath when it is not given."""
+    max_concurrent_per_instance: int | None = None
+    success_topic: str | None = None
+    error_topic: str | None = None
+    response_in_success: bool = False
+    response_in_error: bool = False
+
+    @classmethod
+    def from_request(cls, config: dict[str, Any]) -> AsyncConfig:
+        """From a config ``validate`` accepted."""
+        output = config.get("OutputConfig") or {}
+        notification = output.get("NotificationConfig") or {}
+        include = set(notification.get("IncludeInferenceResponseIn") or ())
+        output_path = S3Url.parse(output["S3OutputPath"])
+        assert output_path is not None
+        failure = S3Url.parse(output.get("S3FailurePath") or "") or output_path
+        return cls(
+            output_path=output_path,
+            failure_path=failure,
+            max_concurrent_per_instance=(config.get("ClientConfig") or {}).get(
+                "MaxConcurrentInvocationsPerInstance"
+            ),
+            success_topic=notification.get("SuccessTopic") or None,
+            error_topic=notification.get("ErrorTopic") or None,
+            response_in_success=SUCCESS_TOPIC in include,
+            response_in_error=ERROR_TOPIC in include,
+        )
 
 
 @dataclass(frozen=True)

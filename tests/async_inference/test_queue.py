@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coldbrew.async_inference.config import AsyncConfig, S3Url
 from coldbrew.async_inference.dispatcher import Dispatcher
 from coldbrew.async_inference.objects import REQUEST_ID_META, EmbeddedObjects
 from coldbrew.async_inference.queue import AsyncQueue, Outcome, Started
 from coldbrew.async_inference.requests import new_request
 from coldbrew.s3 import S3Store
+from coldbrew.serving.targets import AsyncConfig, S3Url
 
 CONFIG = AsyncConfig(output_path=S3Url("bucket", "out"), failure_path=S3Url("bucket", "failed"))
 
