@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import joblib
+import numpy as np
 import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import Ridge
 
 from tests.sdk.environments import python_for
-from tests.support import ColdbrewServer
+from tests.support import ColdbrewServer, tar_gz
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -111,3 +115,15 @@ def sdk2(server: ColdbrewServer, tmp_path: Path) -> SDK:
 @pytest.fixture
 def sdk3(server: ColdbrewServer, tmp_path: Path) -> SDK:
     return SDK("v3", server, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def ridge(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ridge, np.ndarray]:
+    """A model.tar.gz of a Ridge regression fitted on load_diabetes, the model, and three rows."""
+    X, y = load_diabetes(return_X_y=True)
+    model = Ridge().fit(X, y)
+    directory = tmp_path_factory.mktemp("ridge")
+    joblib.dump(model, directory / "model.joblib")
+    archive = directory / "model.tar.gz"
+    archive.write_bytes(tar_gz({"model.joblib": (directory / "model.joblib").read_bytes()}))
+    return archive, model, X[:3]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes, load_iris
@@ -51,17 +50,6 @@ def predict_fn(data, model):
     predictions = model.predict(np.asarray(data, dtype=float))
     return np.column_stack([predictions, np.full(len(predictions), coldbrew_test_scaler.FACTOR)])
 """
-
-
-@pytest.fixture(scope="module")
-def ridge(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ridge, np.ndarray]:
-    X, y = load_diabetes(return_X_y=True)
-    model = Ridge().fit(X, y)
-    directory = tmp_path_factory.mktemp("ridge")
-    joblib.dump(model, directory / "model.joblib")
-    archive = directory / "model.tar.gz"
-    archive.write_bytes(tar_gz({"model.joblib": (directory / "model.joblib").read_bytes()}))
-    return archive, model, X[:3]
 
 
 def _source_dir(root: Path, files: dict[str, str]) -> Path:

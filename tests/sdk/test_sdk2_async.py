@@ -25,14 +25,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import joblib
 import numpy as np
-import pytest
-from sklearn.datasets import load_diabetes
 from sklearn.linear_model import Ridge
 
 from tests.sdk.conftest import SDK
-from tests.support import tar_gz
 
 SESSION = """
 import boto3, sagemaker
@@ -74,17 +70,6 @@ def predict_fn(data, model):
         raise ValueError(f"expected rows of {model.n_features_in_} features, got shape {rows.shape}")
     return model.predict(rows)
 """
-
-
-@pytest.fixture(scope="module")
-def ridge(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Ridge, np.ndarray]:
-    X, y = load_diabetes(return_X_y=True)
-    model = Ridge().fit(X, y)
-    directory = tmp_path_factory.mktemp("ridge-async")
-    joblib.dump(model, directory / "model.joblib")
-    archive = directory / "model.tar.gz"
-    archive.write_bytes(tar_gz({"model.joblib": (directory / "model.joblib").read_bytes()}))
-    return archive, model, X[:3]
 
 
 def _model(sdk2: SDK, archive: Path, prefix: str) -> str:
