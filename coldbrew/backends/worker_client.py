@@ -36,6 +36,8 @@ class _Parse:
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
     done: bool = False
+    keep_alive: bool = False
+    parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
@@ -45,6 +47,10 @@ class _Parse:
 
     def on_message_complete(self) -> None:
         self.done = True
+        # Asked now: once the callback returns the parser is reset and answers "no" for every
+        # response, which closed every connection after one request.
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
 
 
 class _Connection:
@@ -57,7 +63,7 @@ class _Connection:
         if len(body) >= 65536:
             self.writer.write(body)
         parse = _Parse()
-        parser = httptools.HttpResponseParser(parse)
+        parser = parse.parser = httptools.HttpResponseParser(parse)
         received = False
         while not parse.done:
             data = await self.reader.read(65536)
@@ -72,8 +78,9 @@ class _Connection:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
                 raise WorkerConnectionError(f"the worker sent an invalid HTTP response: {exc}") from None
-        keep_alive = parser.should_keep_alive()
-        return WorkerResponse(parser.get_status_code(), parse.headers, b"".join(parse.chunks)), keep_alive
+        return WorkerResponse(
+            parser.get_status_code(), parse.headers, b"".join(parse.chunks)
+        ), parse.keep_alive
 
     def close(self) -> None:
         self.writer.close()
