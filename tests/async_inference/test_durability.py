@@ -62,8 +62,9 @@ def test_sigkill_with_a_queue_loses_nothing_and_duplicates_no_outcome(tmp_path: 
             has_failure = split(response["FailureLocation"])[1] in failures
             assert has_output != has_failure, response["InferenceId"]
         assert len(outputs) == 150 and not failures
-        # Processing may repeat across the kill (at most what was in flight or claimed then).
+        # Processing may repeat across the kill: what ran but was not recorded yet (in flight, or its
+        # result in the batch being written).
         processed = order.read_text().split()
-        assert 150 <= len(processed) <= 150 + 8
+        assert 150 <= len(processed) <= 150 + 16
     finally:
         server.stop()
