@@ -104,7 +104,10 @@ class Dispatcher:
         self.meter = meter
         self.notifier = notifier or Notifier()
         self.clock = clock
-        self.io = ThreadPoolExecutor(max_workers=8, thread_name_prefix="coldbrew-async")
+        # Two threads: one can wait on a large input or an fsync while the other serves the rest;
+        # more only contend for the GIL (measured: 8 threads cost the drain 45% more gateway CPU per
+        # request than 2, and 1 thread drained 6% slower than 2).
+        self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="coldbrew-async")
         self._intake: GroupCommit[AsyncRequest, str | None] = GroupCommit(self._enqueue, self.io)
         self._updates: GroupCommit[Update, None] = GroupCommit(self._update, self.io)
         writer = OutcomeWriter(queue, objects, self.notifier, region, clock)
