@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from moto.server import ThreadedMotoServer
 
 from tests.support import ColdbrewServer, sklearn_archive
 
@@ -18,6 +19,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ColdbrewServer]
     srv = ColdbrewServer(tmp_path_factory.mktemp("coldbrew") / "data").start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """moto's standalone server on a loopback port: the stand-in for AWS services coldbrew does
+    not serve (SNS) or that a test wants outside coldbrew (an external S3)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -166,16 +166,8 @@ class Index:
 
     def put_object(self, bucket: str, row: ObjectRow) -> str | None:
         """Insert or replace; the replaced object's content file, to delete once committed."""
-        with self._transaction():
-            old = self._db.execute(
-                "SELECT blob FROM objects WHERE bucket = ? AND key = ?", (bucket, row.key)
-            ).fetchone()
-            self._db.execute(
-                "INSERT OR REPLACE INTO objects (bucket, key, size, etag, modified, blob, meta) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (bucket, row.key, row.size, row.etag, row.modified, row.blob, row.meta.to_json()),
-            )
-        return old[0] if old else None
+        (replaced,) = self.put_objects([(bucket, row)])
+        return replaced
 
     def put_objects(self, rows: list[tuple[str, ObjectRow]]) -> list[str | None]:
         """``put_object`` for many (bucket, row), in one transaction (one fsync for all)."""

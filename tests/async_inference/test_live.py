@@ -13,7 +13,6 @@ import boto3
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from tests.support import ColdbrewServer, sklearn_archive, wait_for_status, worker_pids
 
@@ -55,15 +54,6 @@ def transform_fn(model, body, content_type, accept):
         raise ValueError("this input is rejected")
     return f"len={len(body)}".encode(), "application/x-length"
 """
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")

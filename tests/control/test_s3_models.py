@@ -11,7 +11,6 @@ import boto3
 import joblib
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 from sklearn.datasets import load_diabetes
 
 from tests.support import ColdbrewServer, wait_for_status
@@ -21,15 +20,6 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture(scope="module")
