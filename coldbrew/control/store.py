@@ -156,6 +156,39 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (endpoint, minute)
     );
     """,
+    # 6: batch transform jobs (coldbrew.transform). A job row keeps its CreateTransformJob request;
+    # transform_objects is its plan, one row per input object in input order, each marked done once
+    # its output object is written, so a job resumed after a crash skips what is finished. Cost is
+    # instance_count x (ended_at or now - started_at), priced as Batch Transform.
+    """
+    CREATE TABLE transform_jobs (
+        name_key TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        arn TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        modified_at REAL NOT NULL,
+        status TEXT NOT NULL,
+        failure_reason TEXT,
+        spec TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        instance_type TEXT NOT NULL,
+        instance_count INTEGER NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        stop_requested INTEGER NOT NULL DEFAULT 0,
+        runs INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX transform_jobs_status ON transform_jobs (status);
+    CREATE TABLE transform_objects (
+        job TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        input_key TEXT NOT NULL,
+        output_key TEXT NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0,
+        records INTEGER,
+        PRIMARY KEY (job, position)
+    );
+    """,
 )
 
 
