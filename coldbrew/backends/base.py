@@ -26,6 +26,8 @@ class WorkerSpec:
     fresh: bool = False
     """Start a fresh interpreter, never a fork of the runtime's zygote: the model's requirements
     replace a package the zygote may have imported."""
+    nice: int = 0
+    """Niceness of the worker (0-19): a batch transform job's workers run at 10, below endpoints'."""
     runtime: str = "generic"
     """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
     output_fd: int | None = None

@@ -89,6 +89,7 @@ class LocalBackend:
             model_dir=spec.model_dir,
             socket_path=socket_path,
             environment_concurrency=spec.environment_concurrency,
+            nice=spec.nice,
             env=spec.env,
         )
         read_fd, write_fd = os.pipe()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import socket
 import time
@@ -55,6 +56,12 @@ async def start_user_server(
         raise WorkerStartError(
             f"The serve command {argv[0]!r} could not be started: {exc.strerror or exc}."
         ) from None
+    if spec.nice:
+        # Right after the exec: threads the server starts later inherit it (the main thread's
+        # first instants at niceness 0 do not matter; preexec_fn would not be safe in a threaded
+        # gateway).
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, process.pid, spec.nice)
     cgroup = cgroups.attach(process.pid, spec.memory_mb) if cgroups is not None and spec.memory_mb else None
     address = f"http://127.0.0.1:{port}"
     client = WorkerClient(address)

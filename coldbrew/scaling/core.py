@@ -663,6 +663,7 @@ class ScalingCore:
         if need > self.memory_budget_mb:
             return self._too_big(pool)
         if need > self.free_mb:
+            evict = evict and not pool.config.preemptible
             victims = self._eviction_candidates(pool, need - self.free_mb) if evict else None
             if victims is None:
                 return (
@@ -685,19 +686,25 @@ class ScalingCore:
     def _eviction_candidates(
         self, requester: PoolState, needed_mb: int
     ) -> list[tuple[PoolState, EnvironmentState]] | None:
-        """Idle environments of other pools to release, least recently used first, freeing at least
-        ``needed_mb``; None if all of them together would not."""
-        candidates: list[tuple[float, int, PoolState, EnvironmentState]] = []
+        """Environments of other pools to release, freeing at least ``needed_mb``; None if all of
+        them together would not. Preemptible pools' environments go first, busy or not (a job
+        yields to the endpoints), then other pools' idle ones, least recently used first."""
+        candidates: list[tuple[bool, float, int, PoolState, EnvironmentState]] = []
         for pool_id in self._active:
             pool = self.pools.get(pool_id)
             if pool is None or pool is requester or not pool.budgeted:
                 continue
+            if pool.config.preemptible:
+                # Idle ones before busy ones: a busy one costs the job an invocation to retry.
+                envs = sorted(pool.envs.values(), key=lambda e: (e.in_flight > 0, e.last_used))
+                candidates += [(False, float(e.in_flight > 0), e.id, pool, e) for e in envs]
+                continue
             for env in pool.idle_envs()[: max(0, pool.surplus())]:
-                candidates.append((env.last_used, env.id, pool, env))
-        candidates.sort(key=lambda c: (c[0], c[1]))
+                candidates.append((True, env.last_used, env.id, pool, env))
+        candidates.sort(key=lambda c: (c[0], c[1], c[2]))
         chosen: list[tuple[PoolState, EnvironmentState]] = []
         freed = 0
-        for _, _, pool, env in candidates:
+        for _, _, _, pool, env in candidates:
             if freed >= needed_mb:
                 break
             chosen.append((pool, env))

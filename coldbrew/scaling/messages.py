@@ -39,6 +39,10 @@ class PoolConfig:
     scale_to_zero: bool = False
     """Provisioned only: instances start on demand, up to the count, and are released after the
     idle timeout (an asynchronous endpoint's instances); ``min_environments`` is then 0."""
+    preemptible: bool = False
+    """A batch transform job's pool: it yields memory, never takes it. Its environments, busy or
+    not, are released when another pool's start needs room (their invocations fail, and the job
+    retries them), and its own starts only use memory that is free."""
 
     @property
     def max_environments(self) -> int:

@@ -337,6 +337,11 @@ class Pools:
             self._log_release(action.env, pool, self._stop_why(pool, action.reason), pid)
             self._emptied.add(pool)
         self._gone(action.env)
+        if env is not None and action.reason is StopReason.EVICTED and env.stop_reason is None:
+            # Only a preemptible (batch transform) environment is evicted while busy.
+            env.stop_reason = (
+                "The environment was stopped to make room in the memory budget for an endpoint."
+            )
         if env is None:
             if action.env in self._starting:
                 self._stop_when_ready.add(action.env)

@@ -65,6 +65,9 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
         # asyncio refuses to start a loop while one is marked running.
         asyncio.events._set_running_loop(None)
     parent_pid = os.getppid()
+    if launch.nice:
+        # Before any thread starts: Linux keeps a niceness per thread, and new ones inherit it.
+        os.nice(launch.nice)
 
     try:
         os.environ.update(launch.env)

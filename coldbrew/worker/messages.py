@@ -44,6 +44,10 @@ class WorkerLaunch(_Message):
     """Invocations this environment serves at once. 1 runs predict inline on the event loop
     (serverless); more runs it in a thread pool of that size (provisioned instances)."""
 
+    nice: int = Field(default=0, ge=0, le=19)
+    """Niceness the worker takes before anything else (a batch transform job's yields the CPU to
+    the endpoints' workers)."""
+
     env: dict[str, str] = Field(default_factory=dict)
     """Environment of the model (CreateModel's ``Environment``), applied before user code loads.
     A fresh worker already started with it; a forked one starts with the zygote's."""

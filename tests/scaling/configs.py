@@ -40,3 +40,19 @@ def provisioned(instances: int = 2, per_instance: int = 2, memory_mb: int = 1638
         environment_concurrency=per_instance,
         idle_timeout_s=math.inf,
     )
+
+
+def transform_job(instances: int = 2, memory_mb: int = 1024) -> PoolConfig:
+    """A batch transform job's pool: instances on demand, preemptible."""
+    return PoolConfig(
+        endpoint="job",
+        variant="AllTraffic",
+        serverless=False,
+        memory_mb=memory_mb,
+        max_concurrency=instances,
+        min_environments=0,
+        environment_concurrency=1,
+        idle_timeout_s=1.0,
+        scale_to_zero=True,
+        preemptible=True,
+    )

@@ -46,7 +46,7 @@ from coldbrew.scaling.messages import (
     WarmFailed,
     Withdrawn,
 )
-from tests.scaling.configs import provisioned, serverless
+from tests.scaling.configs import provisioned, serverless, transform_job
 
 DEMAND, PREWARM, MINIMUM, CHECK = Purpose.DEMAND, Purpose.PREWARM, Purpose.MINIMUM, Purpose.CHECK
 IDLE, EVICTED, CLOSED = StopReason.IDLE, StopReason.EVICTED, StopReason.CLOSED
@@ -344,6 +344,33 @@ def test_eviction_spares_the_minimum_of_other_pools() -> None:
     assert sorted(core.envs) == [2, 3]
     assert core.evictions == 1
     assert core.pools[b].stats.evicted == 1
+
+
+def test_a_preemptible_pool_yields_its_busy_environments_and_never_evicts() -> None:
+    core = ScalingCore(memory_budget_mb=3072)
+    job = deployed(core, transform_job(instances=2, memory_mb=1024))
+    a = deployed(core, serverless("a", memory_mb=1024))
+    b = deployed(core, serverless("b", memory_mb=2048))
+    serve_cold(core, job, 1, 1, at=0.0)
+    serve_cold(core, job, 2, 2, at=0.1)
+    serve_cold(core, a, 3, 3, at=1.0)
+    assert core.handle(Finished(3, 3), 2.0) == []
+    # The job's two environments are busy, a's one is idle: b's cold start takes the job's memory.
+    assert core.handle(Arrival(b, 4), 3.0) == [Stop(1, EVICTED), Stop(2, EVICTED), Start(4, b, DEMAND)]
+    assert core.pools[job].in_flight == 0
+    assert sorted(core.envs) == [3, 4]
+    # The job's retry finds 0 MB free and a's idle environment: it is throttled, a keeps it.
+    assert core.handle(Arrival(job, 5), 4.0) == [
+        Reject(
+            5,
+            RejectKind.THROTTLED,
+            "The machine's memory budget of 3072 MB is held by busy environments; retry with backoff, "
+            "or raise COLDBREW_MEMORY_BUDGET_MB.",
+        )
+    ]
+    assert sorted(core.envs) == [3, 4]
+    # The finish of an invocation on an evicted environment is ignored.
+    assert core.handle(Finished(1, 1), 5.0) == []
 
 
 def test_throttled_without_evicting_when_eviction_cannot_make_room() -> None:
