@@ -20,6 +20,7 @@ from coldbrew.metering.query import (
     open_readonly,
     parse_duration,
     parse_since,
+    transform_jobs_report,
 )
 from coldbrew.settings import Settings
 from coldbrew.terminal import console, print_json
@@ -93,18 +94,31 @@ def cost_command(args: argparse.Namespace) -> int:
         now = time.time()
         prices = load_prices(args.prices)
         conn = open_readonly(_data_dir(args) / "coldbrew.db")
-        report = cost_report(
-            conn, prices, args.endpoint.lower() if args.endpoint else None, parse_since(args.since, now), now
-        )
+        since = parse_since(args.since, now)
+        report = cost_report(conn, prices, args.endpoint.lower() if args.endpoint else None, since, now)
+        # ENDPOINT may name a transform job instead: it is looked up among both.
+        report["TransformJobs"] = transform_jobs_report(conn, prices, since, now, args.endpoint)
     except (MeterQueryError, OSError, ValueError) as exc:
         print(f"coldbrew: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print_json(report)
         return 0
+    out = console()
+    jobs = report["TransformJobs"]
+    if report["Endpoints"] or not jobs:
+        _endpoints_table(report, out)
+    if jobs:
+        _jobs_table(jobs, report, out)
+    note = prices.region_note(Settings().region)
+    if note:
+        out.print(f"note: {note}")
+    return 0
+
+
+def _endpoints_table(report: dict[str, Any], out: Any) -> None:
     from rich.table import Table
 
-    out = console()
     table = Table(
         "endpoint",
         "hours",
@@ -136,10 +150,34 @@ def cost_command(args: argparse.Namespace) -> int:
     for e in report["Endpoints"]:
         if e.get("InstanceAlternative"):
             out.print(f"{e['EndpointName']}: assumes {e['InstanceAlternative']['Assumption']}.")
-    note = prices.region_note(Settings().region)
-    if note:
-        out.print(f"note: {note}")
-    return 0
+
+
+def _jobs_table(jobs: list[dict[str, Any]], report: dict[str, Any], out: Any) -> None:
+    from rich.table import Table
+
+    total = sum(j["Cost"] or 0.0 for j in jobs)
+    table = Table(
+        "transform job",
+        "status",
+        "instances",
+        "started (UTC)",
+        "billed s",
+        "cost",
+        title=f"Transform jobs, priced as Batch Transform: {total:,.4f} {report['Currency']}",
+    )
+    for j in jobs:
+        table.add_row(
+            j["TransformJobName"],
+            j["TransformJobStatus"],
+            f"{j['InstanceCount']} x {j['InstanceType']}",
+            j["TransformStartTime"] or "-",
+            _fmt(j["BilledSeconds"]),
+            _fmt(j["Cost"], 4),
+        )
+    out.print(table)
+    for j in jobs:
+        if j.get("PriceNote"):
+            out.print(f"{j['TransformJobName']}: {j['PriceNote']}.")
 
 
 def add_commands(commands: Any) -> None:
@@ -151,8 +189,11 @@ def add_commands(commands: Any) -> None:
     metrics.add_argument("--json", action="store_true", help="JSON for programs instead of a table")
     metrics.set_defaults(func=metrics_command)
 
-    cost = commands.add_parser("cost", help="what endpoints cost on SageMaker, and on always-on instances")
-    cost.add_argument("endpoint", nargs="?", help="one endpoint (default: all)")
+    cost = commands.add_parser(
+        "cost",
+        help="what endpoints cost on SageMaker and on always-on instances; transform jobs on Batch Transform",
+    )
+    cost.add_argument("endpoint", nargs="?", help="one endpoint or transform job (default: all)")
     cost.add_argument("--since", help="from when: 24h, 30d, an ISO time (default: all metered history)")
     cost.add_argument("--prices", help="your own price file over the shipped one (COLDBREW_PRICES)")
     cost.add_argument("--data-dir", type=Path, help="the server's data dir (COLDBREW_DATA_DIR)")

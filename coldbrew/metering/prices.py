@@ -43,6 +43,18 @@ class LambdaPrices(_Prices):
     provisioned_per_gb_second: NonNegativeFloat
 
 
+class FargateRates(_Prices):
+    per_vcpu_hour: NonNegativeFloat
+    per_gb_hour: NonNegativeFloat
+
+
+class FargatePrices(_Prices):
+    minimum_billed_seconds: NonNegativeFloat = 60
+    """A task is billed per second from its image pull to its end, but never less than this."""
+    linux: dict[str, FargateRates]
+    """Rates by CPU architecture ("x86", "arm")."""
+
+
 class PriceTable(_Prices):
     currency: str
     region: str
@@ -54,6 +66,9 @@ class PriceTable(_Prices):
     lambda_: dict[str, LambdaPrices]
     sagemaker_instances: dict[str, NonNegativeFloat]
     """Hourly on-demand price of each instance type."""
+    batch_transform_instances: dict[str, NonNegativeFloat] = {}
+    """Hourly on-demand price of each instance type in a Batch Transform job (billed per second)."""
+    fargate: FargatePrices | None = None
 
     model_config = ConfigDict(
         extra="forbid",
@@ -85,6 +100,26 @@ class PriceTable(_Prices):
         if not fits:
             raise ValueError(f"no priced instance type has {memory_mb} MB of memory")
         return min(fits)[1]
+
+    def batch_transform_hourly(self, name: str) -> float:
+        try:
+            return self.batch_transform_instances[name]
+        except KeyError:
+            known = ", ".join(sorted(self.batch_transform_instances)) or "none"
+            raise KeyError(
+                f"no Batch Transform price for instance type {name} (priced: {known}); "
+                "add it to your prices file under batch_transform_instances"
+            ) from None
+
+    def fargate_arch(self, arch: str = "x86") -> FargateRates:
+        if self.fargate is None:
+            raise KeyError("no Fargate prices; add a fargate section to your prices file")
+        try:
+            return self.fargate.linux[arch]
+        except KeyError:
+            raise KeyError(
+                f"no Fargate prices for architecture {arch!r}; known: {', '.join(self.fargate.linux)}"
+            ) from None
 
     def lambda_arch(self, arch: str) -> LambdaPrices:
         try:

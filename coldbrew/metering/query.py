@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from coldbrew.metering.batch_cost import billed_seconds, transform_job_cost
 from coldbrew.metering.cost import (
     Usage,
     breakeven_per_hour,
@@ -306,6 +307,71 @@ def cost_report(
         "PriceDate": prices.date,
         "Endpoints": reports,
     }
+
+
+_FINISHED_JOB = ("Completed", "Failed", "Stopped")
+
+
+def transform_jobs_report(
+    conn: sqlite3.Connection,
+    prices: PriceTable,
+    since: float | None,
+    now: float | None = None,
+    name: str | None = None,
+) -> list[dict[str, Any]]:
+    """Batch transform jobs over [since, now], each priced as Batch Transform for its instance-seconds.
+
+    A job runs from ``started_at`` to ``ended_at`` (now while it runs), on ``instance_count``
+    instances; the seconds of that span inside the period are what it is billed for in the period.
+    A job that has not started is listed (it was asked for in the period) at no cost. A store older
+    than the transform_jobs table has no jobs.
+    """
+    now = time.time() if now is None else now
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "transform_jobs" not in tables:
+        return []
+    sql = (
+        "SELECT name, status, instance_type, instance_count, started_at, ended_at, created_at, "
+        "modified_at FROM transform_jobs"
+    )
+    params: list[Any] = []
+    if name is not None:
+        sql += " WHERE name_key = ?"
+        params.append(name.lower())
+    jobs = []
+    for row in conn.execute(sql + " ORDER BY created_at, name", params).fetchall():
+        started, ended = row["started_at"], row["ended_at"]
+        if ended is None and started is not None:
+            # A job the server no longer runs but never stamped (a crash between the two writes)
+            # is billed to its last change, not to a "now" that keeps growing.
+            ended = row["modified_at"] if row["status"] in _FINISHED_JOB else now
+        if started is None:
+            if since is not None and row["created_at"] < since:
+                continue
+            job_s = period_s = 0.0
+        else:
+            if since is not None and ended < since:
+                continue
+            job_s = max(0.0, ended - started)
+            period_s = max(0.0, ended - (started if since is None else max(started, since)))
+        count = int(row["instance_count"])
+        job: dict[str, Any] = {
+            "TransformJobName": row["name"],
+            "TransformJobStatus": row["status"],
+            "InstanceType": row["instance_type"],
+            "InstanceCount": count,
+            "TransformStartTime": None if started is None else _iso(started),
+            "TransformEndTime": None if row["ended_at"] is None else _iso(row["ended_at"]),
+            "JobSeconds": job_s,
+            "BilledSeconds": billed_seconds(period_s),
+        }
+        try:
+            job["HourlyPrice"] = prices.batch_transform_hourly(row["instance_type"])
+            job["Cost"] = transform_job_cost(row["instance_type"], count, period_s, prices)
+        except KeyError as exc:
+            job.update(HourlyPrice=None, Cost=None, PriceNote=exc.args[0])
+        jobs.append(job)
+    return jobs
 
 
 def _instance_for_memory(memory_mb: int) -> str:

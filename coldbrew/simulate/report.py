@@ -15,6 +15,7 @@ from coldbrew.metering.cost import (
     serverless_provisioned_concurrency_cost,
 )
 from coldbrew.metering.prices import DATA_GB, PriceTable
+from coldbrew.simulate.batch import BatchDay, batch_report
 from coldbrew.simulate.engine import SimulationResult, weighted_percentile
 from coldbrew.simulate.traffic import latencies
 from coldbrew.terminal import console
@@ -121,7 +122,23 @@ def build_report(result: SimulationResult, prices: PriceTable) -> dict[str, Any]
         "distinct_days_simulated": result.distinct_days,
         "alternatives": alternatives,
         "fleet": None if result.fleet is None else _fleet(result),
+        "batch": None if spec.batch is None else _batch(result, prices),
     }
+
+
+def _batch(result: SimulationResult, prices: PriceTable) -> dict[str, Any]:
+    """The simulated requests (or the batch section's own count and duration) as batch jobs."""
+    spec, t = result.spec, result.totals
+    batch = spec.batch
+    assert batch is not None
+    requests = batch.requests_per_day
+    if requests is None:
+        requests = round(t.served / result.days)
+    duration_ms = batch.duration_ms
+    if duration_ms is None:
+        duration_ms = t.billed_ms / t.served if t.served else 0.0
+    memory = batch.lambda_memory_mb or spec.compare.lambda_memory_mb or spec.memory_mb
+    return batch_report(batch, BatchDay(requests, duration_ms, batch.jobs_per_day), memory, prices)
 
 
 def _fleet(result: SimulationResult) -> dict[str, Any]:
@@ -187,3 +204,33 @@ def render(report: dict[str, Any]) -> None:
             f"{lat['max_ms']}",
         )
     out.print(table)
+    batch = report.get("batch")
+    if batch is not None:
+        _render_batch(batch)
+
+
+def _render_batch(batch: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    jobs = batch["jobs_per_day"]
+    table = Table(
+        "option",
+        "billed s per job",
+        "per day",
+        "per month",
+        "per 1M req.",
+        title=(
+            f"As batch: {batch['requests_per_day']:,} requests x {batch['duration_ms']:g} ms a day "
+            f"({batch['work_seconds_per_day']:,.0f} s of work) in {jobs:,} job{'s' if jobs != 1 else ''}"
+        ),
+    )
+    for option in batch["options"]:
+        billed = option["billed_seconds_per_job"]
+        table.add_row(
+            option["option"],
+            "-" if billed is None else f"{billed:,}",
+            f"{option['cost_per_day']:,.4f}",
+            f"{option['cost_per_month']:,.2f}",
+            "-" if option["cost_per_million"] is None else f"{option['cost_per_million']:,.2f}",
+        )
+    console().print(table)

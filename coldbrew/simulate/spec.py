@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from coldbrew.metering.batch_cost import check_fargate_size
+
 DAY_S = 86400.0
 
 
@@ -148,6 +150,44 @@ class Compare(_Spec):
     """Lambda memory, if not ``memory_mb`` (Lambda allows 128 MB to 10 GB)."""
 
 
+class Batch(_Spec):
+    """The same requests collected and run as batch jobs instead of answered as they arrive, priced
+    as SageMaker Batch Transform jobs, as AWS Fargate tasks and as Lambda invocations.
+
+    A job runs its share of the day's requests one after another on each of its workers, after a
+    start-up it is billed for: ``startup + requests x duration / workers`` seconds."""
+
+    requests_per_day: NonNegativeInt | None = None
+    """Default: the simulated traffic's served invocations per day."""
+    duration_ms: PositiveFloat | None = None
+    """Time per request; default: the simulated invocations' mean billed model latency."""
+    jobs_per_day: PositiveInt = 1
+    """The day's requests split evenly into this many jobs, each paying its start-up (and on
+    Fargate at least the one-minute minimum)."""
+    instance_type: str = "ml.m5.large"
+    """A Batch Transform instance type in the price table's ``batch_transform_instances``."""
+    instance_count: PositiveInt = 1
+    max_concurrent_transforms: PositiveInt = 1
+    """Requests in flight on each instance (workers per instance)."""
+    transform_startup_s: NonNegativeFloat = 0.0
+    """Billed seconds of each instance before its first request (launch, container, model load).
+    0 prices the requests alone."""
+    fargate_vcpu: PositiveFloat = 0.5
+    fargate_memory_gb: PositiveFloat = 1.0
+    """A Fargate task size: 0.25 vCPU with 0.5-2 GB, 0.5 with 1-4, 1 with 2-8, and so on."""
+    fargate_arch: str = "x86"
+    fargate_startup_s: NonNegativeFloat = 0.0
+    """Billed seconds of each task before its first request (image pull, container start)."""
+    lambda_memory_mb: PositiveInt | None = None
+    """Default: ``compare.lambda_memory_mb``, else ``memory_mb``."""
+    lambda_arch: str = "x86"
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> Batch:
+        check_fargate_size(self.fargate_vcpu, self.fargate_memory_gb)
+        return self
+
+
 class SimulationSpec(_Spec):
     name: str = "simulation"
     days: PositiveInt = 30
@@ -168,6 +208,8 @@ class SimulationSpec(_Spec):
     compare: Compare = Field(default_factory=Compare)
     fleet: Fleet | None = None
     """Simulate this many endpoints sharing one machine instead of one endpoint."""
+    batch: Batch | None = None
+    """Also price the spec's requests as batch jobs (Batch Transform, Fargate, Lambda)."""
     prices: dict[str, object] = {}
     """Price overrides merged over the price table (e.g. the figures an article used)."""
 
