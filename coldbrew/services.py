@@ -26,6 +26,10 @@ from coldbrew.s3 import S3App, S3Store
 from coldbrew.s3.http import server_hosts
 from coldbrew.serving.service import Serving
 from coldbrew.settings import Settings
+from coldbrew.transform.api import TransformJobsApi
+from coldbrew.transform.jobs import TransformJobs
+from coldbrew.transform.jobstore import JobStore
+from coldbrew.transform.storage import BotoStorage, EmbeddedStorage, Storage
 
 log = logging.getLogger("coldbrew")
 
@@ -72,7 +76,11 @@ class Services:
             sample_interval_s=settings.meter_sample_interval_s,
             snapshot=self.serving.environment_snapshot,
         )
+        # Batch transform: jobs run on the same serving, their pools preemptible.
+        storage: Storage = EmbeddedStorage(self.s3) if self.s3 is not None else BotoStorage()
+        self.transform_jobs = TransformJobs(JobStore(self.store), self.serving, storage)
         self.control = ControlPlane(self.store, self.reconciler)
+        self.control.operations.update(TransformJobsApi(self.control, self.transform_jobs).operations)
         # Asynchronous inference: its queue in a file of its own, so its fsyncs never wait on the
         # control store's or the meter's writes.
         objects: Objects = EmbeddedObjects(self.s3) if self.s3 is not None else BotoObjects()
@@ -111,6 +119,7 @@ class Services:
         self.meter.start()
         self.reconciler.resume()
         await self.dispatcher.start()
+        await self.transform_jobs.start()
         self.backlog_sampler.start()
         if self.settings.demo:
             context = RequestContext(self.settings.region, self.settings.account_id)
@@ -123,6 +132,7 @@ class Services:
         await run_in_threadpool(self.backlog_sampler.close)
         # Before serving: what it is processing finishes (or is queued again) while workers exist.
         await self.dispatcher.close()
+        await self.transform_jobs.close()
         await self.serving.close()
         # After serving has drained, so the last invocations' records are flushed too.
         await run_in_threadpool(self.meter.close)

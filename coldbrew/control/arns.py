@@ -9,6 +9,7 @@ from dataclasses import dataclass
 MODEL = "model"
 ENDPOINT_CONFIG = "endpoint-config"
 ENDPOINT = "endpoint"
+TRANSFORM_JOB = "transform-job"
 
 _ARN = re.compile(
     r"^arn:aws[a-z\-]*:sagemaker:(?P<region>[a-z0-9\-]*):(?P<account>\d{12}):(?P<type>[a-z\-]+)/(?P<name>.+)$"

@@ -39,8 +39,14 @@ _NOUNS = {
     arns.MODEL: "model",
     arns.ENDPOINT_CONFIG: "endpoint configuration",
     arns.ENDPOINT: "endpoint",
+    arns.TRANSFORM_JOB: "transform job",
 }
-_TABLES = {arns.MODEL: "models", arns.ENDPOINT_CONFIG: "endpoint_configs", arns.ENDPOINT: "endpoints"}
+_TABLES = {
+    arns.MODEL: "models",
+    arns.ENDPOINT_CONFIG: "endpoint_configs",
+    arns.ENDPOINT: "endpoints",
+    arns.TRANSFORM_JOB: "transform_jobs",
+}
 
 
 def _not_found(ctx: RequestContext, resource_type: str, name: str) -> ValidationException:
@@ -435,8 +441,8 @@ class ControlPlane:
         parsed = arns.parse_arn(arn)
         if parsed is None or parsed.resource_type not in _TABLES:
             raise ValidationException(
-                f'Could not find resource "{arn}": coldbrew tags models, endpoint configurations '
-                "and endpoints."
+                f'Could not find resource "{arn}": coldbrew tags models, endpoint configurations, '
+                "endpoints and transform jobs."
             )
         row = self.store.query_one(
             f"SELECT arn FROM {_TABLES[parsed.resource_type]} WHERE name_key = ?", [parsed.name.lower()]

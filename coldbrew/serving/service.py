@@ -20,6 +20,7 @@ from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
 from coldbrew.backends.base import Backend
 from coldbrew.backends.processes import cpu_seconds
+from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelNotReadyException
 from coldbrew.logs.collector import LogCollector
 from coldbrew.serving.errors import DeployError
@@ -65,6 +66,9 @@ class Serving:
         self.pools = Pools(backend, memory_budget_mb or default_memory_budget_mb(), logs=logs)
         self.endpoints: dict[str, LiveEndpoint] = {}
         """By lower-cased endpoint name."""
+        self.jobs: dict[str, LiveEndpoint] = {}
+        """Batch transform jobs' pools, by lower-cased job name: apart from the endpoints, so no
+        client's invocation can reach one."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self._draining: set[asyncio.Task[None]] = set()
@@ -82,7 +86,8 @@ class Serving:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._housekeeping
-        live, self.endpoints = list(self.endpoints.values()), {}
+        live = [*self.endpoints.values(), *self.jobs.values()]
+        self.endpoints, self.jobs = {}, {}
         await asyncio.gather(
             *(
                 self.pools.drain(v.pool, self.invocation_timeout_s + 5)
@@ -112,21 +117,47 @@ class Serving:
         if self._loop is not None and endpoint.lower() in self.endpoints:
             self._on_loop(self._undeploy(endpoint.lower()))
 
+    # --- batch transform jobs, called on the loop ----------------------------------------------
+
+    async def deploy_job(self, target: EndpointTarget) -> LiveEndpoint:
+        """Start the pool of a transform job (``target.endpoint`` is the job's name): its model
+        prepared (blocking, on a thread) and checked, with no environment kept once checked."""
+        assert target.job is not None
+        loop = asyncio.get_running_loop()
+        prepared = {
+            v.name: await loop.run_in_executor(None, prepare_variant, v, self.artifacts, self.packages)
+            for v in target.variants
+        }
+        await self._deploy(target, prepared, verify=True, table=self.jobs)
+        return self.jobs[target.endpoint.lower()]
+
+    async def undeploy_job(self, job: str) -> None:
+        live = self.jobs.pop(job.lower(), None)
+        if live is not None:
+            self._drain_later(live, timeout_s=5.0)
+
     # --- on the loop ---------------------------------------------------------------------------
 
     async def _deploy(
-        self, target: EndpointTarget, prepared: dict[str, PreparedVariant], verify: bool
+        self,
+        target: EndpointTarget,
+        prepared: dict[str, PreparedVariant],
+        verify: bool,
+        table: dict[str, LiveEndpoint] | None = None,
     ) -> None:
+        table = self.endpoints if table is None else table
         key = target.endpoint.lower()
-        current = self.endpoints.get(key)
+        current = table.get(key)
         configs = {
-            v.name: pool_config(target.endpoint, v, self.idle_timeout_s, self.keepalive, target.asynchronous)
+            v.name: pool_config(
+                target.endpoint, v, self.idle_timeout_s, self.keepalive, target.asynchronous, target.job
+            )
             for v in target.variants
         }
         if current is not None and current.fingerprint == target.fingerprint:
             for variant in target.variants:
                 self.pools.reconfigure(current.variants[variant.name].pool, configs[variant.name])
-            self.endpoints[key] = self._live(target, {n: v.pool for n, v in current.variants.items()})
+            table[key] = self._live(target, {n: v.pool for n, v in current.variants.items()})
             return
         pools: dict[str, int] = {}
         try:
@@ -143,7 +174,7 @@ class Serving:
             await self._drain_all(list(pools.values()), 0)
             raise
         # New environments are ready before the old ones drain: the swap is one assignment.
-        self.endpoints[key] = self._live(target, pools)
+        table[key] = self._live(target, pools)
         if current is not None:
             self._drain_later(current)
 
@@ -159,9 +190,11 @@ class Serving:
     async def _drain_all(self, pools: list[int], timeout_s: float) -> None:
         await asyncio.gather(*(self.pools.drain(p, timeout_s) for p in pools), return_exceptions=True)
 
-    def _drain_later(self, endpoint: LiveEndpoint) -> None:
+    def _drain_later(self, endpoint: LiveEndpoint, timeout_s: float | None = None) -> None:
         pools = [v.pool for v in endpoint.variants.values()]
-        task = asyncio.create_task(self._drain_all(pools, self.invocation_timeout_s + 5))
+        if timeout_s is None:
+            timeout_s = self.invocation_timeout_s + 5
+        task = asyncio.create_task(self._drain_all(pools, timeout_s))
         self._draining.add(task)
         task.add_done_callback(self._draining.discard)
 
@@ -200,6 +233,17 @@ class Serving:
             if replacement.pool == variant.pool:
                 raise
             return await invoke(self.pools, replacement, request, timeout_s)
+
+    async def get(self, variant: RoutedVariant, path: str) -> WorkerResponse:
+        """A GET to one of the variant's environments (SageMaker's GET /execution-parameters to a
+        transform job's model server), started for it if none is running."""
+        lease = await self.pools.acquire(variant.pool)
+        try:
+            return await asyncio.wait_for(lease.env.client.request("GET", path, {}), 10.0)
+        except (TimeoutError, WorkerConnectionError) as e:
+            raise ModelNotReadyException(f"The model server did not answer GET {path}: {e}") from None
+        finally:
+            self.pools.release(lease)
 
     # --- read-only, for the meter's sampling thread ---------------------------------------------
 

@@ -8,9 +8,13 @@ from coldbrew.backends.base import WorkerSpec
 from coldbrew.scaling.messages import PoolConfig
 from coldbrew.serving.instances import instance_type
 from coldbrew.serving.prepare import PreparedVariant
-from coldbrew.serving.targets import AsyncConfig, VariantTarget
+from coldbrew.serving.targets import AsyncConfig, JobSizing, VariantTarget
 from coldbrew.worker.zygote import THREAD_ENV
 
+JOB_IDLE_TIMEOUT_S = 30.0
+"""A transform job's instance idle this long (its job waits for memory, or is slow to read) is released."""
+JOB_NICENESS = 10
+"""Transform jobs' workers run below the endpoints' (niceness 0): a job yields the CPU."""
 MB_PER_VCPU = 1769
 """Memory that buys one vCPU, as on AWS Lambda; SageMaker Serverless sizes CPU by memory likewise."""
 
@@ -21,6 +25,7 @@ def pool_config(
     idle_timeout_s: float,
     keepalive: str,
     asynchronous: AsyncConfig | None = None,
+    job: JobSizing | None = None,
 ) -> PoolConfig:
     """The scaling config of a variant; ``idle_timeout_s`` and ``keepalive`` are the server's
     defaults, which the variant's own settings override.
@@ -47,6 +52,21 @@ def pool_config(
     assert variant.instances is not None
     instance = instance_type(variant.instances.instance_type)
     per_instance = max(2, instance.vcpus)
+    if job is not None:
+        # A transform job's instances start as its work needs them and yield to the endpoints
+        # (preemptible); the job undeploys its pool when it ends, so the idle timeout is short.
+        return PoolConfig(
+            endpoint=endpoint,
+            variant=variant.name,
+            serverless=False,
+            memory_mb=instance.memory_mb,
+            max_concurrency=variant.instances.count * job.concurrent_per_instance,
+            min_environments=0,
+            environment_concurrency=job.concurrent_per_instance,
+            idle_timeout_s=JOB_IDLE_TIMEOUT_S,
+            scale_to_zero=True,
+            preemptible=True,
+        )
     if asynchronous is not None:
         per_instance = asynchronous.max_concurrent_per_instance or per_instance
         return PoolConfig(
@@ -91,6 +111,10 @@ def worker_spec(variant: VariantTarget, prepared: PreparedVariant, config: PoolC
         # The worker picks its runtime (framework container conventions) from the image.
         env.setdefault("COLDBREW_IMAGE", image)
     threads = str(threads_for(config))
+    if config.preemptible and variant.instances is not None:
+        # A job's instance gets the CPUs of its instance type, as a transform container would.
+        vcpus = instance_type(variant.instances.instance_type).vcpus
+        threads = str(max(1, min(os.cpu_count() or 1, vcpus)))
     for name in THREAD_ENV:
         env.setdefault(name, threads)
     return WorkerSpec(
@@ -102,4 +126,5 @@ def worker_spec(variant: VariantTarget, prepared: PreparedVariant, config: PoolC
         env=env,
         command=command,
         runtime=prepared.runtime,
+        nice=JOB_NICENESS if config.preemptible else 0,
     )

@@ -151,6 +151,15 @@ class VariantTarget:
 
 
 @dataclass(frozen=True)
+class JobSizing:
+    """What a batch transform job's pool takes from CreateTransformJob (its instances are the
+    variant's ``InstancesTarget``)."""
+
+    concurrent_per_instance: int
+    """MaxConcurrentTransforms: invocations each instance serves at once."""
+
+
+@dataclass(frozen=True)
 class EndpointTarget:
     endpoint: str
     """The endpoint's name as created (invocations match it case-insensitively today)."""
@@ -161,3 +170,5 @@ class EndpointTarget:
     with an unchanged fingerprint only reconfigures the running pools."""
     asynchronous: AsyncConfig | None = None
     """The endpoint config's AsyncInferenceConfig, if it has one."""
+    job: JobSizing | None = None
+    """Set for a batch transform job's pool (never an endpoint's)."""
