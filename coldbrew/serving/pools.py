@@ -338,10 +338,8 @@ class Pools:
             self._emptied.add(pool)
         self._gone(action.env)
         if env is not None and action.reason is StopReason.EVICTED and env.stop_reason is None:
-            # Only a preemptible (batch transform) environment is evicted while busy.
-            env.stop_reason = (
-                "The environment was stopped to make room in the memory budget for an endpoint."
-            )
+            # What an invocation still on it hears (only a transform job's are evicted while busy).
+            env.stop_reason = "The environment was stopped to make room in the memory budget for an endpoint."
         if env is None:
             if action.env in self._starting:
                 self._stop_when_ready.add(action.env)
