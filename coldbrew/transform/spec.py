@@ -81,10 +81,9 @@ class TransformJobSpec:
             )
         client = request.get("ModelClientConfig") or {}
         resources = request["TransformResources"]
-        for member in ("KmsKeyId",):
-            if output.get(member):
-                log.warning("transform job %s: TransformOutput.KmsKeyId is accepted but not applied",
-                            request["TransformJobName"])  # fmt: skip
+        if output.get("KmsKeyId"):
+            log.warning("transform job %s: TransformOutput.KmsKeyId is accepted but not applied",
+                        request["TransformJobName"])  # fmt: skip
         if request.get("DataCaptureConfig"):
             log.warning("transform job %s: DataCaptureConfig is accepted but not applied",
                         request["TransformJobName"])  # fmt: skip

@@ -16,7 +16,7 @@ import pytest
 from botocore.exceptions import ClientError
 from sklearn.datasets import load_diabetes
 
-from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, tar_gz, wait_for_status
 
 BUCKET = "transform-tests"
 ROLE = "arn:aws:iam::123456789012:role/coldbrew"
@@ -116,10 +116,8 @@ def calls(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("calls") / "calls.txt"
 
 
-@pytest.fixture(scope="module")
-def scripted(server: ColdbrewServer, calls: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    from tests.support import tar_gz
-
+def create_scripted_model(server: ColdbrewServer, calls: Path) -> str:
+    """Model ``scripted`` (SCRIPTED, logging its requests to ``calls``) in the server's S3."""
     server.client("s3").put_object(
         Bucket=BUCKET, Key="models/scripted.tar.gz", Body=tar_gz({"code/inference.py": SCRIPTED.encode()})
     )
@@ -133,6 +131,11 @@ def scripted(server: ColdbrewServer, calls: Path, tmp_path_factory: pytest.TempP
         ExecutionRoleArn=ROLE,
     )
     return "scripted"
+
+
+@pytest.fixture(scope="module")
+def scripted(server: ColdbrewServer, calls: Path) -> str:
+    return create_scripted_model(server, calls)
 
 
 def rows() -> np.ndarray:
@@ -376,24 +379,11 @@ def test_stop_ends_the_job_within_seconds_and_keeps_finished_outputs(
     assert [j["TransformJobName"] for j in listed] == ["stop"]
 
 
-def test_sigkill_mid_job_resumes_and_completes_with_every_output(tmp_path: Path, calls: Path) -> None:
-    from tests.support import tar_gz
-
+def test_sigkill_mid_job_resumes_and_completes_with_every_output(tmp_path: Path) -> None:
     srv = ColdbrewServer(tmp_path / "data").start()
     try:
         srv.client("s3").create_bucket(Bucket=BUCKET)
-        srv.client("s3").put_object(
-            Bucket=BUCKET, Key="m.tar.gz", Body=tar_gz({"code/inference.py": SCRIPTED.encode()})
-        )
-        srv.client("sagemaker").create_model(
-            ModelName="scripted",
-            PrimaryContainer={
-                "Image": "coldbrew/sklearn",
-                "ModelDataUrl": f"s3://{BUCKET}/m.tar.gz",
-                "Environment": {"CALLS_FILE": str(tmp_path / "calls.txt")},
-            },
-            ExecutionRoleArn=ROLE,
-        )
+        create_scripted_model(srv, tmp_path / "calls.txt")
         for i in range(8):
             put(srv, f"kill/in/{i}.csv", f"{i}\nsleep:0.2\n".encode())
         create_job(
