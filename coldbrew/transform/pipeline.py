@@ -65,16 +65,29 @@ class Pipeline:
                     raw.append(record)
                 yield self.processing.filter_input(record)
 
+        strategy = self.parameters.batch_strategy
         first = 0
         try:
-            for batch in records.batch_payloads(
-                filtered(), self.parameters.batch_strategy, spec.split_type, limit
-            ):
+            if self._plain_lines():
+                source = records.line_batches(records.open_decompressed(stream, spec.compression), limit)
+            else:
+                source = records.batch_payloads(filtered(), strategy, spec.split_type, limit)
+            for batch in source:
                 inputs = tuple(raw.popleft() for _ in range(batch.count)) if keep else None
                 yield Batch(batch.payload, batch.count, first, inputs)
                 first += batch.count
         except (records.TransformInputError, filters.TransformOutputError, ValueError) as e:
             raise PipelineError(f"{url}: {_message(e)}") from None
+
+    def _plain_lines(self) -> bool:
+        """MultiRecord lines that go to the model as they are: batched by cutting the object's
+        bytes, not line by line."""
+        return (
+            self.parameters.batch_strategy == "MultiRecord"
+            and self.spec.split_type == "Line"
+            and self.processing.input_filter.identity
+            and not self.processing.needs_records_back()
+        )
 
     def assemble(self, batches: list[Batch], outputs: list[bytes]) -> bytes:
         """The object's output from its batches' answers, in input order."""

@@ -285,6 +285,41 @@ def test_multi_record_with_a_large_limit_sends_the_object_in_one_payload(diabete
     assert batches == [Batch(b"\n".join(diabetes_lines) + b"\n", 442)]
 
 
+def _line_batches_both_ways(data: bytes, limit: int) -> tuple[list[Batch], list[Batch]]:
+    by_line = records.batch_payloads(
+        records.split_records(io.BytesIO(data), "Line", limit), "MultiRecord", "Line", limit
+    )
+    return list(by_line), list(records.line_batches(io.BytesIO(data), limit))
+
+
+def test_line_batches_cut_from_the_bytes_are_the_line_by_line_batches(diabetes_lines: list[bytes]) -> None:
+    import random
+
+    chooser = random.Random(13)
+    data = b"\n".join(diabetes_lines) + b"\n"
+    for limit in (max(map(len, diabetes_lines)) + 1, 1000, 4096, 65536, 6 * records.MiB):
+        for cut in (data, data[:-1], data[: chooser.randrange(len(data))]):
+            by_line, by_bytes = _line_batches_both_ways(cut, limit)
+            assert by_bytes == by_line, (limit, len(cut))
+    # Objects larger than a read chunk, cut within a line.
+    big = data * 150  # about 14 MB
+    by_line, by_bytes = _line_batches_both_ways(big, 6 * records.MiB)
+    assert by_bytes == by_line and len(by_bytes) == 3
+
+
+def test_line_batches_drop_blank_lines_and_crs_as_the_split_does() -> None:
+    data = b"\n1,2\r\n\n3,4\n\n\n5,6"
+    by_line, by_bytes = _line_batches_both_ways(data, 100)
+    assert by_bytes == by_line == [Batch(b"1,2\n3,4\n5,6\n", 3)]
+    assert list(records.line_batches(io.BytesIO(b"\n\n\n"), 100)) == []
+    assert list(records.line_batches(io.BytesIO(b""), 100)) == []
+
+
+def test_line_batches_refuse_a_line_over_the_limit_with_its_number() -> None:
+    with pytest.raises(TransformInputError, match="line 3 is more than 10 bytes, over the MaxPayloadInMB"):
+        list(records.line_batches(io.BytesIO(b"1\n2\n" + b"3" * 11 + b"\n4\n"), 10))
+
+
 def test_a_record_larger_than_the_payload_limit_fails() -> None:
     with pytest.raises(TransformInputError) as caught:
         list(records.batch_payloads([b"ok", b"x" * 10], "MultiRecord", "Line", 10))
