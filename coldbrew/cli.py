@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from coldbrew import __version__
+from coldbrew.auth import cli as auth_cli
 from coldbrew.settings import Settings
 
 
@@ -28,10 +29,17 @@ def _serve(args: argparse.Namespace) -> int:
             overrides[flag] = value
     if args.demo:
         overrides["demo"] = True
+    overrides.update(auth_cli.serve_overrides(args))
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"coldbrew: {_setting_error(exc)}", file=sys.stderr)
+        return 2
+    refusal, warnings = auth_cli.startup_check(settings)
+    for warning in warnings:
+        print(f"coldbrew: {warning}", file=sys.stderr)
+    if refusal is not None:
+        print(f"coldbrew: {refusal}", file=sys.stderr)
         return 2
     busy = _port_in_use(settings.host, settings.port)
     if busy is not None:
@@ -54,6 +62,8 @@ def _serve(args: argparse.Namespace) -> int:
         lifespan="on",
         # In-flight invocations may run up to 60 s; let them finish on SIGTERM/SIGINT.
         timeout_graceful_shutdown=65,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     server = uvicorn.Server(config)
     server.run()
@@ -108,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also deploy the demo endpoint 'coldbrew-demo' (a scikit-learn regressor)",
     )
+    auth_cli.add_serve_flags(serve)  # --auth, --insecure, --allowed-host, --tls-cert, --tls-key
     serve.set_defaults(func=_serve)
 
     from coldbrew import endpoints_cli
@@ -119,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     metering_cli.add_commands(commands)  # metrics, cost
     simulate_cli.add_commands(commands)  # simulate
     logs_cli.add_commands(commands)  # logs
+    auth_cli.add_commands(commands)  # keys
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from pathlib import Path
 from typing import Literal
@@ -9,6 +10,16 @@ from typing import Literal
 import platformdirs
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` serves this machine only (``localhost``, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, it may be reachable from elsewhere
 
 
 def default_data_dir() -> Path:
@@ -62,6 +73,23 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    auth: Literal["auto", "on", "off"] = "auto"
+    """SigV4 authentication and per-key policies (``coldbrew keys``): ``auto`` is on whenever the
+    server listens on a non-loopback address, off on loopback (where any credentials work)."""
+
+    insecure: bool = False
+    """Allow listening on a non-loopback address with authentication off (a loud warning)."""
+
+    allowed_hosts: str = ""
+    """Host header names clients may use besides loopback names and IP addresses, comma-separated
+    (subdomains included, for virtual-hosted S3); ``*`` turns the DNS-rebinding check off."""
+
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with; needs ``tls_key``."""
+
+    tls_key: Path | None = None
+    """PEM private key of ``tls_cert``."""
+
     demo: bool = False
     """Deploy the demo endpoint ``coldbrew-demo`` at start-up."""
 
@@ -108,6 +136,16 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def auth_enabled(self) -> bool:
+        if self.auth == "auto":
+            return not (is_loopback(self.host) or self.insecure)
+        return self.auth == "on"
+
+    @property
+    def keys_path(self) -> Path:
+        return self.data_dir / "keys.json"
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "coldbrew.db"
 
@@ -119,7 +157,8 @@ class Settings(BaseSettings):
     def local_url(self) -> str:
         """The gateway's URL as this machine reaches it (a wildcard address means loopback)."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://[{host}]:{self.port}" if ":" in host else f"{scheme}://{host}:{self.port}"
 
     @property
     def artifact_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,14 +31,22 @@ def make_client(endpoint_url: str | None = None) -> Any:
     variables and files); a private session because the default one is not thread-safe.
 
     With ``endpoint_url`` (coldbrew's own embedded S3) the client talks to that URL instead, with
-    credentials of its own: the embedded store accepts any, and the server may have none."""
+    the gateway's own in-memory key (read-only S3; the server may have no credentials of its own).
+    Over HTTPS it does not check the certificate: the URL is this process's own loopback port, and
+    the certificate names the host clients use, not 127.0.0.1."""
     session = boto3.session.Session()
     region = session.region_name or "us-east-1"
     if endpoint_url is None:
         return session.client("s3", region_name=region, config=_CONFIG)
+    from coldbrew.auth.internal import internal_credentials
+
+    key_id, secret = internal_credentials()
+    verify = False if endpoint_url.startswith("https:") else None
+    if verify is False:
+        warnings.filterwarnings("ignore", message="Unverified HTTPS request is being made to host '127")
     return session.client(
         "s3", region_name=region, config=_CONFIG, endpoint_url=endpoint_url,
-        aws_access_key_id="coldbrew", aws_secret_access_key="coldbrew",
+        aws_access_key_id=key_id, aws_secret_access_key=secret, verify=verify,
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 
 from coldbrew.async_inference.metrics import BacklogCollector
 from coldbrew.gateway.async_invocations_api import AsyncInvocationsEndpoint
+from coldbrew.gateway.auth_gate import AuthGate, auth_config, key_ring
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
 from coldbrew.gateway.service_router import ServiceRouter
@@ -73,4 +74,6 @@ def create_app(settings: Settings) -> ASGIApp:
     # The invoke path is answered in front of Starlette; everything else (and the lifespan) goes on.
     sagemaker = InvocationRouter(Starlette(routes=routes, lifespan=lifespan), invocations, async_invocations)
     # S3, CloudWatch and CloudWatch Logs on the same port, told apart by what the client signed for.
-    return ServiceRouter(sagemaker, services.aws_apis())
+    routed = ServiceRouter(sagemaker, services.aws_apis())
+    # In front of everything: the Host check always, signatures and policies when auth is on.
+    return AuthGate(routed, auth_config(settings), key_ring(settings) if settings.auth_enabled else None)
