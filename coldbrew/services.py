@@ -15,6 +15,7 @@ from coldbrew.async_inference.objects import BotoObjects, EmbeddedObjects, Objec
 from coldbrew.async_inference.queue import AsyncQueue
 from coldbrew.backends.local import LocalBackend
 from coldbrew.cloudwatch import CloudWatchApp
+from coldbrew.control.quotas import Quotas
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
@@ -79,7 +80,14 @@ class Services:
         # Batch transform: jobs run on the same serving, their pools preemptible.
         storage: Storage = EmbeddedStorage(self.s3) if self.s3 is not None else BotoStorage()
         self.transform_jobs = TransformJobs(JobStore(self.store), self.serving, storage)
-        self.control = ControlPlane(self.store, self.reconciler)
+        quotas = Quotas(
+            models=settings.max_models,
+            endpoint_configs=settings.max_endpoint_configs,
+            endpoints=settings.max_endpoints,
+            transform_jobs=settings.max_transform_jobs,
+            instances_per_variant=settings.max_instances_per_variant,
+        )
+        self.control = ControlPlane(self.store, self.reconciler, quotas)
         self.control.operations.update(TransformJobsApi(self.control, self.transform_jobs).operations)
         # Asynchronous inference: its queue in a file of its own, so its fsyncs never wait on the
         # control store's or the meter's writes.
