@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+MAX_MESSAGE_CHARS = 4096
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[:MAX_MESSAGE_CHARS] + "..."
+
 
 class ColdbrewError(Exception):
     """Root of every error a client can see. ``code`` is SageMaker's error code."""
@@ -20,10 +26,13 @@ class ColdbrewError(Exception):
     status: ClassVar[int] = 500
 
     def __init__(self, message: str, **fields: Any) -> None:
-        super().__init__(message)
-        self.message = message
-        # Extra members of the error shape (ModelError's OriginalStatusCode and so on).
-        self.fields = fields
+        # A backstop: messages quote a client's values bounded where they are written, but no
+        # message, however it was built, sends a client megabytes back.
+        super().__init__(_bounded(message))
+        self.message = _bounded(message)
+        # Extra members of the error shape (ModelError's OriginalStatusCode and so on); a model's
+        # OriginalMessage is bounded too.
+        self.fields = {k: _bounded(v) if isinstance(v, str) else v for k, v in fields.items()}
 
     def body(self) -> dict[str, Any]:
         return {"__type": self.code, "message": self.message, **self.fields}

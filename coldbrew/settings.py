@@ -126,6 +126,22 @@ class Settings(BaseSettings):
     """Also copy workers' output to the server's own output, as before it was collected (at most
     50 lines a second per environment; the rest is counted there and kept in the Logs)."""
 
+    max_models: PositiveInt = 2000
+    """Most models the control plane holds (CreateModel past it: ResourceLimitExceeded)."""
+
+    max_endpoint_configs: PositiveInt = 2000
+    """Most endpoint configurations the control plane holds."""
+
+    max_endpoints: PositiveInt = 500
+    """Most endpoints, in any status."""
+
+    max_transform_jobs: PositiveInt = 100
+    """Most transform jobs in progress at once (finished ones are kept as history and do not count)."""
+
+    max_instances_per_variant: PositiveInt | None = None
+    """Most instances one provisioned variant may ask for (default: as many of its instance type
+    as this machine's memory holds)."""
+
     @field_validator("pip_args")
     @classmethod
     def _shell_words(cls, value: str) -> str:

@@ -1,7 +1,9 @@
 """List operations: filtering, sorting and NextToken paging over one resource table.
 
 NextToken carries the sort key of the last item returned (keyset paging), so resources created or
-deleted between pages neither repeat nor skip the ones already listed.
+deleted between pages neither repeat nor skip the ones already listed. It also names the table and
+sort it was made for, so a token that was forged, garbled or made by another List operation is a
+ValidationException, never a query with a value of the wrong type.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.utils import parse_timestamp
-
 from coldbrew.control.store import Store
 from coldbrew.errors import ValidationException
+from coldbrew.wire.constraints import shown, timestamp_seconds
 
 DEFAULT_MAX_RESULTS = 10
 
@@ -50,8 +52,11 @@ class ListQuery:
     def time_filter(self, column: str, op: str, value: Any) -> None:
         if value is None:
             return
+        seconds = timestamp_seconds(value)
+        if seconds is None:  # validation refuses these first; this keeps the query safe anyway
+            raise ValidationException(f"Invalid timestamp '{shown(value)}'.")
         self.where.append(f"{column} {op} ?")
-        self.params.append(parse_timestamp(value).timestamp())
+        self.params.append(seconds)
 
     def equals(self, column: str, value: Any) -> None:
         if value is not None:
@@ -59,22 +64,44 @@ class ListQuery:
             self.params.append(value)
 
 
-def _encode_token(sort_value: Any, name_key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([sort_value, name_key]).encode()).decode()
+_TOKEN_VERSION = 1
 
 
-def _decode_token(token: str) -> tuple[Any, str]:
+def _encode_token(query: ListQuery, sort_value: Any, name_key: str) -> str:
+    token = [_TOKEN_VERSION, query.table, query.sort_by, sort_value, name_key]
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_token(query: ListQuery, token: str) -> tuple[Any, str]:
+    invalid = ValidationException(
+        f"Invalid NextToken '{shown(token, 64)}': pass the NextToken of the previous response of the "
+        "same List operation, with the same SortBy."
+    )
     try:
-        sort_value, name_key = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError, binascii.Error):
-        raise ValidationException(
-            f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response."
-        ) from None
-    if not isinstance(name_key, str):
-        raise ValidationException(
-            f"Invalid NextToken '{token[:64]}': pass the NextToken of a previous response."
-        )
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError, binascii.Error, RecursionError):
+        raise invalid from None
+    if not isinstance(decoded, list) or len(decoded) != 5:
+        raise invalid
+    version, table, sort_by, sort_value, name_key = decoded
+    if [version, table, sort_by] != [_TOKEN_VERSION, query.table, query.sort_by]:
+        raise invalid
+    if not isinstance(name_key, str) or not _sort_value_fits(sort_by, sort_value):
+        raise invalid
     return sort_value, name_key
+
+
+def _sort_value_fits(sort_by: str, value: Any) -> bool:
+    """Whether ``value`` is what the sort column holds: SQLite would compare anything with
+    anything, and refuses integers past 64 bits with an OverflowError."""
+    if sort_by == "CreationTime":
+        return (
+            isinstance(value, float | int)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and (abs(value) < 2**53)
+        )
+    return isinstance(value, str)
 
 
 def list_rows(store: Store, query: ListQuery) -> tuple[list[Any], str | None]:
@@ -86,7 +113,7 @@ def list_rows(store: Store, query: ListQuery) -> tuple[list[Any], str | None]:
         where.append("instr(name_key, ?) > 0")
         params.append(query.name_contains.lower())
     if query.next_token:
-        sort_value, name_key = _decode_token(query.next_token)
+        sort_value, name_key = _decode_token(query, query.next_token)
         where.append(f"({column}, name_key) {'<' if descending else '>'} (?, ?)")
         params += [sort_value, name_key]
     direction = "DESC" if descending else "ASC"
@@ -99,4 +126,4 @@ def list_rows(store: Store, query: ListQuery) -> tuple[list[Any], str | None]:
         return rows, None
     page = rows[: query.max_results]
     last = page[-1]
-    return page, _encode_token(last[column], last["name_key"])
+    return page, _encode_token(query, last[column], last["name_key"])

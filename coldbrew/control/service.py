@@ -16,10 +16,13 @@ from coldbrew.async_inference import config as async_config
 from coldbrew.control import arns
 from coldbrew.control.deployment import Deployment, variant_summaries, with_variant_status
 from coldbrew.control.paging import ListQuery, list_rows
+from coldbrew.control.quotas import Quotas
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.store import Store, dumps, loads
-from coldbrew.control.validation import validate_production_variants
+from coldbrew.control.validation import check_weights, validate_production_variants
 from coldbrew.errors import ResourceLimitExceeded, ValidationError, ValidationException
+from coldbrew.serving.instances import DEFAULT as DEFAULT_INSTANCE
+from coldbrew.wire.constraints import shown
 
 MAX_TAGS = 50
 
@@ -60,9 +63,10 @@ def _already_exists(ctx: RequestContext, resource_type: str, name: str) -> Valid
 
 
 class ControlPlane:
-    def __init__(self, store: Store, reconciler: Reconciler) -> None:
+    def __init__(self, store: Store, reconciler: Reconciler, quotas: Quotas | None = None) -> None:
         self.store = store
         self.reconciler = reconciler
+        self.quotas = quotas or Quotas()
         self.operations: dict[str, Operation] = {
             "CreateModel": self.create_model,
             "DescribeModel": self.describe_model,
@@ -107,6 +111,7 @@ class ControlPlane:
         with self.store.transaction() as conn:
             if conn.execute(f"SELECT 1 FROM {table} WHERE name_key = ?", [name.lower()]).fetchone():
                 raise _already_exists(ctx, resource_type, name)
+            self.quotas.check_create(conn, resource_type)
             placeholders = ", ".join("?" for _ in values)
             conn.execute(
                 f"INSERT INTO {table} ({', '.join(values)}) VALUES ({placeholders})", list(values.values())
@@ -204,6 +209,11 @@ class ControlPlane:
     def create_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         variants = request["ProductionVariants"]
         validate_production_variants(variants)
+        for variant in variants:
+            if variant.get("InitialInstanceCount") is not None:
+                self.quotas.check_instances(
+                    variant["VariantName"], variant["InstanceType"], variant["InitialInstanceCount"]
+                )
         if request.get("AsyncInferenceConfig") is not None:
             async_config.validate(request["AsyncInferenceConfig"], request["EndpointConfigName"])
         for variant in variants:
@@ -397,6 +407,8 @@ class ControlPlane:
                         f"Variant '{name}' is serverless: change its capacity with ServerlessUpdateConfig, "
                         "not DesiredInstanceCount."
                     )
+                instance = self._instance_type(row, name)
+                self.quotas.check_instances(name, instance, desired["DesiredInstanceCount"])
                 summary["DesiredInstanceCount"] = desired["DesiredInstanceCount"]
             if "ServerlessUpdateConfig" in desired:
                 if not serverless:
@@ -410,8 +422,7 @@ class ControlPlane:
                         f"must not exceed its MaxConcurrency ({config['MaxConcurrency']})."
                     )
                 summary["DesiredServerlessConfig"] = config
-        if sum(v["DesiredWeight"] for v in variants.values()) <= 0:
-            raise ValidationException("At least one variant must have a weight greater than 0.")
+        check_weights({n: v["DesiredWeight"] for n, v in variants.items()}, "DesiredWeight")
         with self.store.transaction() as conn:
             updated = conn.execute(
                 "UPDATE endpoints SET status = 'Updating', variants = ?, failure_reason = NULL, "
@@ -423,6 +434,15 @@ class ControlPlane:
             raise ValidationException(f'Cannot update in-progress endpoint "{row["arn"]}".')
         self.reconciler.kick(row["name_key"])
         return {"EndpointArn": row["arn"]}
+
+    @staticmethod
+    def _instance_type(row: Any, variant: str) -> str:
+        """The InstanceType endpoint ``row``'s variant was deployed with."""
+        deployment = Deployment.from_json(loads(row["deployment"]))
+        for spec in deployment.variants:
+            if spec.name == variant and spec.instance_type:
+                return spec.instance_type
+        return DEFAULT_INSTANCE.name  # as serving sizes a variant of no known type
 
     def delete_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         row = self._row(ctx, arns.ENDPOINT, request["EndpointName"])
@@ -460,13 +480,15 @@ class ControlPlane:
     def list_tags(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         arn = self._tagged_arn(ctx, request["ResourceArn"])
         start = 0
-        if request.get("NextToken"):
-            try:
-                start = int(request["NextToken"])
-            except ValueError:
+        token = request.get("NextToken")
+        if token:
+            # A tag's position: digits only, and small enough for SQLite's 64-bit integers.
+            if not (token.isascii() and token.isdigit() and len(token) <= 9):
                 raise ValidationException(
-                    "Invalid NextToken: pass the NextToken of a previous ListTags response."
-                ) from None
+                    f"Invalid NextToken '{shown(token, 64)}': pass the NextToken of a previous "
+                    "ListTags response."
+                )
+            start = int(token)
         limit = request.get("MaxResults", MAX_TAGS)
         rows = self.store.query(
             "SELECT key, value, position FROM tags WHERE arn = ? AND position >= ? ORDER BY position LIMIT ?",

@@ -8,14 +8,14 @@ wrong types. SageMaker's own rules the model cannot express follow.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import botocore.session
 from botocore.model import OperationModel, ServiceModel
-from botocore.validate import ParamValidator
 
 from coldbrew.errors import ValidationException
-from coldbrew.wire.constraints import constraint_errors, errors_message
+from coldbrew.wire.constraints import errors_message, params_error, shown
 
 SERVERLESS_MEMORY_SIZES = (1024, 2048, 3072, 4096, 5120, 6144)
 
@@ -41,16 +41,32 @@ def validate_input(operation: OperationModel, params: dict[str, Any]) -> None:
     shape = operation.input_shape
     if shape is None:
         return
-    errors = constraint_errors(params, shape)
-    if errors:
-        raise ValidationException(errors_message(errors))
-    report = ParamValidator().validate(params, shape)
-    if report.has_errors():
-        raise ValidationException(report.generate_report().replace("\n", " ").strip())
+    problem = params_error(params, shape)
+    if problem is not None:
+        raise ValidationException(problem)
+
+
+def check_weights(weights: dict[str, float], member: str) -> None:
+    """Traffic goes to each variant in proportion to its weight, so at least one must be above 0
+    (an endpoint whose weights are all 0 could route no invocation) and their sum finite.
+    Non-finite weights are refused before this, by the constraint checks."""
+    if not any(weight > 0 for weight in weights.values()):
+        names = ", ".join(f"'{shown(name)}'" for name in weights)
+        raise ValidationException(
+            f"The {member} of every variant ({names}) is 0: at least one variant's {member} must "
+            "be greater than 0, or no invocation could be routed."
+        )
+    if not math.isfinite(sum(weights.values())):
+        raise ValidationException(
+            f"The variants' {member}s add up to more than a floating-point number holds; traffic is "
+            "split by the ratio of the weights, so smaller numbers in the same ratio route the same."
+        )
 
 
 def validate_production_variants(variants: list[dict[str, Any]]) -> None:
     """SageMaker's rules for CreateEndpointConfig that the service model cannot express."""
+    weights = {v["VariantName"]: float(v.get("InitialVariantWeight", 1.0)) for v in variants}
+    check_weights(weights, "InitialVariantWeight")
     seen: set[str] = set()
     for index, variant in enumerate(variants, start=1):
         name = variant["VariantName"]

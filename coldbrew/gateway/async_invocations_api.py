@@ -21,7 +21,7 @@ from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
 from coldbrew.gateway.invocations_api import Reply, check_custom_attributes, invocation_error
 from coldbrew.serving.service import Serving
 from coldbrew.serving.targets import S3Url
-from coldbrew.wire.bodies import OversizeBody, read_body
+from coldbrew.wire.bodies import CLOSE, OversizeBody, declared_oversize, read_body
 
 log = logging.getLogger("coldbrew.gateway")
 
@@ -61,6 +61,10 @@ def _seconds(headers: dict[str, str], name: str, member: str, *, low: int, high:
     return number
 
 
+class _BodySent(ValidationError):
+    """A body sent to InvokeEndpointAsync, refused before it was read to its end."""
+
+
 class AsyncInvocationsEndpoint:
     def __init__(self, serving: Serving, control: ControlPlane, dispatcher: Dispatcher, account: str) -> None:
         self.serving = serving
@@ -72,6 +76,10 @@ class AsyncInvocationsEndpoint:
         request_id = str(uuid.uuid4())
         try:
             return await self._accept(name, headers, receive, request_id)
+        except _BodySent as error:
+            reply = invocation_error(error, request_id)
+            reply.headers.append(CLOSE)  # the rest of the body is not read
+            return reply
         except ColdbrewError as error:
             return invocation_error(error, request_id)
         except Exception:
@@ -80,9 +88,11 @@ class AsyncInvocationsEndpoint:
 
     async def _accept(self, name: str, headers: dict[str, str], receive: Receive, request_id: str) -> Reply:
         try:
+            if declared_oversize(headers.get("content-length"), _MAX_IGNORED_BODY):
+                raise OversizeBody
             await read_body(receive, _MAX_IGNORED_BODY)
         except OversizeBody:
-            raise ValidationError(
+            raise _BodySent(
                 "InvokeEndpointAsync takes no request body: put the input in S3 and pass its URI as "
                 "InputLocation."
             ) from None

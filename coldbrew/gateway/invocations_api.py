@@ -18,7 +18,7 @@ from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, SERVERLESS_MAX_PAYLOAD, Invocation
 from coldbrew.serving.service import Serving
-from coldbrew.wire.bodies import OversizeBody, read_body
+from coldbrew.wire.bodies import CLOSE, OversizeBody, declared_oversize, read_body
 
 log = logging.getLogger("coldbrew.gateway")
 
@@ -140,15 +140,13 @@ class InvocationsEndpoint:
             metered.variant, metered.memory_mb = variant.name, variant.memory_mb
             metered.serverless = variant.serverless
             limit = SERVERLESS_MAX_PAYLOAD if variant.serverless else PROVISIONED_MAX_PAYLOAD
-            oversize = ValidationError(f"Request {request_id} has oversize body.")
-            declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise oversize
+            if declared_oversize(headers.get("content-length"), limit):
+                raise _Oversize(request_id)
             check_custom_attributes(headers.get(CUSTOM_ATTRIBUTES))
             try:
                 body = await read_body(receive, limit)
             except OversizeBody:
-                raise oversize from None
+                raise _Oversize(request_id) from None
             metered.bytes_in = len(body)
             invocation = Invocation(
                 endpoint=name,
@@ -161,6 +159,8 @@ class InvocationsEndpoint:
             result = await self.serving.invoke(variant, invocation)
         except ColdbrewError as error:
             response = invocation_error(error, request_id)
+            if isinstance(error, _Oversize):
+                response.headers.append(CLOSE)
             self._record_error(metered, received, started, response, error)
             return response
         except Exception:
@@ -218,6 +218,15 @@ class InvocationsEndpoint:
                 error_code=error.code,
             )
         )
+
+
+class _Oversize(ValidationError):
+    """SageMaker's refusal of a body over the payload limit, sent before the body was read to
+    its end (so the connection is closed after it, not read on)."""
+
+    def __init__(self, request_id: str) -> None:
+        # SageMaker's own words, which clients match on; the limit is in the README.
+        super().__init__(f"Request {request_id} has oversize body.")
 
 
 class _Metered:

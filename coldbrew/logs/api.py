@@ -22,7 +22,6 @@ from typing import Any
 
 import botocore.session
 from botocore.model import OperationModel, ServiceModel
-from botocore.validate import ParamValidator
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,8 +36,8 @@ from coldbrew.logs.errors import (
     SerializationException,
     ServiceUnavailableException,
 )
-from coldbrew.wire.bodies import read_json_object
-from coldbrew.wire.constraints import constraint_errors, errors_message
+from coldbrew.wire.bodies import OversizeBody, parse_json_object, read_request_body, too_large
+from coldbrew.wire.constraints import params_error, shown
 from coldbrew.wire.sigv4 import signed_region
 
 log = logging.getLogger("coldbrew.logs")
@@ -65,12 +64,9 @@ def validate(operation: OperationModel, params: dict[str, Any]) -> None:
     shape = operation.input_shape
     if shape is None:
         return
-    errors = constraint_errors(params, shape)
-    if errors:
-        raise InvalidParameterException(errors_message(errors))
-    report = ParamValidator().validate(params, shape)
-    if report.has_errors():
-        raise InvalidParameterException(report.generate_report().replace("\n", " ").strip())
+    problem = params_error(params, shape)
+    if problem is not None:
+        raise InvalidParameterException(problem)
 
 
 class LogsApi:
@@ -93,20 +89,25 @@ class LogsApi:
         request_id = str(uuid.uuid4())
         try:
             name = _operation_name(request)
-            params = await read_json_object(request, SerializationException, MAX_BODY_BYTES)
+            try:
+                raw = await read_request_body(request, MAX_BODY_BYTES)
+            except OversizeBody:
+                response = _error(SerializationException(too_large(MAX_BODY_BYTES)), request_id)
+                response.headers["connection"] = "close"  # the rest of the body is not read
+                return response
             model = service_model()
             if name not in model.operation_names:
-                raise _Unknown(f"Operation {name} is not a CloudWatch Logs operation.")
+                raise _Unknown(f"Operation {shown(name)} is not a CloudWatch Logs operation.")
             operation = OPERATIONS.get(name)
             if operation is None:
                 served = ", ".join(OPERATIONS)
                 raise InvalidOperationException(
                     f"coldbrew does not serve Logs_20140328.{name}; it serves {served}."
                 )
-            validate(model.operation_model(name), params)
             region = signed_region(request.headers.get("authorization")) or self.default_region
             caller = query.Caller(region, self.account, self.retention_days)
-            result = await run_in_threadpool(self._read, operation, params, caller)
+            # Parsed and checked in the same thread as the read: never on the event loop.
+            result = await run_in_threadpool(self._read, model.operation_model(name), operation, raw, caller)
         except LogsError as error:
             return _error(error, request_id)
         except Exception:
@@ -116,7 +117,11 @@ class LogsApi:
             )
         return _json(result, 200, request_id)
 
-    def _read(self, operation: Operation, params: dict[str, Any], caller: query.Caller) -> dict[str, Any]:
+    def _read(
+        self, model: OperationModel, operation: Operation, raw: bytes, caller: query.Caller
+    ) -> dict[str, Any]:
+        params = parse_json_object(raw, SerializationException)
+        validate(model, params)
         self.collector.sync()
         conn = store.connect(self.db_path, readonly=True)
         try:
@@ -132,7 +137,7 @@ class _Unknown(LogsError):
 def _operation_name(request: Request) -> str:
     target = request.headers.get("x-amz-target", "")
     if not target.startswith(TARGET_PREFIX):
-        raise _Unknown(f"Unknown operation target '{target}': expected {TARGET_PREFIX}<Operation>.")
+        raise _Unknown(f"Unknown operation target '{shown(target)}': expected {TARGET_PREFIX}<Operation>.")
     return target[len(TARGET_PREFIX) :]
 
 

@@ -5,10 +5,14 @@ whose shapes come from botocore (SageMaker's control plane, CloudWatch Logs)."""
 from __future__ import annotations
 
 import functools
+import math
 import re
+import reprlib
 from typing import Any
 
 from botocore.model import ListShape, MapShape, Shape, StructureShape
+from botocore.utils import parse_to_aware_datetime
+from botocore.validate import ParamValidator
 
 
 @functools.cache
@@ -33,10 +37,59 @@ def _lower_first(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
-def _shown(value: Any) -> str:
-    """A value as AWS quotes it in a constraint error, bounded: a client's 6 MB string is not echoed."""
-    text = str(value)
-    return text if len(text) <= 64 else text[:64] + "..."
+SHOWN_CHARS = 100
+"""Most characters of a client's value an error message quotes: a 6 MB value is not echoed."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, SHOWN_CHARS, SHOWN_CHARS
+_REPR.maxlist = _REPR.maxdict = _REPR.maxtuple = _REPR.maxset = 10
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """A client's value as an error message quotes it, at most ``limit`` characters (then "...").
+    Containers are abbreviated without visiting all of them, however big or deep."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1024:
+        text = f"an integer of {len(str(value))} digits"  # under the 4,300-digit str() limit
+    elif isinstance(value, dict | list | tuple):
+        text = _REPR.repr(value)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def bounded(message: str, limit: int = 300) -> str:
+    """Each line of a report (botocore's, which quotes whole values) cut to ``limit`` characters."""
+    lines = [line if len(line) <= limit else line[:limit] + "..." for line in message.splitlines()]
+    return " ".join(line.strip() for line in lines if line.strip())
+
+
+MIN_TIMESTAMP, MAX_TIMESTAMP = -62135596800.0, 253402300799.0
+"""0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z: the timestamps a datetime can hold."""
+
+
+def timestamp_seconds(value: Any) -> float | None:
+    """A request's timestamp (epoch seconds, or a string botocore reads as one) in epoch
+    seconds; None if it is not one or lies outside years 1 to 9999 (where botocore's own parser
+    raises errors of its own, or a RuntimeError)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            seconds = float(value)
+        except ValueError:
+            try:
+                seconds = parse_to_aware_datetime(value).timestamp()
+            except Exception:  # dateutil raises what it likes (ValueError, OverflowError, ...)
+                return None
+    else:
+        return None
+    if not math.isfinite(seconds) or not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
+        return None
+    return seconds
 
 
 def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
@@ -47,8 +100,8 @@ def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
     meta = shape.metadata
     where = path or _lower_first(shape.name)
 
-    def broken(rule: str, shown: Any = None) -> None:
-        quoted = "" if shown is None else f" '{_shown(shown)}'"
+    def broken(rule: str, bad: Any = None) -> None:
+        quoted = "" if bad is None else f" '{shown(bad)}'"
         errors.append(f"Value{quoted} at '{where}' failed to satisfy constraint: Member must {rule}")
 
     if isinstance(shape, StructureShape) and isinstance(value, dict):
@@ -72,7 +125,7 @@ def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
         elif isinstance(shape, MapShape) and isinstance(value, dict):
             for key, item in value.items():
                 errors += constraint_errors(key, shape.key, f"{where}.key")
-                errors += constraint_errors(item, shape.value, f"{where}.{key}")
+                errors += constraint_errors(item, shape.value, f"{where}.{shown(key)}")
     elif shape.type_name == "string" and isinstance(value, str):
         if "min" in meta and len(value) < meta["min"]:
             broken(f"have length greater than or equal to {meta['min']}", value)
@@ -80,25 +133,54 @@ def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
             broken(f"have length less than or equal to {meta['max']}", value)
         if shape.enum and value not in shape.enum:
             broken(f"satisfy enum value set: [{', '.join(shape.enum)}]", value)
+        # A value already too long is not matched too: a pattern over megabytes can backtrack
+        # for seconds.
         checked = "pattern" in meta and shape.name not in WIDENED_PATTERNS
+        checked = checked and len(value) <= meta.get("max", 1 << 20)
         if checked and shape.name in LOCAL_URL_SHAPES and _LOCAL_PATH.fullmatch(value):
             checked = False
         pattern = _pattern(meta["pattern"]) if checked else None
         if pattern is not None and not pattern.fullmatch(value):
             broken(f"satisfy regular expression pattern: {meta['pattern']}", value)
+    elif shape.type_name == "timestamp" and not isinstance(value, dict | list):
+        if timestamp_seconds(value) is None:
+            broken("be a timestamp between 0001-01-01 and 9999-12-31 (ISO 8601 or epoch seconds)", value)
     elif (
         shape.type_name in ("integer", "long", "float", "double")
         and isinstance(value, int | float)
         and not isinstance(value, bool)
     ):
-        if "min" in meta and value < meta["min"]:
+        if isinstance(value, float) and not math.isfinite(value):
+            # NaN and Infinity are not JSON: stored, they would be echoed back as invalid JSON.
+            broken("be a finite number", value)
+        elif "min" in meta and value < meta["min"]:
             broken(f"have value greater than or equal to {meta['min']}", value)
-        if "max" in meta and value > meta["max"]:
+        elif "max" in meta and value > meta["max"]:
             broken(f"have value less than or equal to {meta['max']}", value)
     return errors
+
+
+MAX_LISTED_ERRORS = 10
+"""Most constraint errors one message spells out (a list of 10,000 bad items is one message)."""
 
 
 def errors_message(errors: list[str]) -> str:
     count = len(errors)
     noun = "error" if count == 1 else "errors"
-    return f"{count} validation {noun} detected: " + "; ".join(errors)
+    listed = "; ".join(errors[:MAX_LISTED_ERRORS])
+    if count > MAX_LISTED_ERRORS:
+        listed += f"; and {count - MAX_LISTED_ERRORS} more"
+    return f"{count} validation {noun} detected: {listed}"
+
+
+def params_error(params: dict[str, Any], shape: Shape) -> str | None:
+    """Why ``params`` do not fit ``shape``, or None: the constraints in AWS's wording, then the
+    wrong types and unknown members botocore's validator finds (its report cut to a bounded
+    length, as it quotes whole values)."""
+    errors = constraint_errors(params, shape)
+    if errors:
+        return errors_message(errors)
+    report = ParamValidator().validate(params, shape)
+    if report.has_errors():
+        return bounded(report.generate_report())
+    return None

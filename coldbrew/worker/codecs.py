@@ -27,7 +27,7 @@ def decode(body: str | bytes, content_type: str) -> np.ndarray:
     decoder = _DECODERS.get(canonical(content_type))
     if decoder is None:
         raise UnsupportedMediaType(
-            f"Content-Type {content_type!r} is not supported by the default input_fn: send "
+            f"Content-Type {_quoted(content_type)} is not supported by the default input_fn: send "
             f"{CSV}, {JSON}, {JSONLINES} or {NPY}, or define input_fn in code/inference.py"
         )
     if not body:
@@ -72,7 +72,7 @@ def _decode_csv_checked(body: str | bytes) -> np.ndarray:
         except ValueError:
             column, bad = next((i, f) for i, f in enumerate(fields, start=1) if not _is_number(f))
             raise BadRequest(
-                f"CSV row {number}, column {column}: {bad.strip()!r} is not a number "
+                f"CSV row {number}, column {column}: {_quoted(bad.strip())} is not a number "
                 "(send rows of numbers, without a header row)"
             ) from None
     if not rows:
@@ -88,8 +88,10 @@ def parse_json(body: str | bytes) -> Any:
     """The parsed JSON body, or a 400 naming the syntax error."""
     try:
         return json.loads(body)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, the 4,300-digit int limit
+        raise BadRequest(f"the body is not valid JSON: {_bounded(exc)}") from None
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
 
 
 def rows_from_json(payload: Any) -> np.ndarray:
@@ -121,7 +123,7 @@ def rows_from_json(payload: Any) -> np.ndarray:
         # null becomes NaN, the usual missing value for tree models.
         array = np.array(payload, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise BadRequest(f"JSON rows must hold only numbers: {exc}") from None
+        raise BadRequest(f"JSON rows must hold only numbers: {_bounded(exc)}") from None
     return array.reshape(1, -1) if array.ndim == 1 else array
 
 
@@ -140,7 +142,9 @@ def _decode_jsonlines(body: str | bytes) -> np.ndarray:
         try:
             value = json.loads(line)
         except ValueError as exc:
-            raise BadRequest(f"JSON Lines line {number} is not valid JSON: {exc}") from None
+            raise BadRequest(f"JSON Lines line {number} is not valid JSON: {_bounded(exc)}") from None
+        except RecursionError:
+            raise BadRequest(f"JSON Lines line {number}: {_TOO_DEEP}") from None
         if isinstance(value, dict):
             key = next((k for k in _JSONLINES_KEYS if k in value), None)
             if key is None:
@@ -167,18 +171,42 @@ def _decode_jsonlines(body: str | bytes) -> np.ndarray:
     try:
         return np.array(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise BadRequest(f"JSON Lines rows must hold only numbers: {exc}") from None
+        raise BadRequest(f"JSON Lines rows must hold only numbers: {_bounded(exc)}") from None
 
 
 def _decode_npy(body: str | bytes) -> np.ndarray:
     raw = body.encode() if isinstance(body, str) else body
     try:
         array = np.load(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise BadRequest(f"the body is not a valid .npy array: {exc}") from None
+    except Exception as exc:
+        # With pickles refused, numpy only parses: whatever it raises on a hostile header or a
+        # truncated archive (ValueError, OverflowError, a tokenizer's TokenError, BadZipFile, ...)
+        # is the body's fault, never the model's.
+        raise BadRequest(f"the body is not a valid .npy array: {_bounded(exc)}") from None
     if not isinstance(array, np.ndarray):
+        if hasattr(array, "close"):
+            array.close()
         raise BadRequest("the body is an .npz archive; send a single .npy array")
-    return array.reshape(1, -1) if array.ndim == 1 else array
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise BadRequest(
+            f"the .npy array holds {array.dtype} values; the default input_fn takes numbers "
+            "(bool, integer or float arrays), or define input_fn in code/inference.py"
+        )
+    return array.reshape(1, -1) if array.ndim <= 1 else array
+
+
+_NUMERIC_KINDS = frozenset("biuf")
+_TOO_DEEP = "the JSON body nests arrays or objects too deeply to be a model input"
+
+
+def _quoted(value: str, limit: int = 100) -> str:
+    """A client's value as a message quotes it: a 6 MB field is not echoed back."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + "..."
+
+
+def _bounded(exc: Exception, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _DECODERS: dict[str, Callable[[str | bytes], np.ndarray]] = {
@@ -193,7 +221,7 @@ def _utf8(body: bytes) -> str:
     try:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise BadRequest(f"the body is not valid UTF-8: {exc}") from None
+        raise BadRequest(f"the body is not valid UTF-8: {_bounded(exc)}") from None
 
 
 def _values(count: int) -> str:
@@ -235,7 +263,7 @@ def negotiate(accept: str) -> str:
         if wanted == "text/*":
             return CSV
     raise NotAcceptable(
-        f"Accept {accept!r} is not supported by the default output_fn: ask for "
+        f"Accept {_quoted(accept)} is not supported by the default output_fn: ask for "
         f"{JSON}, {CSV}, {JSONLINES} or {NPY}, or define output_fn in code/inference.py"
     )
 

@@ -46,7 +46,7 @@ def decode(body: str | bytes, num_features: int | None = None) -> Any:
                 index, value = -1, 0.0
             if not sep or index < 0:
                 raise BadRequest(
-                    f"libsvm line {number}: {token!r} is not index:value "
+                    f"libsvm line {number}: {token[:100]!r} is not index:value "
                     "(send lines of 'label index:value ...', the label optional)"
                 )
             if num_features is not None and index >= num_features:
@@ -70,4 +70,5 @@ def _label(token: str, number: int) -> None:
     try:
         float(token)
     except ValueError:
-        raise BadRequest(f"libsvm line {number}: {token!r} is neither a label nor index:value") from None
+        shown = repr(token[:100])
+        raise BadRequest(f"libsvm line {number}: {shown} is neither a label nor index:value") from None
