@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coldbrew.server_client import DEFAULT_URL, server_client, server_url
+from coldbrew.server_client import DEFAULT_URL, server_client, server_url, signed_get
 from coldbrew.terminal import console, print_json
 
 
@@ -43,9 +43,12 @@ def _live_environments(args: argparse.Namespace) -> dict[str, dict[str, int]]:
     from prometheus_client.parser import text_string_to_metric_families
 
     try:
-        text = httpx.get(f"{server_url(args)}/metrics", timeout=10).text
+        response = signed_get(args, "/metrics")
     except httpx.HTTPError:
         return {}
+    if response.status_code != 200:  # refused (a key without coldbrew:GetMetrics): no live counts
+        return {}
+    text = response.text
     out: dict[str, dict[str, int]] = {}
     for family in text_string_to_metric_families(text):
         if family.name != "coldbrew_scaling_environments":

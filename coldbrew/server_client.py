@@ -31,3 +31,24 @@ def server_client(args: argparse.Namespace, service: str, read_timeout: float = 
         config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=read_timeout),
         **credentials,
     )
+
+
+def signed_get(args: argparse.Namespace, path: str, timeout: float = 10) -> Any:
+    """``GET path`` on the server (an httpx response), SigV4-signed with the standard credentials
+    when there are any (a server with auth on wants it; one without ignores it)."""
+    import boto3
+    import httpx
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    url = f"{server_url(args).rstrip('/')}{path}"
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    headers: dict[str, str] = {}
+    if credentials is not None:
+        request = AWSRequest(method="GET", url=url)
+        SigV4Auth(credentials, "sagemaker", session.region_name or "us-east-1").add_auth(request)
+        headers = dict(request.headers.items())
+    # HTTPS: trust what boto3 is told to trust (AWS_CA_BUNDLE), as the boto3 clients do.
+    verify: Any = os.environ.get("AWS_CA_BUNDLE") or True
+    return httpx.get(url, headers=headers, timeout=timeout, verify=verify)

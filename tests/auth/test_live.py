@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from tests.auth.conftest import AuthServer, create_key, keys
 from tests.auth.signing import presign_at, presign_v2, sign_at, signed_chunked_put
-from tests.support import deploy_serverless, wait_for_status
+from tests.support import REPO, deploy_serverless, wait_for_status
 
 ROW = "0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,-0.002,0.02,-0.01"
 
@@ -365,3 +367,33 @@ def test_keys_list_shows_policies_never_secrets(data_dir: Path, admin: dict[str,
     assert (data_dir / "keys.json").stat().st_mode & 0o777 == 0o600
     assert keys(data_dir, "delete", "AKCBNOSUCHKEY").returncode == 1
     assert keys(data_dir, "create").returncode == 2  # it must say what the key may do
+
+
+def test_coldbrews_own_commands_sign_with_the_standard_credentials(
+    auth_server: AuthServer, admin: dict[str, str], endpoint: str, data_dir: Path
+) -> None:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": admin["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": admin["SecretAccessKey"],
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "coldbrew", "endpoints", "--url", auth_server.url, "--json"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert any(row["name"] == endpoint for row in json.loads(done.stdout))
+    invoked = subprocess.run(
+        [sys.executable, "-m", "coldbrew", "invoke", endpoint, "--url", auth_server.url, "--body", ROW],
+        capture_output=True, text=True, timeout=60, env=env, cwd=REPO,
+    )  # fmt: skip
+    assert invoked.returncode == 0 and invoked.stdout.startswith("["), invoked.stderr
+    anonymous = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    refused = subprocess.run(
+        [sys.executable, "-m", "coldbrew", "endpoints", "--url", auth_server.url],
+        capture_output=True, text=True, timeout=60, env={**anonymous, "AWS_CONFIG_FILE": "/dev/null",
+                                                           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"},
+        cwd=REPO,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "UnrecognizedClientException" in refused.stderr
