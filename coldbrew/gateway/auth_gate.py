@@ -66,7 +66,7 @@ from coldbrew.auth.signature import (
     sigv4_string_to_sign,
 )
 from coldbrew.gateway.auth_responses import Wire, send_error, wire_of
-from coldbrew.gateway.service_router import S3, service_of
+from coldbrew.gateway.service_router import S3, SAGEMAKER, service_of
 from coldbrew.s3.http import server_hosts, virtual_host_bucket
 from coldbrew.settings import Settings
 from coldbrew.wire.sigv4 import (
@@ -210,10 +210,15 @@ class AuthGate:
             )
             await send_error(send, error, request.wire, request.path, close=request.has_body)
             return
-        if not self.config.enabled or scope["path"] == "/ping":
+        if not self.config.enabled:
             await self.app(scope, receive, send)
             return
         request = _Request.of(scope)
+        if request.path == "/ping" and request.service in (None, SAGEMAKER):
+            # The gateway's health check says nothing; the same path signed for S3 is bucket
+            # "ping" and is checked like any other S3 request.
+            await self.app(scope, receive, send)
+            return
         try:
             verified = await self._authenticate(request, receive)
         except AuthError as error:

@@ -1,9 +1,9 @@
 """The embedded S3 as an ASGI app: S3's REST API, routed by method, bucket, key and subresource.
 
 Every failure becomes S3's XML error in one place (:meth:`S3App.__call__`): an :class:`S3Error`
-with its own code and status, anything else a logged InternalError. Authentication is not done
-yet (coldbrew accepts any credentials); when it is, it goes in front of :func:`route`, which
-already sees the whole request.
+with its own code and status, anything else a logged InternalError. Authentication happens in
+front of this app (:mod:`coldbrew.gateway.auth_gate`): a request that reaches it is signed by a
+key allowed to make it, or auth is off.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 SDKs send it for streaming uploads (``x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER``,
 ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD`` and their ``-TRAILER`` variants): the payload is framed again
 inside the HTTP body as ``<hex size>[;chunk-signature=<sig>]\\r\\n<data>\\r\\n`` ... ``0\\r\\n``, then
-trailer lines (``x-amz-checksum-crc32:<base64>``) and an empty line. Chunk signatures are not
-checked (coldbrew does not verify signatures yet); everything else about the framing is, so a
-malformed body is a 400, never bytes stored as data.
+trailer lines (``x-amz-checksum-crc32:<base64>``) and an empty line. Chunk signatures are checked
+in front of the store, when auth is on (:mod:`coldbrew.auth.chunked`); everything else about the
+framing is checked here, so a malformed body is a 400, never bytes stored as data.
 """
 
 from __future__ import annotations

@@ -145,6 +145,17 @@ def test_unsigned_requests_are_refused(auth_server: AuthServer) -> None:
     assert httpx.get(auth_server.url + "/ping").status_code == 200  # a health check says nothing
 
 
+def test_ping_signed_for_s3_is_bucket_ping_and_checked(
+    auth_server: AuthServer, admin: dict[str, str]
+) -> None:
+    s3 = auth_server.signed("s3", admin)
+    s3.create_bucket(Bucket="ping")
+    s3.put_object(Bucket="ping", Key="secret.txt", Body=b"x")
+    wrong = auth_server.signed("s3", {**admin, "SecretAccessKey": "wrong"})
+    assert _code(lambda: wrong.list_objects(Bucket="ping"))[:2] == ("SignatureDoesNotMatch", 403)
+    assert [o["Key"] for o in s3.list_objects(Bucket="ping")["Contents"]] == ["secret.txt"]
+
+
 def test_metrics_with_a_signature_or_basic_credentials(
     auth_server: AuthServer, admin: dict[str, str]
 ) -> None:
