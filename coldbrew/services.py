@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
+from coldbrew.artifacts.permissions import ContentGroups
+from coldbrew.artifacts.roots import ModelRoots
 from coldbrew.async_inference.dispatcher import Dispatcher
 from coldbrew.async_inference.metrics import BacklogSampler, BacklogSource
 from coldbrew.async_inference.objects import BotoObjects, EmbeddedObjects, Objects
 from coldbrew.async_inference.queue import AsyncQueue
+from coldbrew.backends.containment import ContainmentConfig, parse_ids, parse_names
 from coldbrew.backends.local import LocalBackend
 from coldbrew.cloudwatch import CloudWatchApp
 from coldbrew.control.quotas import Quotas
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane, RequestContext
 from coldbrew.control.store import Store
+from coldbrew.datadir import secure_data_dir
 from coldbrew.demo import deploy_demo
 from coldbrew.logs.api import LogsApi
 from coldbrew.logs.collector import LogCollector, default_echo
@@ -26,7 +31,7 @@ from coldbrew.metering.meter import Meter
 from coldbrew.s3 import S3App, S3Store
 from coldbrew.s3.http import server_hosts
 from coldbrew.serving.service import Serving
-from coldbrew.settings import Settings
+from coldbrew.settings import Settings, is_loopback
 from coldbrew.transform.api import TransformJobsApi
 from coldbrew.transform.jobs import TransformJobs
 from coldbrew.transform.jobstore import JobStore
@@ -38,14 +43,32 @@ log = logging.getLogger("coldbrew")
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_data_dir(settings.data_dir)
         self.store = Store(settings.db_path)
         # The embedded S3 (the default): s3:// model data is read from it through the gateway's port.
         self.s3 = S3Store(settings.s3_dir) if settings.s3 == "embedded" else None
         own_s3 = settings.local_url if self.s3 is not None else None
-        self.artifacts = ArtifactStore(settings.artifact_dir, settings.max_artifact_bytes, own_s3)
-        self.packages = PackageCache(settings.packages_dir, settings.pip_arguments)
-        self.backend = LocalBackend(zygote=settings.zygote, memory_cgroups=settings.memory_cgroups)
+        # Model code is contained (coldbrew.backends.containment): an allow-listed environment,
+        # a user of its own per endpoint when the server runs as root, its cache entries' groups.
+        containment = ContainmentConfig(
+            passthrough=parse_names(settings.worker_env_passthrough), ids=parse_ids(settings.worker_ids)
+        )
+        groups = (
+            ContentGroups(containment.ids.groups, [settings.artifact_dir / "sha256", settings.packages_dir])
+            if containment.ids is not None and os.geteuid() == 0
+            else None
+        )
+        loopback = is_loopback(settings.host)
+        roots = ModelRoots.from_setting(settings.model_roots, settings.auth_enabled, loopback)
+        self.artifacts = ArtifactStore(
+            settings.artifact_dir, settings.max_artifact_bytes, own_s3, roots=roots, groups=groups
+        )
+        self.packages = PackageCache(
+            settings.packages_dir, settings.pip_arguments, groups=groups, passthrough=containment.passthrough
+        )
+        self.backend = LocalBackend(
+            zygote=settings.zygote, memory_cgroups=settings.memory_cgroups, containment=containment
+        )
         # CloudWatch Logs: each environment's output and lifecycle, collected by a thread of its own.
         self.logs = (
             LogCollector(

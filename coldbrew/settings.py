@@ -142,6 +142,21 @@ class Settings(BaseSettings):
     """Most instances one provisioned variant may ask for (default: as many of its instance type
     as this machine's memory holds)."""
 
+    model_roots: str | None = None
+    """Directories ``file://`` and plain-path ModelDataUrls (and local source directories) may be
+    read from, separated by ``:``; symlinks and ``..`` do not lead out of them. Unset: none when
+    authentication is on, anything the server's user can read when it is off on loopback."""
+
+    worker_env_passthrough: str = ""
+    """Names of variables of the server's environment every worker (and pip) gets, comma-separated:
+    besides what the interpreter needs, workers get only their model's Environment, never the
+    server's credentials."""
+
+    worker_ids: str = "auto"
+    """When the server runs as root, the numeric user and group ids its workers run as (one user
+    per endpoint, one group per cache entry): ``auto`` (1900000000-1901999999), ``FIRST-LAST``, or
+    ``off`` (workers run as root: only for models you trust)."""
+
     @field_validator("pip_args")
     @classmethod
     def _shell_words(cls, value: str) -> str:

@@ -42,7 +42,16 @@ class ColdbrewServer:
 
     def start(self, timeout: float = 30.0) -> ColdbrewServer:
         # Offline: a model's requirements.txt is installed from local wheels only, never an index.
-        env = {**os.environ, "COLDBREW_LOG_LEVEL": "info", "COLDBREW_PIP_ARGS": "--no-index", **self.env}
+        # Workers keep the server's user unless a test asks otherwise: most tests' models read and
+        # write files in the test's tmp_path, which a worker of its own user (the default when the
+        # server runs as root) cannot reach. tests/containment runs them as such.
+        env = {
+            "COLDBREW_WORKER_IDS": "off",
+            **os.environ,
+            "COLDBREW_LOG_LEVEL": "info",
+            "COLDBREW_PIP_ARGS": "--no-index",
+            **self.env,
+        }
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [

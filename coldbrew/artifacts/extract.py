@@ -8,7 +8,7 @@ import logging
 import os
 import tarfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -174,8 +174,12 @@ def _checked_members(tar: tarfile.TarFile, max_bytes: int, label: str) -> Iterat
         yield member
 
 
-def copy_tree(src: Path, dest: Path, max_bytes: int, label: str) -> str:
-    """Copy a local model directory into ``dest``; return its tree digest."""
+def copy_tree(
+    src: Path, dest: Path, max_bytes: int, label: str, allowed: Callable[[Path], bool] | None = None
+) -> str:
+    """Copy a local model directory into ``dest``; return its tree digest. A file that is a link
+    is copied only if what it points at is ``allowed`` (under the model roots); else the copy is
+    refused, naming the link as it is in the directory, not where it points."""
     budget, tree = Budget(max_bytes, label), TreeHash()
     dest.mkdir()
     for dirpath, dirnames, filenames in os.walk(src):
@@ -190,6 +194,11 @@ def copy_tree(src: Path, dest: Path, max_bytes: int, label: str) -> str:
             if not (here / name).is_file():  # sockets, pipes, dangling links: not model data
                 log.warning("skipping %s in %s: not a regular file", here / name, label)
                 continue
+            if allowed is not None and (here / name).is_symlink() and not allowed(here / name):
+                raise ArtifactError(
+                    f"Model data {label} was refused: {(rel_dir / name).as_posix()!r} is a link to a "
+                    "file outside the allowed model roots."
+                )
             with open(here / name, "rb") as f:
                 digest = write_stream(read_chunks(f), dest / rel_dir / name, budget)
             tree.add((rel_dir / name).as_posix(), digest)

@@ -38,7 +38,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from coldbrew.backends.containment import base_env
+
 from .errors import ArtifactError
+from .permissions import ContentGroups, reseal, seal, sealed
 from .store import KeyedLocks
 
 log = logging.getLogger("coldbrew.artifacts")
@@ -68,9 +71,22 @@ class PackageCache:
     """Installs requirements files into content-keyed directories under ``root``. Thread-safe;
     ``install`` blocks (for as long as pip runs), so call it from a worker thread."""
 
-    def __init__(self, root: Path, pip_args: Sequence[str] = (), timeout_s: float = PIP_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        root: Path,
+        pip_args: Sequence[str] = (),
+        timeout_s: float = PIP_TIMEOUT_S,
+        groups: ContentGroups | None = None,
+        passthrough: Sequence[str] = (),
+    ) -> None:
+        """``groups`` and ``passthrough`` as for workers: each install's own group when workers
+        run as users of their own, and the variables of the server's environment pip gets
+        besides what the interpreter needs and pip's own (``PIP_*``, proxies)."""
         self.root, self.pip_args, self.timeout_s = Path(root), tuple(pip_args), timeout_s
+        self.groups, self.passthrough = groups, tuple(passthrough)
         self._tmp = self.root / "tmp"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
         self._locks = KeyedLocks()
         # Builds a crash left behind; one server owns a data dir, and none of its builds has begun.
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -93,6 +109,7 @@ class PackageCache:
             build = Path(tempfile.mkdtemp(dir=self._tmp, prefix="venv-"))
             try:
                 self._build(build, requirements, label)
+                seal(build, self.groups)
                 os.rename(build, final)
             except BaseException:
                 shutil.rmtree(build, ignore_errors=True)
@@ -131,7 +148,9 @@ class PackageCache:
         command = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
                    "--progress-bar", "off", "-r", str(requirements), *self.pip_args]  # fmt: skip
         log.info("installing %s: pip install -r %s %s", label, requirements.name, " ".join(self.pip_args))
-        returncode, output = _run_pip(command, requirements.parent, label, self.timeout_s)
+        returncode, output = _run_pip(
+            command, requirements.parent, label, self.timeout_s, pip_env(venv, self.passthrough)
+        )
         if returncode is None:
             raise ArtifactError(
                 f"Installing {label} did not finish within {self.timeout_s:.0f} s: {_tail(output)}"
@@ -146,6 +165,8 @@ class PackageCache:
         log.info("installed %s in %.1f s", label, time.monotonic() - started)
 
     def _load(self, final: Path) -> Packages:
+        if not sealed(final, self.groups):
+            reseal(final, self.groups)
         try:
             record = json.loads((final / _RECORD).read_text())
             shadowed = tuple(str(name) for name in record["shadowed"])
@@ -159,12 +180,28 @@ _PROGRESS = ("Collecting ", "Downloading ", "Installing collected packages", "Su
 lines, warnings) stays out of the server log unless pip fails."""
 
 
-def _run_pip(command: list[str], cwd: Path, label: str, timeout_s: float) -> tuple[int | None, str]:
+_PIP_ENV_PREFIXES = ("PIP_",)
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+_PROXY_ENV = frozenset([*_PROXIES, *(name.lower() for name in _PROXIES)])
+
+
+def pip_env(venv: Path, passthrough: Sequence[str] = ()) -> dict[str, str]:
+    """pip's environment: what the interpreter needs, HOME (where the operator's pip.conf and
+    pip's cache are), pip's own settings and proxies, and what the operator passes on; not the
+    server's credentials, which a package's build script would otherwise see."""
+    env = base_env(passthrough)
+    env.update({k: v for k, v in os.environ.items() if k.startswith(_PIP_ENV_PREFIXES) or k in _PROXY_ENV})
+    env.update(PIP_NO_INPUT="1", HOME=os.environ.get("HOME", str(venv)))
+    return env
+
+
+def _run_pip(
+    command: list[str], cwd: Path, label: str, timeout_s: float, env: dict[str, str]
+) -> tuple[int | None, str]:
     """Run pip, logging its progress lines as they come; its exit status (None if it ran out of
     time and was killed) and all it printed."""
     process = subprocess.Popen(
-        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PIP_NO_INPUT": "1"},
+        command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
     lines: list[str] = []
 

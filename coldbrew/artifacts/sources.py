@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from .errors import ArtifactError
 from .extract import CHUNK, Budget, Mode, TreeHash, copy_tree, too_large, unpack_file, write_stream
 from .progress import TransferProgress
+from .roots import ModelRoots
 from .s3 import s3_errors
 
 ACCEPTED = "use s3://bucket/key, file:///absolute/path or an absolute path"
@@ -29,8 +30,12 @@ class Source(Protocol):
         the content digest that names it in the cache."""
 
 
-def source_for(container: Mapping[str, Any], s3: Callable[[], Any]) -> Source | None:
-    """The source a ContainerDefinition points at, or None when it has no model data."""
+def source_for(
+    container: Mapping[str, Any], s3: Callable[[], Any], roots: ModelRoots | None = None
+) -> Source | None:
+    """The source a ContainerDefinition points at, or None when it has no model data. Local
+    paths must lie under ``roots`` (default: anywhere)."""
+    roots = roots if roots is not None else ModelRoots.anywhere()
     url, data_source = container.get("ModelDataUrl"), container.get("ModelDataSource")
     if url and data_source:
         raise ArtifactError("The container sets both ModelDataUrl and ModelDataSource; set only one of them.")
@@ -40,9 +45,10 @@ def source_for(container: Mapping[str, Any], s3: Callable[[], Any]) -> Source | 
             raise ArtifactError("ModelDataSource must contain S3DataSource with an S3Uri.")
         kind = (s3ds.get("S3DataType"), s3ds.get("CompressionType"))
         if kind == ("S3Prefix", "None"):
-            return _parse(s3ds["S3Uri"], "auto", s3, prefix=True)
+            return _parse(s3ds["S3Uri"], "auto", s3, roots, prefix=True)
         if kind in {("S3Object", "Gzip"), ("S3Object", "None")}:
-            return _parse(s3ds["S3Uri"], "archive" if kind[1] == "Gzip" else "file", s3, prefix=False)
+            mode: Mode = "archive" if kind[1] == "Gzip" else "file"
+            return _parse(s3ds["S3Uri"], mode, s3, roots, prefix=False)
         raise ArtifactError(
             f"ModelDataSource with S3DataType {kind[0]!r} and CompressionType {kind[1]!r} is not supported: "
             "use S3Object with Gzip or None, or S3Prefix with None."
@@ -50,11 +56,11 @@ def source_for(container: Mapping[str, Any], s3: Callable[[], Any]) -> Source | 
     if url:
         if not isinstance(url, str):
             raise ArtifactError(f"ModelDataUrl must be a string; {ACCEPTED}.")
-        return _parse(url, "auto", s3, prefix=None)
+        return _parse(url, "auto", s3, roots, prefix=None)
     return None
 
 
-def _parse(url: str, mode: Mode, s3: Callable[[], Any], prefix: bool | None) -> Source:
+def _parse(url: str, mode: Mode, s3: Callable[[], Any], roots: ModelRoots, prefix: bool | None) -> Source:
     if url.startswith("s3://"):
         # Split by hand: urlsplit would eat '?' and '#', which are legal in keys.
         bucket, _, key = url[len("s3://") :].partition("/")
@@ -69,15 +75,22 @@ def _parse(url: str, mode: Mode, s3: Callable[[], Any], prefix: bool | None) -> 
         host, _, path = url[len("file://") :].partition("/")
         if host not in ("", "localhost"):
             raise ArtifactError(f"Model data URL {url!r} is not a local file URL; {ACCEPTED}.")
-        return LocalSource(Path(os.path.normpath(unquote("/" + path))), url, mode)
+        return _local(Path(os.path.normpath(unquote("/" + path))), url, mode, roots)
     if url.startswith("/"):
-        return LocalSource(Path(os.path.normpath(url)), url, mode)
+        return _local(Path(os.path.normpath(url)), url, mode, roots)
     raise ArtifactError(f"Model data URL {url!r} is not supported; {ACCEPTED}.")
 
 
+def _local(path: Path, label: str, mode: Mode, roots: ModelRoots) -> LocalSource:
+    # Checked before the path is looked at, so the answer for a path outside the roots is the
+    # same whether or not it exists.
+    return LocalSource(roots.check(path, label), label, mode, roots)
+
+
 class LocalSource:
-    def __init__(self, path: Path, label: str, mode: Mode) -> None:
+    def __init__(self, path: Path, label: str, mode: Mode, roots: ModelRoots | None = None) -> None:
         self.path, self.label, self.mode = path, label, mode
+        self.roots = roots if roots is not None else ModelRoots.anywhere()
 
     def identity(self) -> dict[str, Any]:
         try:
@@ -111,7 +124,7 @@ class LocalSource:
             raise ArtifactError(
                 f"Model data at {self.label} is a directory, but CompressionType Gzip needs a .tar.gz file."
             )
-        return copy_tree(self.path, work / "model", max_bytes, self.label)
+        return copy_tree(self.path, work / "model", max_bytes, self.label, self.roots.allows)
 
 
 def _stat(path: Path) -> os.stat_result:

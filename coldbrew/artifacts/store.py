@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError
+from .permissions import ContentGroups, reseal, seal, sealed
+from .roots import ModelRoots
 from .s3 import make_client
 from .sources import Source, source_for
 
@@ -38,15 +40,28 @@ class ArtifactStore:
     """Materializes model data into ``root``. Thread-safe; ``materialize`` does blocking I/O, so call
     it from a worker thread, never from the event loop."""
 
-    def __init__(self, root: Path, max_bytes: int, s3_endpoint_url: str | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        s3_endpoint_url: str | None = None,
+        roots: ModelRoots | None = None,
+        groups: ContentGroups | None = None,
+    ) -> None:
         """``s3_endpoint_url``: where ``s3://`` data is fetched from (coldbrew's embedded S3);
-        None for boto3's own configuration."""
+        None for boto3's own configuration. ``roots``: where local model data may be read from
+        (default: anywhere). ``groups``: each entry's own group, when workers run as users of
+        their own (:mod:`.permissions`); None keeps entries to the server's user."""
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
         self.root, self.max_bytes = Path(root), max_bytes
+        self.roots = roots if roots is not None else ModelRoots.anywhere()
+        self.groups = groups
         self._cas, self._index, self._tmp = self.root / "sha256", self.root / "index", self.root / "tmp"
-        for d in (self._cas, self._index, self._tmp):
+        for d in (self.root, self._cas, self._index, self._tmp):
             d.mkdir(parents=True, exist_ok=True)
+            # Only the server crosses these; a worker sees its own entry on a mountpoint.
+            d.chmod(0o700)
         self._sweep_tmp()
         self._locks = KeyedLocks()
         self._client: Any = None
@@ -57,10 +72,11 @@ class ArtifactStore:
         """Return the directory holding the model data of a ContainerDefinition (what SageMaker
         mounts as /opt/ml/model), fetching and extracting it unless an unchanged copy is cached.
         Raises ArtifactError, whose message is fit for a FailureReason, for every failure."""
-        source = source_for(container, self._s3)
+        source = source_for(container, self._s3, self.roots)
         if source is None:
             empty = self.root / "empty"
             empty.mkdir(exist_ok=True)
+            empty.chmod(0o755)  # nothing in it to protect, and any worker may be given it
             return empty
         try:
             return self._materialize(source)
@@ -104,7 +120,13 @@ class ArtifactStore:
             return None  # a damaged entry must not steer us to a path outside the cache
         path = self._cas / digest
         # The entry may outlive its directory (someone cleaned the cache); then fetch again.
-        return path if path.is_dir() else None
+        if not path.is_dir():
+            return None
+        if not sealed(path, self.groups):
+            with self._locks.hold("digest:" + digest):
+                if not sealed(path, self.groups):
+                    reseal(path, self.groups)
+        return path
 
     def _publish(self, staged: Path, digest: str) -> Path:
         final = self._cas / digest
@@ -112,6 +134,7 @@ class ArtifactStore:
             if final.is_dir():
                 log.info("content %s already cached; sharing it", digest[:12])
                 return final
+            seal(staged, self.groups)
             try:
                 os.rename(staged, final)  # atomic: readers see a complete tree or none
             except OSError:

@@ -30,6 +30,11 @@ class WorkerSpec:
     """Niceness of the worker (0-19): a batch transform job's workers run at 10, below endpoints'."""
     runtime: str = "generic"
     """The set of framework imports it needs (``coldbrew.worker.runtimes``): picks its zygote."""
+    tenant: str = ""
+    """Whose environment this is (the endpoint's or job's name): when the gateway runs as root,
+    each tenant's workers run as a user of their own (:mod:`coldbrew.backends.containment`)."""
+    network_isolation: bool = False
+    """CreateModel's EnableNetworkIsolation: the worker gets a network namespace with no network."""
     output_fd: int | None = None
     """Where the worker's stdout and stderr go: the write end of a pipe to the log collector
     (``coldbrew.logs``), one per environment. The backend hands it to the worker and leaves

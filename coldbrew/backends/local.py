@@ -28,6 +28,7 @@ import psutil
 
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups
+from coldbrew.backends.containment import Containment, ContainmentConfig
 from coldbrew.backends.fresh import spawn_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.status import read_status
@@ -51,6 +52,7 @@ class LocalBackend:
         preload: Mapping[str, Sequence[str]] | None = None,
         memory_cgroups: bool = True,
         eager_runtimes: Sequence[str] = ("sklearn",),
+        containment: ContainmentConfig | None = None,
     ) -> None:
         self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
         # Short path: a Unix socket path must fit in 108 bytes. The pid in the name lets a later
@@ -58,12 +60,14 @@ class LocalBackend:
         _sweep_run_dirs(Path(tempfile.gettempdir()))
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"coldbrew-{os.getpid()}-"))
         self.startup_timeout_s = startup_timeout_s
+        self.containment = Containment(containment or ContainmentConfig(), self.run_dir)
         self.zygote_supervisor = Zygotes(
             self.run_dir,
             preload if preload is not None else RUNTIME_PRELOAD,
             startup_timeout_s,
             enabled=zygote,
             eager_runtimes=eager_runtimes,
+            base_env=self.containment.base_env,
         )
         self._ids = itertools.count()
 
@@ -80,17 +84,25 @@ class LocalBackend:
     # --- workers -------------------------------------------------------------------------------
 
     async def start(self, spec: WorkerSpec) -> SpawnedWorker | ForkedWorker:
+        try:
+            contained = self.containment.contain(spec)
+        except OSError as exc:
+            raise WorkerStartError(f"The worker could not be prepared: {exc.strerror or exc}.") from None
         if spec.command is not None:
-            return await start_user_server(spec, spec.command, self.cgroups, self.startup_timeout_s)
-        socket_path = str(self.run_dir / f"w{os.getpid()}-{next(self._ids)}.sock")
+            return await start_user_server(
+                spec, spec.command, self.cgroups, self.startup_timeout_s, self.containment, contained
+            )
+        # In the tenant's own directory, where a worker of its own user can create it.
+        socket_path = str(contained.tenant.directory / f"w{os.getpid()}-{next(self._ids)}.sock")
         zygotes = self.zygote_supervisor
         zygote = None if spec.fresh else await zygotes.wait_ready(spec.runtime, ZYGOTE_PATIENCE_S)
         launch = WorkerLaunch(
-            model_dir=spec.model_dir,
+            model_dir=contained.model_dir,
             socket_path=socket_path,
             environment_concurrency=spec.environment_concurrency,
             nice=spec.nice,
-            env=spec.env,
+            env=contained.env,
+            sandbox=contained.sandbox,
         )
         read_fd, write_fd = os.pipe()
         process: asyncio.subprocess.Process | None = None
@@ -103,7 +115,7 @@ class LocalBackend:
                     log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
                     zygote = None
             if zygote is None:
-                process = await spawn_worker(launch, write_fd, spec.output_fd)
+                process = await spawn_worker(launch, write_fd, self.containment.base_env, spec.output_fd)
                 pid = process.pid
         finally:
             os.close(write_fd)
@@ -128,7 +140,7 @@ class LocalBackend:
                 error = f"Loading the model needs more than its memory size of {spec.memory_mb} MB."
             if cgroup is not None:
                 cgroup.remove()
-            for path, label in spec.labels.items():
+            for path, label in sorted(contained.labels.items(), key=lambda pl: -len(pl[0])):
                 error = error.replace(path, label)
             raise WorkerStartError(error)
         setup_ms = status.setup_ms or 0.0

@@ -49,11 +49,12 @@ def cpu_seconds(pid: int, children: bool = False) -> float | None:
         return None
 
 
-def child_env(model_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of every process the backend starts: ours, numerical thread pools pinned
+def child_env(model_env: Mapping[str, str], base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of every process the backend starts: ``base`` (the allow-listed part of
+    the gateway's, :func:`coldbrew.backends.containment.base_env`), numerical thread pools pinned
     to one thread unless the caller chose otherwise (as in the zygote, so both kinds of worker
     behave alike), then the model's own variables."""
-    env = dict(os.environ)
+    env = dict(base)
     for name in THREAD_ENV:
         env.setdefault(name, "1")
     env.update(model_env)
@@ -99,6 +100,9 @@ class CgroupLimited:
 class SpawnedWorker(CgroupLimited):
     """A worker started as a fresh interpreter (or a user's server): a child of the gateway."""
 
+    process_group = False
+    """A user's server leads a process group of its own, stopped whole with what it started."""
+
     def __init__(
         self,
         process: asyncio.subprocess.Process,
@@ -117,18 +121,27 @@ class SpawnedWorker(CgroupLimited):
 
     async def stop(self, grace_s: float = 2.0) -> None:
         if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
+            self._signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), grace_s)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                self._signal(signal.SIGKILL)
                 await self.process.wait()
+        if self.process_group:
+            # What the server started and left running when it exited.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
         if self.socket_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.socket_path)
         self._release_cgroup()
+
+    def _signal(self, signal_number: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if self.process_group:
+                os.killpg(self.pid, signal_number)
+            else:
+                self.process.send_signal(signal_number)
 
 
 class ForkedWorker(CgroupLimited):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from coldbrew.backends.containment import base_env as base_env_of
 from coldbrew.backends.processes import child_env, rss
 from coldbrew.backends.status import read_status
 from coldbrew.worker.messages import ForkReply, WorkerLaunch, WorkerStatus
@@ -82,8 +83,11 @@ class Zygotes:
         startup_timeout_s: float,
         enabled: bool = True,
         eager_runtimes: Sequence[str] = (),
+        base_env: Mapping[str, str] | None = None,
     ) -> None:
         self.run_dir = run_dir
+        # A zygote's environment is what every worker it forks starts from: never the gateway's own.
+        self.base_env = dict(base_env) if base_env is not None else base_env_of()
         self.preload = dict(preload)
         self.startup_timeout_s = startup_timeout_s
         self.enabled = enabled
@@ -162,7 +166,7 @@ class Zygotes:
                 "--preload",
                 ",".join(self.preload[runtime]),
                 pass_fds=(write_fd,),
-                env=child_env({}),
+                env=child_env({}, self.base_env),
                 stdin=asyncio.subprocess.DEVNULL,
             )
         finally:

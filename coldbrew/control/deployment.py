@@ -100,7 +100,10 @@ class Deployment:
                     model_name=variant.model_name,
                     weight=float(summary.get("DesiredWeight", variant.weight)),
                     container=ContainerTarget(
-                        image=container.get("Image") or None, environment=environment, model_data=container
+                        image=container.get("Image") or None,
+                        environment=environment,
+                        model_data=container,
+                        network_isolation=bool(variant.model.get("EnableNetworkIsolation")),
                     ),
                     settings=_settings(variant.model_name, environment),
                     serverless=serverless,

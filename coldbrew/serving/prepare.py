@@ -56,7 +56,9 @@ def prepare_variant(
     labels = {model_dir: _model_source(variant)}
 
     submit = env.get(SUBMIT_DIRECTORY, "").strip()
-    if submit.startswith("s3://"):
+    if submit.startswith(("s3://", "file://")) or _outside_model_dir(submit):
+        # A local source directory is copied into the cache too: read under the model roots, and
+        # where a worker of its own user can be given it.
         try:
             code_dir = str(artifacts.materialize({"ModelDataUrl": submit}))
         except ArtifactError as exc:
@@ -82,6 +84,13 @@ def prepare_variant(
 
     runtime = detect_runtime(model_dir, container_def.image, env)
     return PreparedVariant(model_dir, runtime, env, labels, fresh)
+
+
+def _outside_model_dir(submit: str) -> bool:
+    """A local directory of the server's (``/opt/ml/model/...`` names the model directory)."""
+    return submit.startswith("/") and not (
+        submit == container.SAGEMAKER_MODEL_DIR or submit.startswith(container.SAGEMAKER_MODEL_DIR + "/")
+    )
 
 
 def _as_source_directory(message: str) -> str:

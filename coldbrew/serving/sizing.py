@@ -127,4 +127,6 @@ def worker_spec(variant: VariantTarget, prepared: PreparedVariant, config: PoolC
         command=command,
         runtime=prepared.runtime,
         nice=JOB_NICENESS if config.preemptible else 0,
+        tenant=config.endpoint,
+        network_isolation=variant.container.network_isolation,
     )

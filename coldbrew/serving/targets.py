@@ -124,6 +124,8 @@ class ContainerTarget:
     environment: dict[str, str]
     model_data: Mapping[str, Any]
     """The ContainerDefinition, for the artifact store alone to read ModelDataUrl/ModelDataSource from."""
+    network_isolation: bool = False
+    """The model's EnableNetworkIsolation: its workers get no network."""
 
 
 @dataclass(frozen=True)

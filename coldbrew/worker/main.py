@@ -17,6 +17,8 @@ from typing import NoReturn
 
 from coldbrew.worker.errors import ModelLoadError, one_line
 from coldbrew.worker.messages import WorkerLaunch, WorkerStatus
+from coldbrew.worker.sandbox import SandboxError
+from coldbrew.worker.sandbox import enter as enter_sandbox
 
 logger = logging.getLogger("coldbrew.worker")
 
@@ -70,6 +72,13 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
         os.nice(launch.nice)
 
     try:
+        if launch.sandbox is not None:
+            # Before anything of the model's is read: from here on it is contained.
+            try:
+                enter_sandbox(launch.sandbox)
+            except SandboxError as exc:
+                return _fail(status_fd, str(exc))
+            importlib.invalidate_caches()  # directories on sys.path may have been mounted over
         os.environ.update(launch.env)
         os.environ["SM_MODEL_DIR"] = launch.model_dir
         _apply_pythonpath(launch.env)

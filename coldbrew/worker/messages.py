@@ -25,6 +25,44 @@ class _Message(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+class Bind(_Message):
+    """A directory mounted at another path in the worker's own mount namespace."""
+
+    source: str
+    target: str
+
+
+class Sandbox(_Message):
+    """How a worker is contained, applied by the worker itself before the model's code loads
+    (:func:`coldbrew.worker.sandbox.enter`); built by the gateway
+    (:mod:`coldbrew.backends.containment`).
+
+    The environment is not here: the gateway already built it from an allow-list, and a forked
+    worker starts from the zygote's, which the gateway built the same way.
+    """
+
+    uid: int | None = None
+    """Run as this user (and ``gid``): set only when the gateway runs as root."""
+    gid: int | None = None
+    groups: list[int] = Field(default_factory=list)
+    """Supplementary groups: those of the cache entries (model, code, packages) it reads."""
+    hide: list[str] = Field(default_factory=list)
+    """Directories covered by an empty read-only tmpfs in the worker's mount namespace: the
+    private ancestors (``/root``) of what it needs, which an unprivileged user could not cross."""
+    expose: list[str] = Field(default_factory=list)
+    """Directories under ``hide`` bound back at their own path: the interpreter, its packages,
+    coldbrew itself, the run directory."""
+    binds: list[Bind] = Field(default_factory=list)
+    """The cache entries it serves, on fixed mountpoints in the run directory (the data dir above
+    them stays private)."""
+    network: bool = True
+    """False: a network namespace of its own, with no interface up (EnableNetworkIsolation)."""
+
+    @property
+    def needs_mounts(self) -> bool:
+        return bool(self.hide or self.expose or self.binds)
+
+
 class WorkerLaunch(_Message):
     """One execution environment for a worker process to serve."""
 
@@ -51,6 +89,9 @@ class WorkerLaunch(_Message):
     env: dict[str, str] = Field(default_factory=dict)
     """Environment of the model (CreateModel's ``Environment``), applied before user code loads.
     A fresh worker already started with it; a forked one starts with the zygote's."""
+
+    sandbox: Sandbox | None = None
+    """How to contain the worker; None leaves it as the parent is (a worker started by hand)."""
 
     @model_validator(mode="after")
     def _one_listener(self) -> WorkerLaunch:

@@ -29,6 +29,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from coldbrew.worker.messages import ForkReply, WorkerLaunch, WorkerStatus
+from coldbrew.worker.sandbox import PR_SET_DUMPABLE, die_with_parent, prctl
 
 # Thread pools of numerical libraries, one thread each unless the caller chose otherwise.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -145,6 +146,11 @@ def serve_zygote(socket_path: str, modules: list[str], status_fd: int) -> NoRetu
 
 
 def _serve(socket_path: str, modules: list[str], status_fd: int) -> int:
+    parent = os.getppid()
+    # Gone with the gateway, SIGKILL included, rather than at its next look at its parent; and
+    # not readable (/proc/<pid>/environ, memory) by workers that share its user.
+    die_with_parent(signal.SIGKILL, parent)
+    prctl(PR_SET_DUMPABLE, 0)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Children are reaped by the kernel: the gateway follows them through pidfds, not waitpid.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -157,7 +163,6 @@ def _serve(socket_path: str, modules: list[str], status_fd: int) -> int:
         error = f"the zygote holds {threads} threads after its imports; forking it would not be safe"
         os.write(status_fd, WorkerStatus(ready=False, error=error).line())
         return 1
-    parent = os.getppid()
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
