@@ -76,6 +76,20 @@ def run(url: str, requests: int, run_seed: int, huge: int) -> dict[str, Any]:
     }
 
 
+def _logged_errors(log: str) -> dict[str, int]:
+    """The last line of each traceback in the server's log (the exception), counted."""
+    errors: collections.Counter[str] = collections.Counter()
+    lines = log.splitlines()
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            end = index + 1
+            while end < len(lines) and (lines[end].startswith((" ", "\t")) or not lines[end].strip()):
+                end += 1
+            if end < len(lines):
+                errors[lines[end][:200]] += 1
+    return dict(errors.most_common(20))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=10_000)
@@ -94,7 +108,7 @@ def main() -> None:
             deploy_serverless(sm, ENDPOINT, str(archive), max_concurrency=2)
             wait_for_status(sm, ENDPOINT, "InService")
             report = run(server.url, args.requests, args.seed, args.huge)
-            report["server_tracebacks"] = server.log().count("Traceback")
+            report["server_errors"] = _logged_errors(server.log())
         finally:
             server.stop()
     print(json.dumps(report, indent=2))

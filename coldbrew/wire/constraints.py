@@ -8,6 +8,7 @@ import functools
 import math
 import re
 import reprlib
+import sys
 from typing import Any
 
 from botocore.model import ListShape, MapShape, Shape, StructureShape
@@ -51,7 +52,7 @@ def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
     if isinstance(value, str):
         text = value
     elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 1024:
-        text = f"an integer of {len(str(value))} digits"  # under the 4,300-digit str() limit
+        text = f"an integer of {len(str(abs(value)))} digits"  # under the 4,300-digit str() limit
     elif isinstance(value, dict | list | tuple):
         text = _REPR.repr(value)
     else:
@@ -76,7 +77,10 @@ def timestamp_seconds(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            return None
     elif isinstance(value, str) and len(value) <= 64:
         try:
             seconds = float(value)
@@ -90,6 +94,10 @@ def timestamp_seconds(value: Any) -> float | None:
     if not math.isfinite(seconds) or not MIN_TIMESTAMP <= seconds <= MAX_TIMESTAMP:
         return None
     return seconds
+
+
+_INTEGER_BITS = {"integer": 31, "long": 63}
+_MAX_FLOAT_INT = int(sys.float_info.max)
 
 
 def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
@@ -150,9 +158,15 @@ def constraint_errors(value: Any, shape: Shape, path: str = "") -> list[str]:
         and isinstance(value, int | float)
         and not isinstance(value, bool)
     ):
+        bits = _INTEGER_BITS.get(shape.type_name)
         if isinstance(value, float) and not math.isfinite(value):
             # NaN and Infinity are not JSON: stored, they would be echoed back as invalid JSON.
             broken("be a finite number", value)
+        elif bits is None and isinstance(value, int) and abs(value) > _MAX_FLOAT_INT:
+            broken("be a finite number", value)  # float() of it overflows
+        elif bits is not None and isinstance(value, int) and not -(2**bits) <= value < 2**bits:
+            # What AWS's services deserialize an integer (32 bits) or long (64 bits) into.
+            broken(f"be a {bits + 1}-bit integer", value)
         elif "min" in meta and value < meta["min"]:
             broken(f"have value greater than or equal to {meta['min']}", value)
         elif "max" in meta and value > meta["max"]:

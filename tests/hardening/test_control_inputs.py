@@ -87,7 +87,33 @@ def test_an_integer_of_more_than_4300_digits_is_refused(server: ColdbrewServer) 
 
 
 @pytest.mark.parametrize(
-    "value", ["1e20", "-1e20", "1e400", "Infinity", "NaN", '"99999-01-01T00:00:00Z"', '"x"']
+    ("operation", "body"),
+    [
+        ("ListModels", '{"MaxResults": 2147483648}'),
+        (
+            "ListTags",
+            '{"ResourceArn": "arn:aws:sagemaker:us-east-1:123456789012:model/x", "MaxResults": -2147483649}',
+        ),
+        (
+            "CreateTransformJob",
+            '{"TransformJobName": "j", "ModelName": "hard-model", "TransformInput": {"DataSource": '
+            '{"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}}, "TransformOutput": '
+            '{"S3OutputPath": "s3://b/out"}, "TransformResources": {"InstanceType": "ml.m5.large", '
+            '"InstanceCount": 9223372036854775808}}',
+        ),
+    ],
+)
+def test_integers_past_what_aws_deserializes_are_refused(
+    server: ColdbrewServer, operation: str, body: str
+) -> None:
+    # SQLite refuses integers past 64 bits with an OverflowError; AWS reads integers as 32 bits.
+    status, code, message = error_of(call(server, f"SageMaker.{operation}", body))
+    assert (status, code) == (400, "ValidationException")
+    assert "-bit integer" in message
+
+
+@pytest.mark.parametrize(
+    "value", ["1e20", "-1e20", "1e400", "Infinity", "NaN", "-" + "9" * 4299, '"99999-01-01T00:00:00Z"', '"x"']
 )
 @pytest.mark.parametrize(
     ("operation", "member"),
@@ -159,7 +185,7 @@ def test_forged_list_tags_tokens_are_refused(server: ColdbrewServer, sm: Any, mo
         assert (status, code) == (400, "ValidationException"), token
 
 
-@pytest.mark.parametrize("weight", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("weight", ["NaN", "Infinity", "-Infinity", "1e400", "9" * 4000])
 def test_non_finite_numbers_are_refused_not_stored(
     server: ColdbrewServer, sm: Any, model: str, weight: str
 ) -> None:
