@@ -24,6 +24,8 @@ from coldbrew.s3.http import virtual_host_bucket
 SAGEMAKER, S3, CLOUDWATCH, LOGS = "sagemaker", "s3", "monitoring", "logs"
 METRICS_ACTION = "coldbrew:GetMetrics"
 """``GET /metrics`` (Prometheus): no AWS service has it, so coldbrew names it."""
+DASHBOARD_ACTION = "coldbrew:ViewDashboard"
+"""The web dashboard under ``/ui`` (HTTP Basic from a browser, or signed)."""
 
 
 @dataclass(frozen=True)
@@ -205,4 +207,6 @@ def needs_for(facts: RequestFacts, s3_hosts: Iterable[str] = ()) -> list[Need]:
         return [sagemaker_control(operation, _json_body(facts.body), facts.region, facts.account)]
     if facts.path == "/metrics":
         return [Need(METRICS_ACTION, None)]
+    if facts.path == "/ui" or facts.path.startswith("/ui/"):
+        return [Need(DASHBOARD_ACTION, None)]
     return []

@@ -172,6 +172,7 @@ READ_ONLY_ACTIONS = (
     "logs:FilterLogEvents",
     "logs:StartLiveTail",
     "coldbrew:GetMetrics",
+    "coldbrew:ViewDashboard",
 )
 
 

@@ -8,9 +8,9 @@ Order, for one request:
    refused, so a web page cannot reach the API through DNS rebinding.
 2. **Who signed it**: SigV4 from the Authorization header or a presigned URL's query, S3's SigV2
    (header or presigned: real S3 still takes them and boto3 presigns S3 URLs with SigV2 by
-   default), or HTTP Basic with the key id and secret for ``GET /metrics`` only (Prometheus
-   scrapers cannot sign). The key must exist; the date must be within 15 minutes of the server's
-   clock, a presigned URL not past its expiry.
+   default), or HTTP Basic with the key id and secret for the gateway's plain routes only
+   (``/metrics`` and ``/ui``: Prometheus scrapers and browsers cannot sign). The key must exist;
+   the date must be within 15 minutes of the server's clock, a presigned URL not past its expiry.
 3. **The signature**, recomputed with botocore's canonicalisation (:mod:`.signature`). SigV4 signs
    the body's hash: S3 sends it in ``x-amz-content-sha256``, so an S3 request is verified before
    its body is read and the body is checked as it streams (a mismatch ends the upload before the

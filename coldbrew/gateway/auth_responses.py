@@ -12,7 +12,7 @@ from enum import Enum
 
 from starlette.types import Send
 
-from coldbrew.auth.errors import AuthError
+from coldbrew.auth.errors import AuthError, MissingAuthentication
 from coldbrew.cloudwatch.errors import SenderError
 from coldbrew.cloudwatch.protocols import Protocol as CloudWatchProtocol
 from coldbrew.cloudwatch.protocols import encode_error, protocol_of
@@ -80,8 +80,10 @@ def render(error: AuthError, wire: Wire, s3_resource: str = "/") -> tuple[int, H
     ]
     if wire is Wire.PLAIN:
         headers.append((b"content-type", b"text/plain; charset=utf-8"))
-        if error.status in (401, 403):
+        if isinstance(error, MissingAuthentication):
+            # A browser (the dashboard) or a scraper without credentials: 401 makes it ask for them.
             headers.append((b"www-authenticate", b'Basic realm="coldbrew"'))
+            return 401, headers, f"{error.code}: {error.message}\n".encode()
         return error.status, headers, f"{error.code}: {error.message}\n".encode()
     if wire is Wire.REST_JSON:
         headers.append((b"content-type", b"application/json"))

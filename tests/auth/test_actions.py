@@ -140,5 +140,6 @@ def test_logs_name_the_log_group() -> None:
 
 def test_gateway_routes() -> None:
     assert needs_for(facts(None, "GET", "/metrics")) == [Need("coldbrew:GetMetrics", None)]
+    assert needs_for(facts(None, "GET", "/ui/endpoints/e")) == [Need("coldbrew:ViewDashboard", None)]
     assert needs_for(facts(None, "GET", "/no-such-route")) == []
     assert needs_for(facts("sts", "POST", "/")) == []

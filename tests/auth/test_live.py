@@ -141,7 +141,8 @@ def test_unsigned_requests_are_refused(auth_server: AuthServer) -> None:
     assert response.status_code == 403
     assert response.json()["__type"] == "MissingAuthenticationTokenException"
     assert "coldbrew keys create" in response.json()["message"]
-    assert httpx.get(auth_server.url + "/metrics").status_code == 403
+    metrics = httpx.get(auth_server.url + "/metrics")  # a scraper or browser is asked for credentials
+    assert metrics.status_code == 401 and metrics.headers["www-authenticate"].startswith("Basic")
     assert httpx.get(auth_server.url + "/ping").status_code == 200  # a health check says nothing
 
 
