@@ -10,7 +10,7 @@
   sockets and its ``HOME``. Cache entries (model, code, packages) belong to a group of their own
   (:mod:`coldbrew.artifacts.permissions`), which only the workers that serve them join.
 - **Files.** The data dir is private (0700). A worker of its own user sees its cache entries on
-  fixed mountpoints in the run directory (``<run>/model``, ``<run>/code``, ``<run>/packages``), in
+  fixed mountpoints in the run directory (``<run>/model``, ``<run>/source``, ``<run>/packages``), in
   a mount namespace of its own; directories it must cross but may not (an interpreter under
   ``/root``) are covered by an empty tmpfs with only what it needs bound back.
 - **Network.** ``EnableNetworkIsolation`` gives a worker a network namespace with no interface;
@@ -49,7 +49,7 @@ and its libraries, and the locale (``LC_*`` too). Never credentials."""
 
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
 
-MOUNTPOINTS = ("model", "code", "packages")
+MOUNTPOINTS = ("model", "source", "packages")
 """Where a worker of its own user sees its model data, source directory and installed
 requirements (under the run directory)."""
 
@@ -192,7 +192,7 @@ class Containment:
             sources = {spec.model_dir: str(self.run_dir / "model")}
             submit = env.get(SUBMIT_DIRECTORY, "").strip()
             if os.path.isabs(submit) and os.path.isdir(submit) and not _under(submit, spec.model_dir):
-                sources[submit] = str(self.run_dir / "code")
+                sources[submit] = str(self.run_dir / "source")
             installed = env.get(INSTALLED_REQUIREMENTS)
             if installed and os.path.isdir(installed):
                 sources[installed] = str(self.run_dir / "packages")
@@ -204,7 +204,8 @@ class Containment:
                     labels[target] = labels[source]
             model_dir = sources[spec.model_dir]
         env.update(HOME=str(tenant.home), TMPDIR=str(tenant.directory / "tmp"))
-        groups = sorted({_gid(b.source) for b in binds} & set(self._content_groups()))
+        content = self._content_groups()
+        groups = sorted({gid for gid in (_gid(b.source) for b in binds) if gid in content})
         sandbox = Sandbox(
             uid=tenant.uid,
             gid=tenant.uid,

@@ -78,7 +78,6 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
                 enter_sandbox(launch.sandbox)
             except SandboxError as exc:
                 return _fail(status_fd, str(exc))
-            importlib.invalidate_caches()  # directories on sys.path may have been mounted over
         os.environ.update(launch.env)
         os.environ["SM_MODEL_DIR"] = launch.model_dir
         _apply_pythonpath(launch.env)

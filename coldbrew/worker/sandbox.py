@@ -123,6 +123,9 @@ def _isolate_network() -> None:
     else:
         # An unprivileged user may create a network namespace inside a user namespace of its own.
         uid, gid = os.getuid(), os.getgid()
+        # Its /proc/self/uid_map is its own to write only while it is dumpable (a zygote's child
+        # is not); ``enter`` makes it non-dumpable again.
+        prctl(PR_SET_DUMPABLE, 1)
         result = _libc.unshare(CLONE_NEWUSER | CLONE_NEWNET)
         if result == 0:
             # Mapped to itself, so files it creates and getuid() look as before.

@@ -185,3 +185,47 @@ def test_data_dir_is_private(tmp_path: Path) -> None:
     secure_data_dir(fresh)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
     os.umask(previous)
+
+
+def test_network_isolation_without_root() -> None:
+    """A server that is not root gets the network namespace inside a user namespace of the
+    worker's own (here: a child that gave up root first, as such a server's workers are)."""
+    import encodings.idna  # noqa: F401  (the child, as nobody, may not be able to import it)
+    import socket
+
+    from coldbrew.worker.messages import Sandbox
+    from coldbrew.worker.sandbox import SandboxError, enter
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        outcome = "crashed"
+        try:
+            if os.geteuid() == 0:
+                os.setgroups([])
+                os.setresgid(65534, 65534, 65534)
+                os.setresuid(65534, 65534, 65534)
+            try:
+                enter(Sandbox(network=False))
+            except SandboxError as exc:
+                outcome = f"refused: {exc}"
+            else:
+                try:
+                    socket.create_connection(("127.0.0.1", port), 2).close()
+                    outcome = "connected"
+                except OSError:
+                    outcome = f"isolated as {os.getuid()}"
+        finally:
+            os.write(write_fd, outcome.encode())
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    outcome = os.read(read_fd, 1000).decode()
+    os.close(read_fd)
+    listener.close()
+    if outcome.startswith("refused:") and "does not let coldbrew create" in outcome:
+        pytest.skip(f"this host allows no unprivileged user namespaces: {outcome}")
+    expected = 65534 if os.geteuid() == 0 else os.geteuid()
+    assert outcome == f"isolated as {expected}"
