@@ -98,7 +98,7 @@ def coerce(value: Any, shape: Shape, path: str = "") -> Any:
                 value = float(value)
             except ValueError:
                 raise _invalid(value, path) from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
             raise _invalid(value, path)
         return float(value)
     if kind == "boolean":
@@ -117,6 +117,8 @@ def _timestamp(value: Any, path: str) -> float:
     if isinstance(value, datetime):
         seconds = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     elif isinstance(value, int | float) and not isinstance(value, bool):
+        if not _finite(value):
+            raise _invalid(value, path)
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -133,6 +135,14 @@ def _timestamp(value: Any, path: str) -> float:
     if not (math.isfinite(seconds) and _EARLIEST <= seconds < _LATEST):
         raise InvalidParameterValue(f"The parameter {path} must be a time between 1970 and 3000.")
     return seconds
+
+
+def _finite(value: int | float) -> bool:
+    # An integer of hundreds of digits is no double: float() of it raises OverflowError.
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _invalid(value: Any, path: str) -> InvalidParameterValue:

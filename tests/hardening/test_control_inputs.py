@@ -296,3 +296,13 @@ def test_logs_bodies_are_capped_as_they_are_read(server: ColdbrewServer) -> None
     assert status_line(raw) == "HTTP/1.1 400 Bad Request"
     assert headers_of(raw)["connection"] == "close"
     assert sent < 96 * MiB
+
+
+@pytest.mark.parametrize("member", ["StartTime", "EndTime"])
+def test_cloudwatch_times_past_a_double_are_refused(server: ColdbrewServer, member: str) -> None:
+    # float() of an integer of hundreds of digits raises OverflowError, once a 500 (found by bench/fuzz.py).
+    times = {"StartTime": 0, "EndTime": 60, member: 10**400}
+    body = json.dumps({"MetricDataQueries": [], **times})
+    response = call(server, "GraniteServiceVersion20100801.GetMetricData", body, "application/x-amz-json-1.0")
+    assert response.status_code == 400, response.text
+    assert response.json()["__type"].endswith("InvalidParameterValueException")
