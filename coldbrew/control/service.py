@@ -348,7 +348,7 @@ class ControlPlane:
             "SELECT name, status, failure_reason FROM endpoints WHERE name_key = ?", [name.lower()]
         )
         if row is None or row["name"] != name:  # invocations match the name's case exactly
-            return ValidationError(f"Endpoint {name} of account {account} not found.")
+            return ValidationError(f"Endpoint {shown(name)} of account {account} not found.")
         status = row["status"]
         if status == "Failed":
             return ValidationError(

@@ -116,3 +116,14 @@ def test_chunked_bodies_to_invoke_endpoint_async_are_refused_as_they_are_read(se
     assert headers_of(raw)["connection"] == "close"
     assert b"takes no request body" in raw
     assert sent < 96 * MiB
+
+
+def test_a_long_endpoint_name_is_not_echoed_whole(server: ColdbrewServer) -> None:
+    response = httpx.post(
+        f"{server.url}/endpoints/{'x' * 20_000}/invocations",
+        content=ROW,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert response.status_code == 400
+    assert response.headers["x-amzn-errortype"] == "ValidationError"
+    assert len(response.content) < 1024
