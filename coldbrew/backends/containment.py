@@ -25,7 +25,7 @@ import re
 import stat
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import coldbrew
@@ -134,8 +134,6 @@ class ContainedWorker:
     labels: dict[str, str]
     """Paths, as the worker sees them, -> the user's names, for its error messages."""
     tenant: Tenant
-    held: list[str] = field(default_factory=list)
-    """Host directories the worker reads (bind sources), for a user's server's file descriptors."""
 
 
 class Containment:
@@ -215,7 +213,7 @@ class Containment:
             binds=binds,
             network=not spec.network_isolation,
         )
-        return ContainedWorker(sandbox, model_dir, env, labels, tenant, [b.source for b in binds])
+        return ContainedWorker(sandbox, model_dir, env, labels, tenant)
 
     def _content_groups(self) -> range:
         return self.config.ids.groups if self.config.ids is not None else range(0)
