@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from coldbrew.errors import ColdbrewError
 
@@ -66,6 +66,15 @@ class WorkerProcess(Protocol):
     def is_alive(self) -> bool: ...
 
     async def stop(self, grace_s: float = 2.0) -> None: ...
+
+
+@runtime_checkable
+class Retiring(Protocol):
+    """A worker that may come to exit on its own, not by a choice of serving's (one forked by a
+    zygote follows the zygote when it dies)."""
+
+    def retiring(self) -> bool:
+        """True once it is exiting, or about to: serving routes nothing new to it."""
 
 
 class Backend(Protocol):

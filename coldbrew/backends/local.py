@@ -33,7 +33,7 @@ from coldbrew.backends.fresh import spawn_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.status import read_status
 from coldbrew.backends.user_server import start_user_server
-from coldbrew.backends.zygotes import Zygotes
+from coldbrew.backends.zygotes import ZygoteChild, Zygotes
 from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
@@ -148,7 +148,8 @@ class LocalBackend:
         if process is not None:
             worker = SpawnedWorker(process, socket_path, setup_ms)
         else:
-            worker = ForkedWorker(pid, socket_path, setup_ms)
+            assert zygote is not None
+            worker = ZygoteChild(pid, socket_path, setup_ms, zygote)
         worker.cgroup = cgroup
         return worker
 

@@ -18,10 +18,12 @@ import httptools
 class WorkerConnectionError(Exception):
     """The connection to the worker failed: it died, or closed the connection mid-request."""
 
-    def __init__(self, message: str, before_response: bool = False) -> None:
+    def __init__(self, message: str, before_response: bool = False, unsent: bool = False) -> None:
         super().__init__(message)
         self.before_response = before_response
         """Nothing of a response arrived: on a reused idle connection, the request may be resent."""
+        self.unsent = unsent
+        """The request never reached the worker (it refused the connection): another may take it."""
 
 
 @dataclass
@@ -102,7 +104,9 @@ class WorkerClient:
                 host, _, port = self.address.removeprefix("http://").rpartition(":")
                 reader, writer = await asyncio.open_connection(host, int(port))
         except OSError as exc:
-            raise WorkerConnectionError(f"cannot connect to the worker: {exc.strerror or exc}") from None
+            raise WorkerConnectionError(
+                f"cannot connect to the worker: {exc.strerror or exc}", before_response=True, unsent=True
+            ) from None
         return _Connection(reader, writer)
 
     async def request(
@@ -120,7 +124,11 @@ class WorkerClient:
             if reused and exc.before_response and not self._closed:
                 # The worker may have closed this idle keep-alive connection just before we used
                 # it; a fresh connection tells that apart from a dead worker (which refuses it).
-                return await self.request(method, path, headers, body)
+                try:
+                    return await self.request(method, path, headers, body)
+                except WorkerConnectionError as again:
+                    again.unsent = False  # whether the worker read the first attempt is unknown
+                    raise
             raise
         except OSError as exc:
             connection.close()

@@ -4,6 +4,10 @@ A runtime's zygote is started the first time a model of that runtime cold-starts
 runtimes at once), in the background, and restarted if it dies. One that fails to start is not
 retried: whatever stopped it (a preload that starts threads) would again; its runtime's workers
 then start as fresh interpreters.
+
+The workers a zygote forked exit when it dies (each watches its parent, so that none outlives a
+gateway that was killed): from the moment it is gone they are retiring (``ZygoteChild``), and
+serving hands them nothing new while they finish what they have.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import contextlib
 import itertools
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -22,7 +27,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from coldbrew.backends.containment import base_env as base_env_of
-from coldbrew.backends.processes import child_env, rss
+from coldbrew.backends.processes import ForkedWorker, child_env, rss
 from coldbrew.backends.status import read_status
 from coldbrew.worker.messages import ForkReply, WorkerLaunch, WorkerStatus
 
@@ -35,9 +40,33 @@ class Zygote:
     def __init__(self, process: asyncio.subprocess.Process, socket_path: str) -> None:
         self.process = process
         self.socket_path = socket_path
+        # Its exit, as the kernel sees it: ``returncode`` is set only once the child watcher has
+        # reaped it, later than the workers it forked see it go.
+        self._poll: select.poll | None = None
+        self._pidfd: int | None = None
+        try:
+            self._pidfd = os.pidfd_open(process.pid)
+        except ProcessLookupError:
+            return
+        self._poll = select.poll()
+        self._poll.register(self._pidfd, select.POLLIN)
+
+    def exited(self) -> bool:
+        """Whether the zygote process has exited, read from the kernel now (a cheap poll)."""
+        if self._poll is None:
+            return True
+        if self.process.returncode is None and not self._poll.poll(0):
+            return False
+        self._forget_pidfd()
+        return True
+
+    def _forget_pidfd(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+        self._pidfd, self._poll = None, None
 
     def is_alive(self) -> bool:
-        return self.process.returncode is None
+        return not self.exited()
 
     def rss_bytes(self) -> int:
         return rss(self.process.pid, children=False)
@@ -71,6 +100,18 @@ class Zygote:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
+        self._forget_pidfd()
+
+
+class ZygoteChild(ForkedWorker):
+    """A worker forked by ``zygote``: it is retiring once the zygote has exited."""
+
+    def __init__(self, pid: int, socket_path: str, setup_ms: float, zygote: Zygote) -> None:
+        super().__init__(pid, socket_path, setup_ms)
+        self.zygote = zygote
+
+    def retiring(self) -> bool:
+        return self.zygote.exited()
 
 
 class Zygotes:

@@ -147,7 +147,28 @@ class Reconciler:
             self._finish(name_key, generation, "InService", variants=new_variants, pending=pending)
             return
         if status == "Updating":
-            self._deploy(row, deployment, variants, verify=False)
+            self._update_capacities(row, deployment, variants)
+
+    def _update_capacities(self, row: Any, deployment: Deployment, variants: list[dict[str, Any]]) -> None:
+        """UpdateEndpointWeightsAndCapacities: refused (the machine cannot hold the new capacities),
+        the endpoint goes back to InService with what it had, as SageMaker rolls a failed update back."""
+        try:
+            self.deployer.deploy(deployment.target(row["name"], variants), verify=False)
+        except DeployError as exc:
+            log.warning("update of endpoint %s's weights and capacities failed: %s", row["name"], exc)
+            previous = [_desired_as_current(summary) for summary in variants]
+            reason = f"Update of weights and capacities failed: {exc} The endpoint keeps its previous ones."
+            try:
+                # A no-op while it runs; after a restart mid-update, what brings it back.
+                self.deployer.deploy(deployment.target(row["name"], previous), verify=False)
+            except DeployError as again:
+                self._fail(row["name_key"], row["generation"], str(again))
+                return
+            self._finish(row["name_key"], row["generation"], "InService", reason=reason, variants=previous)
+            return
+        for summary in variants:
+            mark_current(summary)
+        self._finish(row["name_key"], row["generation"], "InService", variants=variants)
 
     def _deploy(
         self, row: Any, deployment: Deployment, variants: list[dict[str, Any]], *, verify: bool
@@ -205,3 +226,16 @@ class Reconciler:
             ).rowcount
         if failed:
             self.deployer.undeploy(name_key)
+
+
+def _desired_as_current(summary: dict[str, Any]) -> dict[str, Any]:
+    """A variant summary whose desired weight and capacity are back to its current ones."""
+    previous = dict(summary)
+    for desired, current in (
+        ("DesiredWeight", "CurrentWeight"),
+        ("DesiredInstanceCount", "CurrentInstanceCount"),
+        ("DesiredServerlessConfig", "CurrentServerlessConfig"),
+    ):
+        if current in previous:
+            previous[desired] = previous[current]
+    return previous

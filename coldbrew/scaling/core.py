@@ -24,12 +24,17 @@ The rules, per pool (one variant of one deployment):
   idle, one is started ``prewarm_s`` later and kept to the end of the window.
 - **Minimum**: ProvisionedConcurrency environments and provisioned instances are started with the
   pool and replaced when lost; a start that fails is retried after ``MINIMUM_RETRY_S``.
-- **Memory budget**: the MemorySizeInMB of the serverless environments that exist or are starting
-  stays within the machine's budget. A cold start that does not fit releases idle environments of
-  *other* pools, least recently used first and never below their minimum, and only if that makes
-  room; else it is throttled. A pre-warm only uses free room. A load check that does not fit
-  waits until an environment is stopped. Provisioned instances are outside the budget: they are
-  sized by their instance type and always on.
+- **Memory budget**: the memory of every environment that exists or is starting (MemorySizeInMB,
+  or a provisioned instance's instance type memory) stays within the machine's budget. A cold
+  start that does not fit releases idle environments of *other* pools, least recently used first
+  and never below their minimum, and only if that makes room; else it is throttled. A pre-warm
+  only uses free room. A load check that does not fit waits until an environment is stopped. A
+  deployment whose minimum (ProvisionedConcurrency, or its instances) cannot fit, even after such
+  releases, fails before it starts anything; a Reconfigure that raises a minimum beyond what fits
+  is refused and changes nothing. The machine is never over-committed.
+- **Retirement**: an environment whose worker is going to exit on its own (its zygote died)
+  leaves its pool at once, so no invocation is routed to it; those in flight on it finish, then it
+  is stopped. Its pool replaces it as after a loss.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ from coldbrew.scaling.messages import (
     Purpose,
     Ready,
     Reconfigure,
+    Refused,
     Reject,
     RejectKind,
+    Retire,
     Route,
     Start,
     StartFailed,
@@ -85,6 +92,8 @@ class EnvironmentState:
     last_used: float = 0.0
     for_request: int | None = None
     """The request whose cold start this is, until it is served (by this one or another)."""
+    retiring: bool = False
+    """Out of its pool's ``envs`` (``Retire``): finishing what it has in flight, then stopped."""
 
 
 @dataclass(slots=True)
@@ -111,6 +120,10 @@ class PoolState:
     config: PoolConfig
     policy: KeepAlivePolicy
     envs: dict[int, EnvironmentState] = field(default_factory=dict)
+    retiring: dict[int, EnvironmentState] = field(default_factory=dict)
+    """Environments that take no new invocation and are stopped once idle (``Retire``). Their
+    invocations still count in ``in_flight`` (and so against MaxConcurrency), their memory in the
+    budget, but not as environments of the pool: its minimum is made up without them."""
     waiters: dict[int, None] = field(default_factory=dict)
     """Requests waiting for an environment, in arrival order (a dict: ordered, O(1) removal)."""
     dedicated: dict[int, int] = field(default_factory=dict)
@@ -131,10 +144,6 @@ class PoolState:
     check_passed: bool = False
     minimum_retry_at: float | None = None
     stats: PoolStats = field(default_factory=PoolStats)
-
-    @property
-    def budgeted(self) -> bool:
-        return self.on_demand
 
     @property
     def on_demand(self) -> bool:
@@ -192,6 +201,7 @@ class ScalingCore:
             StartFailed: self._start_failed,
             Finished: self._finished,
             Lost: self._lost,
+            Retire: self._retire,
             Tick: self._tick,
         }
 
@@ -245,6 +255,13 @@ class ScalingCore:
         pool.deploying = True
         pool.check_wanted = event.check and pool.config.min_environments == 0
         self._active.add(pool.id)
+        refusal = self._minimum_refusal(pool, pool.config)
+        if refusal is not None:
+            # Refused before anything starts: no environment of another pool is evicted for a
+            # deployment that could not run anyway.
+            pool.deploying = False
+            out.append(WarmFailed(pool.id, refusal))
+            return
         self._keep_minimum(pool, now, out)
         if pool.check_wanted:
             self._start_check(pool, now, out)
@@ -255,6 +272,11 @@ class ScalingCore:
         if pool is None:
             return
         old = pool.config
+        if event.config.min_environments > old.min_environments:
+            refusal = self._minimum_refusal(pool, event.config)
+            if refusal is not None:
+                out.append(Refused(pool.id, refusal))
+                return
         pool.config = event.config
         if (old.keepalive, old.idle_timeout_s) != (event.config.keepalive, event.config.idle_timeout_s):
             pool.policy = make_policy(event.config.keepalive, event.config.idle_timeout_s)
@@ -291,12 +313,12 @@ class ScalingCore:
             return
         if not pool.closed:
             self._close(Close(pool.id), now, out)
-        for env in list(pool.envs.values()):
+        for env in [*pool.envs.values(), *pool.retiring.values()]:
             self._stop(pool, env, StopReason.CLOSED, out)
         self._drained_if_empty(pool, out)
 
     def _drained_if_empty(self, pool: PoolState, out: list[Action]) -> None:
-        if pool.closed and not pool.envs and pool.id in self.pools:
+        if pool.closed and not pool.envs and not pool.retiring and pool.id in self.pools:
             del self.pools[pool.id]
             self._active.discard(pool.id)
             out.append(Drained(pool.id))
@@ -439,6 +461,13 @@ class ScalingCore:
         env.in_flight -= 1
         env.last_used = now
         pool.in_flight -= 1
+        if env.retiring:
+            if env.in_flight == 0:
+                self._stop(pool, env, StopReason.RETIRED, out)
+                self._drained_if_empty(pool, out)
+            if not pool.closed:
+                self._idle_if_quiet(pool, now, out)
+            return
         if pool.closed:
             if env.in_flight == 0:
                 self._stop(pool, env, StopReason.CLOSED, out)
@@ -469,6 +498,29 @@ class ScalingCore:
         if pool.closed:
             self._drained_if_empty(pool, out)
             return
+        self._keep_minimum(pool, now, out)
+        self._serve_waiters(pool, now, out)
+        self._idle_if_quiet(pool, now, out)
+
+    def _retire(self, event: Retire, now: float, out: list[Action]) -> None:
+        env = self.envs.get(event.env)
+        # One still starting is retired once it is ready: until then nothing is routed to it.
+        if env is None or env.retiring or not env.ready:
+            return
+        pool = self.pools[env.pool]
+        if env.in_flight == 0:
+            self._stop(pool, env, StopReason.RETIRED, out)
+            if pool.closed:
+                self._drained_if_empty(pool, out)
+                return
+        else:
+            if pool.single and env in pool.free:
+                pool.free.remove(env)
+            del pool.envs[env.id]
+            env.retiring = True
+            pool.retiring[env.id] = env
+            if pool.closed:
+                return
         self._keep_minimum(pool, now, out)
         self._serve_waiters(pool, now, out)
         self._idle_if_quiet(pool, now, out)
@@ -605,7 +657,7 @@ class ScalingCore:
             if refusal is not None:
                 if pool.deploying:
                     pool.deploying = False
-                    out.append(WarmFailed(pool.id, f"its ProvisionedConcurrency does not fit: {refusal}"))
+                    out.append(WarmFailed(pool.id, f"its minimum environments do not fit: {refusal}"))
                 else:
                     pool.minimum_retry_at = now + MINIMUM_RETRY_S
                     self._hint = min(self._hint, pool.minimum_retry_at)
@@ -613,7 +665,7 @@ class ScalingCore:
             self._new_environment(pool, Purpose.MINIMUM, now, out)
 
     def _start_check(self, pool: PoolState, now: float, out: list[Action]) -> None:
-        if pool.config.memory_mb > self.memory_budget_mb and pool.budgeted:
+        if pool.config.memory_mb > self.memory_budget_mb:
             pool.deploying = False
             out.append(WarmFailed(pool.id, f"no room to check that the model loads: {self._too_big(pool)}"))
             return
@@ -657,8 +709,6 @@ class ScalingCore:
 
     def _make_room(self, pool: PoolState, now: float, out: list[Action], evict: bool) -> str | None:
         """Reserve one environment's memory for ``pool``; None if done, else why it does not fit."""
-        if not pool.budgeted:
-            return None
         need = pool.config.memory_mb
         if need > self.memory_budget_mb:
             return self._too_big(pool)
@@ -687,12 +737,24 @@ class ScalingCore:
         self, requester: PoolState, needed_mb: int
     ) -> list[tuple[PoolState, EnvironmentState]] | None:
         """Environments of other pools to release, freeing at least ``needed_mb``; None if all of
-        them together would not. Preemptible pools' environments go first, busy or not (a job
-        yields to the endpoints), then other pools' idle ones, least recently used first."""
+        them together would not."""
+        chosen: list[tuple[PoolState, EnvironmentState]] = []
+        freed = 0
+        for pool, env in self._evictable(requester):
+            if freed >= needed_mb:
+                break
+            chosen.append((pool, env))
+            freed += env.memory_mb
+        return chosen if freed >= needed_mb else None
+
+    def _evictable(self, requester: PoolState) -> list[tuple[PoolState, EnvironmentState]]:
+        """What a start of ``requester`` may release, in order: preemptible pools' environments
+        first, busy or not (a job yields to the endpoints), then other pools' idle ones beyond
+        their minimum, least recently used first."""
         candidates: list[tuple[bool, float, int, PoolState, EnvironmentState]] = []
         for pool_id in self._active:
             pool = self.pools.get(pool_id)
-            if pool is None or pool is requester or not pool.budgeted:
+            if pool is None or pool is requester:
                 continue
             if pool.config.preemptible:
                 # Idle ones before busy ones: a busy one costs the job an invocation to retry.
@@ -702,14 +764,47 @@ class ScalingCore:
             for env in pool.idle_envs()[: max(0, pool.surplus())]:
                 candidates.append((True, env.last_used, env.id, pool, env))
         candidates.sort(key=lambda c: (c[0], c[1], c[2]))
-        chosen: list[tuple[PoolState, EnvironmentState]] = []
-        freed = 0
-        for _, _, _, pool, env in candidates:
-            if freed >= needed_mb:
-                break
-            chosen.append((pool, env))
-            freed += env.memory_mb
-        return chosen if freed >= needed_mb else None
+        return [(pool, env) for _, _, _, pool, env in candidates]
+
+    def _minimum_refusal(self, pool: PoolState, config: PoolConfig) -> str | None:
+        """Why ``config``'s minimum environments cannot all be held by ``pool`` now, counting the
+        memory that is free and what releasing other pools' idle environments would free; None
+        if they fit."""
+        missing = config.min_environments - len(pool.envs)
+        if missing <= 0:
+            return None
+        need = missing * config.memory_mb
+        room = self.free_mb
+        if not config.preemptible:
+            room += sum(env.memory_mb for _, env in self._evictable(pool))
+        if need <= room:
+            return None
+        if config.serverless:
+            what = (
+                f"its ProvisionedConcurrency of {config.min_environments} "
+                f"{_plural(config.min_environments, 'environment')} of {config.memory_mb} MB (MemorySizeInMB)"
+            )
+            fix = "lower ProvisionedConcurrency or MemorySizeInMB"
+        else:
+            each = " each" if config.min_environments > 1 else ""
+            what = (
+                f"its {config.min_environments} {_plural(config.min_environments, 'instance')} of "
+                f"{config.memory_mb} MB{each} (the memory of its instance type)"
+            )
+            fix = "lower the instance count, choose a smaller instance type"
+        more = " more" if pool.envs else ""
+        held = ""
+        if room < self.memory_budget_mb:
+            held = (
+                "; the rest is held by other environments (those of a configuration this one "
+                "replaces among them, until it serves)"
+            )
+        verb = "needs" if config.min_environments == 1 else "need"
+        return (
+            f"{what} {verb} {need} MB{more}, but this machine's memory budget of {self.memory_budget_mb} "
+            f"MB (COLDBREW_MEMORY_BUDGET_MB) has room for {room} MB{held}. To deploy it, {fix}, "
+            "delete other endpoints, or raise COLDBREW_MEMORY_BUDGET_MB."
+        )
 
     def _stop(self, pool: PoolState, env: EnvironmentState, reason: StopReason, out: list[Action]) -> None:
         pool.in_flight -= env.in_flight
@@ -721,10 +816,10 @@ class ScalingCore:
         if env.ready and env.in_flight == 0 and pool.single and env in pool.free:
             pool.free.remove(env)
         pool.envs.pop(env.id, None)
+        pool.retiring.pop(env.id, None)
         self.envs.pop(env.id, None)
-        if pool.budgeted:
-            self.used_mb -= env.memory_mb
-            self._room_changed = True
+        self.used_mb -= env.memory_mb
+        self._room_changed = True
 
     @staticmethod
     def _closed_message(pool: PoolState) -> str:
@@ -764,6 +859,7 @@ class ScalingCore:
                         (e.ready, e.in_flight, rel(e.last_used), e.purpose, e.for_request is not None)
                         for e in pool.envs.values()
                     ),
+                    len(pool.retiring),
                     len(pool.waiters),
                     pool.in_flight,
                     rel(pool.idle_since),
@@ -774,3 +870,7 @@ class ScalingCore:
                 )
 
         return (self.used_mb, tuple(pools()))
+
+
+def _plural(count: int, noun: str) -> str:
+    return noun if count == 1 else noun + "s"

@@ -77,6 +77,9 @@ class Deploy:
 
 @dataclass(frozen=True, slots=True)
 class Reconfigure:
+    """New weights and capacities for a running pool. Answered by ``Refused`` (and nothing changes)
+    when a higher minimum would not fit in the memory budget."""
+
     pool: int
     config: PoolConfig
 
@@ -140,12 +143,32 @@ class Lost:
 
 
 @dataclass(frozen=True, slots=True)
+class Retire:
+    """A ready environment will exit on its own soon (the zygote it was forked from died, and its
+    worker follows it): it takes no new invocation, those in flight on it finish, then it is
+    stopped; its pool starts a replacement as it would after a loss."""
+
+    env: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: apply the keep-alive (release, pre-warm) and keep minimums."""
 
 
 Event = (
-    Deploy | Reconfigure | Close | Forget | Arrival | Withdrawn | Ready | StartFailed | Finished | Lost | Tick
+    Deploy
+    | Reconfigure
+    | Close
+    | Forget
+    | Arrival
+    | Withdrawn
+    | Ready
+    | StartFailed
+    | Finished
+    | Lost
+    | Retire
+    | Tick
 )
 
 
@@ -168,6 +191,8 @@ class StopReason(Enum):
     """Released to make room in the memory budget for another variant's cold start."""
     CLOSED = "closed"
     """Its pool was replaced or deleted."""
+    RETIRED = "retired"
+    """Its worker was exiting on its own (``Retire``) and has finished what it had in flight."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,10 +240,18 @@ class WarmFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A ``Reconfigure`` that was not applied: ``reason`` says why (the memory budget)."""
+
+    pool: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Drained:
     """A closed pool has no environment left and is forgotten."""
 
     pool: int
 
 
-Action = Start | Stop | Route | Reject | Warmed | WarmFailed | Drained
+Action = Start | Stop | Route | Reject | Warmed | WarmFailed | Refused | Drained

@@ -7,57 +7,79 @@ import json
 import time
 
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
+from coldbrew.serving.environment import Environment
 from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut, ModelAnswered
 from coldbrew.serving.invocation import Invocation, InvocationResult
 from coldbrew.serving.pools import Pools
 from coldbrew.serving.router import RoutedVariant
 
+_SENDS = 3
+"""An invocation that its worker never read is sent to another environment, at most this many times."""
+
 
 async def invoke(
     pools: Pools, variant: RoutedVariant, request: Invocation, timeout_s: float
 ) -> InvocationResult:
-    lease = await pools.acquire(variant.pool)
-    env = lease.env
     headers = {"Content-Type": request.content_type or "application/octet-stream"}
     if request.accept:
         headers["Accept"] = request.accept
     if request.custom_attributes is not None:
         headers["X-Amzn-SageMaker-Custom-Attributes"] = request.custom_attributes
-    started = time.perf_counter()
-    try:
-        response = await asyncio.wait_for(
-            env.client.request("POST", "/invocations", headers, request.body), timeout_s
-        )
-    except TimeoutError:
-        env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
-        raise InvocationTimedOut(
-            env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason
-        ) from None
-    except WorkerConnectionError:
-        if env.stop_reason is None and env.worker.oom_killed():
-            env.stop_reason = (
-                f"The model used more than its memory size of {variant.memory_mb} MB and its worker "
-                "was stopped; deploy it with a larger MemorySizeInMB."
+    for send in range(1, _SENDS + 1):
+        lease = await pools.acquire(variant.pool)
+        env = lease.env
+        started = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(
+                env.client.request("POST", "/invocations", headers, request.body), timeout_s
             )
-        if env.stop_reason is None:
-            env.stop_reason = "The model's worker process exited while handling this request; it is replaced."
-        raise EnvironmentLost(
-            env.stop_reason, OriginalStatusCode=500, OriginalMessage=env.stop_reason
-        ) from None
-    finally:
-        pools.release(lease)
-    latency_us = int((time.perf_counter() - started) * 1_000_000)
-    if response.status >= 300:
-        raise model_error(response)
-    return InvocationResult(
-        body=response.body,
-        content_type=response.headers.get("content-type", "application/octet-stream"),
-        variant=variant.name,
-        custom_attributes=response.headers.get("x-amzn-sagemaker-custom-attributes"),
-        cold_start=lease.cold,
-        setup_ms=lease.setup_ms,
-        model_latency_us=latency_us,
-    )
+        except TimeoutError:
+            env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
+            raise InvocationTimedOut(
+                env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason
+            ) from None
+        except WorkerConnectionError as exc:
+            if send < _SENDS and _unread(env, exc):
+                # Nothing was done with it: it is admitted again (the lease is released first).
+                if env.retiring():
+                    pools.retire(env)
+                elif env.stop_reason is None:
+                    # Refusing connections without retiring: broken, whatever it says; replaced.
+                    env.stop_reason = "Its worker stopped accepting connections; it is replaced."
+                continue
+            raise _lost(env, variant) from None
+        finally:
+            pools.release(lease)
+        latency_us = int((time.perf_counter() - started) * 1_000_000)
+        if response.status >= 300:
+            raise model_error(response)
+        return InvocationResult(
+            body=response.body,
+            content_type=response.headers.get("content-type", "application/octet-stream"),
+            variant=variant.name,
+            custom_attributes=response.headers.get("x-amzn-sagemaker-custom-attributes"),
+            cold_start=lease.cold,
+            setup_ms=lease.setup_ms,
+            model_latency_us=latency_us,
+        )
+    raise AssertionError("the last send returns or raises")
+
+
+def _unread(env: Environment, error: WorkerConnectionError) -> bool:
+    """Whether the worker certainly did nothing with the request: it refused the connection, or,
+    exiting with its zygote (it then finishes what it has read), closed it before answering."""
+    return error.unsent or (error.before_response and env.retiring())
+
+
+def _lost(env: Environment, variant: RoutedVariant) -> EnvironmentLost:
+    if env.stop_reason is None and env.worker.oom_killed():
+        env.stop_reason = (
+            f"The model used more than its memory size of {variant.memory_mb} MB and its worker "
+            "was stopped; deploy it with a larger MemorySizeInMB."
+        )
+    if env.stop_reason is None:
+        env.stop_reason = "The model's worker process exited while handling this request; it is replaced."
+    return EnvironmentLost(env.stop_reason, OriginalStatusCode=500, OriginalMessage=env.stop_reason)
 
 
 def model_error(response: WorkerResponse) -> ModelAnswered:

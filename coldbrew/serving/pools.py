@@ -39,8 +39,10 @@ from coldbrew.scaling.messages import (
     PoolConfig,
     Ready,
     Reconfigure,
+    Refused,
     Reject,
     RejectKind,
+    Retire,
     Route,
     Start,
     StartFailed,
@@ -97,6 +99,8 @@ class Pools:
         self._pending: dict[int, asyncio.Future[Route | Reject]] = {}
         self._warming: dict[int, asyncio.Future[str | None]] = {}
         self._drained: dict[int, asyncio.Future[None]] = {}
+        self._refused: dict[int, str] = {}
+        """Pool -> why the Reconfigure being handled was refused (read back by ``reconfigure``)."""
         self._starting: set[int] = set()
         self._held_since: dict[int, tuple[int, int, float]] = {}
         """Environment -> (pool, memory, since when) from the start asked for until it is gone."""
@@ -163,8 +167,12 @@ class Pools:
             for pool in pools:
                 self._warming.pop(pool, None)
 
-    def reconfigure(self, pool: int, config: PoolConfig) -> None:
+    def reconfigure(self, pool: int, config: PoolConfig) -> str | None:
+        """Apply new weights and capacities; why not, if the machine cannot hold them (the pool
+        then keeps its config)."""
+        self._refused.pop(pool, None)
         self._handle(Reconfigure(pool, config))
+        return self._refused.pop(pool, None)
 
     async def drain(self, pool: int, timeout_s: float) -> None:
         """Take no more invocations, let in-flight ones finish (up to ``timeout_s``), stop every
@@ -205,11 +213,19 @@ class Pools:
             if isinstance(decision, Reject):
                 raise _rejection(decision)
             env = self.environments.get(decision.env)
-            if env is not None and env.worker.is_alive():
+            if env is not None and env.worker.is_alive() and not env.retiring():
                 setup_ms = (self.clock() - arrived) * 1000 if decision.cold else 0.0
                 return Lease(env, request, decision.cold, setup_ms)
-            if env is not None:
-                self.lost(env, readmitted=True)  # it died while idle: admit the request again
+            # Not one to hand the request to: admit it again, elsewhere.
+            if env is None:
+                self._handle(Finished(decision.env, request))
+            elif env.worker.is_alive():
+                # Exiting with its zygote, and so are its siblings: all of them are retired now
+                # (what runs on them finishes there), not one per admission.
+                self.reap_dead()
+                self._handle(Finished(env.id, request))
+            else:
+                self.lost(env, readmitted=True)  # it died while idle
         raise ModelError(
             "The model's workers keep exiting before they can serve; see the endpoint's logs.",
             OriginalStatusCode=500,
@@ -229,6 +245,7 @@ class Pools:
     def release(self, lease: Lease) -> None:
         """The invocation is over; an environment coldbrew had to stop is reported lost."""
         env = lease.env
+        env.served += 1
         if env.stop_reason is not None or not env.worker.is_alive():
             self.lost(env)
             return
@@ -247,12 +264,22 @@ class Pools:
 
     # --- periodic checks -----------------------------------------------------------------------
 
+    def retire(self, env: Environment) -> None:
+        """The worker is exiting on its own: route nothing more to it, stop it once idle."""
+        if env.id in self.environments:
+            self._handle(Retire(env.id))
+
     def reap_dead(self) -> None:
-        """Report workers that exited while idle (a crash between invocations)."""
+        """Report workers that exited while idle (a crash between invocations), and retire those
+        that are exiting (their zygote died), so that none is handed another invocation."""
         for env in list(self.environments.values()):
             state = self.core.envs.get(env.id)
-            if state is not None and state.in_flight == 0 and not env.worker.is_alive():
+            if state is None:
+                continue
+            if state.in_flight == 0 and not env.worker.is_alive():
                 self.lost(env)
+            elif not state.retiring and env.retiring():
+                self.retire(env)
 
     def tick(self) -> None:
         """Let the core apply what time has made due (the timer calls this; tests may too)."""
@@ -319,6 +346,8 @@ class Pools:
             self._spawn(self._start(action))
         elif isinstance(action, Stop):
             self._stop(action)
+        elif isinstance(action, Refused):
+            self._refused[action.pool] = action.reason
         elif isinstance(action, Warmed | WarmFailed):
             warming = self._warming.get(action.pool)
             if warming is not None and not warming.done():
@@ -347,6 +376,8 @@ class Pools:
         self._spawn(env.close())
 
     def _stop_why(self, pool: int, reason: StopReason) -> str:
+        if reason is StopReason.RETIRED:
+            return "the zygote it was forked from exited, and so does its worker"
         if reason is StopReason.EVICTED:
             return "evicted to make room in the memory budget for another variant's cold start"
         if reason is StopReason.CLOSED:

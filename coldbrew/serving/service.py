@@ -23,6 +23,7 @@ from coldbrew.backends.processes import cpu_seconds
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelNotReadyException
 from coldbrew.logs.collector import LogCollector
+from coldbrew.scaling.messages import PoolConfig
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.invocation import INVOCATION_TIMEOUT_S, Invocation, InvocationResult
 from coldbrew.serving.invoke import invoke
@@ -155,8 +156,7 @@ class Serving:
             for v in target.variants
         }
         if current is not None and current.fingerprint == target.fingerprint:
-            for variant in target.variants:
-                self.pools.reconfigure(current.variants[variant.name].pool, configs[variant.name])
+            self._reconfigure(current, target, configs)
             table[key] = self._live(target, {n: v.pool for n, v in current.variants.items()})
             return
         pools: dict[str, int] = {}
@@ -177,6 +177,23 @@ class Serving:
         table[key] = self._live(target, pools)
         if current is not None:
             self._drain_later(current)
+
+    def _reconfigure(
+        self, current: LiveEndpoint, target: EndpointTarget, configs: dict[str, PoolConfig]
+    ) -> None:
+        """New weights and capacities for the running pools, all or none: DeployError if one
+        variant's are refused (the memory budget), the others then keep what they had."""
+        applied: list[tuple[int, PoolConfig]] = []
+        for variant in target.variants:
+            pool = current.variants[variant.name].pool
+            before = self.pools.config(pool)
+            refusal = self.pools.reconfigure(pool, configs[variant.name])
+            if refusal is not None:
+                for done, config in reversed(applied):
+                    # Back as it was: what it held a moment ago still fits, nothing else ran since.
+                    self.pools.reconfigure(done, config)
+                raise DeployError(f"Variant {variant.name}: {refusal}")
+            applied.append((pool, before))
 
     def _live(self, target: EndpointTarget, pools: dict[str, int]) -> LiveEndpoint:
         variants = {}

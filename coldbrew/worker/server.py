@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -18,6 +17,10 @@ logger = logging.getLogger(__name__)
 
 # SIGTERM normally comes when the worker is idle; an in-flight request gets this long to finish.
 GRACEFUL_SHUTDOWN_S = 1.0
+ORPHANED_SHUTDOWN_S = 3600.0
+"""When the parent (a zygote) dies, requests in flight may take this long: the gateway, if it still
+runs, routes nothing new here and waits for them; if it is gone too, so are its connections, and
+the worker stops at once. A SIGTERM meanwhile cuts the wait to ``GRACEFUL_SHUTDOWN_S``."""
 
 
 def serve(
@@ -51,7 +54,13 @@ async def _serve(
         server = await loop.create_unix_server(factory, sock=sock)
     else:
         server = await loop.create_server(factory, sock=sock)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    terminated = asyncio.Event()
+
+    def on_sigterm() -> None:
+        terminated.set()
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     unwatch: Callable[[], None] | None = None
     try:
         if not on_ready():
@@ -59,10 +68,13 @@ async def _serve(
         unwatch = _stop_when_parent_exits(loop, parent_pid, stop)
         await stop.wait()
     finally:
-        loop.remove_signal_handler(signal.SIGTERM)
         if unwatch is not None:
             unwatch()
-        await _shutdown(server, state)
+        grace_s = GRACEFUL_SHUTDOWN_S if terminated.is_set() else ORPHANED_SHUTDOWN_S
+        try:
+            await _shutdown(server, state, grace_s, terminated)
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _stop_when_parent_exits(
@@ -103,22 +115,35 @@ def _stop_when_parent_exits(
     return unwatch
 
 
-async def _shutdown(server: asyncio.Server, state: ServerState) -> None:
-    """Stop accepting, close idle connections, give in-flight requests a grace period."""
+async def _shutdown(
+    server: asyncio.Server, state: ServerState, grace_s: float, terminated: asyncio.Event
+) -> None:
+    """Stop accepting, close idle connections, give in-flight requests ``grace_s`` (cut to
+    ``GRACEFUL_SHUTDOWN_S`` from a SIGTERM on)."""
     server.close()
     state.shutting_down = True  # busy connections close after their response
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + GRACEFUL_SHUTDOWN_S
+    deadline = loop.time() + grace_s
+    cut = False
     while True:
         state.connection_lost.clear()
         for connection in list(state.connections):
             if connection.idle():
                 connection.close()
+        if terminated.is_set() and not cut:
+            cut = True
+            deadline = min(deadline, loop.time() + GRACEFUL_SHUTDOWN_S)
         remaining = deadline - loop.time()
         if not state.connections or remaining <= 0:
             break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.connection_lost.wait(), remaining)
+        waits = {asyncio.ensure_future(state.connection_lost.wait())}
+        if not cut:
+            waits.add(asyncio.ensure_future(terminated.wait()))
+        try:
+            await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
     for connection in list(state.connections):
         connection.close()
     for task in list(state.tasks):

@@ -34,8 +34,10 @@ from coldbrew.scaling.messages import (
     Purpose,
     Ready,
     Reconfigure,
+    Refused,
     Reject,
     RejectKind,
+    Retire,
     Route,
     Start,
     StartFailed,
@@ -49,7 +51,7 @@ from coldbrew.scaling.messages import (
 from tests.scaling.configs import provisioned, serverless, transform_job
 
 DEMAND, PREWARM, MINIMUM, CHECK = Purpose.DEMAND, Purpose.PREWARM, Purpose.MINIMUM, Purpose.CHECK
-IDLE, EVICTED, CLOSED = StopReason.IDLE, StopReason.EVICTED, StopReason.CLOSED
+IDLE, EVICTED, CLOSED, RETIRED = StopReason.IDLE, StopReason.EVICTED, StopReason.CLOSED, StopReason.RETIRED
 
 
 def deployed(core: ScalingCore, config: PoolConfig, at: float = 0.0) -> int:
@@ -586,10 +588,10 @@ def test_forget_stops_everything_now() -> None:
 
 
 def test_provisioned_instances_queue_beyond_capacity_on_the_least_loaded() -> None:
-    core = ScalingCore(memory_budget_mb=1024)  # instances are outside the budget
+    core = ScalingCore(memory_budget_mb=32768)
     pool = core.add_pool(provisioned(instances=2, per_instance=2))
     assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM), Start(2, pool, MINIMUM)]
-    assert core.used_mb == 0
+    assert core.used_mb == 32768  # instances count in the budget, by their instance type's memory
     assert core.handle(Arrival(pool, 1), 0.5) == []  # waits for an instance
     assert core.handle(Ready(1), 1.0) == [Route(1, 1, cold=False)]
     assert core.handle(Ready(2), 2.0) == [Warmed(pool)]
@@ -608,7 +610,7 @@ def test_provisioned_instances_queue_beyond_capacity_on_the_least_loaded() -> No
 
 
 def test_requests_that_waited_for_starting_instances_are_not_overtaken() -> None:
-    core = ScalingCore(memory_budget_mb=1024)
+    core = ScalingCore(memory_budget_mb=32768)
     pool = core.add_pool(provisioned(instances=2, per_instance=2))
     core.handle(Deploy(pool, check=False), 0.0)
     for request in range(1, 6):  # five wait while both instances start
@@ -622,7 +624,7 @@ def test_requests_that_waited_for_starting_instances_are_not_overtaken() -> None
 
 
 def test_fewer_instances_stop_idle_ones_now_and_busy_ones_when_they_finish() -> None:
-    core = ScalingCore(memory_budget_mb=1024)
+    core = ScalingCore(memory_budget_mb=3 * 16384)
     pool = core.add_pool(provisioned(instances=3, per_instance=2))
     core.handle(Deploy(pool, check=False), 0.0)
     for env, at in ((1, 1.0), (2, 1.1), (3, 1.2)):
@@ -640,7 +642,7 @@ def test_fewer_instances_stop_idle_ones_now_and_busy_ones_when_they_finish() -> 
 
 
 def test_lost_instance_is_replaced() -> None:
-    core = ScalingCore(memory_budget_mb=1024)
+    core = ScalingCore(memory_budget_mb=16384)
     pool = core.add_pool(provisioned(instances=1, per_instance=4))
     assert core.handle(Deploy(pool, check=False), 0.0) == [Start(1, pool, MINIMUM)]
     assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
@@ -651,12 +653,187 @@ def test_lost_instance_is_replaced() -> None:
     assert core.handle(Ready(2), 4.0) == [Route(2, 2, cold=False)]
 
 
+# --- provisioned instances inside the memory budget --------------------------------------------
+
+
+def test_instances_that_cannot_fit_fail_the_deployment_before_starting_or_evicting_anything() -> None:
+    core = ScalingCore(memory_budget_mb=20000)
+    other = deployed(core, serverless("other", memory_mb=4096))
+    serve_cold(core, other, 1, 1, at=0.0)
+    assert core.handle(Finished(1, 1), 1.0) == []  # idle: evictable
+    pool = core.add_pool(provisioned(instances=2, per_instance=2, memory_mb=16384))
+    (failed,) = core.handle(Deploy(pool, check=False), 2.0)
+    assert failed == WarmFailed(
+        pool,
+        "its 2 instances of 16384 MB each (the memory of its instance type) need 32768 MB, but this "
+        "machine's memory budget of 20000 MB (COLDBREW_MEMORY_BUDGET_MB) has room for 20000 MB. To "
+        "deploy it, lower the instance count, choose a smaller instance type, delete other endpoints, "
+        "or raise COLDBREW_MEMORY_BUDGET_MB.",
+    )
+    assert core.used_mb == 4096 and list(core.envs) == [1]  # nothing started, nothing evicted
+
+
+def test_instances_that_fit_once_idle_environments_go_evict_them() -> None:
+    core = ScalingCore(memory_budget_mb=20000)
+    other = deployed(core, serverless("other", memory_mb=4096))
+    serve_cold(core, other, 1, 1, at=0.0)
+    assert core.handle(Finished(1, 1), 1.0) == []
+    pool = core.add_pool(provisioned(instances=1, per_instance=2, memory_mb=16384))
+    assert core.handle(Deploy(pool, check=False), 2.0) == [Stop(1, EVICTED), Start(2, pool, MINIMUM)]
+    assert core.used_mb == 16384
+
+
+def test_instances_held_by_busy_environments_name_what_holds_the_budget() -> None:
+    core = ScalingCore(memory_budget_mb=20000)
+    other = deployed(core, serverless("other", memory_mb=8192))
+    serve_cold(core, other, 1, 1, at=0.0)  # busy: not evictable
+    pool = core.add_pool(provisioned(instances=1, per_instance=2, memory_mb=16384))
+    (failed,) = core.handle(Deploy(pool, check=False), 2.0)
+    assert isinstance(failed, WarmFailed)
+    assert failed.reason.startswith(
+        "its 1 instance of 16384 MB (the memory of its instance type) needs 16384 MB, but this machine's "
+        "memory budget of 20000 MB"
+    )
+    assert "has room for 11808 MB; the rest is held by other environments" in failed.reason
+
+
+def test_more_instances_than_fit_are_refused_and_nothing_changes() -> None:
+    core = ScalingCore(memory_budget_mb=40000)
+    pool = core.add_pool(provisioned(instances=1, per_instance=2, memory_mb=16384))
+    core.handle(Deploy(pool, check=False), 0.0)
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    (refused,) = core.handle(Reconfigure(pool, provisioned(instances=3, per_instance=2)), 2.0)
+    assert isinstance(refused, Refused) and refused.pool == pool
+    assert "need 32768 MB more, but this machine's memory budget of 40000 MB" in refused.reason
+    assert core.pools[pool].config == provisioned(instances=1, per_instance=2)
+    assert core.handle(Tick(), 100.0) == []  # no start retried in the background either
+    # One more fits.
+    assert core.handle(Reconfigure(pool, provisioned(instances=2, per_instance=2)), 3.0) == [
+        Start(2, pool, MINIMUM)
+    ]
+    assert core.used_mb == 32768
+
+
+def test_provisioned_concurrency_raised_past_the_budget_is_refused() -> None:
+    core = ScalingCore(memory_budget_mb=3072)
+    pool = core.add_pool(serverless(memory_mb=1024, min_environments=1))
+    core.handle(Deploy(pool, check=False), 0.0)
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    (refused,) = core.handle(Reconfigure(pool, serverless(memory_mb=1024, min_environments=4)), 2.0)
+    assert isinstance(refused, Refused)
+    assert refused.reason.startswith(
+        "its ProvisionedConcurrency of 4 environments of 1024 MB (MemorySizeInMB) need 3072 MB more"
+    )
+    assert core.handle(Reconfigure(pool, serverless(memory_mb=1024, min_environments=3)), 3.0) == [
+        Start(2, pool, MINIMUM),
+        Start(3, pool, MINIMUM),
+    ]
+
+
+def test_every_environment_counts_and_the_budget_is_back_to_zero_after_close() -> None:
+    core = ScalingCore(memory_budget_mb=65536)
+    instances = core.add_pool(provisioned(instances=2, per_instance=2, memory_mb=8192))
+    core.handle(Deploy(instances, check=False), 0.0)
+    serverless_pool = deployed(core, serverless(memory_mb=2048))
+    serve_cold(core, serverless_pool, 1, 3, at=0.0)
+    assert core.used_mb == 2 * 8192 + 2048
+    core.handle(Close(instances), 1.0)
+    core.handle(Close(serverless_pool), 1.0)
+    core.handle(Ready(1), 1.5)
+    core.handle(Ready(2), 1.5)
+    assert core.handle(Finished(3, 1), 2.0) == [Stop(3, CLOSED), Drained(serverless_pool)]
+    assert core.used_mb == 0 and core.pools == {}
+
+
+# --- retirement (the workers of a zygote that died) --------------------------------------------
+
+
+def test_retired_idle_environment_is_stopped_at_once_and_its_minimum_replaced() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = core.add_pool(serverless(min_environments=1))
+    core.handle(Deploy(pool, check=False), 0.0)
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    assert core.handle(Retire(1), 2.0) == [Stop(1, RETIRED), Start(2, pool, MINIMUM)]
+    assert core.used_mb == 1024
+    assert core.handle(Retire(1), 2.5) == []  # told twice, or too late: nothing
+
+
+def test_retired_busy_environment_gets_nothing_new_and_stops_once_its_invocation_finishes() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(max_concurrency=2))
+    serve_cold(core, pool, 1, 1, at=0.0)
+    assert core.handle(Retire(1), 1.0) == []
+    state = core.pools[pool]
+    assert list(state.envs) == [] and list(state.retiring) == [1]
+    # Its invocation still counts against MaxConcurrency, and its memory in the budget.
+    assert core.handle(Arrival(pool, 2), 1.5) == [Start(2, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 3), 1.6) == [
+        Reject(3, RejectKind.THROTTLED, "Endpoint ep variant a is at its MaxConcurrency of 2; "
+               "retry with backoff or raise MaxConcurrency.")
+    ]  # fmt: skip
+    assert core.used_mb == 2048
+    assert core.handle(Finished(1, 1), 2.0) == [Stop(1, RETIRED)]
+    assert core.handle(Ready(2), 2.5) == [Route(2, 2, cold=True)]
+    assert core.used_mb == 1024
+
+
+def test_retired_instance_finishes_its_queue_while_a_replacement_takes_new_requests() -> None:
+    core = ScalingCore(memory_budget_mb=32768)
+    pool = core.add_pool(provisioned(instances=1, per_instance=2, memory_mb=8192))
+    core.handle(Deploy(pool, check=False), 0.0)
+    assert core.handle(Ready(1), 1.0) == [Warmed(pool)]
+    for request in (1, 2, 3):
+        assert core.handle(Arrival(pool, request), 2.0) == [Route(request, 1, cold=False)]
+    assert core.handle(Retire(1), 3.0) == [Start(2, pool, MINIMUM)]
+    assert core.handle(Arrival(pool, 4), 3.1) == []  # waits for the replacement, not the retiring one
+    assert core.handle(Finished(1, 1), 3.5) == []
+    assert core.handle(Ready(2), 4.0) == [Route(4, 2, cold=False)]
+    assert core.handle(Finished(1, 2), 4.5) == []
+    assert core.handle(Finished(1, 3), 5.0) == [Stop(1, RETIRED)]
+    assert core.pools[pool].in_flight == 1
+
+
+def test_closing_a_pool_waits_for_its_retiring_environments() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    serve_cold(core, pool, 1, 1, at=0.0)
+    core.handle(Retire(1), 1.0)
+    assert core.handle(Close(pool), 2.0) == []
+    assert core.handle(Finished(1, 1), 3.0) == [Stop(1, RETIRED), Drained(pool)]
+    assert core.used_mb == 0
+
+
+def test_forget_stops_retiring_environments_too() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    serve_cold(core, pool, 1, 1, at=0.0)
+    core.handle(Retire(1), 1.0)
+    assert core.handle(Forget(pool), 2.0) == [Stop(1, CLOSED), Drained(pool)]
+    assert core.used_mb == 0
+
+
+def test_a_retiring_environment_that_dies_is_forgotten() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless())
+    serve_cold(core, pool, 1, 1, at=0.0)
+    core.handle(Retire(1), 1.0)
+    assert core.handle(Lost(1), 2.0) == []
+    assert core.pools[pool].in_flight == 0 and core.used_mb == 0
+    assert core.handle(Finished(1, 1), 3.0) == []
+
+
 # --- traces -------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True)
 class Crash:
     """Test-loop marker: some ready environment (picked by the seeded ``rng``) dies now."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Orphaned:
+    """Test-loop marker: some ready environment (picked by the seeded ``rng``) is retiring now, as
+    the workers of a zygote that died are."""
 
 
 class Loop:
@@ -687,7 +864,7 @@ class Loop:
         self.check_wake = check_wake
         self.now = 0.0
         self.wake = math.inf
-        self.queue: list[tuple[float, int, Event | Crash]] = []
+        self.queue: list[tuple[float, int, Event | Crash | Orphaned]] = []
         self.seq = itertools.count()
         self.requests = itertools.count(1)
         self.durations: dict[int, float] = {}
@@ -696,7 +873,7 @@ class Loop:
         self.actions: list[tuple[float, Action]] = []
         self.events = 0
 
-    def push(self, at: float, event: Event | Crash) -> None:
+    def push(self, at: float, event: Event | Crash | Orphaned) -> None:
         heapq.heappush(self.queue, (at, next(self.seq), event))
 
     def arrive(self, at: float, pool: int, duration_s: float) -> int:
@@ -724,6 +901,11 @@ class Loop:
                 if not ready:
                     continue
                 event = Lost(self.rng.choice(ready))
+            elif isinstance(event, Orphaned):
+                ready = sorted(e.id for e in self.core.envs.values() if e.ready and not e.retiring)
+                if not ready:
+                    continue
+                event = Retire(self.rng.choice(ready))
             elif isinstance(event, Withdrawn):
                 if self.outcomes[event.request]:
                     continue  # served or rejected already: nothing to give up
@@ -770,15 +952,17 @@ class Loop:
 
 
 def check_invariants(core: ScalingCore) -> None:
-    budgeted = sum(e.memory_mb for e in core.envs.values() if core.pools[e.pool].config.serverless)
-    assert core.used_mb == budgeted
+    assert core.used_mb == sum(e.memory_mb for e in core.envs.values())
     assert core.used_mb <= core.memory_budget_mb
     in_pools = 0
     for pool in core.pools.values():
         config = pool.config
-        in_pools += len(pool.envs)
+        in_pools += len(pool.envs) + len(pool.retiring)
         assert all(core.envs[e] is env and env.pool == pool.id for e, env in pool.envs.items())
-        assert pool.in_flight == sum(e.in_flight for e in pool.envs.values())
+        assert all(core.envs[e] is env and env.retiring and env.in_flight for e, env in pool.retiring.items())
+        assert not any(e.retiring for e in pool.envs.values())
+        everything = [*pool.envs.values(), *pool.retiring.values()]
+        assert pool.in_flight == sum(e.in_flight for e in everything)
         assert len(pool.envs) <= config.max_environments
         if config.serverless:
             assert all(e.in_flight <= config.environment_concurrency for e in pool.envs.values())
@@ -885,7 +1069,10 @@ def test_random_trace(seed: int) -> None:
             keepalive=rng.choice(["fixed", "adaptive"]),
         )
         pools.append(core.add_pool(config))
-    pools.append(core.add_pool(provisioned(instances=rng.randint(1, 3), per_instance=rng.randint(2, 4))))
+    instances = provisioned(
+        instances=rng.randint(1, 3), per_instance=rng.randint(2, 4), memory_mb=rng.choice([256, 512])
+    )
+    pools.append(core.add_pool(instances))
     for pool in pools:
         loop.send(Deploy(pool, check=rng.random() < 0.5), 0.0)
     horizon = 3600.0
@@ -897,14 +1084,17 @@ def test_random_trace(seed: int) -> None:
             t += rng.expovariate(rate)
     for _ in range(rng.randint(0, 10)):
         loop.push(rng.uniform(0.0, horizon), Crash())
+    for _ in range(rng.randint(0, 10)):
+        loop.push(rng.uniform(0.0, horizon), Orphaned())
     for _ in range(rng.randint(0, 3)):
-        # A new idle timeout, and maybe no minimum any more (a minimum raised past the budget's
-        # room would be retried every second for ever, and the trace would never end).
+        # A new idle timeout, and a minimum lowered, kept or raised (refused if it does not fit).
         pool = rng.choice(pools[:3])
         config = core.pools[pool].config
         changed = dataclasses.replace(
             config,
-            min_environments=rng.choice([0, config.min_environments]),
+            min_environments=rng.choice(
+                [0, config.min_environments, min(config.max_concurrency, config.min_environments + 1)]
+            ),
             idle_timeout_s=rng.choice([5.0, 60.0, 600.0]),
         )
         loop.push(rng.uniform(0.0, horizon), Reconfigure(pool, changed))

@@ -45,6 +45,8 @@ class FakeWorker:
         self.memory_enforced = False
         self.alive = True
         self.stopped = False
+        self.orphaned = False
+        """As a worker of a zygote that died: exiting on its own (``retiring``)."""
 
     def rss_bytes(self) -> int:
         return self.memory_mb * 1024 * 1024 // 2
@@ -54,6 +56,9 @@ class FakeWorker:
 
     def is_alive(self) -> bool:
         return self.alive
+
+    def retiring(self) -> bool:
+        return self.orphaned
 
     async def stop(self, grace_s: float = 2.0) -> None:
         self.alive = False
@@ -446,5 +451,70 @@ def test_drain_out_of_time_stops_busy_workers_too() -> None:
         assert busy.env.worker.stopped
         assert pool not in h.pools.core.pools
         h.pools.release(busy)  # the invocation ends after all: nothing left to do
+
+    run(main())
+
+
+def test_a_retiring_idle_worker_is_stopped_and_never_handed_the_invocation() -> None:
+    async def main() -> None:
+        h = Harness()
+        pool = await h.add(config())
+        first = await h.cold(pool)
+        h.pools.release(first)
+        first.env.worker.orphaned = True  # its zygote died; housekeeping has not run yet
+        task = h.acquire(pool)
+        await settle()
+        assert first.env.worker.stopped
+        assert len(h.backend.starts) == 2
+        h.backend.finish(1)
+        second = await task
+        assert second.cold and second.env is not first.env
+        h.pools.release(second)
+        await h.pools.close()
+
+    run(main())
+
+
+def test_a_retiring_busy_worker_finishes_its_invocation_then_stops() -> None:
+    async def main() -> None:
+        h = Harness()
+        pool = await h.add(config(max_concurrency=2))
+        busy = await h.cold(pool)
+        busy.env.worker.orphaned = True
+        h.pools.reap_dead()
+        assert not busy.env.worker.stopped
+        other = await h.cold(pool)  # a new worker, not the retiring one
+        assert other.env is not busy.env
+        h.pools.release(busy)
+        await settle()
+        assert busy.env.worker.stopped
+        h.pools.release(other)
+        again = await h.pools.acquire(pool)
+        assert again.env is other.env and not again.cold
+        h.pools.release(again)
+        await h.pools.drain(pool, timeout_s=5.0)
+        await h.pools.close()
+        assert h.pools.core.used_mb == 0
+
+    run(main())
+
+
+def test_a_reconfigure_that_does_not_fit_is_refused() -> None:
+    async def main() -> None:
+        h = Harness(memory_budget_mb=2048)
+        adding = asyncio.ensure_future(h.add(config(min_environments=1)))
+        await settle()
+        h.backend.finish(0)
+        pool = await adding
+        refusal = h.pools.reconfigure(pool, config(min_environments=3))
+        assert refusal is not None and "ProvisionedConcurrency of 3 environments" in refusal
+        assert h.pools.config(pool).min_environments == 1
+        assert len(h.backend.starts) == 1
+        assert h.pools.reconfigure(pool, config(min_environments=2)) is None
+        await settle()
+        assert len(h.backend.starts) == 2
+        h.backend.finish(1)
+        await h.pools.drain(pool, timeout_s=0.0)
+        await h.pools.close()
 
     run(main())
