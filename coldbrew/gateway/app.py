@@ -19,11 +19,13 @@ from coldbrew.gateway.auth_gate import AuthGate, auth_config, key_ring
 from coldbrew.gateway.control_api import ControlEndpoint
 from coldbrew.gateway.invocations_api import InvocationRouter, InvocationsEndpoint
 from coldbrew.gateway.service_router import ServiceRouter
+from coldbrew.gateway.ui_mount import UiMount
 from coldbrew.logs.metrics import LogsCollector
 from coldbrew.metering.prometheus import MachineGauges, registry_for
 from coldbrew.services import Services
 from coldbrew.serving.metrics import ScalingCollector
 from coldbrew.settings import Settings
+from coldbrew.ui import Dashboard, UiSources
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -76,4 +78,23 @@ def create_app(settings: Settings) -> ASGIApp:
     # S3, CloudWatch and CloudWatch Logs on the same port, told apart by what the client signed for.
     routed = ServiceRouter(sagemaker, services.aws_apis())
     # In front of everything: the Host check always, signatures and policies when auth is on.
-    return AuthGate(routed, auth_config(settings), key_ring(settings) if settings.auth_enabled else None)
+    keys = key_ring(settings) if settings.auth_enabled else None
+    gate = AuthGate(routed, auth_config(settings), keys)
+    # The dashboard (/ui): its own sessions over the same keys and policies, its actions sent to
+    # the API behind the gate.
+    dashboard = Dashboard(
+        UiSources(
+            serving=services.serving,
+            api=routed,
+            db_path=settings.db_path,
+            logs_db_path=settings.logs_db_path if services.logs is not None else None,
+            async_db_path=settings.async_db_path,
+            flush_meter=services.meter.flush,
+            region=settings.region,
+            account_id=settings.account_id,
+            keys=keys,
+            secure_cookies=settings.tls_cert is not None,
+            zygotes=services.backend.zygote_supervisor,
+        )
+    )
+    return UiMount(dashboard, gate, gate.hosts)

@@ -1,0 +1,225 @@
+"""The dashboard's reads of the stores: plain SQL over read-only connections, in worker threads.
+
+Statistics come from the same functions CloudWatch's API answers with
+(:mod:`coldbrew.metering.statistics`), costs from the ones ``coldbrew cost`` prints
+(:func:`coldbrew.metering.query.cost_report`), so a number on a page is the number a client gets.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from coldbrew.metering import statistics
+from coldbrew.metering.statistics import SAGEMAKER, Percentile, Series
+
+P50, P99 = Percentile("p50", Fraction(1, 2)), Percentile("p99", Fraction(99, 100))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEndpoint:
+    name: str
+    arn: str
+    status: str
+    failure_reason: str | None
+    created_at: float
+    modified_at: float
+    config_name: str
+    deployment: dict[str, Any]
+    """``{"ConfigName", "Config", "Models"}``: what the endpoint runs (its snapshot)."""
+    summaries: list[dict[str, Any]] | None
+    """Its ProductionVariantSummary list (desired and current capacities), once deployed."""
+    pending: dict[str, Any] | None
+    """A deployment being rolled out (UpdateEndpoint), if any."""
+
+
+def _stored(row: sqlite3.Row) -> StoredEndpoint:
+    return StoredEndpoint(
+        name=row["name"],
+        arn=row["arn"],
+        status=row["status"],
+        failure_reason=row["failure_reason"],
+        created_at=float(row["created_at"]),
+        modified_at=float(row["modified_at"]),
+        config_name=row["config_name"],
+        deployment=json.loads(row["deployment"]),
+        summaries=json.loads(row["variants"]) if row["variants"] else None,
+        pending=json.loads(row["pending_deployment"]) if row["pending_deployment"] else None,
+    )
+
+
+_ENDPOINT_COLUMNS = (
+    "name, arn, status, failure_reason, created_at, modified_at, config_name, deployment, variants, "
+    "pending_deployment"
+)
+
+
+def endpoints(conn: sqlite3.Connection) -> list[StoredEndpoint]:
+    rows = conn.execute(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY name_key").fetchall()
+    return [_stored(r) for r in rows]
+
+
+def endpoint(conn: sqlite3.Connection, name: str) -> StoredEndpoint | None:
+    row = conn.execute(
+        f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE name_key = ?", [name.lower()]
+    ).fetchone()
+    return None if row is None else _stored(row)
+
+
+@dataclass(frozen=True, slots=True)
+class VariantUsage:
+    """A variant's counts over a window, as CloudWatch sums them."""
+
+    endpoint: str
+    variant: str
+    serverless: bool
+    invocations: int
+    errors_4xx: int
+    errors_5xx: int
+    cold_starts: int
+    """ModelSetupTime's SampleCount: serverless variants only, as SageMaker publishes it."""
+    p50_us: float | None = None
+    p99_us: float | None = None
+    """ModelLatency percentiles over the window (None without answered invocations)."""
+
+
+def usage(conn: sqlite3.Connection, start: int, end: int) -> list[VariantUsage]:
+    """Every variant with invocations in [start, end) (whole minutes)."""
+    rows = conn.execute(
+        "SELECT endpoint, variant, max(serverless) AS serverless, sum(invocations) AS invocations, "
+        "sum(errors_4xx) AS e4, sum(errors_5xx) AS e5, "
+        "sum(CASE WHEN serverless = 1 THEN cold_starts ELSE 0 END) AS cold "
+        "FROM meter_minutes WHERE minute >= ? AND minute < ? "
+        "GROUP BY endpoint, variant HAVING invocations > 0",
+        [start, end],
+    ).fetchall()
+    return [
+        VariantUsage(
+            r["endpoint"], r["variant"], bool(r["serverless"]), r["invocations"], r["e4"], r["e5"], r["cold"]
+        )
+        for r in rows
+    ]
+
+
+def with_percentiles(conn: sqlite3.Connection, found: VariantUsage, start: int, end: int) -> VariantUsage:
+    """``found`` with its ModelLatency p50 and p99 over the window as one CloudWatch period."""
+    metric = statistics.BY_NAME[(SAGEMAKER, "ModelLatency")]
+    points = statistics.read(
+        conn, Series(metric, found.endpoint, found.variant, start, end, end - start), [P50, P99]
+    )
+    if not points:
+        return found
+    values = points[0].percentiles
+    return VariantUsage(
+        found.endpoint,
+        found.variant,
+        found.serverless,
+        found.invocations,
+        found.errors_4xx,
+        found.errors_5xx,
+        found.cold_starts,
+        values.get("p50"),
+        values.get("p99"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    timestamp_ms: int
+    stream: str
+    message: str
+
+
+def recent_log_lines(conn: sqlite3.Connection, group: str, limit: int) -> list[LogLine]:
+    """The group's newest ``limit`` events, oldest first (as a terminal shows a log's tail)."""
+    found = conn.execute("SELECT id FROM log_groups WHERE name = ?", [group]).fetchone()
+    if found is None:
+        return []
+    rows = conn.execute(
+        "SELECT e.timestamp, s.name, e.message FROM log_events e JOIN log_streams s ON s.id = e.stream_id "
+        "WHERE e.group_id = ? ORDER BY e.timestamp DESC, e.id DESC LIMIT ?",
+        [found[0], limit],
+    ).fetchall()
+    return [LogLine(int(ts), str(stream), str(message)) for ts, stream, message in reversed(rows)]
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncRequestRow:
+    id: str
+    state: str
+    attempts: int
+    received_at: float
+    finished_at: float | None
+    detail: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncQueueState:
+    counts: dict[str, int]
+    """Requests by state: queued, running, succeeded, failed (finished ones are kept a day)."""
+    oldest_unfinished_at: float | None
+    recent: list[AsyncRequestRow]
+
+
+def async_queue(conn: sqlite3.Connection, endpoint_key: str, limit: int = 20) -> AsyncQueueState:
+    counts = dict(
+        conn.execute("SELECT state, count(*) FROM requests WHERE endpoint = ? GROUP BY state", [endpoint_key])
+    )
+    oldest = conn.execute(
+        "SELECT min(received_at) FROM requests WHERE endpoint = ? AND state IN ('queued', 'running')",
+        [endpoint_key],
+    ).fetchone()[0]
+    recent = [
+        AsyncRequestRow(r["id"], r["state"], r["attempts"], r["received_at"], r["finished_at"], r["detail"])
+        for r in conn.execute(
+            "SELECT id, state, attempts, received_at, finished_at, detail FROM requests WHERE endpoint = ? "
+            "ORDER BY seq DESC LIMIT ?",
+            [endpoint_key, limit],
+        )
+    ]
+    return AsyncQueueState(counts, oldest, recent)
+
+
+@dataclass(frozen=True, slots=True)
+class TransformJobRow:
+    name: str
+    status: str
+    model_name: str
+    instance_type: str
+    instance_count: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    failure_reason: str | None
+
+
+def transform_jobs(
+    conn: sqlite3.Connection, model_names: list[str], limit: int = 20
+) -> list[TransformJobRow]:
+    """The newest jobs run with any of ``model_names`` (a job names a model, not an endpoint)."""
+    if not model_names:
+        return []
+    marks = ", ".join("?" for _ in model_names)
+    rows = conn.execute(
+        "SELECT name, status, model_name, instance_type, instance_count, created_at, started_at, ended_at, "
+        f"failure_reason FROM transform_jobs WHERE lower(model_name) IN ({marks}) "
+        "ORDER BY created_at DESC LIMIT ?",
+        [*(m.lower() for m in model_names), limit],
+    ).fetchall()
+    return [
+        TransformJobRow(
+            r["name"],
+            r["status"],
+            r["model_name"],
+            r["instance_type"],
+            r["instance_count"],
+            r["created_at"],
+            r["started_at"],
+            r["ended_at"],
+            r["failure_reason"],
+        )
+        for r in rows
+    ]
