@@ -20,7 +20,13 @@ from coldbrew.control.quotas import Quotas
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.store import Store, dumps, loads
 from coldbrew.control.validation import check_weights, validate_production_variants
-from coldbrew.errors import ResourceLimitExceeded, ValidationError, ValidationException
+from coldbrew.errors import (
+    ColdbrewError,
+    ModelNotReadyException,
+    ResourceLimitExceeded,
+    ValidationError,
+    ValidationException,
+)
 from coldbrew.serving.instances import DEFAULT as DEFAULT_INSTANCE
 from coldbrew.wire.constraints import shown
 
@@ -341,7 +347,7 @@ class ControlPlane:
         """Whether an endpoint of this lower-cased name exists (in any status)."""
         return self.store.query_one("SELECT 1 FROM endpoints WHERE name_key = ?", [key]) is not None
 
-    def refusal_for(self, name: str, account: str) -> ValidationError:
+    def refusal_for(self, name: str, account: str) -> ColdbrewError:
         """Why endpoint ``name`` takes no invocations, for an invocation serving has no endpoint
         for (the invoke path reads the store only on this error path)."""
         row = self.store.query_one(
@@ -354,6 +360,13 @@ class ControlPlane:
             return ValidationError(
                 f"Endpoint {name} of account {account} is Failed and takes no invocations: "
                 f"{row['failure_reason']}"
+            )
+        if status in ("InService", "Updating"):
+            # It served before the server restarted and is being deployed again: the client's
+            # request is fine, and a retry in a moment will be served.
+            return ModelNotReadyException(
+                f"Endpoint {name} of account {account} is being brought back after a restart of the "
+                "server; retry the request in a moment."
             )
         return ValidationError(
             f"Endpoint {name} of account {account} is {status}; invoke it once it is InService."

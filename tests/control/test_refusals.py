@@ -11,7 +11,7 @@ import pytest
 from coldbrew.control.reconciler import Reconciler
 from coldbrew.control.service import ControlPlane
 from coldbrew.control.store import Store
-from coldbrew.errors import ValidationError
+from coldbrew.errors import ModelNotReadyException, ValidationError
 
 
 @pytest.fixture
@@ -19,7 +19,12 @@ def control(tmp_path: Path) -> ControlPlane:
     store = Store(tmp_path / "coldbrew.db")
     now = time.time()
     with store.transaction() as conn:
-        for name, status, reason in [("Starting", "Creating", None), ("Broken", "Failed", "no model.joblib")]:
+        rows = [
+            ("Starting", "Creating", None),
+            ("Broken", "Failed", "no model.joblib"),
+            ("Back", "InService", None),
+        ]
+        for name, status, reason in rows:
             conn.execute(
                 "INSERT INTO endpoints (name_key, name, arn, created_at, modified_at, status, "
                 "failure_reason, config_name, deployment) VALUES (?, ?, ?, ?, ?, ?, ?, 'c', '{}')",
@@ -42,3 +47,13 @@ def test_refusals_say_what_to_do(control: ControlPlane) -> None:
     )
     # Invocations match the name's case, as on SageMaker (CreateEndpoint's uniqueness check does not).
     assert refusals["starting"].message == "Endpoint starting of account 123456789012 not found."
+
+
+def test_an_endpoint_being_restored_after_a_restart_is_not_ready_yet(control: ControlPlane) -> None:
+    # InService in the store, not yet deployed again by the reconciler: a 429 to retry, not a 400.
+    refusal = control.refusal_for("Back", "123456789012")
+    assert isinstance(refusal, ModelNotReadyException)
+    assert refusal.message == (
+        "Endpoint Back of account 123456789012 is being brought back after a restart of the server; "
+        "retry the request in a moment."
+    )
