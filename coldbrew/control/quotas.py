@@ -81,9 +81,10 @@ class Quotas:
                 f"Delete ones you no longer use, or raise the limit with {quota.setting}."
             )
 
-    def check_instances(self, variant: str, instance: str, count: int) -> None:
-        """Refuse a provisioned variant of more instances than this machine could ever hold (the
-        serving side decides what fits in the memory budget at deploy time)."""
+    def check_instances(self, variant: str, instance: str, count: int, subject: str | None = None) -> None:
+        """Refuse a provisioned variant (or ``subject``: a transform job) of more instances than this
+        machine could ever hold (the serving side decides what fits in the memory budget at deploy
+        time)."""
         limit, why = self.instances_per_variant, "COLDBREW_MAX_INSTANCES_PER_VARIANT"
         if limit is None:
             memory_mb = instance_type(instance).memory_mb
@@ -94,7 +95,7 @@ class Quotas:
                 f"{memory_mb:,} MB; set COLDBREW_MAX_INSTANCES_PER_VARIANT to allow more"
             )
         if count > limit:
+            who = subject or f"Variant '{variant}'"
             raise ResourceLimitExceeded(
-                f"Variant '{variant}' asks for {count:,} instances of {instance}; at most {limit:,} "
-                f"are allowed ({why})."
+                f"{who} asks for {count:,} instances of {instance}; at most {limit:,} are allowed ({why})."
             )

@@ -54,6 +54,9 @@ class TransformJobsApi:
     def create_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         spec = TransformJobSpec.from_request(request)
         _check_data_processing(spec)
+        self.control.quotas.check_instances(
+            "", spec.instance_type, spec.instance_count, subject=f"Transform job '{spec.name}'"
+        )
         model = loads(self.control._row(ctx, arns.MODEL, spec.model_name)["spec"])
         now = time.time()
         arn = self.control._insert(

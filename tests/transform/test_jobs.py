@@ -474,6 +474,17 @@ def test_invalid_jobs_are_refused_with_a_validation_error(
         sm.describe_transform_job(TransformJobName="invalid")
 
 
+def test_more_instances_than_the_machine_holds_are_refused(server: ColdbrewServer, forest: Any) -> None:
+    with pytest.raises(ClientError) as raised:
+        create_job(server, "too-many", "forest", f"s3://{BUCKET}/x", instances=1_000_000)
+    assert raised.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+    message = raised.value.response["Error"]["Message"]
+    assert message.startswith("Transform job 'too-many' asks for 1,000,000 instances of ml.m5.large")
+    assert "COLDBREW_MAX_INSTANCES_PER_VARIANT" in message
+    with pytest.raises(ClientError, match="Could not find requested job with name too-many"):
+        server.client("sagemaker").describe_transform_job(TransformJobName="too-many")
+
+
 def test_duplicate_names_tags_and_listing(server: ColdbrewServer, forest: Any) -> None:
     sm = server.client("sagemaker")
     put(server, "tags/in/a.csv", csv_lines(rows()[:2]))
