@@ -125,11 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     from coldbrew.logs import cli as logs_cli
     from coldbrew.metering import cli as metering_cli
     from coldbrew.simulate import cli as simulate_cli
+    from coldbrew.stacks import cli as stacks_cli
 
     endpoints_cli.add_commands(commands)  # endpoints, describe, delete, invoke
     metering_cli.add_commands(commands)  # metrics, cost
     simulate_cli.add_commands(commands)  # simulate
     logs_cli.add_commands(commands)  # logs
+    stacks_cli.add_commands(commands)  # deploy-stack, delete-stack, describe-stack, stacks
     auth_cli.add_commands(commands)  # keys
     return parser
 

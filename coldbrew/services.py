@@ -32,6 +32,10 @@ from coldbrew.s3 import S3App, S3Store
 from coldbrew.s3.http import server_hosts
 from coldbrew.serving.service import Serving
 from coldbrew.settings import Settings, is_loopback
+from coldbrew.stacks.api import CloudFormationApp
+from coldbrew.stacks.engine import StackEngine
+from coldbrew.stacks.service import StackService
+from coldbrew.stacks.store import StackStore
 from coldbrew.transform.api import TransformJobsApi
 from coldbrew.transform.jobs import TransformJobs
 from coldbrew.transform.jobstore import JobStore
@@ -112,6 +116,10 @@ class Services:
         )
         self.control = ControlPlane(self.store, self.reconciler, quotas)
         self.control.operations.update(TransformJobsApi(self.control, self.transform_jobs).operations)
+        # CloudFormation stacks: their operations run on the control plane's own operations.
+        stack_store = StackStore(self.store)
+        self.stacks = StackService(stack_store, settings.account_id)
+        self.stack_engine = StackEngine(stack_store, self.control, settings.account_id)
         # Asynchronous inference: its queue in a file of its own, so its fsyncs never wait on the
         # control store's or the meter's writes.
         objects: Objects = EmbeddedObjects(self.s3) if self.s3 is not None else BotoObjects()
@@ -137,6 +145,7 @@ class Services:
         if self.s3 is not None:
             hosts = server_hosts(self.settings.host)
             apis["s3"] = S3App(self.s3, self.settings.account_id, self.settings.region, hosts)
+        apis["cloudformation"] = CloudFormationApp(self.stacks, self.stack_engine, self.settings.region)
         if self.logs is not None:
             apis["logs"] = LogsApi(
                 self.logs, self.settings.account_id, self.settings.region, self.settings.log_retention_days
@@ -151,6 +160,7 @@ class Services:
         self.reconciler.resume()
         await self.dispatcher.start()
         await self.transform_jobs.start()
+        await self.stack_engine.start()
         self.backlog_sampler.start()
         if self.settings.demo:
             context = RequestContext(self.settings.region, self.settings.account_id)
@@ -158,6 +168,8 @@ class Services:
         log.info("coldbrew is using %s", self.settings.data_dir)
 
     async def close(self) -> None:
+        # First: a stack operation drives the control plane, and is taken up at the next start.
+        await self.stack_engine.close()
         # The reconciler's threads may be waiting on the event loop, so stop them off the loop.
         await run_in_threadpool(self.reconciler.stop)
         await run_in_threadpool(self.backlog_sampler.close)

@@ -2,7 +2,8 @@
 
 Pure: a function of what the request says. Names are IAM's: ``sagemaker:<Operation>`` (the
 X-Amz-Target operation, ``sagemaker:InvokeEndpoint`` for the runtime), ``s3:GetObject`` and
-friends by method, path and subresource, ``cloudwatch:<Operation>`` and ``logs:<Operation>``.
+friends by method, path and subresource, ``cloudwatch:<Operation>``, ``logs:<Operation>`` and
+``cloudformation:<Action>``.
 Resources are the ARNs AWS checks: ``arn:aws:sagemaker:<region>:<account>:endpoint/<name>``
 (names lower-cased, as SageMaker forms ARNs), ``arn:aws:s3:::<bucket>`` and
 ``arn:aws:s3:::<bucket>/<key>``, ``arn:aws:logs:<region>:<account>:log-group:<name>:*``. An
@@ -22,6 +23,7 @@ from urllib.parse import parse_qsl, unquote
 from coldbrew.s3.http import virtual_host_bucket
 
 SAGEMAKER, S3, CLOUDWATCH, LOGS = "sagemaker", "s3", "monitoring", "logs"
+CLOUDFORMATION = "cloudformation"
 METRICS_ACTION = "coldbrew:GetMetrics"
 """``GET /metrics`` (Prometheus): no AWS service has it, so coldbrew names it."""
 DASHBOARD_ACTION = "coldbrew:ViewDashboard"
@@ -179,6 +181,45 @@ def logs_need(operation: str, body: dict[str, Any], region: str, account: str) -
     return Need(action, None)
 
 
+# A stack operation creates, updates and deletes SageMaker resources with the caller's rights, as
+# CloudFormation does without a service role: these operations also need the SageMaker actions the
+# stack's steps take, on every resource (the stack's resources' names are not known beforehand).
+_STACK_MUTATIONS = frozenset({"CreateStack", "UpdateStack", "DeleteStack", "ExecuteChangeSet"})
+_STACK_STEPS = (
+    "CreateModel",
+    "DeleteModel",
+    "CreateEndpointConfig",
+    "DeleteEndpointConfig",
+    "CreateEndpoint",
+    "UpdateEndpoint",
+    "DeleteEndpoint",
+    "AddTags",
+    "DeleteTags",
+)
+
+
+def cloudformation_needs(facts: RequestFacts) -> list[Need]:
+    """``cloudformation:<Action>`` on the stack it names (``arn:aws:cloudformation:<region>:
+    <account>:stack/<name>/*``), plus the SageMaker actions of the steps a mutation takes."""
+    try:
+        form = dict(parse_qsl((facts.body or b"").decode("utf-8"), max_num_fields=10_000))
+    except (UnicodeDecodeError, ValueError):
+        form = {}
+    action = form.get("Action") or facts.query.get("Action", "Unknown")
+    name = form.get("StackName")
+    resource = None
+    if name:
+        resource = (
+            name
+            if name.startswith("arn:")
+            else (f"arn:aws:cloudformation:{facts.region}:{facts.account}:stack/{name}/*")
+        )
+    needs = [Need(f"cloudformation:{action}", resource)]
+    if action in _STACK_MUTATIONS:
+        needs += [Need(f"sagemaker:{step}", None) for step in _STACK_STEPS]
+    return needs
+
+
 _INVOKE = re.compile(r"^/endpoints/(?P<name>[^/]+)/(?P<kind>invocations|async-invocations)$")
 
 
@@ -189,6 +230,8 @@ def needs_for(facts: RequestFacts, s3_hosts: Iterable[str] = ()) -> list[Need]:
         return s3_needs(facts, s3_hosts)
     if facts.service == CLOUDWATCH:
         return [Need(f"cloudwatch:{cloudwatch_operation(facts)}", None)]
+    if facts.service == CLOUDFORMATION:
+        return cloudformation_needs(facts)
     if facts.service == LOGS:
         target = facts.headers.get("x-amz-target", "")
         operation = target.split(".", 1)[1] if "." in target else "Unknown"

@@ -189,6 +189,62 @@ MIGRATIONS: Sequence[str] = (
         PRIMARY KEY (job, position)
     );
     """,
+    # 7: CloudFormation stacks (coldbrew.stacks). A stack row keeps its template, parameters, its
+    # resources as deployed (JSON by logical ID) and, while an operation runs, that operation's
+    # journal, so a server killed mid-operation rolls it back at its next start. Deleted stacks stay
+    # (DELETE_COMPLETE) for DescribeStacks by stack ID. Events are appended, never changed.
+    """
+    CREATE TABLE stacks (
+        stack_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL,
+        deleted_at REAL,
+        description TEXT,
+        template TEXT,
+        parameters TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        notification_arns TEXT NOT NULL,
+        disable_rollback INTEGER NOT NULL DEFAULT 0,
+        resources TEXT NOT NULL,
+        outputs TEXT NOT NULL,
+        operation TEXT
+    );
+    CREATE INDEX stacks_name ON stacks (name, deleted_at);
+    CREATE TABLE stack_events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        stack_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        timestamp REAL NOT NULL,
+        logical_id TEXT NOT NULL,
+        physical_id TEXT,
+        resource_type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        properties TEXT
+    );
+    CREATE INDEX stack_events_stack ON stack_events (stack_id, seq);
+    CREATE TABLE change_sets (
+        change_set_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        stack_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        execution_status TEXT NOT NULL,
+        description TEXT,
+        template TEXT NOT NULL,
+        parameters TEXT NOT NULL,
+        tags TEXT NOT NULL,
+        notification_arns TEXT NOT NULL,
+        changes TEXT NOT NULL
+    );
+    CREATE INDEX change_sets_stack ON change_sets (stack_id, name);
+    """,
 )
 
 

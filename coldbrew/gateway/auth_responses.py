@@ -44,6 +44,8 @@ def wire_of(service: str | None, method: str, path: str, headers: dict[bytes, by
         return Wire.S3
     if service == "monitoring":
         return _CLOUDWATCH[protocol_of(method, path, headers)]
+    if service == "cloudformation":
+        return Wire.CLOUDWATCH_QUERY  # the query protocol too: the same error document
     if service not in (None, "sagemaker"):
         return Wire.JSON
     if path.startswith("/endpoints/"):
