@@ -6,6 +6,7 @@ it may hold only the figures that differ (another region, a negotiated rate).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib import resources
@@ -15,6 +16,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, NonNegativeFloat, PositiveFloat
 
 from coldbrew.serving.instances import instance_type
+
+
+@functools.lru_cache(maxsize=1024)
+def _memory_mb(instance: str) -> int:
+    # Asked for every endpoint of a cost report, for every priced type: the dashboard's endpoints
+    # page prices a thousand endpoints per load.
+    return instance_type(instance).memory_mb
+
 
 DATA_GB = 10**9
 """Data processed is priced per decimal GB: with it, the article "Serverless Machine Learning
@@ -93,9 +102,7 @@ class PriceTable(_Prices):
     def smallest_instance(self, memory_mb: int) -> str:
         """The cheapest priced instance type with at least ``memory_mb`` of memory."""
         fits = [
-            (price, name)
-            for name, price in self.sagemaker_instances.items()
-            if instance_type(name).memory_mb >= memory_mb
+            (price, name) for name, price in self.sagemaker_instances.items() if _memory_mb(name) >= memory_mb
         ]
         if not fits:
             raise ValueError(f"no priced instance type has {memory_mb} MB of memory")

@@ -8,6 +8,7 @@ viewer's permissions. The routes and the JSON they answer are documented in ``do
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,11 @@ class Dashboard:
             viewer=who.viewer, csrf=who.session.csrf, auth_enabled=self.guard.auth_enabled, **context
         )
 
-    def _finish(self, response: Response, who: Who) -> Response:
+    def _finish(self, response: Response, who: Who, started: float | None = None) -> Response:
+        if started is not None:
+            # The server's own time for the response (reads, view, rendering), for the browser's
+            # network panel and bench/ui.py.
+            response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         if who.fresh:
             response.headers.append("set-cookie", cookie_header(who.session, self.sources.secure_cookies))
         if "cache-control" not in response.headers:
@@ -120,6 +125,7 @@ class Dashboard:
 
     def _page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
             who = self.guard.resolve(request)
             if who is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -128,12 +134,13 @@ class Dashboard:
                 response = await handler(request, who)
             except StoreNotReady as exc:
                 response = await self._error_page(who, 503, "coldbrew is starting", str(exc))
-            return self._finish(response, who)
+            return self._finish(response, who, started)
 
         return endpoint
 
     def _api(self, handler: Handler, acts: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
             who = self.guard.resolve(request)
             if who is None:
                 return _json_error(
@@ -145,7 +152,7 @@ class Dashboard:
                 response = await handler(request, who)
             except StoreNotReady as exc:
                 response = _json_error(503, "ServiceUnavailable", str(exc))
-            return self._finish(response, who)
+            return self._finish(response, who, started)
 
         return endpoint
 

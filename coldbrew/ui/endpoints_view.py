@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coldbrew.ui.config_view import VariantLine, is_async, variant_lines
+from coldbrew.ui.latency import VariantWindow
 from coldbrew.ui.live import BUSY, IDLE, STARTING, LiveState
 from coldbrew.ui.periods import Window
-from coldbrew.ui.reads import StoredEndpoint, VariantUsage
+from coldbrew.ui.reads import StoredEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ class EndpointsPage:
 
 def endpoint_row(
     stored: StoredEndpoint,
-    usage: list[VariantUsage],
+    usage: list[VariantWindow],
     today: Costs | None,
     month: Costs | None,
     live: LiveState,
@@ -100,8 +101,8 @@ def endpoint_row(
         errors_4xx=sum(u.errors_4xx for u in usage),
         errors_5xx=sum(u.errors_5xx for u in usage),
         cold_starts=sum(u.cold_starts for u in usage),
-        p50_us=busiest.p50_us if busiest else None,
-        p99_us=busiest.p99_us if busiest else None,
+        p50_us=busiest.percentiles.get("p50") if busiest else None,
+        p99_us=busiest.percentiles.get("p99") if busiest else None,
         latency_variant=busiest.variant if busiest else None,
         cost_today=today.cost if today else (0.0 if month is not None else None),
         cost_month=month.cost if month else None,
@@ -112,7 +113,7 @@ def endpoint_row(
 
 def endpoints_page(
     stored: list[StoredEndpoint],
-    usage: list[VariantUsage],
+    usage: list[VariantWindow],
     today: dict[str, Costs],
     month: dict[str, Costs],
     live: LiveState,
@@ -120,7 +121,7 @@ def endpoints_page(
     currency: str,
     price_note: str,
 ) -> EndpointsPage:
-    by_endpoint: dict[str, list[VariantUsage]] = {}
+    by_endpoint: dict[str, list[VariantWindow]] = {}
     for u in usage:
         by_endpoint.setdefault(u.endpoint.lower(), []).append(u)
     rows = [

@@ -9,26 +9,31 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import replace
+from fractions import Fraction
 
 import psutil
 
 from coldbrew.backends.processes import rss
 from coldbrew.metering.prices import PriceTable
 from coldbrew.metering.query import cost_report
+from coldbrew.metering.statistics import Percentile
 from coldbrew.ui import reads
 from coldbrew.ui.access import LOGS, Viewer
 from coldbrew.ui.charts import Charts, charts
 from coldbrew.ui.config_view import is_async, model_names, variant_lines
 from coldbrew.ui.cost_view import CostPage, cost_page
+from coldbrew.ui.costs import CostCache
 from coldbrew.ui.db import ReadOnly
 from coldbrew.ui.endpoint_view import EndpointPage, endpoint_page
 from coldbrew.ui.endpoints_view import EndpointsPage, costs_by_endpoint, endpoint_row, endpoints_page
+from coldbrew.ui.latency import VariantWindow, read_window
 from coldbrew.ui.live import LiveState, with_memory
 from coldbrew.ui.machine_view import MachinePage, ZygoteRow, machine_page
 from coldbrew.ui.periods import DAY_S, RANGES, chart_window, last_hour, month_start, today_start
 from coldbrew.ui.sources import UiSources
 
 LOG_LINES = 50
+PERCENTILES = (Percentile("p50", Fraction(1, 2)), Percentile("p99", Fraction(99, 100)))
 
 
 class StoreNotReady(Exception):
@@ -42,6 +47,7 @@ class Loaders:
         self.db = ReadOnly(sources.db_path)
         self.logs_db = ReadOnly(sources.logs_db_path) if sources.logs_db_path is not None else None
         self.async_db = ReadOnly(sources.async_db_path)
+        self.costs = CostCache(prices)
 
     def _conn(self) -> sqlite3.Connection:
         conn = self.db.connection()
@@ -58,21 +64,12 @@ class Loaders:
 
     def _usage(
         self, conn: sqlite3.Connection, now: float, endpoint: str | None = None
-    ) -> list[reads.VariantUsage]:
+    ) -> list[VariantWindow]:
         window = last_hour(now)
-        found = reads.usage(conn, window.start, window.end)
+        found = read_window(conn, window.start, window.end, PERCENTILES)
         if endpoint is not None:
             found = [u for u in found if u.endpoint.lower() == endpoint.lower()]
-        # Percentiles only for each endpoint's busiest variant: the one the row shows.
-        busiest: dict[str, reads.VariantUsage] = {}
-        for u in found:
-            current = busiest.get(u.endpoint.lower())
-            if current is None or (u.invocations, u.variant) > (current.invocations, current.variant):
-                busiest[u.endpoint.lower()] = u
-        chosen = {id(u) for u in busiest.values()}
-        return [
-            reads.with_percentiles(conn, u, window.start, window.end) if id(u) in chosen else u for u in found
-        ]
+        return found
 
     def endpoints(self, live: LiveState, now: float | None = None) -> EndpointsPage:
         now = time.time() if now is None else now
@@ -80,8 +77,7 @@ class Loaders:
         conn = self._conn()
         stored = reads.endpoints(conn)
         usage = self._usage(conn, now)
-        today = costs_by_endpoint(cost_report(conn, self.prices, None, today_start(now), now))
-        month = costs_by_endpoint(cost_report(conn, self.prices, None, month_start(now), now))
+        today, month = self.costs.today_and_month(conn, stored, now)
         return endpoints_page(
             stored, usage, today, month, live, last_hour(now), self.prices.currency, self.price_note
         )

@@ -1,8 +1,8 @@
 """The dashboard's reads of the stores: plain SQL over read-only connections, in worker threads.
 
-Statistics come from the same functions CloudWatch's API answers with
-(:mod:`coldbrew.metering.statistics`), costs from the ones ``coldbrew cost`` prints
-(:func:`coldbrew.metering.query.cost_report`), so a number on a page is the number a client gets.
+Statistics follow CloudWatch's own rules (:mod:`coldbrew.ui.latency`, :mod:`coldbrew.ui.charts`),
+costs come from what ``coldbrew cost`` prints (:func:`coldbrew.metering.query.cost_report`), so a
+number on a page is the number a client gets.
 """
 
 from __future__ import annotations
@@ -10,13 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
-
-from coldbrew.metering import statistics
-from coldbrew.metering.statistics import SAGEMAKER, Percentile, Series
-
-P50, P99 = Percentile("p50", Fraction(1, 2)), Percentile("p99", Fraction(99, 100))
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,63 +61,6 @@ def endpoint(conn: sqlite3.Connection, name: str) -> StoredEndpoint | None:
         f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints WHERE name_key = ?", [name.lower()]
     ).fetchone()
     return None if row is None else _stored(row)
-
-
-@dataclass(frozen=True, slots=True)
-class VariantUsage:
-    """A variant's counts over a window, as CloudWatch sums them."""
-
-    endpoint: str
-    variant: str
-    serverless: bool
-    invocations: int
-    errors_4xx: int
-    errors_5xx: int
-    cold_starts: int
-    """ModelSetupTime's SampleCount: serverless variants only, as SageMaker publishes it."""
-    p50_us: float | None = None
-    p99_us: float | None = None
-    """ModelLatency percentiles over the window (None without answered invocations)."""
-
-
-def usage(conn: sqlite3.Connection, start: int, end: int) -> list[VariantUsage]:
-    """Every variant with invocations in [start, end) (whole minutes)."""
-    rows = conn.execute(
-        "SELECT endpoint, variant, max(serverless) AS serverless, sum(invocations) AS invocations, "
-        "sum(errors_4xx) AS e4, sum(errors_5xx) AS e5, "
-        "sum(CASE WHEN serverless = 1 THEN cold_starts ELSE 0 END) AS cold "
-        "FROM meter_minutes WHERE minute >= ? AND minute < ? "
-        "GROUP BY endpoint, variant HAVING invocations > 0",
-        [start, end],
-    ).fetchall()
-    return [
-        VariantUsage(
-            r["endpoint"], r["variant"], bool(r["serverless"]), r["invocations"], r["e4"], r["e5"], r["cold"]
-        )
-        for r in rows
-    ]
-
-
-def with_percentiles(conn: sqlite3.Connection, found: VariantUsage, start: int, end: int) -> VariantUsage:
-    """``found`` with its ModelLatency p50 and p99 over the window as one CloudWatch period."""
-    metric = statistics.BY_NAME[(SAGEMAKER, "ModelLatency")]
-    points = statistics.read(
-        conn, Series(metric, found.endpoint, found.variant, start, end, end - start), [P50, P99]
-    )
-    if not points:
-        return found
-    values = points[0].percentiles
-    return VariantUsage(
-        found.endpoint,
-        found.variant,
-        found.serverless,
-        found.invocations,
-        found.errors_4xx,
-        found.errors_5xx,
-        found.cold_starts,
-        values.get("p50"),
-        values.get("p99"),
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,12 +86,7 @@ const coldbrew = (() => {
       const cell = row.querySelector("td.live");
       const text = `${counts.busy} / ${counts.idle} / ${counts.starting}`;
       total += counts.busy + counts.idle + counts.starting;
-      if (cell.textContent !== text) {
-        cell.textContent = text;
-        cell.dataset.busy = counts.busy;
-        cell.dataset.idle = counts.idle;
-        cell.dataset.starting = counts.starting;
-      }
+      if (cell.textContent !== text) cell.textContent = text;
     }
     document.getElementById("total-environments").textContent = total.toLocaleString("en-US");
   });
