@@ -265,6 +265,7 @@ class ScalingCore:
         self._keep_minimum(pool, now, out)
         if pool.check_wanted:
             self._start_check(pool, now, out)
+        self._start_together(pool, now, out)
         self._check_warmed(pool, out)
 
     def _reconfigure(self, event: Reconfigure, now: float, out: list[Action]) -> None:
@@ -663,6 +664,15 @@ class ScalingCore:
                     self._hint = min(self._hint, pool.minimum_retry_at)
                 return
             self._new_environment(pool, Purpose.MINIMUM, now, out)
+
+    def _start_together(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        if pool.id in self._waiting_for_room:
+            return  # the check goes first, when memory frees up
+        wanted = min(pool.config.start_with, pool.config.max_environments)
+        for _ in range(wanted - len(pool.envs)):
+            if self._make_room(pool, now, out, evict=False) is not None:
+                return
+            self._new_environment(pool, Purpose.PREWARM, now, out)
 
     def _start_check(self, pool: PoolState, now: float, out: list[Action]) -> None:
         if pool.config.memory_mb > self.memory_budget_mb:

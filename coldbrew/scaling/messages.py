@@ -43,6 +43,10 @@ class PoolConfig:
     """A batch transform job's pool: it yields memory, never takes it. Its environments, busy or
     not, are released when another pool's start needs room (their invocations fail, and the job
     retries them), and its own starts only use memory that is free."""
+    start_with: int = 0
+    """Environments started at deploy, the check included: a transform job starts all its instances
+    at once, as SageMaker does, rather than one per invocation that finds none free. Only in memory
+    that is free (never evicting for it); released when idle like any other."""
 
     @property
     def max_environments(self) -> int:

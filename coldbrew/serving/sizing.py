@@ -66,6 +66,7 @@ def pool_config(
             idle_timeout_s=JOB_IDLE_TIMEOUT_S,
             scale_to_zero=True,
             preemptible=True,
+            start_with=variant.instances.count,
         )
     if asynchronous is not None:
         per_instance = asynchronous.max_concurrent_per_instance or per_instance

@@ -375,6 +375,31 @@ def test_a_preemptible_pool_yields_its_busy_environments_and_never_evicts() -> N
     assert core.handle(Finished(1, 1), 5.0) == []
 
 
+def test_a_transform_job_starts_all_its_instances_at_deploy_in_free_memory_only() -> None:
+    core = ScalingCore(memory_budget_mb=4096)
+    job = core.add_pool(dataclasses.replace(transform_job(instances=3, memory_mb=1024), start_with=3))
+    assert core.handle(Deploy(job, check=True), 0.0) == [
+        Start(1, job, CHECK),
+        Start(2, job, PREWARM),
+        Start(3, job, PREWARM),
+    ]
+    assert core.handle(Ready(2), 0.2) == []
+    assert core.handle(Ready(3), 0.2) == []
+    assert core.handle(Ready(1), 0.3) == [Warmed(job)]
+    # Each takes an invocation at once: no cold start for the second and third.
+    routes = [core.handle(Arrival(job, r), 0.4) for r in (1, 2, 3)]
+    assert all(len(r) == 1 and isinstance(r[0], Route) and not r[0].cold for r in routes), routes
+    assert sorted(r[0].env for r in routes) == [1, 2, 3]  # type: ignore[union-attr]
+    # With room for two, the third is not started, and nothing is evicted for it.
+    core = ScalingCore(memory_budget_mb=3072)
+    a = deployed(core, serverless("a", memory_mb=1024))
+    serve_cold(core, a, 1, 1, at=0.0)
+    assert core.handle(Finished(1, 1), 1.0) == []
+    job = core.add_pool(dataclasses.replace(transform_job(instances=3, memory_mb=1024), start_with=3))
+    assert core.handle(Deploy(job, check=True), 2.0) == [Start(2, job, CHECK), Start(3, job, PREWARM)]
+    assert sorted(core.envs) == [1, 2, 3]
+
+
 def test_throttled_without_evicting_when_eviction_cannot_make_room() -> None:
     core = ScalingCore(memory_budget_mb=3072)
     a = deployed(core, serverless("a", memory_mb=1024))
