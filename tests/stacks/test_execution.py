@@ -275,3 +275,111 @@ def test_an_interrupted_update_is_rolled_back(stacks: StackStore) -> None:
     assert record.status == "UPDATE_ROLLBACK_COMPLETE"
     assert api.endpoints["rf-staging"]["EndpointConfigName"] == before
     assert set(api.configs) == {before}
+
+
+def test_on_failure_do_nothing_and_delete(stacks: StackStore) -> None:
+    api = FakeSageMaker()
+    service = StackService(stacks, CALLER.account)
+    bad = params(ModelDataUrl="s3://models/bad.tar.gz")
+    kept = service.create_stack(
+        CALLER, {"StackName": "kept", "TemplateBody": SEED, "Parameters": bad, "OnFailure": "DO_NOTHING"}
+    )
+    assert kept.run is not None
+    record = run(stacks, api, kept.run)
+    assert record.status == "CREATE_FAILED" and "rf-staging" in api.endpoints  # left as it failed
+    api = FakeSageMaker()
+    gone = service.create_stack(
+        CALLER, {"StackName": "gone", "TemplateBody": SEED, "Parameters": bad, "OnFailure": "DELETE"}
+    )
+    assert gone.run is not None
+    record = run(stacks, api, gone.run)
+    assert record.status == "DELETE_COMPLETE" and stacks.find("gone") is None
+    assert api.models == {} and api.endpoints == {}
+
+
+def test_retained_resources_outlive_the_stack(stacks: StackStore) -> None:
+    api = FakeSageMaker()
+    service = StackService(stacks, CALLER.account)
+    body = SEED.replace(
+        "  Model:\n    Type: AWS::SageMaker::Model\n",
+        "  Model:\n    Type: AWS::SageMaker::Model\n    DeletionPolicy: Retain\n",
+    )
+    reply = service.create_stack(CALLER, {"StackName": "rf", "TemplateBody": body, "Parameters": params()})
+    assert reply.run is not None
+    record = run(stacks, api, reply.run)
+    model = record.resources["Model"].physical_id
+    reply = service.delete_stack(CALLER, {"StackName": "rf"})
+    assert reply.run is not None
+    record = run(stacks, api, reply.run)
+    assert record.status == "DELETE_COMPLETE"
+    assert set(api.models) == {model} and api.endpoints == {} and api.configs == {}
+    assert ("Model", "DELETE_SKIPPED") in statuses(stacks, record)
+
+
+def test_no_echo_parameters_are_masked(stacks: StackStore) -> None:
+    service = StackService(stacks, CALLER.account)
+    body = SEED.replace(
+        "  ModelExecutionRoleArn:\n    Type: String\n",
+        "  ModelExecutionRoleArn:\n    Type: String\n    NoEcho: true\n",
+    )
+    service.create_stack(CALLER, {"StackName": "rf", "TemplateBody": body, "Parameters": params()})
+    described = service.describe_stacks(CALLER, {"StackName": "rf"}).body["Stacks"][0]
+    shown = {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+    assert shown["ModelExecutionRoleArn"] == "****" and shown["StageName"] == "staging"
+
+
+def test_change_sets(stacks: StackStore) -> None:
+    from coldbrew.stacks.errors import ChangeSetNotFound, InvalidChangeSetStatus
+
+    api = FakeSageMaker()
+    service = StackService(stacks, CALLER.account)
+    request = {"StackName": "rf", "TemplateBody": SEED, "Parameters": params(), "ChangeSetName": "first"}
+    created = service.create_change_set(CALLER, {**request, "ChangeSetType": "CREATE"}).body
+    assert service.describe_stacks(CALLER, {"StackName": "rf"}).body["Stacks"][0]["StackStatus"] == (
+        "REVIEW_IN_PROGRESS"
+    )
+    described = service.describe_change_set(CALLER, {"ChangeSetName": created["Id"]}).body
+    assert described["Status"] == "CREATE_COMPLETE" and described["ExecutionStatus"] == "AVAILABLE"
+    assert [c["ResourceChange"]["Action"] for c in described["Changes"]] == ["Add", "Add", "Add"]
+    reply = service.execute_change_set(CALLER, {"ChangeSetName": "first", "StackName": "rf"})
+    assert reply.run is not None
+    assert run(stacks, api, reply.run).status == "CREATE_COMPLETE"
+    with pytest.raises(InvalidChangeSetStatus):
+        service.execute_change_set(CALLER, {"ChangeSetName": created["Id"]})
+    same = service.create_change_set(CALLER, {**request, "ChangeSetName": "same"}).body
+    empty = service.describe_change_set(CALLER, {"ChangeSetName": same["Id"]}).body
+    assert empty["Status"] == "FAILED" and "didn't contain changes" in empty["StatusReason"]
+    other = service.create_change_set(
+        CALLER, {**request, "ChangeSetName": "bigger", "Parameters": params(MemorySizeInMB="4096")}
+    ).body
+    changes = service.describe_change_set(CALLER, {"ChangeSetName": other["Id"]}).body["Changes"]
+    assert [
+        (c["ResourceChange"]["LogicalResourceId"], c["ResourceChange"]["Replacement"]) for c in changes
+    ] == [
+        ("EndpointConfig", "True"),
+        ("Endpoint", "False"),
+    ]
+    names = [
+        s["ChangeSetName"] for s in service.list_change_sets(CALLER, {"StackName": "rf"}).body["Summaries"]
+    ]
+    assert names == ["first", "same", "bigger"]
+    service.delete_change_set(CALLER, {"ChangeSetName": "bigger", "StackName": "rf"})
+    with pytest.raises(ChangeSetNotFound):
+        service.describe_change_set(CALLER, {"ChangeSetName": "bigger", "StackName": "rf"})
+
+
+def test_stack_operations_need_their_sagemaker_actions_too() -> None:
+    from coldbrew.auth.actions import Need, RequestFacts, needs_for
+
+    def facts(body: bytes) -> RequestFacts:
+        return RequestFacts("cloudformation", "POST", "/", {}, {}, body, "us-east-1", "123456789012")
+
+    described = needs_for(facts(b"Action=DescribeStacks&Version=2010-05-15&StackName=rf"))
+    assert described == [
+        Need("cloudformation:DescribeStacks", "arn:aws:cloudformation:us-east-1:123456789012:stack/rf/*")
+    ]
+    created = needs_for(facts(b"Action=CreateStack&StackName=rf&TemplateBody=x"))
+    assert created[0].action == "cloudformation:CreateStack"
+    assert (
+        Need("sagemaker:CreateEndpoint", None) in created and Need("sagemaker:DeleteModel", None) in created
+    )
