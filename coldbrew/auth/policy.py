@@ -171,6 +171,9 @@ READ_ONLY_ACTIONS = (
     "logs:Get*",
     "logs:FilterLogEvents",
     "logs:StartLiveTail",
+    "cloudformation:Describe*",
+    "cloudformation:List*",
+    "cloudformation:Get*",
     "coldbrew:GetMetrics",
     "coldbrew:ViewDashboard",
 )
