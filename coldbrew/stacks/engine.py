@@ -92,7 +92,7 @@ class StackEngine:
         task = self._tasks.get(stack_id)
         if task is None:
             return
-        with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), timeout_s)
 
     def running(self) -> list[str]:

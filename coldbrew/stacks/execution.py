@@ -566,6 +566,14 @@ class StackRun:
                 await self._delete_physical(record, step.logical_id, state.type, step.physical_id)
             step.kind = "done"
             await self._save(record)
+        # The stack holds again what it held before the update; what the rollback put back says so.
+        previous = record.operation.previous or {}
+        restored = {lid: ResourceState(**state) for lid, state in previous.get("resources", {}).items()}
+        for logical_id, state in restored.items():
+            now = record.resources.get(logical_id)
+            if now is not None and now.status == UPDATE_COMPLETE:
+                state.status, state.reason, state.updated_at = UPDATE_COMPLETE, None, now.updated_at
+        record.resources = restored or record.resources
         await self.io(self.stacks.obsolete_others, record.stack_id, None)
         record.operation = None
         await self._stack_status(record, UPDATE_ROLLBACK_COMPLETE)

@@ -189,6 +189,11 @@ def test_a_failed_update_rolls_back_to_what_served(stacks: StackStore) -> None:
     assert set(api.models) == {before["Model"]} and set(api.configs) == {before["EndpointConfig"]}
     assert api.endpoints["rf-staging"]["EndpointConfigName"] == before["EndpointConfig"]
     assert record.parameters["ModelDataUrl"] == "s3://models/good.tar.gz"
+    assert {lid: s.status for lid, s in record.resources.items()} == {
+        "Model": "UPDATE_COMPLETE",
+        "EndpointConfig": "UPDATE_COMPLETE",
+        "Endpoint": "UPDATE_COMPLETE",
+    }
     # It can be updated again.
     assert update(stacks, api, record, MemorySizeInMB="3072").status == "UPDATE_COMPLETE"
 
