@@ -102,9 +102,17 @@ def _declaration(name: Any, body: Any) -> ParameterDecl:
             f"{', '.join(sorted(TYPES))}."
         )
     allowed = body.get("AllowedValues")
-    if allowed is not None and not isinstance(allowed, list):
-        raise TemplateError(f"Template format error: AllowedValues of parameter {name} must be a list.")
+    if allowed is not None and not (
+        isinstance(allowed, list) and all(isinstance(v, str | int | float | bool) for v in allowed)
+    ):
+        raise TemplateError(
+            f"Template format error: AllowedValues of parameter {name} must be a list of values."
+        )
     default = body.get("Default")
+    if isinstance(default, dict) or (
+        isinstance(default, list) and not all(isinstance(v, str | int | float) for v in default)
+    ):
+        raise TemplateError(f"Template format error: Default of parameter {name} must be a value.")
     return ParameterDecl(
         name=name,
         type=kind,

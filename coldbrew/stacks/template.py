@@ -206,7 +206,9 @@ def _resources(section: Any) -> dict[str, ResourceDecl]:
         {
             str(body.get("Type"))
             for body in section.values()
-            if isinstance(body, dict) and body.get("Type") not in TYPES
+            if isinstance(body, dict)
+            and "Type" in body
+            and not (isinstance(body["Type"], str) and body["Type"] in TYPES)
         }
     )
     if unsupported:
