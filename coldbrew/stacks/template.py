@@ -22,6 +22,7 @@ MAX_BODY_BYTES = 51_200
 MAX_NODES = 200_000
 """More values than a 51,200-byte template can hold without YAML aliases (which can make a small
 document expand exponentially)."""
+MAX_DEPTH = 100
 MAX_RESOURCES = 500
 MAX_OUTPUTS = 200
 VERSION = "2010-09-09"
@@ -116,20 +117,23 @@ def load_document(body: str) -> Any:
             kind = "JSON" if body.lstrip().startswith("{") else "YAML"
             detail = " ".join(str(exc).split())[:300]
             raise TemplateError(f"Template format error: {kind} not well-formed. ({detail})") from None
-    return _plain(document, [0])
+    return _plain(document, [0], 0)
 
 
-def _plain(node: Any, count: list[int]) -> Any:
-    """Plain dicts and lists (cfn-flip gives ordered dicts), dates as text, size bounded."""
+def _plain(node: Any, count: list[int], depth: int) -> Any:
+    """Plain dicts and lists (cfn-flip gives ordered dicts), dates as text, size and depth bounded."""
     count[0] += 1
     if count[0] > MAX_NODES:
         raise TemplateError(f"Template format error: the template has more than {MAX_NODES:,} values.")
+    if depth > MAX_DEPTH:
+        raise TemplateError(f"Template format error: the template nests values more than {MAX_DEPTH} deep.")
     if isinstance(node, dict):
         return {
-            str(key) if not isinstance(key, str) else key: _plain(value, count) for key, value in node.items()
+            str(key) if not isinstance(key, str) else key: _plain(value, count, depth + 1)
+            for key, value in node.items()
         }
     if isinstance(node, list):
-        return [_plain(value, count) for value in node]
+        return [_plain(value, count, depth + 1) for value in node]
     if isinstance(node, datetime.date):
         return node.isoformat()
     return node

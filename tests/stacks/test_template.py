@@ -158,3 +158,9 @@ def test_size_limits() -> None:
         bomb += f"{level}: &{level} [" + ", ".join([f"*{previous}"] * 6) + "]\n"
     with pytest.raises(TemplateError, match="more than 200,000 values"):
         parse_template(bomb + MINIMAL)
+
+
+def test_deep_nesting_is_refused() -> None:
+    deep = "[" * 150 + "]" * 150
+    with pytest.raises(TemplateError, match="nests values more than 100 deep"):
+        parse_template(MINIMAL + f"      Environment: {{X: {deep}}}\n")
