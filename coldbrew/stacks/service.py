@@ -576,6 +576,8 @@ class StackService:
                 )
         elif record is None or record.status in (REVIEW_IN_PROGRESS, DELETE_COMPLETE):
             raise ValidationError(f"Stack [{stack_name[:256]}] does not exist")
+        else:
+            self._require_updatable(record)
         body = self._template(request, record if kind == "UPDATE" else None)
         identity = self._identity(
             caller,
