@@ -10,8 +10,9 @@ Aims: under 300 KB transferred for the endpoints page and under 200 ms of server
    (default: all) invoked in each of the last 60 minutes (so each has percentiles to compute, from
    the histograms), and an hourly row for every endpoint back to the start of the month (what
    "cost this month" sums).
-3. The server starts again on that data dir (every endpoint comes back scaled to zero) and
-   ``GET /ui`` is fetched as a browser fetches it (``Accept-Encoding: gzip``), ``--requests`` times.
+3. The server starts again on that data dir; once every endpoint is back (scaled to zero; their
+   pools in ``/metrics``), ``GET /ui`` is fetched as a browser fetches it (``Accept-Encoding:
+   gzip``), ``--requests`` times.
 
 Reported, as medians: bytes on the wire (headers and gzip body) and uncompressed, the server's own
 time (its ``Server-Timing`` header: reads, view and template, before compression) and the time the
@@ -40,6 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.cloudwatch import VARIANT, templates  # noqa: E402
 from coldbrew.metering.aggregate import register_sql_functions, upsert_sql  # noqa: E402
@@ -107,6 +109,23 @@ def write_history(db: Path, endpoints: int, busy: int, now: int) -> int:
     return rows
 
 
+def settle(client: httpx.Client, endpoints: int, timeout: float = 600.0) -> None:
+    """Wait until the restarted server has brought every endpoint back (its pools in /metrics):
+    until then the reconciler's deploys share the machine with the requests measured."""
+    deadline = time.monotonic() + timeout
+    while True:
+        names = set()
+        for family in text_string_to_metric_families(client.get("/metrics").text):
+            if family.name == "coldbrew_scaling_environments":
+                names.update(sample.labels["EndpointName"] for sample in family.samples)
+        if len(names) >= endpoints:
+            time.sleep(2)  # the last deploy's own work
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {len(names)} endpoints came back within {timeout} s")
+        time.sleep(1)
+
+
 def fetch(client: httpx.Client, path: str, gzip: bool) -> dict[str, float]:
     headers = {"Accept": "text/html", "Accept-Encoding": "gzip" if gzip else "identity"}
     started = time.perf_counter()
@@ -157,6 +176,7 @@ def main() -> None:
     server = ColdbrewServer(tmp / "data", env=env).start(timeout=300)
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
+            settle(client, args.endpoints)
             listed = client.get("/ui/api/endpoints").json()
             assert len(listed["rows"]) == args.endpoints, len(listed["rows"])
             with_latency = sum(1 for r in listed["rows"] if r["p99_us"] is not None)

@@ -205,6 +205,8 @@ def test_the_endpoint_page_draws_its_charts_from_cloudwatch(tab: Tab, ui_server:
     tab.open("/ui/endpoints/ui-rf")
     tab.page.wait_for_selector('#charts[data-drawn="true"]')
     tab.screenshot("endpoint")
+    tab.page.set_viewport_size({"width": 1400, "height": 1300})
+    tab.screenshot("endpoint-top", full_page=False)
 
 
 def test_the_live_view_follows_an_environment_from_start_to_release(
