@@ -116,7 +116,7 @@ class MachineCollector(Collector):
         )
         yield GaugeMetricFamily(
             "coldbrew_memory_budget_used_megabytes",
-            "MemorySizeInMB held by live serverless environments",
+            "Memory held by live environments (MemorySizeInMB, or an instance type's memory)",
             value=self.gauges.memory_budget_used_mb(),
         )
         yield CounterMetricFamily(
