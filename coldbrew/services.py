@@ -18,6 +18,8 @@ from coldbrew.async_inference.objects import BotoObjects, EmbeddedObjects, Objec
 from coldbrew.async_inference.queue import AsyncQueue
 from coldbrew.backends.containment import ContainmentConfig, parse_ids, parse_names
 from coldbrew.backends.local import LocalBackend
+from coldbrew.capture import CaptureWriter
+from coldbrew.capture.sinks import BotoSink, EmbeddedSink, Sink
 from coldbrew.cloudwatch import CloudWatchApp
 from coldbrew.control.quotas import Quotas
 from coldbrew.control.reconciler import Reconciler
@@ -104,6 +106,9 @@ class Services:
             sample_interval_s=settings.meter_sample_interval_s,
             snapshot=self.serving.environment_snapshot,
         )
+        # Data capture: the invoke path appends to the writer's buffer; its thread writes to S3.
+        sink: Sink = EmbeddedSink(self.s3) if self.s3 is not None else BotoSink()
+        self.capture = CaptureWriter(sink)
         # Batch transform: jobs run on the same serving, their pools preemptible.
         storage: Storage = EmbeddedStorage(self.s3) if self.s3 is not None else BotoStorage()
         self.transform_jobs = TransformJobs(JobStore(self.store), self.serving, storage)
@@ -157,6 +162,7 @@ class Services:
             self.logs.start()
         await self.serving.start()
         self.meter.start()
+        self.capture.start()
         self.reconciler.resume()
         await self.dispatcher.start()
         await self.transform_jobs.start()
@@ -179,6 +185,8 @@ class Services:
         await self.serving.close()
         # After serving has drained, so the last invocations' records are flushed too.
         await run_in_threadpool(self.meter.close)
+        # Before the embedded S3 closes: the last records are written to it.
+        await run_in_threadpool(self.capture.close)
         if self.logs is not None:
             # After serving has stopped every worker, so their last lines are in.
             await run_in_threadpool(self.logs.close)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from coldbrew.capture.config import CaptureConfig
 from coldbrew.serving.errors import DeployError
 from coldbrew.serving.targets import (
     AsyncConfig,
@@ -113,7 +114,11 @@ class Deployment:
         fingerprint = hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
         async_config = self.config.get("AsyncInferenceConfig")
         asynchronous = AsyncConfig.from_request(async_config) if async_config else None
-        return EndpointTarget(endpoint, self.config_name, tuple(variants), fingerprint, asynchronous)
+        capture_config = self.config.get("DataCaptureConfig")
+        capture = CaptureConfig.from_request(capture_config) if capture_config else None
+        return EndpointTarget(
+            endpoint, self.config_name, tuple(variants), fingerprint, asynchronous, capture=capture
+        )
 
     @property
     def variants(self) -> list[VariantSpec]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coldbrew.async_inference import config as async_config
+from coldbrew.capture import config as capture_config
 from coldbrew.control import arns
 from coldbrew.control.deployment import Deployment, variant_summaries, with_variant_status
 from coldbrew.control.paging import ListQuery, list_rows
@@ -222,6 +223,8 @@ class ControlPlane:
                 )
         if request.get("AsyncInferenceConfig") is not None:
             async_config.validate(request["AsyncInferenceConfig"], request["EndpointConfigName"])
+        if request.get("DataCaptureConfig") is not None:
+            capture_config.validate(request["DataCaptureConfig"], request["EndpointConfigName"])
         for variant in variants:
             if "ModelName" not in variant:
                 raise ValidationException(f"Variant '{variant['VariantName']}' must name a ModelName.")
@@ -313,6 +316,9 @@ class ControlPlane:
             response["ProductionVariants"] = with_variant_status(variants, shown_status, row["modified_at"])
         if row["failure_reason"]:
             response["FailureReason"] = row["failure_reason"]
+        capture = Deployment.from_json(loads(row["deployment"])).config.get("DataCaptureConfig")
+        if capture:
+            response["DataCaptureConfig"] = capture_config.CaptureConfig.from_request(capture).describe()
         if has_pending:
             pending = Deployment.from_json(loads(row["pending_deployment"]))
             response["PendingDeploymentSummary"] = {

@@ -31,7 +31,9 @@ from coldbrew.ui import Dashboard, UiSources
 def create_app(settings: Settings) -> ASGIApp:
     services = Services(settings)
     control = ControlEndpoint(services.control, settings.account_id, settings.region)
-    invocations = InvocationsEndpoint(services.serving, services.control, settings.account_id, services.meter)
+    invocations = InvocationsEndpoint(
+        services.serving, services.control, settings.account_id, services.meter, services.capture
+    )
     async_invocations = AsyncInvocationsEndpoint(
         services.serving, services.control, services.dispatcher, settings.account_id
     )

@@ -12,6 +12,7 @@ from typing import Protocol
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from coldbrew.capture import CaptureWriter
 from coldbrew.control.service import ControlPlane
 from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
 from coldbrew.metering.meter import Meter
@@ -23,6 +24,7 @@ from coldbrew.wire.bodies import CLOSE, OversizeBody, declared_oversize, read_bo
 log = logging.getLogger("coldbrew.gateway")
 
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
+INFERENCE_ID = "x-amzn-sagemaker-inference-id"
 PREFIX, SUFFIX, ASYNC_SUFFIX = "/endpoints/", "/invocations", "/async-invocations"
 
 Headers = list[tuple[bytes, bytes]]
@@ -110,12 +112,18 @@ def check_custom_attributes(value: str | None) -> None:
 
 class InvocationsEndpoint:
     def __init__(
-        self, serving: Serving, control: ControlPlane, account: str, meter: Meter | None = None
+        self,
+        serving: Serving,
+        control: ControlPlane,
+        account: str,
+        meter: Meter | None = None,
+        capture: CaptureWriter | None = None,
     ) -> None:
         self.serving = serving
         self.control = control
         self.account = account
         self.meter = meter
+        self.capture = capture
 
     async def invoke(self, name: str, headers: dict[str, str], receive: Receive) -> Reply:
         """One invocation; ``headers`` has lower-case names."""
@@ -178,6 +186,19 @@ class InvocationsEndpoint:
         ]
         if result.custom_attributes is not None:
             reply_headers.append((CUSTOM_ATTRIBUTES.encode(), result.custom_attributes.encode("latin-1")))
+        if endpoint.capture is not None and self.capture is not None:
+            # Only appends to the writer's buffer: sampling, encoding and S3 are off this path.
+            self.capture.offer(
+                endpoint.capture,
+                endpoint.name,
+                result.variant,
+                received,
+                invocation.content_type or "application/octet-stream",
+                body,
+                result.content_type,
+                result.body,
+                headers.get(INFERENCE_ID),
+            )
         if self.meter is not None:
             total_us = int((time.perf_counter() - started) * 1_000_000)
             self.meter.record(

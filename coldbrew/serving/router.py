@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from coldbrew.capture.config import CaptureConfig
 from coldbrew.errors import ValidationError
 from coldbrew.serving.targets import AsyncConfig
 
@@ -29,6 +30,9 @@ class LiveEndpoint:
     """Identifies what the pools run; a deploy with the same fingerprint only reconfigures them."""
     asynchronous: AsyncConfig | None = None
     """Set for an asynchronous endpoint: it takes InvokeEndpointAsync, not InvokeEndpoint."""
+    capture: CaptureConfig | None = None
+    """Its DataCaptureConfig: swapped with the variants, so an UpdateEndpoint turns capture on or
+    off in the same assignment that starts routing to the new pools."""
 
     def choose(self, target_variant: str | None) -> RoutedVariant:
         if target_variant is not None:

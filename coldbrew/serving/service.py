@@ -202,7 +202,8 @@ class Serving:
             variants[variant.name] = RoutedVariant(
                 variant.name, pools[variant.name], variant.weight, config.serverless, config.memory_mb
             )
-        return LiveEndpoint(target.endpoint, variants, target.fingerprint, target.asynchronous)
+        capture = target.capture if target.capture is not None and target.capture.capturing else None
+        return LiveEndpoint(target.endpoint, variants, target.fingerprint, target.asynchronous, capture)
 
     async def _drain_all(self, pools: list[int], timeout_s: float) -> None:
         await asyncio.gather(*(self.pools.drain(p, timeout_s) for p in pools), return_exceptions=True)

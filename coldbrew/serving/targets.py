@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, ValidationError
 
+from coldbrew.capture.config import CaptureConfig
 from coldbrew.scaling.keepalive import POLICY_NAMES
 
 
@@ -174,3 +175,5 @@ class EndpointTarget:
     """The endpoint config's AsyncInferenceConfig, if it has one."""
     job: JobSizing | None = None
     """Set for a batch transform job's pool (never an endpoint's)."""
+    capture: CaptureConfig | None = None
+    """The endpoint config's DataCaptureConfig, if it has one."""
