@@ -126,12 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     from coldbrew.metering import cli as metering_cli
     from coldbrew.simulate import cli as simulate_cli
     from coldbrew.stacks import cli as stacks_cli
+    from coldbrew.tune import cli as tune_cli
 
     endpoints_cli.add_commands(commands)  # endpoints, describe, delete, invoke
     metering_cli.add_commands(commands)  # metrics, cost
     simulate_cli.add_commands(commands)  # simulate
     logs_cli.add_commands(commands)  # logs
     stacks_cli.add_commands(commands)  # deploy-stack, delete-stack, describe-stack, stacks
+    tune_cli.add_commands(commands)  # tune
     auth_cli.add_commands(commands)  # keys
     return parser
 

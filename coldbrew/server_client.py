@@ -14,7 +14,13 @@ def server_url(args: argparse.Namespace) -> str:
     return str(args.url or os.environ.get("COLDBREW_URL") or DEFAULT_URL)
 
 
-def server_client(args: argparse.Namespace, service: str, read_timeout: float = 120) -> Any:
+def server_client(
+    args: argparse.Namespace,
+    service: str,
+    read_timeout: float = 120,
+    max_attempts: int = 2,
+    max_pool_connections: int = 10,
+) -> Any:
     """A boto3 client for ``service`` on the server, with few retries: a person is waiting."""
     import boto3
     from botocore.config import Config
@@ -28,7 +34,11 @@ def server_client(args: argparse.Namespace, service: str, read_timeout: float = 
         service,
         endpoint_url=server_url(args),
         region_name=session.region_name or "us-east-1",
-        config=Config(retries={"max_attempts": 2, "mode": "standard"}, read_timeout=read_timeout),
+        config=Config(
+            retries={"max_attempts": max_attempts, "mode": "standard"},
+            read_timeout=read_timeout,
+            max_pool_connections=max_pool_connections,
+        ),
         **credentials,
     )
 
