@@ -135,7 +135,7 @@ class CaptureWriter:
             try:
                 self.flush()
             except Exception:
-                log.exception("capture: a flush failed; its records are dropped")
+                log.exception("a flush failed; its records are dropped")
         self.flush()
 
     # --- the writer's thread -------------------------------------------------------------------
@@ -172,9 +172,7 @@ class CaptureWriter:
                 written += count
             else:
                 self.dropped_failed += count
-                self._warn(
-                    f"capture: could not write s3://{bucket}/{object_key} ({count} records dropped): {error}"
-                )
+                self._warn(f"could not write s3://{bucket}/{object_key} ({count} records dropped): {error}")
         self.written += written
         self._drained_bytes += sum(size for _, size in taken)
         return written

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from coldbrew.async_inference.metrics import BacklogCollector
+from coldbrew.capture.metrics import CaptureCollector
 from coldbrew.gateway.async_invocations_api import AsyncInvocationsEndpoint
 from coldbrew.gateway.auth_gate import AuthGate, auth_config, key_ring
 from coldbrew.gateway.control_api import ControlEndpoint
@@ -49,6 +50,7 @@ def create_app(settings: Settings) -> ASGIApp:
     )
     registry.register(ScalingCollector(services.serving))
     registry.register(BacklogCollector(services.backlog))
+    registry.register(CaptureCollector(services.capture))
     if services.logs is not None:
         registry.register(LogsCollector(services.logs))
 

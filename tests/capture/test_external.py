@@ -3,11 +3,14 @@ does not exist: invocations are answered all the same."""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 from tests.capture.conftest import BUCKET, ROW, capture_config, deploy, wait_for_records
@@ -59,3 +62,14 @@ def test_missing_bucket_never_fails_invocations(
         assert runtime.invoke_endpoint(EndpointName="nowhere", Body=ROW, ContentType="text/csv")[
             "Body"
         ].read()
+    # Dropped and counted: on /metrics once the writer has tried.
+    deadline = time.monotonic() + 60
+    while True:
+        text = httpx.get(f"{external.url}/metrics", timeout=10).text
+        match = re.search(
+            r'^coldbrew_capture_records_dropped_total\{reason="write_failed"\} (\S+)$', text, re.M
+        )
+        if (match and float(match.group(1)) >= 5) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert match is not None and float(match.group(1)) >= 5, text[-2000:]
