@@ -48,13 +48,17 @@ def parse_meter(text: str, endpoint: str) -> MeterFigures:
         for sample in family.samples:
             if sample.labels.get("EndpointName", "").lower() != wanted:
                 continue
-            if family.name in _COUNTERS and sample.name.endswith("_total"):
-                key = _COUNTERS[family.name]
-                values[key] = values.get(key, 0.0) + sample.value
-            elif family.name == "sagemaker_ExecutionEnvironments":
-                values["environments"] = values.get("environments", 0.0) + sample.value
-            elif family.name.startswith("sagemaker_ModelLatency") and sample.name.endswith("_sum"):
-                values["model_latency_sum_us"] = values.get("model_latency_sum_us", 0.0) + sample.value
+            # By the sample's name: the family's depends on the exposition's TYPE lines.
+            name = sample.name
+            if name.endswith("_total") and name.removesuffix("_total") in _COUNTERS:
+                key = _COUNTERS[name.removesuffix("_total")]
+            elif name == "sagemaker_ExecutionEnvironments":
+                key = "environments"
+            elif name.startswith("sagemaker_ModelLatency") and name.endswith("_sum"):
+                key = "model_latency_sum_us"
+            else:
+                continue
+            values[key] = values.get(key, 0.0) + sample.value
     return MeterFigures(
         invocations=int(values.get("invocations", 0)),
         cold_starts=int(values.get("cold_starts", 0)),
