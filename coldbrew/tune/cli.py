@@ -130,7 +130,7 @@ def tune_command(args: argparse.Namespace) -> int:
             first = next((lv.latency for lv in c.levels if lv.latency is not None), None)
             if first is not None:
                 p50s[c.memory_mb] = first.p50_ms
-        return sizing_notes(args.memory, None, p50s)
+        return sizing_notes(args.memory, None, p50s, levels)
 
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out

@@ -30,7 +30,10 @@ def threads_at(memory_mb: int) -> int:
 
 
 def sizing_notes(
-    memory_sizes: Sequence[int], cpu_count: int | None, observed_p50_ms: dict[int, float]
+    memory_sizes: Sequence[int],
+    cpu_count: int | None,
+    observed_p50_ms: dict[int, float],
+    concurrency: Sequence[int] = (),
 ) -> list[str]:
     """Plain sentences for the report: where memory buys no more CPU here, and what was observed.
 
@@ -59,6 +62,17 @@ def sizing_notes(
             f"{', '.join(f'{m:,}' for m in capped)} MB — get no more threads than {cores}; on SageMaker they "
             "would get more CPU, so these figures understate what they buy there."
         )
+    # Each environment serves one request at a time with its own threads: at concurrency c, c
+    # environments' threads share the cores, and past the core count they queue for them.
+    top = max(concurrency, default=1)
+    crowded = [m for m in sorted(set(memory_sizes)) if top * threads_at(m) > cores]
+    if top > 1 and crowded:
+        notes.append(
+            f"At concurrency {top}, {', '.join(f'{m:,}' for m in crowded)} MB run more threads "
+            f"({top} environments x their threads) than the {cores} core(s): requests wait for the CPU, "
+            "so latency under load rises with memory here, where on SageMaker each environment has "
+            "its own vCPUs."
+        )
     if len(observed_p50_ms) >= 2:
         smallest, largest = min(observed_p50_ms), max(observed_p50_ms)
         low, high = observed_p50_ms[smallest], observed_p50_ms[largest]
@@ -66,8 +80,8 @@ def sizing_notes(
             verdict = f"fell from {low:.1f} ms at {smallest:,} MB to {high:.1f} ms at {largest:,} MB"
         elif high > low * 1.1:
             verdict = (
-                f"rose from {low:.1f} ms at {smallest:,} MB to {high:.1f} ms at {largest:,} MB (noise or "
-                "contention from other work on the machine: memory cannot make a model slower)"
+                f"rose from {low:.1f} ms at {smallest:,} MB to {high:.1f} ms at {largest:,} MB (noise, other "
+                "work on the machine, or more threads than the cores have room for)"
             )
         else:
             verdict = (

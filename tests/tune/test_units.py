@@ -140,18 +140,20 @@ def test_parse_meter() -> None:
 def test_sizing_notes_on_a_two_core_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert [threads_at(m) for m in (1024, 2048, 3072, 4096, 6144)] == [1, 1, 2, 2, 2]
-    notes = " ".join(sizing_notes([1024, 2048, 3072, 6144], 2, {1024: 10.0, 6144: 9.8}))
+    notes = " ".join(sizing_notes([1024, 2048, 3072, 6144], 2, {1024: 10.0, 6144: 9.8}, [1, 2]))
     assert "1,024, 2,048 MB all run with 1 thread(s)" in notes
     assert "3,072, 6,144 MB all run with 2 thread(s)" in notes
     assert "This machine has 2 core(s)" in notes and "6,144 MB" in notes
     assert "did not change with memory" in notes
+    assert "At concurrency 2, 3,072, 6,144 MB run more threads" in notes
 
 
 def test_sizing_notes_when_latency_falls(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 8)
-    notes = " ".join(sizing_notes([1024, 4096], 8, {1024: 20.0, 4096: 6.0}))
+    notes = " ".join(sizing_notes([1024, 4096], 8, {1024: 20.0, 4096: 6.0}, [1, 4]))
     assert "fell from 20.0 ms at 1,024 MB to 6.0 ms at 4,096 MB" in notes
     assert "core(s): sizes beyond" not in notes
+    assert "At concurrency" not in notes  # 4 x 2 threads fit 8 cores
 
 
 # --- the report's files -----------------------------------------------------------------------
