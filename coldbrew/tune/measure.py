@@ -72,13 +72,22 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
+@dataclass
+class Workers:
+    """The threads that keep requests in flight, and the flag that stops them (Ctrl-C, an error):
+    without it they would go on sending the rest of their batch while the endpoints are deleted."""
+
+    pool: ThreadPoolExecutor
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
 def run_batch(
     runtime: Any,
     endpoint: str,
     payload: Payload,
     count: int,
     concurrency: int,
-    pool: ThreadPoolExecutor,
+    workers: Workers,
     on_done: Callable[[Attempt], None] | None = None,
 ) -> tuple[list[Attempt], float]:
     """``count`` invocations with ``concurrency`` in flight at a time; the attempts and wall time."""
@@ -91,7 +100,7 @@ def run_batch(
         # ``concurrency`` requests are in flight until the batch runs out.
         while True:
             with lock:
-                if remaining[0] <= 0:
+                if remaining[0] <= 0 or workers.stop.is_set():
                     return
                 remaining[0] -= 1
             attempt = invoke_once(runtime, endpoint, payload)
@@ -101,7 +110,7 @@ def run_batch(
                 on_done(attempt)
 
     started = time.perf_counter()
-    futures = [pool.submit(worker) for _ in range(min(concurrency, count))]
+    futures = [workers.pool.submit(worker) for _ in range(min(concurrency, count))]
     for future in futures:
         future.result()
     return attempts, time.perf_counter() - started
@@ -113,15 +122,15 @@ def measure_level(
     payload: Payload,
     concurrency: int,
     invocations: int,
-    pool: ThreadPoolExecutor,
+    workers: Workers,
     progress: Progress,
 ) -> LevelResult:
     label = f"{endpoint} x{concurrency}"
     # Warm-up: ``concurrency`` requests at once, so the level's environments exist (each serves
     # one request at a time) and their cold starts do not land in the warm percentiles.
-    warmup, _ = run_batch(runtime, endpoint, payload, concurrency, concurrency, pool)
+    warmup, _ = run_batch(runtime, endpoint, payload, concurrency, concurrency, workers)
     attempts, wall = run_batch(
-        runtime, endpoint, payload, invocations, concurrency, pool, lambda _a: progress(label, 1)
+        runtime, endpoint, payload, invocations, concurrency, workers, lambda _a: progress(label, 1)
     )
     ok = [a.latency_ms for a in attempts if a.ok]
     errors = [a.error or "error" for a in attempts if not a.ok]

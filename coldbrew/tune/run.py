@@ -16,6 +16,7 @@ from coldbrew.tune.measure import (
     LevelResult,
     Payload,
     Progress,
+    Workers,
     concurrency_levels,
     invoke_once,
     measure_level,
@@ -125,7 +126,7 @@ def measure_config(
     invocations: int,
     payload: Payload,
     prefix: str,
-    pool: ThreadPoolExecutor,
+    workers: Workers,
     progress: Progress,
 ) -> ConfigResult:
     endpoint = deployments.deploy(model, memory_mb, max(levels), prefix)
@@ -153,7 +154,7 @@ def measure_config(
         result.errors += 1
         result.cold_start_error = first.error
     for concurrency in levels:
-        level = measure_level(runtime, endpoint, payload, concurrency, invocations, pool, progress)
+        level = measure_level(runtime, endpoint, payload, concurrency, invocations, workers, progress)
         result.levels.append(level)
         result.sent += level.sent + level.warmup_sent
         result.errors += level.errors + level.warmup_errors
@@ -226,7 +227,7 @@ def tune(
     deployments = Deployments(sm)
     configs: list[ConfigResult] = []
     cleanup_problems: list[str] = []
-    pool = ThreadPoolExecutor(max_workers=max(levels), thread_name_prefix="coldbrew-tune")
+    workers = Workers(ThreadPoolExecutor(max_workers=max(levels), thread_name_prefix="coldbrew-tune"))
     try:
         # A missing model is one clear error (ValidationException) before anything is made.
         copy = deployments.copy_model(model, f"{model}-tune")
@@ -241,7 +242,7 @@ def tune(
                 invocations,
                 payload,
                 f"{model}-tune",
-                pool,
+                workers,
                 progress,
             )
             configs.append(result)
@@ -250,8 +251,9 @@ def tune(
             # next size is measured, and each size should have the machine to itself.
             cleanup_problems.extend(deployments.cleanup())
     finally:
-        # Requests still queued are dropped (Ctrl-C); those in flight finish on their own.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # The workers send no more (Ctrl-C, an error); those in flight finish on their own.
+        workers.stop.set()
+        workers.pool.shutdown(wait=False, cancel_futures=True)
         cleanup_problems.extend(deployments.cleanup())
         cleanup_problems.extend(deployments.cleanup_models())
     return TuneResult(

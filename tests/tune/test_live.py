@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -53,38 +55,55 @@ def cloudwatch_sum(cw: Any, metric: str, endpoint: str, statistic: str, since: f
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     base = tmp_path_factory.mktemp("tune")
     server = ColdbrewServer(base / "data").start()
     try:
         archive, _ = sklearn_archive(base / "model.tar.gz")
-        sm = server.client("sagemaker")
-        sm.create_model(
+        server.client("sagemaker").create_model(
             ModelName=MODEL,
             PrimaryContainer={"Image": "coldbrew/sklearn", "ModelDataUrl": f"file://{archive}"},
             ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew",
         )
-        payload = base / "row.csv"
-        payload.write_text("0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02\n")
-        out = base / "report"
-        env = {**os.environ, "COLDBREW_URL": server.url, "COLUMNS": "200"}
-        env.update(AWS_ACCESS_KEY_ID="any", AWS_SECRET_ACCESS_KEY="any", AWS_DEFAULT_REGION="us-east-1")
-        started = time.time()
-        # fmt: off
-        command = [
-            sys.executable, "-m", "coldbrew", "tune", MODEL, "--payload", str(payload),
-            "--memory", *map(str, MEMORY), "--concurrency", *map(str, CONCURRENCY),
-            "--invocations", str(INVOCATIONS), "--latency-target-ms", "10000", "--rate", "2000000",
-            "--out", str(out),
-        ]
-        # fmt: on
-        done = subprocess.run(
-            command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
-        )
-        assert done.returncode == 0, done.stdout + done.stderr + server.log()[-3000:]
-        yield server, out, done, started
+        (base / "row.csv").write_text("0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02\n")
+        yield server, base
     finally:
         server.stop()
+
+
+def tune_command(base: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "coldbrew", "tune", MODEL, "--payload", str(base / "row.csv"), *args]
+
+
+def tune_env(server: ColdbrewServer) -> dict[str, str]:
+    env = {**os.environ, "COLDBREW_URL": server.url, "COLUMNS": "200"}
+    env.update(AWS_ACCESS_KEY_ID="any", AWS_SECRET_ACCESS_KEY="any", AWS_DEFAULT_REGION="us-east-1")
+    return env
+
+
+@pytest.fixture(scope="module")
+def run(server: Any) -> Any:
+    server, base = server
+    out = base / "report"
+    started = time.time()
+    # fmt: off
+    command = tune_command(
+        base, "--memory", *map(str, MEMORY), "--concurrency", *map(str, CONCURRENCY),
+        "--invocations", str(INVOCATIONS), "--latency-target-ms", "10000", "--rate", "2000000",
+        "--out", str(out),
+    )
+    # fmt: on
+    done = subprocess.run(
+        command,
+        env=tune_env(server),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr + server.log()[-3000:]
+    return server, out, done, started
 
 
 def test_report_counts_and_durations_are_the_meters(run: Any) -> None:
@@ -182,3 +201,35 @@ def test_html_csv_and_json_agree(run: Any) -> None:
     assert "recommendation:" in done.stdout and "1,024" in done.stdout
     # This machine's cores are stated: 1,024 and 2,048 MB both get one thread (round(2048/1769) = 1).
     assert any("1,024, 2,048 MB all run with 1 thread" in note for note in report["notes"])
+
+
+def test_ctrl_c_deletes_what_it_made(server: Any) -> None:
+    server, base = server
+    sm = server.client("sagemaker")
+    command = tune_command(
+        base, "--memory", "1024", "2048", "--invocations", "100000", "--out", str(base / "cut")
+    )
+    process = subprocess.Popen(
+        command, env=tune_env(server), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # Interrupted while it measures: once its endpoint has served (the meter has counted) a few.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            made = [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]]
+            totals = meter_totals(server)
+            if made and totals.get(("sagemaker_Invocations", made[0]), 0) >= 20:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("tune did not start measuring within 60 s")
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted" in err
+    assert sm.list_endpoints()["Endpoints"] == []
+    assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+    assert {m["ModelName"] for m in sm.list_models()["Models"]} == {MODEL}
