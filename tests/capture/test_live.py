@@ -45,7 +45,9 @@ def sentinel(sm: Any, runtime: Any, s3: Any, archive: Path) -> None:
     assert len(wait_for_records(s3, "sentinel/", before + 1)) == before + 1
 
 
-def test_records_keys_and_encodings(sm: Any, runtime: Any, s3: Any, model_archive: tuple[Path, Any]) -> None:
+def test_records_keys_and_encodings(
+    server: ColdbrewServer, sm: Any, runtime: Any, s3: Any, model_archive: tuple[Path, Any]
+) -> None:
     capture = capture_config("formats", KmsKeyId="alias/capture")
     described = deploy(sm, "formats", model_archive[0], capture)
     assert described["DataCaptureConfig"] == {
@@ -55,6 +57,7 @@ def test_records_keys_and_encodings(sm: Any, runtime: Any, s3: Any, model_archiv
         "DestinationS3Uri": f"s3://{BUCKET}/formats",
         "KmsKeyId": "alias/capture",
     }
+    assert "DataCaptureConfig.KmsKeyId is accepted but not applied" in server.log()
     started = datetime.now(UTC).replace(microsecond=0)
     csv = runtime.invoke_endpoint(
         EndpointName="formats", Body=ROW, ContentType="text/csv", Accept="text/csv", InferenceId="csv-1"
