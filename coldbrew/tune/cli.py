@@ -166,11 +166,15 @@ def tune_command(args: argparse.Namespace) -> int:
     _summary_table(result, out)
     for note in result.notes:
         out.print(f"note: {note}")
+    for config in result.configs:
+        if config.failure is not None:
+            out.print(f"[red]{config.memory_mb:,} MB not measured:[/red] {config.failure}")
     for problem in result.cleanup_problems:
         out.print(f"[red]not cleaned up:[/red] {problem}")
     out.print(f"recommendation: {result.recommendation.reason}")
     out.print(f"report: {paths['html']} (and {paths['csv'].name}, {paths['json'].name})")
-    return 1 if result.cleanup_problems else 0
+    measured = [c for c in result.configs if c.failure is None]
+    return 1 if result.cleanup_problems or not measured else 0
 
 
 def _error(exc: Exception) -> str:
