@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from typing import Protocol
@@ -25,6 +26,7 @@ log = logging.getLogger("coldbrew.gateway")
 
 CUSTOM_ATTRIBUTES = "x-amzn-sagemaker-custom-attributes"
 INFERENCE_ID = "x-amzn-sagemaker-inference-id"
+_INFERENCE_ID = re.compile(r"\A\S[\x20-\x7e]*\Z")
 PREFIX, SUFFIX, ASYNC_SUFFIX = "/endpoints/", "/invocations", "/async-invocations"
 
 Headers = list[tuple[bytes, bytes]]
@@ -110,6 +112,23 @@ def check_custom_attributes(value: str | None) -> None:
         )
 
 
+def check_inference_id(value: str | None) -> None:
+    """1 to 64 printable characters, not starting with a space, as InvokeEndpoint documents (data
+    capture records it as eventMetadata.inferenceId)."""
+    if value is None:
+        return
+    if not 1 <= len(value) <= 64:
+        raise ValidationError(
+            "1 validation error detected: Value at 'inferenceId' failed to satisfy constraint: "
+            "Member must have length between 1 and 64"
+        )
+    if not _INFERENCE_ID.match(value):
+        raise ValidationError(
+            "1 validation error detected: Value at 'inferenceId' failed to satisfy constraint: "
+            r"Member must satisfy regular expression pattern: \A\S[\p{Print}]*\z"
+        )
+
+
 class InvocationsEndpoint:
     def __init__(
         self,
@@ -151,6 +170,7 @@ class InvocationsEndpoint:
             if declared_oversize(headers.get("content-length"), limit):
                 raise _Oversize(request_id)
             check_custom_attributes(headers.get(CUSTOM_ATTRIBUTES))
+            check_inference_id(headers.get(INFERENCE_ID))
             try:
                 body = await read_body(receive, limit)
             except OversizeBody:

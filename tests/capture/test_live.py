@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from botocore.exceptions import ClientError
@@ -192,3 +193,21 @@ def test_validation(server: ColdbrewServer, sm: Any, model_archive: tuple[Path, 
         with pytest.raises(ClientError) as caught:
             create_config(raw, f"refused-{i}", "refused", capture)
         assert caught.value.response["Error"]["Code"] == "ValidationException", capture
+
+
+def test_inference_id_is_checked_as_invoke_endpoint_documents(
+    server: ColdbrewServer, sm: Any, runtime: Any, s3: Any, model_archive: tuple[Path, Any]
+) -> None:
+    if not any(e["EndpointName"] == "sentinel" for e in sm.list_endpoints()["Endpoints"]):
+        deploy(sm, "sentinel", model_archive[0], capture_config("sentinel"))
+    url = f"{server.url}/endpoints/sentinel/invocations"
+    for bad in (b"x" * 65, b"caf\xe9"):
+        answer = httpx.post(
+            url, content=ROW, headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Inference-Id": bad}
+        )
+        assert answer.status_code == 400 and answer.headers["x-amzn-errortype"] == "ValidationError", bad
+        assert "inferenceId" in answer.json()["message"]
+    ok = httpx.post(
+        url, content=ROW, headers={"Content-Type": "text/csv", "X-Amzn-SageMaker-Inference-Id": "a b"}
+    )
+    assert ok.status_code == 200
