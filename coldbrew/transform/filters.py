@@ -61,9 +61,10 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import jsonpath_ng
+from jsonpath_ng import jsonpath as _jsonpath
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.jsonpath import Child, Fields, Index, JSONPath, Root, Slice, Union
 
@@ -136,7 +137,7 @@ class JsonPathFilter:
 
     def selects_by_name(self) -> bool:
         """Whether any step selects object fields, which a CSV row (an array) does not have."""
-        return any(isinstance(step, Fields) and step.fields != ("*",) for step in _steps(self.node))
+        return any(isinstance(step, Fields) and not _is_wildcard(step) for step in _steps(self.node))
 
     def select(self, document: Any) -> Any:
         """The part of ``document`` the expression selects; _PathError when it does not fit."""
@@ -164,6 +165,17 @@ def _parse(expression: str) -> JSONPath:
     return jsonpath_ng.parse(expression)
 
 
+# "*" as a step: jsonpath-ng before 1.7 parses it as the field "*" (``$.*``) or the slice ``[:]``
+# (``$[*]``), later versions as a Wildcard node of their own.
+_WILDCARD: type | None = getattr(_jsonpath, "Wildcard", None)
+
+
+def _is_wildcard(step: JSONPath) -> bool:
+    return (isinstance(step, Fields) and step.fields == ("*",)) or (
+        _WILDCARD is not None and isinstance(step, _WILDCARD)
+    )
+
+
 def _unsupported(node: JSONPath) -> str | None:
     if isinstance(node, Root):
         return None
@@ -172,7 +184,7 @@ def _unsupported(node: JSONPath) -> str | None:
     if isinstance(node, Child):
         if isinstance(node.right, Slice) and node.right.step == 0:
             return "has a slice step of 0"
-        if not isinstance(node.right, Fields | Index | Slice):
+        if not (isinstance(node.right, Fields | Index | Slice) or _is_wildcard(node.right)):
             return _outside_subset(node.right)
         return _unsupported(node.left)
     if isinstance(node, Fields):
@@ -202,7 +214,7 @@ def _shape(node: JSONPath) -> str:
         return "one"
     if isinstance(node, Child) and _shape(node.left) == "one":
         step = node.right
-        if isinstance(step, Fields) and step.fields != ("*",):
+        if isinstance(step, Fields) and not _is_wildcard(step):
             return "one" if len(step.fields) == 1 else "object"
         if isinstance(step, Index) and len(_indices(step)) == 1:
             return "one"
@@ -212,7 +224,7 @@ def _shape(node: JSONPath) -> str:
 def _indices(step: Index) -> tuple[int, ...]:
     # jsonpath-ng 1.6 has one ``index``; later versions a tuple of ``indices``.
     indices = getattr(step, "indices", None)
-    return tuple(indices) if indices is not None else (step.index,)
+    return tuple(indices) if indices is not None else (cast(Any, step).index,)
 
 
 def _evaluate(node: JSONPath, document: Any) -> list[Any]:
@@ -225,9 +237,9 @@ def _evaluate(node: JSONPath, document: Any) -> list[Any]:
 
 
 def _step(step: JSONPath, value: Any) -> list[Any]:
+    if _is_wildcard(step):
+        return _children(value)
     if isinstance(step, Fields):
-        if step.fields == ("*",):
-            return _children(value)
         if not isinstance(value, dict):
             raise _PathError(f"{_names(step.fields)} selects by name, but the value there is {_kind(value)}")
         for name in step.fields:
