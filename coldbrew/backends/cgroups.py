@@ -84,8 +84,13 @@ class MemoryCgroups:
             return cls(base, v2, _cpu_base(lines, v2, base))
         return None
 
-    def attach(self, pid: int, limit_mb: int) -> WorkerCgroup | None:
-        """Put ``pid`` in a new cgroup limited to ``limit_mb``; None if the host refuses."""
+    def attach(self, pid: int, limit_mb: int, background: bool = False) -> WorkerCgroup | None:
+        """Put ``pid`` in a new cgroup limited to ``limit_mb``; None if the host refuses.
+
+        ``background`` (a batch transform job's worker): the least CPU weight, and the kernel's
+        idle class where it has one (``cpu.idle``), so that the job runs on what endpoints leave.
+        Niceness alone cannot do it: it only weighs threads within one cgroup, and by memory a
+        job's 8 GB instance would outweigh a 1 GB endpoint eight to one."""
         path = self.base / f"w{next(self._ids)}"
         try:
             path.mkdir()
@@ -104,20 +109,27 @@ class MemoryCgroups:
             with contextlib.suppress(OSError):
                 path.rmdir()
             return None
-        return WorkerCgroup(path, self.v2, self._cpu(pid, limit_mb, path.name))
+        return WorkerCgroup(path, self.v2, self._cpu(pid, limit_mb, path.name, background))
 
-    def _cpu(self, pid: int, limit_mb: int, name: str) -> Path | None:
+    def _cpu(self, pid: int, limit_mb: int, name: str, background: bool) -> Path | None:
         if self.cpu_base is None:
             return None
         if self.v2:
             # The memory cgroup is the cpu cgroup in v2: weight 100 is one default process (1 GB).
+            weight = 1 if background else max(1, min(10000, limit_mb * 100 // 1024))
             with contextlib.suppress(OSError):
-                (self.base / name / "cpu.weight").write_text(str(max(1, min(10000, limit_mb * 100 // 1024))))
+                (self.base / name / "cpu.weight").write_text(str(weight))
+            if background:
+                with contextlib.suppress(OSError):
+                    (self.base / name / "cpu.idle").write_text("1")
             return None
         path = self.cpu_base / name
         try:
             path.mkdir()
-            (path / "cpu.shares").write_text(str(max(2, limit_mb)))  # 1024 shares per GB
+            (path / "cpu.shares").write_text(str(2 if background else max(2, limit_mb)))  # 1024 per GB
+            if background:
+                with contextlib.suppress(OSError):
+                    (path / "cpu.idle").write_text("1")
             (path / "cgroup.procs").write_text(str(pid))
         except OSError as exc:
             log.info("no CPU share for worker %d: %s", pid, exc)

@@ -121,7 +121,9 @@ class LocalBackend:
             os.close(write_fd)
         # Limited from the start, so the model load itself counts against MemorySizeInMB.
         cgroup = (
-            self.cgroups.attach(pid, spec.memory_mb) if self.cgroups is not None and spec.memory_mb else None
+            self.cgroups.attach(pid, spec.memory_mb, background=spec.nice > 0)
+            if self.cgroups is not None and spec.memory_mb
+            else None
         )
         try:
             status = await asyncio.wait_for(read_status(read_fd), self.startup_timeout_s)

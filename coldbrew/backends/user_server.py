@@ -110,7 +110,11 @@ async def start_user_server(
         # gateway).
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, process.pid, spec.nice)
-    cgroup = cgroups.attach(process.pid, spec.memory_mb) if cgroups is not None and spec.memory_mb else None
+    cgroup = (
+        cgroups.attach(process.pid, spec.memory_mb, background=spec.nice > 0)
+        if cgroups is not None and spec.memory_mb
+        else None
+    )
     address = f"http://127.0.0.1:{port}"
     client = WorkerClient(address)
     answers = asyncio.ensure_future(_answers_ping(client, started))
