@@ -21,6 +21,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class Zygote:
         # reaped it, later than the workers it forked see it go.
         self._poll: select.poll | None = None
         self._pidfd: int | None = None
+        # exited() is asked on the event loop (acquire) and from /metrics' thread (the zygotes'
+        # memory); a poll object refuses concurrent use ("concurrent poll() invocation"), which
+        # failed an invocation mid-acquire and left its environment leased.
+        self._lock = threading.Lock()
         try:
             self._pidfd = os.pidfd_open(process.pid)
         except ProcessLookupError:
@@ -53,14 +58,19 @@ class Zygote:
 
     def exited(self) -> bool:
         """Whether the zygote process has exited, read from the kernel now (a cheap poll)."""
-        if self._poll is None:
+        with self._lock:
+            if self._poll is None:
+                return True
+            if self.process.returncode is None and not self._poll.poll(0):
+                return False
+            self._forget_pidfd_locked()
             return True
-        if self.process.returncode is None and not self._poll.poll(0):
-            return False
-        self._forget_pidfd()
-        return True
 
     def _forget_pidfd(self) -> None:
+        with self._lock:
+            self._forget_pidfd_locked()
+
+    def _forget_pidfd_locked(self) -> None:
         if self._pidfd is not None:
             os.close(self._pidfd)
         self._pidfd, self._poll = None, None
