@@ -7,6 +7,7 @@ standard AWS credentials, so it works with auth on) and reads the meter from ``/
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,9 @@ def tune_command(args: argparse.Namespace) -> int:
     from coldbrew.tune.report import write_report
     from coldbrew.tune.sizing import sizing_notes
 
+    # SIGTERM (a CI job cancelled, ``kill``) cleans up as Ctrl-C does: by unwinding through tune's
+    # finally, which deletes what it made, rather than dying with endpoints left behind.
+    signal.signal(signal.SIGTERM, _interrupt)
     problem = _check(args)
     if problem:
         print(f"coldbrew: {problem}", file=sys.stderr)
@@ -175,6 +179,10 @@ def tune_command(args: argparse.Namespace) -> int:
     out.print(f"report: {paths['html']} (and {paths['csv'].name}, {paths['json'].name})")
     measured = [c for c in result.configs if c.failure is None]
     return 1 if result.cleanup_problems or not measured else 0
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _error(exc: Exception) -> str:

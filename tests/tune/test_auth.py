@@ -43,7 +43,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AuthServer,
         (base / "row.csv").write_text("0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02\n")
         yield server, made, base
     finally:
-        server.stop()
+        server.stop(timeout=90)  # a loaded machine may take a while to drain and stop
 
 
 def tune(server: AuthServer, key: dict[str, str], base: Path, out: Path) -> subprocess.CompletedProcess[str]:

@@ -68,7 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         (base / "row.csv").write_text("0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,0.0,0.02,-0.02\n")
         yield server, base
     finally:
-        server.stop()
+        server.stop(timeout=90)  # a loaded machine may take a while to drain and stop
 
 
 def tune_command(base: Path, *args: str) -> list[str]:
@@ -203,7 +203,8 @@ def test_html_csv_and_json_agree(run: Any) -> None:
     assert any("1,024, 2,048 MB all run with 1 thread" in note for note in report["notes"])
 
 
-def test_ctrl_c_deletes_what_it_made(server: Any) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_deletes_what_it_made(server: Any, sig: int) -> None:
     server, base = server
     sm = server.client("sagemaker")
     command = tune_command(
@@ -223,7 +224,7 @@ def test_ctrl_c_deletes_what_it_made(server: Any) -> None:
             time.sleep(0.2)
         else:
             raise AssertionError("tune did not start measuring within 60 s")
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         _out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
