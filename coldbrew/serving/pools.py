@@ -213,7 +213,15 @@ class Pools:
             if isinstance(decision, Reject):
                 raise _rejection(decision)
             env = self.environments.get(decision.env)
-            if env is not None and env.worker.is_alive() and not env.retiring():
+            try:
+                usable = env is not None and env.worker.is_alive() and not env.retiring()
+            except BaseException:
+                # The environment routed to this request is given back whatever went wrong in
+                # looking at it: a lease nobody holds would keep its pool from ever draining.
+                self._handle(Finished(decision.env, request))
+                raise
+            if usable:
+                assert env is not None
                 setup_ms = (self.clock() - arrived) * 1000 if decision.cold else 0.0
                 return Lease(env, request, decision.cold, setup_ms)
             # Not one to hand the request to: admit it again, elsewhere.
@@ -222,8 +230,10 @@ class Pools:
             elif env.worker.is_alive():
                 # Exiting with its zygote, and so are its siblings: all of them are retired now
                 # (what runs on them finishes there), not one per admission.
-                self.reap_dead()
-                self._handle(Finished(env.id, request))
+                try:
+                    self.reap_dead()
+                finally:
+                    self._handle(Finished(env.id, request))
             else:
                 self.lost(env, readmitted=True)  # it died while idle
         raise ModelError(

@@ -475,6 +475,32 @@ def test_a_retiring_idle_worker_is_stopped_and_never_handed_the_invocation() -> 
     run(main())
 
 
+def test_an_error_while_looking_at_the_routed_worker_gives_its_environment_back() -> None:
+    async def main() -> None:
+        h = Harness()
+        pool = await h.add(config())
+        first = await h.cold(pool)
+        h.pools.release(first)
+        worker = first.env.worker
+
+        def broken() -> bool:
+            raise RuntimeError("concurrent poll() invocation")
+
+        worker.is_alive = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="concurrent poll"):
+            await h.acquire(pool)
+        del worker.is_alive  # the instance's override: the class's method answers again
+        # The environment is free again: the next invocation gets it warm, no cold start (a lease
+        # kept would leave this one waiting for a start that never comes).
+        again = await asyncio.wait_for(h.acquire(pool), 10)
+        assert again.env is first.env and not again.cold
+        assert len(h.backend.starts) == 1
+        h.pools.release(again)
+        await h.pools.close()
+
+    run(main())
+
+
 def test_a_retiring_busy_worker_finishes_its_invocation_then_stops() -> None:
     async def main() -> None:
         h = Harness()
