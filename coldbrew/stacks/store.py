@@ -320,8 +320,12 @@ class StackStore:
 
     def insert_change_set(self, change_set: ChangeSetRecord) -> None:
         with self.store.transaction() as conn:
+            # An executed change set (and the others it made obsolete) no longer holds its name:
+            # CloudFormation removes a stack's change sets once one is executed. The AWS CLI names
+            # its change sets by the second, so two deploys within one second reuse a name.
             taken = conn.execute(
-                "SELECT 1 FROM change_sets WHERE stack_id = ? AND name = ?",
+                "SELECT 1 FROM change_sets WHERE stack_id = ? AND name = ? "
+                "AND execution_status NOT IN ('EXECUTE_COMPLETE', 'OBSOLETE')",
                 [change_set.stack_id, change_set.name],
             ).fetchone()
             if taken:
@@ -354,7 +358,8 @@ class StackStore:
             row = self.store.query_one("SELECT * FROM change_sets WHERE change_set_id = ?", [name_or_id])
         elif stack_id is not None:
             row = self.store.query_one(
-                "SELECT * FROM change_sets WHERE stack_id = ? AND name = ?", [stack_id, name_or_id]
+                "SELECT * FROM change_sets WHERE stack_id = ? AND name = ? ORDER BY created_at DESC LIMIT 1",
+                [stack_id, name_or_id],
             )
         else:
             row = None

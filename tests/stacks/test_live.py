@@ -454,3 +454,37 @@ def stack_exists(server: ColdbrewServer, name: str) -> bool:
     except ClientError:
         return False
     return True
+
+
+def test_a_change_set_name_is_free_again_once_one_is_executed(
+    server: ColdbrewServer, model_archive: tuple[Path, Any]
+) -> None:
+    """The AWS CLI names its change sets by the second: two deploys of a stack within one second
+    reuse a name, which CloudFormation allows once the first was executed."""
+    cf, sm = server.client("cloudformation"), server.client("sagemaker")
+    body = SEED.read_text()
+
+    def change_set(kind: str, values: dict[str, str]) -> str:
+        made = cf.create_change_set(
+            StackName="cs-staging", ChangeSetName="same-second", ChangeSetType=kind, TemplateBody=body,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in values.items()],
+        )  # fmt: skip
+        cf.get_waiter("change_set_create_complete").wait(
+            ChangeSetName="same-second", StackName="cs-staging", WaiterConfig={"Delay": 1}
+        )
+        cf.execute_change_set(ChangeSetName="same-second", StackName="cs-staging")
+        arn: str = made["Id"]
+        return arn
+
+    values = parameters("cs", "staging", str(model_archive[0]))
+    first = change_set("CREATE", values)
+    cf.get_waiter("stack_create_complete").wait(StackName="cs-staging", WaiterConfig={"Delay": 1})
+    second = change_set("UPDATE", {**values, "MemorySizeInMB": "1024"})
+    cf.get_waiter("stack_update_complete").wait(StackName="cs-staging", WaiterConfig={"Delay": 1})
+    assert first != second
+    assert cf.describe_change_set(ChangeSetName=first)["ExecutionStatus"] == "EXECUTE_COMPLETE"
+    by_name = cf.describe_change_set(ChangeSetName="same-second", StackName="cs-staging")
+    assert by_name["ChangeSetId"] == second  # the name now means the newest
+    assert_staging(sm, "cs-staging", memory=1024)
+    cf.delete_stack(StackName="cs-staging")
+    cf.get_waiter("stack_delete_complete").wait(StackName="cs-staging", WaiterConfig={"Delay": 1})
