@@ -238,7 +238,7 @@ def xml(operation_name: str, value: dict[str, Any], shape: Shape, request_id: st
     """A query-protocol response: ``<OpResponse><OpResult>...</OpResult><ResponseMetadata>``."""
     wrapper = shape.serialization.get("resultWrapper", f"{operation_name}Result")
     parts = [f'<{operation_name}Response xmlns="{XML_NAMESPACE}"><{wrapper}>']
-    _xml_members(parts, value, shape)
+    xml_members(parts, value, shape)
     parts.append(
         f"</{wrapper}><ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata>"
         f"</{operation_name}Response>"
@@ -246,7 +246,9 @@ def xml(operation_name: str, value: dict[str, Any], shape: Shape, request_id: st
     return "".join(parts).encode()
 
 
-def _xml_members(parts: list[str], value: dict[str, Any], shape: Shape) -> None:
+def xml_members(parts: list[str], value: dict[str, Any], shape: Shape) -> None:
+    """The members of ``value`` as the query protocol's XML, in ``shape``'s order (CloudWatch's and
+    CloudFormation's responses)."""
     for name, member in shape.members.items():
         if value.get(name) is None:
             continue
@@ -259,7 +261,7 @@ def _xml_members(parts: list[str], value: dict[str, Any], shape: Shape) -> None:
 def _xml_value(parts: list[str], value: Any, shape: Shape) -> None:
     kind = shape.type_name
     if kind == "structure":
-        _xml_members(parts, value, shape)
+        xml_members(parts, value, shape)
     elif kind == "list":
         for item in value:
             parts.append("<member>")

@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
 
 import botocore.session
-from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.model import OperationModel, ServiceModel
 
 from coldbrew.cloudwatch.errors import CloudWatchError
-from coldbrew.cloudwatch.shapes import coerce, unflatten
+from coldbrew.cloudwatch.shapes import coerce, unflatten, xml_members
 from coldbrew.stacks.errors import InvalidAction, StackError, ValidationError
 
 NAMESPACE = "http://cloudformation.amazonaws.com/doc/2010-05-15/"
@@ -84,7 +83,7 @@ def encode(action: str, result: dict[str, Any], request_id: str) -> bytes:
     if shape is not None:
         wrapper = shape.serialization.get("resultWrapper", f"{action}Result")
         parts.append(f"<{wrapper}>")
-        _members(parts, result, shape)
+        xml_members(parts, result, shape)
         parts.append(f"</{wrapper}>")
     parts.append(
         f"<ResponseMetadata><RequestId>{request_id}</RequestId></ResponseMetadata></{action}Response>"
@@ -97,39 +96,3 @@ def encode_error(error: StackError, request_id: str) -> bytes:
         f'<ErrorResponse xmlns="{NAMESPACE}"><Error><Type>{error.fault}</Type><Code>{error.code}</Code>'
         f"<Message>{escape(error.message)}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
     ).encode()
-
-
-def _members(parts: list[str], value: dict[str, Any], shape: Shape) -> None:
-    for name, member in shape.members.items():
-        if value.get(name) is None:
-            continue
-        tag = member.serialization.get("name", name)
-        parts.append(f"<{tag}>")
-        _value(parts, value[name], member)
-        parts.append(f"</{tag}>")
-
-
-def _value(parts: list[str], value: Any, shape: Shape) -> None:
-    kind = shape.type_name
-    if kind == "structure":
-        _members(parts, value, shape)
-    elif kind == "list":
-        for item in value:
-            parts.append("<member>")
-            _value(parts, item, shape.member)
-            parts.append("</member>")
-    elif kind == "map":
-        for key, item in value.items():
-            parts.append(f"<entry><key>{escape(str(key))}</key><value>")
-            _value(parts, item, shape.value)
-            parts.append("</value></entry>")
-    elif kind == "timestamp":
-        parts.append(iso8601(float(value)))
-    elif kind == "boolean":
-        parts.append("true" if value else "false")
-    else:
-        parts.append(escape(str(value)))
-
-
-def iso8601(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
