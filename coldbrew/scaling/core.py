@@ -32,6 +32,8 @@ The rules, per pool (one variant of one deployment):
   deployment whose minimum (ProvisionedConcurrency, or its instances) cannot fit, even after such
   releases, fails before it starts anything; a Reconfigure that raises a minimum beyond what fits
   is refused and changes nothing. The machine is never over-committed.
+- **Starting together**: a pool with ``start_with`` (a transform job's instances) starts that many
+  environments when it is deployed, the load check included, in free memory only.
 - **Retirement**: an environment whose worker is going to exit on its own (its zygote died)
   leaves its pool at once, so no invocation is routed to it; those in flight on it finish, then it
   is stopped. Its pool replaces it as after a loss.
