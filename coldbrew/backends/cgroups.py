@@ -36,6 +36,13 @@ class WorkerCgroup:
             pass
         return False
 
+    def add(self, pid: int) -> None:
+        """Put another process in this cgroup (a user server's relay, which serves it)."""
+        for path in (self.path, self.cpu_path):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    (path / "cgroup.procs").write_text(str(pid))
+
     def remove(self) -> None:
         for path in (self.path, self.cpu_path):
             if path is not None:

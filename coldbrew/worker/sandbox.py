@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
+import socket
+import struct
 from pathlib import Path
 
 from coldbrew.worker.messages import Sandbox
@@ -32,26 +35,42 @@ MS_PRIVATE = 0x40000
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.unshare.argtypes = [ctypes.c_int]
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
 _libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_libc.setns.argtypes = [ctypes.c_int, ctypes.c_int]
 
 
 class SandboxError(Exception):
     """The worker could not be contained as asked; the message is fit for a FailureReason."""
 
 
-def enter(sandbox: Sandbox) -> None:
+class NetworkNamespaceError(SandboxError):
+    """The host does not let coldbrew create a network namespace (no root, and no unprivileged
+    user namespaces): a caller may choose to go on with the host's network."""
+
+
+def enter(sandbox: Sandbox, loopback: bool = False) -> None:
     """Contain this process as ``sandbox`` says, or raise SandboxError (the process must then not
-    go on to run the model: it is only partly contained)."""
+    go on to run the model: it is only partly contained).
+
+    ``loopback``: with ``sandbox.network`` off, bring ``lo`` up in the new network namespace, so a
+    user's own server can listen on 127.0.0.1 there (reached only through its relay,
+    :mod:`coldbrew.backends.relay`); the namespace has no other interface either way.
+    """
     held: dict[str, int] = {}
     try:
         if sandbox.needs_mounts:
             _mount(sandbox, held)
         if not sandbox.network:
             _isolate_network()
+            if loopback:
+                _loopback_up()
         if sandbox.uid is not None:
             gid = sandbox.gid if sandbox.gid is not None else sandbox.uid
             os.setgroups(sandbox.groups)
@@ -76,6 +95,23 @@ def die_with_parent(signal_number: int, parent: int) -> None:
     prctl(PR_SET_PDEATHSIG, signal_number)
     if os.getppid() != parent:
         os._exit(1)
+
+
+def join_namespaces(fds: list[tuple[int, int]]) -> None:
+    """Enter the namespaces open at each ``(fd, CLONE_NEW*)``, in order (a user namespace before
+    the network namespace it owns): how a user server's relay joins the server's network."""
+    for fd, kind in fds:
+        if _libc.setns(fd, kind) != 0:
+            errno = ctypes.get_errno()
+            raise SandboxError(f"the relay could not join the server's namespace: {os.strerror(errno)}")
+
+
+def _loopback_up() -> None:
+    """``ip link set lo up``, without ``ip``: the SIOCSIFFLAGS ioctl on any socket of the namespace."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sh22x", b"lo", 0)
+        (flags,) = struct.unpack_from("16xh", fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request))
+        fcntl.ioctl(sock.fileno(), SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | IFF_UP))
 
 
 def _mount(sandbox: Sandbox, held: dict[str, int]) -> None:
@@ -134,7 +170,7 @@ def _isolate_network() -> None:
             Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
     if result != 0:
         errno = ctypes.get_errno()
-        raise SandboxError(
+        raise NetworkNamespaceError(
             "EnableNetworkIsolation needs a network namespace, which this host does not let coldbrew "
             f"create ({os.strerror(errno)}): run coldbrew as root, or allow unprivileged user namespaces"
         )

@@ -1,11 +1,14 @@
-"""A user's own server (``exec:`` images) is contained too, reachable only through the gateway on
-loopback, and never outlives the gateway, SIGKILL included."""
+"""A user's own server (``exec:`` images) is contained too: it runs in a network namespace of its
+own, reachable only through the gateway (by its relay's Unix socket), not from the host's loopback
+nor from another endpoint's worker; with EnableNetworkIsolation it serves with no network; it and
+its relay never outlive the gateway, SIGKILL included."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import socket
 import sys
 import textwrap
 import time
@@ -16,13 +19,13 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.containment.test_live import SECRETS, wait_for_status
-from tests.support import ColdbrewServer, tar_gz
+from tests.containment.test_live import SECRETS, Listener, probe_archive, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, tar_gz
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="containment uses Linux namespaces")
 
 SERVER = textwrap.dedent("""
-    import json, os, subprocess, sys
+    import json, os, socket, subprocess, sys
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     # A process of its own, as a server's workers would be: in its process group.
@@ -40,9 +43,15 @@ SERVER = textwrap.dedent("""
             self._send(200 if self.path == "/ping" else 404, b"{}")
 
         def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
             seen = {"env": dict(os.environ), "uid": os.getuid(), "pid": os.getpid(), "cwd": os.getcwd(),
                     "weights": open("weights.txt").read(), "child": child.pid}
+            if "connect" in request:  # a port on the host's loopback
+                try:
+                    socket.create_connection(("127.0.0.1", request["connect"]), 5).close()
+                    seen["connect"] = "ok"
+                except OSError as exc:
+                    seen["connect"] = type(exc).__name__
             self._send(200, json.dumps(seen).encode())
 
         def log_message(self, *args):
@@ -65,6 +74,37 @@ def archive(tmp_path: Path) -> Path:
     path = tmp_path / "byo.tar.gz"
     path.write_bytes(tar_gz({"serve.py": SERVER.encode(), "weights.txt": b"42"}))
     return path
+
+
+def invoke(server: ColdbrewServer, name: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=name, Body=json.dumps(request or {}).encode()
+    )
+    seen: dict[str, Any] = json.loads(response["Body"].read())
+    return seen
+
+
+def relay_of(exec_server: psutil.Process) -> psutil.Process:
+    """The relay coldbrew runs in the server's network namespace and process group."""
+    (relay,) = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "coldbrew.backends.relay" in " ".join(p.info["cmdline"] or [])
+        and os.getpgid(p.pid) == exec_server.pid
+    ]
+    return relay
+
+
+def netns(pid: int) -> str:
+    return os.readlink(f"/proc/{pid}/ns/net")
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
 
 
 def deploy(
@@ -99,8 +139,7 @@ def test_exec_server_is_contained_and_dies_with_a_killed_gateway(
     sm = server.client("sagemaker")
     deploy(sm, "byo", archive)
     wait_for_status(sm, "byo", "InService")
-    response = server.client("sagemaker-runtime").invoke_endpoint(EndpointName="byo", Body=b"{}")
-    seen = json.loads(response["Body"].read())
+    seen = invoke(server, "byo")
     assert seen["weights"] == "42"
     assert seen["cwd"] == seen["env"]["SM_MODEL_DIR"]
     for name in SECRETS:
@@ -111,26 +150,89 @@ def test_exec_server_is_contained_and_dies_with_a_killed_gateway(
     assert exec_server.is_running()
     # Its own process group, so stopping it stops what it started too.
     assert os.getpgid(exec_server.pid) == exec_server.pid
+    # Its own network namespace, shared with its relay only, which runs as the server's user.
+    relay = relay_of(exec_server)
+    assert netns(exec_server.pid) == netns(relay.pid) != netns(os.getpid())
+    assert relay.uids().real == exec_server.uids().real
 
     server.kill()
     deadline = time.monotonic() + 30
-    while _alive(exec_server) and time.monotonic() < deadline:
+    while (_alive(exec_server) or _alive(relay)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(exec_server), "the exec: server outlived the SIGKILLed gateway"
+    assert not _alive(relay), "the exec: server's relay outlived the SIGKILLed gateway"
 
 
-def test_exec_server_listening_beyond_loopback_is_refused(server: ColdbrewServer, archive: Path) -> None:
+def test_only_the_gateway_reaches_an_exec_server(
+    server: ColdbrewServer, archive: Path, tmp_path: Path
+) -> None:
     sm = server.client("sagemaker")
-    deploy(sm, "wide", archive, environment={"BIND_HOST": "0.0.0.0"})
-    reason = wait_for_status(sm, "wide", "Failed")["FailureReason"]
-    assert "listens on 0.0.0.0:" in reason and "bind it to 127.0.0.1" in reason
+    deploy(sm, "byo-private", archive)
+    deploy_serverless(sm, "neighbour", str(probe_archive(tmp_path / "probe.tar.gz", n_estimators=2)))
+    wait_for_status(sm, "byo-private", "InService")
+    wait_for_status(sm, "neighbour", "InService")
+    seen = invoke(server, "byo-private")
+    port = int(seen["env"]["SAGEMAKER_BIND_TO_PORT"])
+    # Served through the gateway, but its port does not exist on the host's loopback: not for the
+    # test, nor for another endpoint's worker (which reaches the host's loopback, the listener).
+    assert refused(port)
+    listener = Listener()
+    request = {"row": [0.0] * 10, "gateway": 0, "data_dir": "/", "db": "/", "port": port}
+    neighbour = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="neighbour", Body=json.dumps(request), ContentType="application/json"
+    )
+    assert json.loads(neighbour["Body"].read())["connect"] == "ConnectionRefusedError"
+    request["port"] = listener.port
+    neighbour = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName="neighbour", Body=json.dumps(request), ContentType="application/json"
+    )
+    assert json.loads(neighbour["Body"].read())["connect"] == "ok"
+    # Nor does the host's loopback exist for the server, without EnableNetworkIsolation too.
+    assert invoke(server, "byo-private", {"connect": listener.port})["connect"] == "ConnectionRefusedError"
+    assert listener.accepted == 1
 
 
-def test_exec_server_with_network_isolation_is_refused(server: ColdbrewServer, archive: Path) -> None:
+def test_exec_server_with_network_isolation_serves_without_network(
+    server: ColdbrewServer, archive: Path
+) -> None:
     sm = server.client("sagemaker")
     deploy(sm, "isolated-byo", archive, EnableNetworkIsolation=True)
-    reason = wait_for_status(sm, "isolated-byo", "Failed")["FailureReason"]
-    assert "EnableNetworkIsolation is not supported with a serve command of your own" in reason
+    wait_for_status(sm, "isolated-byo", "InService")
+    listener = Listener()
+    seen = invoke(server, "isolated-byo", {"connect": listener.port})
+    assert seen["connect"] == "ConnectionRefusedError"
+    assert listener.accepted == 0
+    assert refused(int(seen["env"]["SAGEMAKER_BIND_TO_PORT"]))
+    # Listening on every address of a namespace that has only loopback reaches nobody else.
+    deploy(sm, "isolated-wide", archive, environment={"BIND_HOST": "0.0.0.0"}, EnableNetworkIsolation=True)
+    wait_for_status(sm, "isolated-wide", "InService")
+    assert refused(int(invoke(server, "isolated-wide")["env"]["SAGEMAKER_BIND_TO_PORT"]))
+    # The host's network is what isolation forbids.
+    deploy(
+        sm,
+        "isolated-host",
+        archive,
+        environment={"COLDBREW_EXEC_NETWORK": "host"},
+        EnableNetworkIsolation=True,
+    )
+    reason = wait_for_status(sm, "isolated-host", "Failed")["FailureReason"]
+    assert "COLDBREW_EXEC_NETWORK=host gives the server the host's network" in reason
+
+
+def test_exec_server_on_the_hosts_network(server: ColdbrewServer, archive: Path) -> None:
+    """COLDBREW_EXEC_NETWORK=host: the network, and a port every local process can reach."""
+    sm = server.client("sagemaker")
+    deploy(sm, "byo-host", archive, environment={"COLDBREW_EXEC_NETWORK": "host"})
+    wait_for_status(sm, "byo-host", "InService")
+    listener = Listener()
+    seen = invoke(server, "byo-host", {"connect": listener.port})
+    assert seen["connect"] == "ok" and listener.accepted == 1
+    assert netns(seen["pid"]) == netns(os.getpid())
+    assert not refused(int(seen["env"]["SAGEMAKER_BIND_TO_PORT"]))
+    # There, one listening beyond loopback is refused: other machines could reach it.
+    deploy(sm, "wide", archive, environment={"BIND_HOST": "0.0.0.0", "COLDBREW_EXEC_NETWORK": "host"})
+    reason = wait_for_status(sm, "wide", "Failed")["FailureReason"]
+    assert "listens on 0.0.0.0:" in reason and "bind it to 127.0.0.1" in reason
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -144,14 +246,14 @@ def test_stopping_an_exec_server_stops_its_process_group(server: ColdbrewServer,
     sm = server.client("sagemaker")
     deploy(sm, "byo-stop", archive)
     wait_for_status(sm, "byo-stop", "InService")
-    seen = json.loads(
-        server.client("sagemaker-runtime").invoke_endpoint(EndpointName="byo-stop", Body=b"{}")["Body"].read()
-    )
+    seen = invoke(server, "byo-stop")
     exec_server, child = psutil.Process(seen["pid"]), psutil.Process(seen["child"])
+    relay = relay_of(exec_server)
     assert os.getpgid(child.pid) == exec_server.pid
     server.stop(signal.SIGTERM)
     assert not _alive(exec_server)
     deadline = time.monotonic() + 30
-    while _alive(child) and time.monotonic() < deadline:
+    while (_alive(child) or _alive(relay)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(child), "what the exec: server started outlived its stop"
+    assert not _alive(relay), "the exec: server's relay outlived its stop"
