@@ -126,7 +126,8 @@ async def start_user_server(
 
 
 def _private_network(env: Mapping[str, str], isolated: bool) -> bool:
-    value = env.get(NETWORK_KEY, "private").strip().lower()
+    # Checked at CreateEndpoint already (serving.targets.EndpointSettings); again here, where it acts.
+    value = env.get(NETWORK_KEY, "private")
     if value not in {"private", "host"}:
         raise WorkerStartError(f"{NETWORK_KEY}={value[:64]!r} is not valid: use private or host.")
     if value == "host" and isolated:

@@ -32,6 +32,9 @@ class EndpointSettings(BaseModel):
     """Keep-alive policy for this endpoint (the server's COLDBREW_KEEPALIVE_POLICY otherwise)."""
     serve_command: str | None = Field(default=None, alias="COLDBREW_SERVE_COMMAND", min_length=1)
     """A user's own server command, like an ``exec:`` image."""
+    exec_network: Literal["private", "host"] | None = Field(default=None, alias="COLDBREW_EXEC_NETWORK")
+    """An ``exec:`` server's network: a namespace of its own, reached only through the gateway
+    (``private``, the default), or the host's (``host``; :mod:`coldbrew.backends.user_server`)."""
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, Any]) -> EndpointSettings:
@@ -52,6 +55,8 @@ def _accepts(key: str, message: str) -> str:
         return f"use one of {', '.join(POLICY_NAMES)}."
     if key == "COLDBREW_IDLE_TIMEOUT_S":
         return "use a number of seconds greater than 0."
+    if key == "COLDBREW_EXEC_NETWORK":
+        return "use private or host."
     return message + "."
 
 

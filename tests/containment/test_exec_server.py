@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import textwrap
 import time
@@ -23,6 +24,17 @@ from tests.containment.test_live import SECRETS, Listener, probe_archive, wait_f
 from tests.support import ColdbrewServer, deploy_serverless, tar_gz
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="containment uses Linux namespaces")
+
+# Whether this host lets coldbrew create a network namespace (as root, or in a user namespace of
+# its own), asked the way coldbrew does.
+NETNS = (
+    subprocess.run(
+        [sys.executable, "-c", "from coldbrew.worker.sandbox import _isolate_network; _isolate_network()"],
+        capture_output=True,
+    ).returncode
+    == 0
+)
+needs_netns = pytest.mark.skipif(not NETNS, reason="this host allows no network namespace")
 
 SERVER = textwrap.dedent("""
     import json, os, socket, subprocess, sys
@@ -107,6 +119,15 @@ def refused(port: int) -> bool:
     return False
 
 
+def accepted(listener: Listener, count: int) -> bool:
+    """Whether ``listener`` has accepted ``count`` connections (its thread counts each a moment
+    after the client's connect returns)."""
+    deadline = time.monotonic() + 10
+    while listener.accepted < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return listener.accepted == count
+
+
 def deploy(
     sm: Any, name: str, archive: Path, environment: dict[str, str] | None = None, **model: Any
 ) -> None:
@@ -133,6 +154,7 @@ def deploy(
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
 
 
+@needs_netns
 def test_exec_server_is_contained_and_dies_with_a_killed_gateway(
     server: ColdbrewServer, archive: Path
 ) -> None:
@@ -163,6 +185,7 @@ def test_exec_server_is_contained_and_dies_with_a_killed_gateway(
     assert not _alive(relay), "the exec: server's relay outlived the SIGKILLed gateway"
 
 
+@needs_netns
 def test_only_the_gateway_reaches_an_exec_server(
     server: ColdbrewServer, archive: Path, tmp_path: Path
 ) -> None:
@@ -189,9 +212,10 @@ def test_only_the_gateway_reaches_an_exec_server(
     assert json.loads(neighbour["Body"].read())["connect"] == "ok"
     # Nor does the host's loopback exist for the server, without EnableNetworkIsolation too.
     assert invoke(server, "byo-private", {"connect": listener.port})["connect"] == "ConnectionRefusedError"
-    assert listener.accepted == 1
+    assert accepted(listener, 1)
 
 
+@needs_netns
 def test_exec_server_with_network_isolation_serves_without_network(
     server: ColdbrewServer, archive: Path
 ) -> None:
@@ -226,13 +250,17 @@ def test_exec_server_on_the_hosts_network(server: ColdbrewServer, archive: Path)
     wait_for_status(sm, "byo-host", "InService")
     listener = Listener()
     seen = invoke(server, "byo-host", {"connect": listener.port})
-    assert seen["connect"] == "ok" and listener.accepted == 1
+    assert seen["connect"] == "ok" and accepted(listener, 1)
     assert netns(seen["pid"]) == netns(os.getpid())
     assert not refused(int(seen["env"]["SAGEMAKER_BIND_TO_PORT"]))
     # There, one listening beyond loopback is refused: other machines could reach it.
     deploy(sm, "wide", archive, environment={"BIND_HOST": "0.0.0.0", "COLDBREW_EXEC_NETWORK": "host"})
     reason = wait_for_status(sm, "wide", "Failed")["FailureReason"]
     assert "listens on 0.0.0.0:" in reason and "bind it to 127.0.0.1" in reason
+    with pytest.raises(sm.exceptions.ClientError) as excinfo:
+        deploy(sm, "byo-bogus", archive, environment={"COLDBREW_EXEC_NETWORK": "bridge"})
+    assert excinfo.value.response["Error"]["Code"] == "ValidationException"
+    assert "COLDBREW_EXEC_NETWORK='bridge' is not valid: use private or host." in str(excinfo.value)
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -242,6 +270,7 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+@needs_netns
 def test_stopping_an_exec_server_stops_its_process_group(server: ColdbrewServer, archive: Path) -> None:
     sm = server.client("sagemaker")
     deploy(sm, "byo-stop", archive)
@@ -257,3 +286,25 @@ def test_stopping_an_exec_server_stops_its_process_group(server: ColdbrewServer,
         time.sleep(0.05)
     assert not _alive(child), "what the exec: server started outlived its stop"
     assert not _alive(relay), "the exec: server's relay outlived its stop"
+
+
+@pytest.mark.skipif(NETNS, reason="this host allows network namespaces")
+def test_without_network_namespaces_exec_servers_share_the_hosts_network(
+    server: ColdbrewServer, archive: Path
+) -> None:
+    """Not root, and no unprivileged user namespaces: an exec: server serves on the host's network
+    (its port reachable from the host, as with COLDBREW_EXEC_NETWORK=host), with a warning in the
+    log; one with EnableNetworkIsolation is refused rather than run with network."""
+    sm = server.client("sagemaker")
+    deploy(sm, "byo-fallback", archive)
+    wait_for_status(sm, "byo-fallback", "InService")
+    seen = invoke(server, "byo-fallback")
+    assert netns(seen["pid"]) == netns(os.getpid())
+    assert not refused(int(seen["env"]["SAGEMAKER_BIND_TO_PORT"]))
+    assert "this host lets coldbrew create no network namespace" in server.log()
+    deploy(sm, "isolated-fallback", archive, EnableNetworkIsolation=True)
+    reason = wait_for_status(sm, "isolated-fallback", "Failed")["FailureReason"]
+    assert (
+        "EnableNetworkIsolation needs a network namespace, which this host does not let coldbrew create"
+        in reason
+    )
