@@ -17,7 +17,16 @@ Aims: under 300 KB transferred for the endpoints page and under 200 ms of server
 Reported, as medians: bytes on the wire (headers and gzip body) and uncompressed, the server's own
 time (its ``Server-Timing`` header: reads, view and template, before compression) and the time the
 client waited for the whole response; plus the static files the page loads (first visit; cached
-after), and ``/ui/api/endpoints`` (the same data as JSON).
+after), ``/ui/api/endpoints`` (the same data as JSON) and the cost page (``/ui/cost``, seven days,
+and ``/ui/cost?days=31``).
+
+Registering takes minutes (every endpoint's load check starts a worker); ``--registered DIR`` keeps
+the registered data dir there and copies it on later runs, so history is always written fresh, up to
+the minute the run starts. ``--repo PATH`` (repeatable) serves from other checkouts, each in turn on
+its own copy of the same data, so two commits are compared in one machine state:
+
+    git worktree add /tmp/ui-before OLD
+    python bench/ui.py --registered /tmp/ui-registered --repo /tmp/ui-before --repo .
 
     python bench/ui.py [--endpoints 1000] [--busy 1000] [--requests 20] [--threads 4]
 """
@@ -27,7 +36,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -45,6 +56,8 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from bench.cloudwatch import VARIANT, templates  # noqa: E402
 from coldbrew.metering.aggregate import register_sql_functions, upsert_sql  # noqa: E402
+from coldbrew.metering.prices import load_prices  # noqa: E402
+from coldbrew.metering.query import cost_report  # noqa: E402
 from tests.support import ColdbrewServer, sklearn_archive  # noqa: E402
 
 STATIC = ("/ui/static/ui.css", "/ui/static/ui.js", "/ui/static/favicon.svg")
@@ -94,8 +107,10 @@ def write_history(db: Path, endpoints: int, busy: int, now: int) -> int:
     pool = templates(rng)
     this_minute = now // 60 * 60
     month = int(dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0).timestamp())
+    # Back to the month's start (cost this month) and at least the cost page's seven days.
+    first = min(month, (now // 86400 - 6) * 86400)
     # In time order, every endpoint's row of a minute (or hour) together, as the meter writes them.
-    hours = list(range(month, this_minute - 3600, 3600))
+    hours = list(range(first, this_minute - 3600, 3600))
     times = hours + [this_minute - m * 60 for m in range(59, -1, -1)]
     rows = 0
     for i, at in enumerate(times):
@@ -148,6 +163,73 @@ def medians(samples: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(s[k] for s in samples), 1) for k in samples[0]}
 
 
+REGISTERED = "registered.json"
+"""Marks a data dir whose endpoints are all registered (and says how many, and how long it took)."""
+
+
+def registered_data(
+    args: argparse.Namespace, tmp: Path, archive: Path, env: dict[str, str]
+) -> tuple[Path, float]:
+    """A data dir with ``--endpoints`` endpoints InService and no history: made here, or copied from
+    ``--registered`` when a run before made it."""
+    cached = args.registered
+    if cached is not None and (cached / REGISTERED).exists():
+        marker = json.loads((cached / REGISTERED).read_text())
+        if marker["endpoints"] == args.endpoints:
+            return cached, float(marker["register_s"])
+    target = cached or tmp / "registered"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    server = ColdbrewServer(target / "data", env=env).start()
+    try:
+        register_s = register(server, archive, args.endpoints, args.threads)
+    finally:
+        server.stop()
+    (target / REGISTERED).write_text(json.dumps({"endpoints": args.endpoints, "register_s": register_s}))
+    return target, register_s
+
+
+def measure(client: httpx.Client, requests: int) -> dict[str, Any]:
+    # The first load also prices the month up to the current hour (once an hour after).
+    first = fetch(client, "/ui", gzip=True)
+    page = [fetch(client, "/ui", gzip=True) for _ in range(requests)]
+    plain = [fetch(client, "/ui", gzip=False) for _ in range(max(3, requests // 4))]
+    api = [fetch(client, "/ui/api/endpoints", gzip=True) for _ in range(max(3, requests // 4))]
+    cost_first = fetch(client, "/ui/cost", gzip=True)
+    cost = [fetch(client, "/ui/cost", gzip=True) for _ in range(max(3, requests // 2))]
+    cost_31 = [fetch(client, "/ui/cost?days=31", gzip=True) for _ in range(max(3, requests // 4))]
+    static = {path: fetch(client, path, gzip=True)["wire_bytes"] for path in STATIC}
+    page_m = medians(page)
+    return {
+        "endpoints_page_first_load": first,
+        "endpoints_page_gzip": page_m,
+        "endpoints_page_uncompressed": medians(plain),
+        "api_endpoints_json_gzip": medians(api),
+        "cost_page_first_load": cost_first,
+        "cost_page_7_days_gzip": medians(cost),
+        "cost_page_31_days_gzip": medians(cost_31),
+        "static_first_visit_wire_bytes": static,
+        "first_visit_total_kb": round((page_m["wire_bytes"] + sum(static.values())) / 1024, 1),
+    }
+
+
+def agrees_with_cost_report(client: httpx.Client, db: Path, endpoints: int) -> bool:
+    """The page's month to date equals ``coldbrew cost``'s (read after it, so within the minute's
+    new usage: none here, the history is all written before the server starts)."""
+    listed = client.get("/ui/api/endpoints").json()
+    assert len(listed["rows"]) == endpoints, len(listed["rows"])
+    now = time.time()
+    month = dt.datetime.fromtimestamp(now, dt.UTC).replace(day=1, hour=0, minute=0, second=0).timestamp()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    report = cost_report(conn, load_prices(), None, month, now)
+    conn.close()
+    expected = {e["EndpointName"]: e["Cost"] for e in report["Endpoints"]}
+    # Serverless endpoints without ProvisionedConcurrency: their cost is the history's alone.
+    return all(abs((r["cost_month"] or 0.0) - expected.get(r["name"], 0.0)) < 1e-6 for r in listed["rows"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--endpoints", type=int, default=1000)
@@ -159,6 +241,13 @@ def main() -> None:
         default=1000,
         help="endpoints invoked in every minute of the last hour (default: all)",
     )
+    parser.add_argument("--registered", type=Path, help="keep (or reuse) the registered data dir here")
+    parser.add_argument(
+        "--repo",
+        type=Path,
+        action="append",
+        help="serve from this checkout (repeatable: each in turn on the same data); default this one",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="coldbrew-bench-ui-"))
     archive, _ = sklearn_archive(tmp / "model.tar.gz")
@@ -167,47 +256,45 @@ def main() -> None:
         "COLDBREW_IDLE_TIMEOUT_S": "1",
         "COLDBREW_LOGS_ECHO": "false",
     }
-    server = ColdbrewServer(tmp / "data", env=env).start()
-    try:
-        register_s = register(server, archive, args.endpoints, args.threads)
-    finally:
-        server.stop()
-    rows = write_history(tmp / "data" / "coldbrew.db", args.endpoints, args.busy, int(time.time()))
-    server = ColdbrewServer(tmp / "data", env=env).start(timeout=300)
-    try:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            settle(client, args.endpoints)
-            listed = client.get("/ui/api/endpoints").json()
-            assert len(listed["rows"]) == args.endpoints, len(listed["rows"])
-            with_latency = sum(1 for r in listed["rows"] if r["p99_us"] is not None)
-            # The first load also prices the month up to the current hour (once an hour after).
-            first = fetch(client, "/ui", gzip=True)
-            page = [fetch(client, "/ui", gzip=True) for _ in range(args.requests)]
-            plain = [fetch(client, "/ui", gzip=False) for _ in range(max(3, args.requests // 4))]
-            api = [fetch(client, "/ui/api/endpoints", gzip=True) for _ in range(max(3, args.requests // 4))]
-            static = {path: fetch(client, path, gzip=True)["wire_bytes"] for path in STATIC}
-        page_m = medians(page)
-        report: dict[str, Any] = {
-            "endpoints": args.endpoints,
-            "busy_endpoints": args.busy,
-            "endpoints_with_latency_percentiles": with_latency,
-            "meter_rows_written": rows,
-            "register_s": round(register_s, 1),
-            "requests": args.requests,
-            "endpoints_page_first_load": first,
-            "endpoints_page_gzip": page_m,
-            "endpoints_page_uncompressed": medians(plain),
-            "api_endpoints_json_gzip": medians(api),
-            "static_first_visit_wire_bytes": static,
-            "first_visit_total_kb": round((page_m["wire_bytes"] + sum(static.values())) / 1024, 1),
-            "aims": {"transferred_kb_under": 300, "server_ms_under": 200},
-        }
-        report["meets_aims"] = (
-            report["first_visit_total_kb"] < 300 and page_m["server_ms"] < 200 and page_m["client_ms"] < 200
+    source, register_s = registered_data(args, tmp, archive, env)
+    repos = [r.resolve() for r in args.repo] if args.repo else [Path(__file__).resolve().parent.parent]
+    report: dict[str, Any] = {
+        "endpoints": args.endpoints,
+        "busy_endpoints": args.busy,
+        "register_s": round(register_s, 1),
+        "requests": args.requests,
+        "aims": {"transferred_kb_under": 300, "server_ms_under": 200},
+        "load_average_at_start": os.getloadavg(),
+        "checkouts": {},
+    }
+    for i, repo in enumerate(repos):
+        data = tmp / f"run-{i}" / "data"
+        shutil.copytree(source / "data", data)
+        rows = write_history(data / "coldbrew.db", args.endpoints, args.busy, int(time.time()))
+        server = ColdbrewServer(data, env=env, repo=repo).start(timeout=300)
+        try:
+            with httpx.Client(base_url=server.url, timeout=120) as client:
+                settle(client, args.endpoints)
+                listed = client.get("/ui/api/endpoints").json()
+                with_latency = sum(1 for r in listed["rows"] if r["p99_us"] is not None)
+                result: dict[str, Any] = {
+                    "meter_rows_written": rows,
+                    "endpoints_with_latency_percentiles": with_latency,
+                    "load_average": os.getloadavg(),
+                    **measure(client, args.requests),
+                }
+                result["month_equals_cost_report"] = agrees_with_cost_report(
+                    client, data / "coldbrew.db", args.endpoints
+                )
+        finally:
+            server.stop()
+        page_m = result["endpoints_page_gzip"]
+        result["meets_aims"] = (
+            result["first_visit_total_kb"] < 300 and page_m["server_ms"] < 200 and page_m["client_ms"] < 200
         )
-        print(json.dumps(report, indent=2))
-    finally:
-        server.stop()
+        report["checkouts"][str(repo)] = result
+        shutil.rmtree(data.parent)
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
