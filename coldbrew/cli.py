@@ -23,7 +23,7 @@ def _serve(args: argparse.Namespace) -> int:
     from coldbrew.gateway.app import create_app
 
     overrides: dict[str, Any] = {}
-    for flag in ("host", "port", "data_dir", "account_id", "log_level"):
+    for flag in ("host", "port", "data_dir", "account_id", "log_level", "backend", "ray_address"):
         value = getattr(args, flag)
         if value is not None:
             overrides[flag] = value
@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--demo",
         action="store_true",
         help="also deploy the demo endpoint 'coldbrew-demo' (a scikit-learn regressor)",
+    )
+    serve.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        help="where environments run: this machine, or a Ray cluster (COLDBREW_BACKEND, default local)",
+    )
+    serve.add_argument(
+        "--ray-address",
+        help="Ray cluster for --backend ray: auto, HOST:PORT or ray://HOST:PORT (COLDBREW_RAY_ADDRESS)",
     )
     auth_cli.add_serve_flags(serve)  # --auth, --insecure, --allowed-host, --tls-cert, --tls-key
     serve.set_defaults(func=_serve)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
@@ -43,6 +44,9 @@ from coldbrew.transform.jobs import TransformJobs
 from coldbrew.transform.jobstore import JobStore
 from coldbrew.transform.storage import BotoStorage, EmbeddedStorage, Storage
 
+if TYPE_CHECKING:
+    from coldbrew.backends.ray.backend import RayBackend
+
 log = logging.getLogger("coldbrew")
 
 
@@ -72,9 +76,18 @@ class Services:
         self.packages = PackageCache(
             settings.packages_dir, settings.pip_arguments, groups=groups, passthrough=containment.passthrough
         )
-        self.backend = LocalBackend(
-            zygote=settings.zygote, memory_cgroups=settings.memory_cgroups, containment=containment
-        )
+        self.backend: LocalBackend | RayBackend
+        if settings.backend == "ray":
+            # Imported only here: the default install has no Ray.
+            from coldbrew.backends.ray.backend import RayBackend
+
+            self.backend = RayBackend(
+                settings.ray_address, zygote=settings.zygote, memory_cgroups=settings.memory_cgroups
+            )
+        else:
+            self.backend = LocalBackend(
+                zygote=settings.zygote, memory_cgroups=settings.memory_cgroups, containment=containment
+            )
         # CloudWatch Logs: each environment's output and lifecycle, collected by a thread of its own.
         self.logs = (
             LogCollector(

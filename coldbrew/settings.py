@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     memory_cgroups: bool = True
     """Enforce MemorySizeInMB with a memory cgroup per worker where the host allows (else RSS watchdog)."""
 
+    backend: Literal["local", "ray"] = "local"
+    """Where execution environments run: ``local`` (forked on this machine) or ``ray`` (on the
+    nodes of a Ray cluster, ``pip install 'coldbrew[ray]'``; docs/ray.md)."""
+
+    ray_address: str | None = None
+    """The Ray cluster of ``--backend ray``: ``auto`` joins the one this machine's ``ray start``
+    joined, ``HOST:PORT`` a head's GCS, ``ray://HOST:PORT`` a Ray client server; unset uses
+    RAY_ADDRESS, else starts a single-node Ray on this machine."""
+
     pip_args: str = ""
     """Extra pip options for installing models' requirements.txt (``--index-url ...``,
     ``--find-links DIR --no-index``), split as a shell would; pip's own configuration (pip.conf,

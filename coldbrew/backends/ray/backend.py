@@ -1,0 +1,466 @@
+"""The Ray backend: serving's environments on the nodes of a Ray cluster.
+
+The gateway is a Ray driver. On every alive node it starts one :class:`~.agent.NodeAgent` actor,
+pinned there (node affinity, no CPU of its own), as nodes appear; the agent forks workers from its
+zygotes. :func:`~.placement.place` picks the node of each new environment from the book kept here
+(memory and vCPUs placed per node, which models each node's cache holds). A model reaches a node
+once, through Ray's object store, and is verified there by hash. The worker listens on TCP on its
+node's address and the gateway connects to it directly: Ray carries the control messages (start,
+stop, poll), never an invocation.
+
+A node's agent is polled a few times a second: for its workers' memory and exits, and to learn
+that the node is gone (the poll fails). Its workers are then not alive, serving replaces them
+elsewhere on demand, and the requests that were in flight on them fail with the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import itertools
+import logging
+import os
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coldbrew.backends.base import WorkerSpec, WorkerStartError
+from coldbrew.backends.ray.agent import NodeAgent
+from coldbrew.backends.ray.messages import AgentInfo, ModelBundle, NodeReport, StartReply, StartRequest
+from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+from coldbrew.backends.zygotes import Zygotes
+
+log = logging.getLogger("coldbrew.backends.ray")
+
+POLL_INTERVAL_S = 0.25
+"""How often each agent is asked for its workers' state: bounds how long serving may route to a
+worker of a node that is gone (the connection fails sooner, when it is refused)."""
+UNAVAILABLE_POLLS = 3
+"""Polls in a row that find the agent unavailable before its node is taken for lost."""
+DISCOVERY_INTERVAL_S = 2.0
+"""How often the cluster's node list is read for nodes that joined or left."""
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass
+class _Booking:
+    """A start in progress on a node: counted by placement as the environment it will be."""
+
+    tenant: str
+    memory_mb: int
+
+
+@dataclass
+class _Node:
+    node_id: str
+    host: str
+    memory_mb: int
+    cpus: float
+    agent: Any
+    """The agent's Ray actor handle."""
+    ready: asyncio.Future[AgentInfo]
+    dead: bool = False
+    models: set[str] = field(default_factory=set)
+    workers: dict[str, RayWorker | _Booking] = field(default_factory=dict)
+    """Its environments, and the starts in progress (booked before they are placed)."""
+    receiving: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    zygote_rss_bytes: int = 0
+    poller: asyncio.Task[None] | None = None
+
+    def state(self) -> NodeState:
+        environments: dict[str, int] = {}
+        for worker in self.workers.values():
+            environments[worker.tenant] = environments.get(worker.tenant, 0) + 1
+        return NodeState(
+            node_id=self.node_id,
+            memory_mb=self.memory_mb,
+            cpus=self.cpus,
+            used_memory_mb=sum(w.memory_mb for w in self.workers.values()),
+            used_cpus=sum(cpus_for(w.memory_mb) for w in self.workers.values()),
+            models=frozenset(self.models),
+            environments=environments,
+            alive=not self.dead and _succeeded(self.ready),
+        )
+
+
+class RayWorker:
+    """An environment on a node, as serving sees it (``WorkerProcess`` and ``Retiring``)."""
+
+    def __init__(
+        self, backend: RayBackend, node: _Node, worker_id: str, spec: WorkerSpec, reply: StartReply
+    ) -> None:
+        self.backend = backend
+        self.node = node
+        self.worker_id = worker_id
+        self.tenant = spec.tenant
+        self.memory_mb = spec.memory_mb
+        self.pid = reply.pid
+        """The worker's pid on its node (not this machine's, unless the node runs here)."""
+        self.address = f"http://{node.host}:{reply.port}"
+        self.setup_ms = reply.setup_ms
+        self._memory_enforced = reply.memory_enforced
+        self._rss = 0
+        self._exited = False
+        self._oom = False
+        self._stopping = False
+
+    @property
+    def node_id(self) -> str:
+        return self.node.node_id
+
+    def rss_bytes(self) -> int:
+        return 0 if self._exited else self._rss
+
+    @property
+    def memory_enforced(self) -> bool:
+        return self._memory_enforced
+
+    def oom_killed(self) -> bool:
+        return self._oom
+
+    def is_alive(self) -> bool:
+        return not (self._exited or self.node.dead)
+
+    def retiring(self) -> bool:
+        return self._stopping or self.node.dead
+
+    def _exit(self, oom_killed: bool) -> None:
+        self._exited = True
+        self._oom = self._oom or oom_killed
+        self.node.workers.pop(self.worker_id, None)
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        self._stopping = True
+        self.node.workers.pop(self.worker_id, None)  # its memory is free for placement at once
+        if not self.node.dead and not self._exited:
+            with contextlib.suppress(Exception):  # the node may die meanwhile: nothing left to stop
+                await self.node.agent.stop_worker.remote(self.worker_id, grace_s)
+        self._exited = True
+
+
+class RayBackend:
+    zygote_supervisor: Zygotes | None = None
+    """The zygotes live on the nodes, in their agents: the dashboard's machine page shows none."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        startup_timeout_s: float = 120.0,
+        zygote: bool = True,
+        memory_cgroups: bool = True,
+        namespace: str = "coldbrew",
+    ) -> None:
+        import ray  # the optional extra: only a server started with --backend ray imports it
+
+        self._ray = ray
+        self.startup_timeout_s = startup_timeout_s
+        self.zygote = zygote
+        self.memory_cgroups = memory_cgroups
+        # The gateway is a driver of the cluster ("auto": the one this machine's `ray start`
+        # joined; None: RAY_ADDRESS, else a Ray of its own on this machine). Its output stays in
+        # Ray's logs: coldbrew's own logging is not to be interleaved with every actor's.
+        ray.init(
+            address=address,
+            namespace=namespace,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+        )
+        self.nodes: dict[str, _Node] = {}
+        self._bundles: dict[str, tuple[ModelBundle, Any]] = {}
+        self._ids = itertools.count()
+        self._discovery: asyncio.Task[None] | None = None
+        self._last_discovery = 0.0
+        self._closed = False
+
+    # --- nodes ---------------------------------------------------------------------------------
+
+    def maintain(self) -> None:
+        """Reads the node list now and then (off the loop: it asks Ray's GCS) for new nodes."""
+        if self._closed:
+            return
+        busy = self._discovery is not None and not self._discovery.done()
+        if not busy and time.monotonic() - self._last_discovery >= DISCOVERY_INTERVAL_S:
+            self._discovery = asyncio.create_task(self._discover())
+
+    async def _discover(self) -> None:
+        self._last_discovery = time.monotonic()
+        try:
+            listed = await asyncio.to_thread(self._ray.nodes)
+        except Exception as exc:  # the GCS may be briefly unreachable; the next look retries
+            log.warning("could not list the Ray cluster's nodes: %s", exc)
+            return
+        alive = {n["NodeID"]: n for n in listed if n.get("Alive")}
+        for node_id, node in list(self.nodes.items()):
+            if node_id not in alive and not node.dead:
+                self._node_lost(node, "it left the Ray cluster")
+        for node_id, info in alive.items():
+            if node_id not in self.nodes and not self._closed:
+                self._add_node(node_id, info)
+
+    def _add_node(self, node_id: str, info: dict[str, Any]) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        resources = info.get("Resources", {})
+        memory_mb = int(resources.get("memory", 0) // (1024 * 1024))
+        cpus = float(resources.get("CPU", 0.0))
+        host = str(info.get("NodeManagerAddress", "127.0.0.1"))
+        actor = (
+            self._ray.remote(NodeAgent)
+            .options(
+                # Pinned to its node, and never moved: if the node goes, so do its environments.
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                num_cpus=0,
+                max_restarts=0,
+                max_concurrency=1000,
+                name=f"coldbrew-agent-{os.getpid()}-{next(self._ids)}-{node_id[:16]}",
+            )
+            .remote(node_id, host, self.startup_timeout_s, self.zygote, self.memory_cgroups)
+        )
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[AgentInfo] = asyncio.ensure_future(self._await(actor.ready.remote()))  # type: ignore[attr-defined]
+        node = _Node(node_id, host, memory_mb, cpus, actor, ready)
+        self.nodes[node_id] = node
+        node.poller = loop.create_task(self._poll(node))
+        log.info("Ray node %s (%s): %d MB, %.1f vCPU; starting its agent", node_id[:8], host, memory_mb, cpus)
+
+    @staticmethod
+    async def _await(ref: Any) -> Any:
+        return await ref
+
+    async def _poll(self, node: _Node) -> None:
+        try:
+            info = await asyncio.wait_for(asyncio.shield(node.ready), self.startup_timeout_s)
+            node.models.update(info.models)
+            log.info("coldbrew agent ready on node %s (pid %d)", node.node_id[:8], info.pid)
+            failures = 0
+            while not self._closed and not node.dead:
+                try:
+                    report: NodeReport = await node.agent.poll.remote()
+                except self._ray.exceptions.ActorUnavailableError:
+                    # Possibly a hiccup (the actor is not restarted, but its connection may be):
+                    # a few in a row, or Ray's word that it died, and the node is lost.
+                    failures += 1
+                    if failures >= UNAVAILABLE_POLLS:
+                        raise
+                    await asyncio.sleep(POLL_INTERVAL_S)
+                    continue
+                failures = 0
+                node.zygote_rss_bytes = report.zygote_rss_bytes
+                for worker_id, state in report.alive.items():
+                    worker = node.workers.get(worker_id)
+                    if isinstance(worker, RayWorker):
+                        worker._rss = state.rss_bytes
+                for worker_id, state in report.exited.items():
+                    worker = node.workers.get(worker_id)
+                    if isinstance(worker, RayWorker):
+                        worker._exit(state.oom_killed)
+                await asyncio.sleep(POLL_INTERVAL_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the actor died with its node (RayActorError and kin)
+            if not self._closed:
+                self._node_lost(node, f"its agent is gone ({type(exc).__name__})")
+
+    def _node_lost(self, node: _Node, why: str) -> None:
+        if node.dead:
+            return
+        node.dead = True
+        lost = [w for w in node.workers.values() if isinstance(w, RayWorker)]
+        log.warning(
+            "Ray node %s lost: %s; %d environment(s) on it are gone", node.node_id[:8], why, len(lost)
+        )
+        for worker in lost:
+            worker._exit(False)
+        if not node.ready.done():
+            node.ready.cancel()
+        # Forgotten: a node that comes back has a new id, and gets a new agent.
+        self.nodes.pop(node.node_id, None)
+        with contextlib.suppress(Exception):
+            self._ray.kill(node.agent)
+
+    async def _ready_nodes(self) -> list[_Node]:
+        if not self.nodes:
+            await self._discover()
+        pending = [n.ready for n in self.nodes.values() if not n.ready.done()]
+        if pending:
+            # The first start after a node joined waits for its agent rather than skip the node.
+            await asyncio.wait(pending, timeout=self.startup_timeout_s)
+        return [n for n in self.nodes.values() if n.state().alive]
+
+    def helper_rss_bytes(self) -> int:
+        """Memory held by the agents' zygotes, on every node."""
+        return sum(n.zygote_rss_bytes for n in self.nodes.values() if not n.dead)
+
+    # --- artifacts -----------------------------------------------------------------------------
+
+    async def _bundle(self, model_dir: str) -> tuple[ModelBundle, Any]:
+        path = Path(model_dir)
+        digest = path.name if _HEX64.fullmatch(path.name) else ""
+        cached = self._bundles.get(model_dir)
+        if cached is not None:
+            return cached
+        data = await asyncio.to_thread(_tar_directory, path)
+        sha256 = hashlib.sha256(data).hexdigest()
+        # A directory outside the content-addressed cache is named by its content.
+        bundle = ModelBundle(digest or sha256, sha256)
+        # In the object store once; each node that needs it pulls it from there.
+        entry = (bundle, self._ray.put(data))
+        self._bundles[model_dir] = entry
+        return entry
+
+    async def _ship(self, node: _Node, bundle: ModelBundle, ref: Any) -> None:
+        if bundle.digest in node.models:
+            return
+        receiving = node.receiving.get(bundle.digest)
+        if receiving is None or receiving.done() and receiving.exception() is not None:
+            receiving = asyncio.ensure_future(self._await(node.agent.receive_model.remote(bundle, ref)))
+            node.receiving[bundle.digest] = receiving
+        await asyncio.shield(receiving)
+        node.models.add(bundle.digest)
+        node.receiving.pop(bundle.digest, None)
+
+    # --- workers -------------------------------------------------------------------------------
+
+    async def start(self, spec: WorkerSpec) -> RayWorker:
+        if spec.command is not None:
+            raise WorkerStartError(
+                "A model's own server (exec: images) is not supported on the Ray backend yet."
+            )
+        if spec.network_isolation:
+            raise WorkerStartError(
+                "EnableNetworkIsolation is not supported on the Ray backend yet: its workers are "
+                "reached over the network."
+            )
+        bundle, ref = await self._bundle(spec.model_dir)
+        try:
+            return await self._start_on_a_node(spec, bundle, ref)
+        except _NodeFailed as failed:
+            # The node was lost under the start (its agent is gone): once more, on another.
+            self._node_lost(failed.node, failed.reason)
+            try:
+                return await self._start_on_a_node(spec, bundle, ref)
+            except _NodeFailed as again:
+                self._node_lost(again.node, again.reason)
+                node = again.node.node_id[:8]
+                raise WorkerStartError(
+                    f"The environment could not be started on Ray node {node}: {again.reason}"
+                ) from None
+
+    async def _start_on_a_node(self, spec: WorkerSpec, bundle: ModelBundle, ref: Any) -> RayWorker:
+        nodes = await self._ready_nodes()
+        states = [n.state() for n in nodes]
+        chosen = place(states, PlacementRequest(spec.memory_mb, bundle.digest, spec.tenant))
+        if chosen is None:
+            raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
+        node = self.nodes[chosen]
+        worker_id = f"{os.getpid()}-{next(self._ids)}"
+        # Booked before the first await: starts that run meanwhile see the memory as taken.
+        booking = _Booking(spec.tenant, spec.memory_mb)
+        node.workers[worker_id] = booking
+        try:
+            await self._ship(node, bundle, ref)
+            request = StartRequest(
+                worker_id=worker_id,
+                digest=bundle.digest,
+                head_model_dir=spec.model_dir,
+                memory_mb=spec.memory_mb,
+                environment_concurrency=spec.environment_concurrency,
+                env=dict(spec.env),
+                runtime=spec.runtime,
+                nice=spec.nice,
+                fresh=spec.fresh,
+            )
+            reply: StartReply = await asyncio.wait_for(
+                self._await(node.agent.start_worker.remote(request)), self.startup_timeout_s + 10
+            )
+        except (asyncio.CancelledError, WorkerStartError):
+            node.workers.pop(worker_id, None)
+            raise
+        except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError) as exc:
+            node.workers.pop(worker_id, None)
+            raise _NodeFailed(node, _reason(exc)) from None
+        except Exception as exc:
+            node.workers.pop(worker_id, None)
+            raise WorkerStartError(
+                f"The environment could not be started on Ray node {node.node_id[:8]}: {_reason(exc)}"
+            ) from None
+        node.workers.pop(worker_id, None)
+        if reply.error is not None:
+            error = reply.error
+            for path, label in sorted(spec.labels.items(), key=lambda pl: -len(pl[0])):
+                error = error.replace(path, label)
+            raise WorkerStartError(error)
+        if node.dead:
+            raise _NodeFailed(node, "the node was lost while the environment started")
+        worker = RayWorker(self, node, worker_id, spec, reply)
+        node.workers[worker_id] = worker
+        log.info(
+            "%s: environment %s on node %s at %s (%.0f ms)",
+            spec.tenant or "-",
+            worker_id,
+            node.node_id[:8],
+            worker.address,
+            reply.setup_ms,
+        )
+        return worker
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._discovery is not None:
+            self._discovery.cancel()
+        nodes = list(self.nodes.values())
+        for node in nodes:
+            if node.poller is not None:
+                node.poller.cancel()
+
+        async def shut(node: _Node) -> None:
+            if _succeeded(node.ready):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._await(node.agent.shutdown.remote()), 15)
+            with contextlib.suppress(Exception):
+                self._ray.kill(node.agent)
+
+        await asyncio.gather(*(shut(n) for n in nodes), return_exceptions=True)
+        self.nodes.clear()
+        self._bundles.clear()
+        await asyncio.to_thread(self._ray.shutdown)
+
+
+class _NodeFailed(Exception):
+    def __init__(self, node: _Node, reason: str) -> None:
+        super().__init__(reason)
+        self.node = node
+        self.reason = reason
+
+
+def _succeeded(future: asyncio.Future[Any]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _tar_directory(path: Path) -> bytes:
+    """The model directory as an uncompressed tar, in name order with fixed metadata, so the same
+    content always makes the same bytes (and hash)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file in sorted(path.rglob("*")):
+            info = tar.gettarinfo(str(file), arcname=str(file.relative_to(path)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
+            if info.isfile():
+                with open(file, "rb") as f:
+                    tar.addfile(info, f)
+            elif info.isdir() or info.issym():
+                tar.addfile(info)
+    return buffer.getvalue()
+
+
+def _reason(exc: BaseException) -> str:
+    """A Ray error's first line: its full text carries the remote traceback."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

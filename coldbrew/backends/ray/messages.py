@@ -1,0 +1,65 @@
+"""What the gateway and a node's agent send each other (through Ray, which pickles them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AgentInfo:
+    node_id: str
+    host: str
+    """The address the node's workers listen on (Ray's node IP)."""
+    pid: int
+    models: tuple[str, ...] = ()
+    """Digests of the models already in the node's artifact cache."""
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """One model directory as shipped to a node: a tar of it and the tar's SHA-256."""
+
+    digest: str
+    """The model's identity in the head's content-addressed cache (its archive's SHA-256)."""
+    sha256: str
+    """SHA-256 of ``data``: the node extracts it only if what arrived hashes to this."""
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    worker_id: str
+    digest: str
+    head_model_dir: str
+    """The model's directory on the head: the environment's variables that name it are rewritten
+    to the node's copy, and the node's path in errors back to this one."""
+    memory_mb: int
+    environment_concurrency: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    runtime: str = "generic"
+    nice: int = 0
+    fresh: bool = False
+
+
+@dataclass(frozen=True)
+class StartReply:
+    pid: int = 0
+    port: int = 0
+    setup_ms: float = 0.0
+    memory_enforced: bool = False
+    error: str | None = None
+    """Why the worker did not become ready (the loader's error), else None."""
+
+
+@dataclass(frozen=True)
+class WorkerReport:
+    rss_bytes: int
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """A node's answer to a poll: its live workers, and those that exited since the last poll."""
+
+    alive: dict[str, WorkerReport]
+    exited: dict[str, WorkerReport]
+    zygote_rss_bytes: int = 0

@@ -1,0 +1,153 @@
+"""A real multi-node Ray cluster on this machine (``ray.cluster_utils.Cluster``) and a coldbrew
+server driving it with ``--backend ray``.
+
+Every test module here that needs Ray is marked ``ray`` (``pytestmark``), which the default run
+excludes (Ray's start is slow); CI runs them as a step of their own:
+``python -m pytest -m ray tests/ray``.
+"""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pytest
+
+from tests.support import ColdbrewServer, tar_gz
+
+MB = 1024 * 1024
+HEAD_MEMORY_MB = 600
+"""Less than any test endpoint's MemorySizeInMB: the head's agent runs, but nothing fits there, so
+environments land on the worker nodes (the head keeps the gateway)."""
+NODE_MEMORY_MB = 2560
+"""Two 1024 MB environments per worker node, not three."""
+
+# The model answers with the node and pid that served it, and can be told to sleep.
+INFERENCE_PY = textwrap.dedent("""
+    import json
+    import os
+    import time
+
+    import joblib
+    import numpy as np
+
+    def model_fn(model_dir):
+        return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+    def input_fn(body, content_type, context):
+        return json.loads(body)
+
+    def predict_fn(data, model, context):
+        if data.get("sleep"):
+            time.sleep(data["sleep"])
+        return {
+            "predictions": model.predict(np.array(data["rows"])).tolist(),
+            "pid": os.getpid(),
+            "node": os.environ.get("COLDBREW_NODE_ID"),
+            "version": os.environ.get("MODEL_VERSION", "1"),
+        }
+
+    def output_fn(prediction, accept, context):
+        return json.dumps(prediction), "application/json"
+""")
+
+
+class RayCluster:
+    """The cluster, and the worker nodes a test added (to remove one mid-traffic)."""
+
+    def __init__(self) -> None:
+        # Imported here, not at the top: the default run collects this directory (and deselects
+        # its tests) without importing Ray.
+        pytest.importorskip("ray")
+        from ray.cluster_utils import Cluster
+
+        self.cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 1,
+                "memory": HEAD_MEMORY_MB * MB,
+                "object_store_memory": 100 * MB,
+                "include_dashboard": False,
+            },
+        )
+        self.workers: list[Any] = []
+
+    @property
+    def address(self) -> str:
+        return str(self.cluster.address)
+
+    @property
+    def head_id(self) -> str:
+        return str(self.cluster.head_node.node_id)
+
+    def add_node(self) -> Any:
+        node = self.cluster.add_node(num_cpus=2, memory=NODE_MEMORY_MB * MB, object_store_memory=100 * MB)
+        self.workers.append(node)
+        return node
+
+    def remove_node(self, node: Any) -> None:
+        self.cluster.remove_node(node, allow_graceful=False)
+        self.workers.remove(node)
+
+    def shutdown(self) -> None:
+        self.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[RayCluster]:
+    """A head and two worker nodes, each with its own resources; shut down whole after the module."""
+    cluster = RayCluster()
+    try:
+        cluster.add_node()
+        cluster.add_node()
+        cluster.cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster) -> Iterator[ColdbrewServer]:
+    """coldbrew serve --backend ray against the module's cluster, idle environments released fast."""
+    server = ColdbrewServer(
+        tmp_path_factory.mktemp("coldbrew-ray") / "data",
+        env={
+            "COLDBREW_BACKEND": "ray",
+            "COLDBREW_RAY_ADDRESS": ray_cluster.address,
+            "COLDBREW_IDLE_TIMEOUT_S": "2",
+        },
+    ).start(timeout=120)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def ray_sm(ray_server: ColdbrewServer) -> Any:
+    return ray_server.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def ray_runtime(ray_server: ColdbrewServer) -> Any:
+    return ray_server.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="session")
+def node_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model.tar.gz: a random forest trained on scikit-learn's diabetes data, with code that
+    reports the node it ran on."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+
+    features, target = load_diabetes(return_X_y=True)
+    model = RandomForestRegressor(n_estimators=10, random_state=0).fit(features, target)
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    path = tmp_path_factory.mktemp("ray-model") / "model.tar.gz"
+    path.write_bytes(tar_gz({"model.joblib": buffer.getvalue(), "code/inference.py": INFERENCE_PY.encode()}))
+    return path

@@ -1,0 +1,43 @@
+"""The Ray backend's placement rules, as a pure function (no Ray: part of the default run)."""
+
+from __future__ import annotations
+
+from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+
+DIGEST = "a" * 64
+
+
+def node(node_id: str, memory_mb: int = 4096, cpus: float = 4.0, **kwargs: object) -> NodeState:
+    return NodeState(node_id=node_id, memory_mb=memory_mb, cpus=cpus, **kwargs)  # type: ignore[arg-type]
+
+
+def test_an_endpoints_environments_spread_before_they_share_a_node() -> None:
+    nodes = [node("a", environments={"ep": 1}, models=frozenset({DIGEST})), node("b")]
+    assert place(nodes, PlacementRequest(1024, DIGEST, "ep")) == "b"
+
+
+def test_a_node_that_holds_the_model_is_preferred_to_one_with_more_memory_free() -> None:
+    nodes = [node("a", used_memory_mb=2048, models=frozenset({DIGEST})), node("b")]
+    assert place(nodes, PlacementRequest(1024, DIGEST, "ep")) == "a"
+    assert place(nodes, PlacementRequest(1024, "b" * 64, "ep")) == "b"
+
+
+def test_memory_and_the_vcpus_it_implies_are_respected_per_node() -> None:
+    assert cpus_for(1769) == 1.0
+    full = node("a", memory_mb=2048, used_memory_mb=1024)
+    assert place([full], PlacementRequest(1025, DIGEST, "ep")) is None
+    assert place([full], PlacementRequest(1024, DIGEST, "ep")) == "a"
+    # Memory left, but not the vCPUs 3072 MB is accounted for (1.74 of 1).
+    assert place([node("c", memory_mb=8192, cpus=1.0)], PlacementRequest(3072, DIGEST, "ep")) is None
+    # Three environments of exactly one vCPU fill three vCPUs despite rounding.
+    three = node("d", memory_mb=3 * 1769, cpus=3.0, used_memory_mb=2 * 1769, used_cpus=2 * cpus_for(1769))
+    assert place([three], PlacementRequest(1769, DIGEST, "ep")) == "d"
+
+
+def test_dead_nodes_are_never_chosen_and_a_full_cluster_says_why() -> None:
+    nodes = [node("dead", alive=False), node("small", memory_mb=512)]
+    assert place(nodes, PlacementRequest(1024, DIGEST, "ep")) is None
+    assert "more than any node" in explain_full(nodes, 1024)
+    busy = [node("n1", memory_mb=2048, used_memory_mb=2048)]
+    assert "add a node" in explain_full(busy, 1024)
+    assert "no live node" in explain_full([node("x", alive=False)], 1024)

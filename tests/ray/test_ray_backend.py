@@ -1,0 +1,165 @@
+"""coldbrew serve --backend ray on a real three-node Ray cluster: placement, scale to zero, memory
+limits per node, an update."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.ray.conftest import RayCluster
+from tests.support import deploy_serverless, wait_for_status
+
+pytestmark = pytest.mark.ray
+
+ROWS = [[0.01] * 10]
+
+
+def invoke(runtime: Any, name: str, **extra: Any) -> dict[str, Any]:
+    response = runtime.invoke_endpoint(
+        EndpointName=name, ContentType="application/json", Body=json.dumps({"rows": ROWS, **extra})
+    )
+    answer: dict[str, Any] = json.loads(response["Body"].read())
+    return answer
+
+
+def deploy(sm: Any, name: str, archive: Path, **kwargs: Any) -> None:
+    deploy_serverless(sm, name, f"file://{archive}", **kwargs)
+    wait_for_status(sm, name, "InService", timeout=120)
+
+
+def test_environments_spread_across_worker_nodes(
+    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    deploy(ray_sm, "spread", node_archive, memory=1024, max_concurrency=2, provisioned=2)
+    seen: set[str] = set()
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(5):
+            answers = list(pool.map(lambda _: invoke(ray_runtime, "spread", sleep=0.3), range(2)))
+            seen |= {a["node"] for a in answers}
+    worker_ids = {str(n.node_id) for n in ray_cluster.workers}
+    # Two environments of one endpoint: one on each worker node, none on the head (600 MB).
+    assert seen == worker_ids
+    assert answers[0]["predictions"] and answers[0]["node"] != ray_cluster.head_id
+    delete(ray_sm, "spread")
+
+
+def delete(sm: Any, name: str) -> None:
+    sm.delete_endpoint(EndpointName=name)
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.1)
+
+
+def gone(pids: set[int]) -> bool:
+    """Whether these workers have exited (every node of the test cluster runs on this machine)."""
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+
+
+def test_scale_to_zero_and_back_on_a_worker_node(
+    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    deploy(ray_sm, "zero", node_archive, memory=1024, max_concurrency=1)
+    first = invoke(ray_runtime, "zero")
+    assert first["node"] in {str(n.node_id) for n in ray_cluster.workers}
+    # Idle past COLDBREW_IDLE_TIMEOUT_S (2 s): no environment left on the node.
+    wait_until(lambda: gone({first["pid"]}), "the idle environment is released")
+    again = invoke(ray_runtime, "zero")
+    assert again["pid"] != first["pid"]
+    assert again["node"] in {str(n.node_id) for n in ray_cluster.workers}
+    assert again["predictions"] == first["predictions"]
+    delete(ray_sm, "zero")
+    wait_until(lambda: gone({again["pid"]}), "the deleted endpoint's environment is stopped")
+
+
+def test_no_node_holds_more_than_its_memory(ray_sm: Any, ray_runtime: Any, node_archive: Path) -> None:
+    # Larger than any node (2560 MB): the deploy fails, saying what to change.
+    deploy_serverless(ray_sm, "huge", f"file://{node_archive}", memory=3072, max_concurrency=1)
+    failed = wait_for_status(ray_sm, "huge", "Failed", timeout=120)
+    assert "more than any node of the Ray cluster offers (the largest has 2560 MB)" in failed["FailureReason"]
+    delete(ray_sm, "huge")
+    # 2048 MB fits once per worker node: three at once get at most two environments, one per node.
+    deploy(ray_sm, "large", node_archive, memory=2048, max_concurrency=3)
+
+    def attempt(_: int) -> dict[str, Any] | str:
+        try:
+            return invoke(ray_runtime, "large", sleep=1.5)
+        except ray_runtime.exceptions.ModelError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(3) as pool:
+        outcomes = list(pool.map(attempt, range(3)))
+    answers = [o for o in outcomes if isinstance(o, dict)]
+    refusals = [o for o in outcomes if isinstance(o, str)]
+    by_node: dict[str, set[int]] = {}
+    for answer in answers:
+        by_node.setdefault(answer["node"], set()).add(answer["pid"])
+    assert answers and all(len(pids) == 1 for pids in by_node.values()), outcomes
+    assert len({p for pids in by_node.values() for p in pids}) <= 2
+    assert all("no node of the Ray cluster has 2048 MB" in r for r in refusals), refusals
+    delete(ray_sm, "large")
+    wait_until(lambda: gone({a["pid"] for a in answers}), "the deleted endpoint's environments are stopped")
+
+
+def test_an_update_under_traffic_fails_no_invocation(
+    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    deploy(ray_sm, "update", node_archive, memory=1024, max_concurrency=2)
+    ray_sm.create_model(
+        ModelName="update-v2",
+        PrimaryContainer={
+            "Image": "coldbrew/sklearn",
+            "ModelDataUrl": f"file://{node_archive}",
+            "Environment": {"MODEL_VERSION": "2"},
+        },
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew",
+    )
+    ray_sm.create_endpoint_config(
+        EndpointConfigName="update-v2-config",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "update-v2",
+                "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2},
+            }
+        ],
+    )
+    answers: list[dict[str, Any]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(invoke(ray_runtime, "update", sleep=0.05))
+            except Exception as exc:  # every kind counts: none may happen
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        wait_until(lambda: len(answers) >= 5, "traffic is served before the update")
+        ray_sm.update_endpoint(EndpointName="update", EndpointConfigName="update-v2-config")
+        wait_for_status(ray_sm, "update", "InService", timeout=120)
+        wait_until(lambda: answers[-1]["version"] == "2", "the updated model answers")
+        count = len(answers)
+        wait_until(lambda: len(answers) >= count + 5, "traffic goes on after the update")
+    finally:
+        stop.set()
+        thread.join()
+    assert failures == []
+    assert answers[0]["version"] == "1" and answers[-1]["version"] == "2"
+    assert {a["node"] for a in answers} <= {str(n.node_id) for n in ray_cluster.workers}
+    delete(ray_sm, "update")
+    wait_until(lambda: gone({a["pid"] for a in answers}), "the deleted endpoint's environments are stopped")
