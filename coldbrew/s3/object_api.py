@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import AsyncIterator
 from typing import BinaryIO
@@ -118,6 +119,8 @@ async def _blocks(content: BinaryIO, start: int, length: int) -> AsyncIterator[b
     """The content from ``start``, the next block read (in a thread) while this one is sent."""
 
     def read(offset: int, size: int) -> bytes:
+        if isinstance(content, io.BytesIO):  # an object kept in the index
+            return content.getbuffer()[offset : offset + size].tobytes()
         return os.pread(content.fileno(), size, offset)
 
     offset, end = start, start + length

@@ -3,7 +3,8 @@
 Layout under ``root`` (``<data_dir>/s3``)::
 
     index.db   the SQLite index (:mod:`coldbrew.s3.index`): what exists
-    blobs/     content files (:mod:`coldbrew.s3.blobs`), named by random ids
+    blobs/     content files (:mod:`coldbrew.s3.blobs`), named by random ids; objects of at
+               most ``blobs.INLINE_MAX`` bytes have none (their bytes are in the index)
     tmp/       writes in progress
 
 Every method blocks (file and database I/O): the HTTP layer calls them from worker threads. One
@@ -14,6 +15,7 @@ holds it.
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
@@ -97,9 +99,9 @@ class S3Store:
         if_none_match: bool,
     ) -> ObjectRow:
         """Publish what ``writer`` wrote as ``bucket/key``; ``checksum`` is the client's value (base64)."""
-        kept, blob = self.seal(writer, checksum)
+        kept, blob, data = self._seal_object(writer, checksum)
         row = ObjectRow(
-            key, writer.digests.size, writer.digests.etag, time.time(), blob, _with_checksum(meta, kept)
+            key, writer.digests.size, writer.digests.etag, time.time(), blob, _with_checksum(meta, kept), data
         )
         try:
             with self.lock:
@@ -122,13 +124,13 @@ class S3Store:
         rows: list[tuple[int, str, ObjectRow]] = []
         for i, (bucket, key, writer, meta) in enumerate(items):
             try:
-                kept, blob = self.seal(writer, None)
+                kept, blob, data = self._seal_object(writer, None)
             except S3Error as e:
                 errors[i] = e
                 continue
             size, etag = writer.digests.size, writer.digests.etag
             rows.append(
-                (i, bucket, ObjectRow(key, size, etag, time.time(), blob, _with_checksum(meta, kept)))
+                (i, bucket, ObjectRow(key, size, etag, time.time(), blob, _with_checksum(meta, kept), data))
             )
         with self.lock:
             valid = []
@@ -158,6 +160,20 @@ class S3Store:
             raise
         return kept, self.blobs.publish(temp)
 
+    def _seal_object(
+        self, writer: BlobWriter, checksum: str | None
+    ) -> tuple[Checksum | None, str, bytes | None]:
+        """``seal`` for an object, whose content may stay in its index row: the checksum to keep,
+        the content file's id ("" for none) and the content when it has no file."""
+        held = writer.held()
+        if held is None:
+            return (*self.seal(writer, checksum), None)
+        try:
+            kept = writer.digests.finish(checksum)
+        finally:
+            writer.discard()
+        return kept, "", held
+
     def head(self, bucket: str, key: bytes) -> ObjectRow:
         with self.lock:
             return self._object(bucket, key)
@@ -166,6 +182,8 @@ class S3Store:
         """The object and its content, opened before any later write can replace it."""
         with self.lock:
             row = self._object(bucket, key)
+            if row.data is not None:
+                return row, io.BytesIO(row.data)
             return row, self.blobs.open(row.blob)
 
     def delete(self, bucket: str, keys: list[bytes]) -> set[bytes]:
@@ -188,9 +206,9 @@ class S3Store:
                     "attributes."
                 )
             # Content files never change, so the copy is a second link to the same one.
-            blob = self.blobs.link(original.blob)
+            blob = self.blobs.link(original.blob) if not original.inline else ""
             kept = original.meta if meta is None else _with_checksum(meta, original.meta.checksum)
-            row = ObjectRow(key, original.size, original.etag, time.time(), blob, kept)
+            row = ObjectRow(key, original.size, original.etag, time.time(), blob, kept, original.data)
             replaced = self.index.put_object(bucket, row)
             if replaced:
                 self.blobs.delete([replaced])
