@@ -14,20 +14,26 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the relay follows its server by a pidfd")
 
 
+FLOOD_MB = 128
+
+
 class Upstream:
     """A TCP server on loopback: ``ECHO`` lines are answered line by line (a keep-alive
-    exchange); anything else is read to EOF and answered with its length and SHA-256 (so the
-    answer comes only after the client's half-close)."""
+    exchange); ``FLOOD`` gets FLOOD_MB MiB as fast as the reader takes them; anything else is
+    read to EOF and answered with its length and SHA-256 (so the answer comes only after the
+    client's half-close)."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.port = self.sock.getsockname()[1]
         self.connections = 0
+        self.flooded = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -42,6 +48,12 @@ class Upstream:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             first = conn.recv(5)
+            if first == b"FLOOD":
+                chunk = b"x" * (1 << 20)
+                for _ in range(FLOOD_MB):
+                    conn.sendall(chunk)
+                    self.flooded += len(chunk)
+                return
             if first == b"ECHO\n":
                 with conn.makefile("rwb") as stream:
                     for line in stream:
@@ -73,7 +85,7 @@ def stand_in() -> Iterator[subprocess.Popen[bytes]]:
 
 def start_relay(socket_path: Path, port: int, server_pid: int) -> subprocess.Popen[bytes]:
     relay = subprocess.Popen(
-        [sys.executable, "-m", "coldbrew.backends.relay", str(socket_path), str(port), str(server_pid)]
+        [sys.executable, "-S", "-m", "coldbrew.backends.relay", str(socket_path), str(port), str(server_pid)]
     )
     deadline = time.monotonic() + 30
     while not socket_path.exists():
@@ -91,12 +103,18 @@ def connect(socket_path: Path) -> socket.socket:
 
 
 @pytest.fixture()
-def relay(tmp_path: Path, upstream: Upstream, stand_in: subprocess.Popen[bytes]) -> Iterator[Path]:
-    socket_path = tmp_path / "relay.sock"
-    process = start_relay(socket_path, upstream.port, stand_in.pid)
-    yield socket_path
+def relay_process(
+    tmp_path: Path, upstream: Upstream, stand_in: subprocess.Popen[bytes]
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_relay(tmp_path / "relay.sock", upstream.port, stand_in.pid)
+    yield process
     process.kill()
     process.wait()
+
+
+@pytest.fixture()
+def relay(tmp_path: Path, relay_process: subprocess.Popen[bytes]) -> Path:
+    return tmp_path / "relay.sock"
 
 
 def test_a_keep_alive_connection_stays_one_connection(relay: Path, upstream: Upstream) -> None:
@@ -118,6 +136,25 @@ def test_half_close_and_big_bodies(relay: Path) -> None:
         while data := sock.recv(1 << 16):
             answer += data
     assert answer.decode() == f"{len(body)} {hashlib.sha256(body).hexdigest()}"
+
+
+def test_a_reader_that_does_not_read_holds_its_writer_back(
+    relay: Path, relay_process: subprocess.Popen[bytes], upstream: Upstream
+) -> None:
+    with connect(relay) as sock:
+        sock.sendall(b"FLOOD")
+        # Until the server's writes block: what is on the way fills the sockets' buffers, and
+        # the relay reads no more than it has written.
+        last, deadline = -1, time.monotonic() + 30
+        while upstream.flooded != last and time.monotonic() < deadline:
+            last = upstream.flooded
+            time.sleep(0.5)
+        assert upstream.flooded < FLOOD_MB << 20
+        assert psutil.Process(relay_process.pid).memory_info().rss < 64 << 20
+        received = 0
+        while data := sock.recv(1 << 20):
+            received += len(data)
+    assert received == FLOOD_MB << 20
 
 
 def test_many_connections_at_once(relay: Path, upstream: Upstream) -> None:
