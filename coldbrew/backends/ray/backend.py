@@ -178,6 +178,9 @@ class RayBackend:
         self._discovery: asyncio.Task[None] | None = None
         self._last_discovery = 0.0
         self._closed = False
+        self._lost: set[str] = set()
+        """Nodes taken for lost: Ray may list one as alive a while longer, but it gets no agent
+        again (a node that restarts joins with a new id)."""
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class RayBackend:
             if node_id not in alive and not node.dead:
                 self._node_lost(node, "it left the Ray cluster")
         for node_id, info in alive.items():
-            if node_id not in self.nodes and not self._closed:
+            if node_id not in self.nodes and node_id not in self._lost and not self._closed:
                 self._add_node(node_id, info)
 
     def _add_node(self, node_id: str, info: dict[str, Any]) -> None:
@@ -280,19 +283,22 @@ class RayBackend:
             worker._exit(False)
         if not node.ready.done():
             node.ready.cancel()
-        # Forgotten: a node that comes back has a new id, and gets a new agent.
         self.nodes.pop(node.node_id, None)
+        self._lost.add(node.node_id)
         with contextlib.suppress(Exception):
             self._ray.kill(node.agent)
 
     async def _ready_nodes(self) -> list[_Node]:
         if not self.nodes:
             await self._discover()
+        return [n for n in self.nodes.values() if n.state().alive]
+
+    async def _agents_starting(self) -> bool:
+        """Wait for the agents still starting (a node that just joined); whether there were any."""
         pending = [n.ready for n in self.nodes.values() if not n.ready.done()]
         if pending:
-            # The first start after a node joined waits for its agent rather than skip the node.
             await asyncio.wait(pending, timeout=self.startup_timeout_s)
-        return [n for n in self.nodes.values() if n.state().alive]
+        return bool(pending)
 
     def helper_rss_bytes(self) -> int:
         """Memory held by the agents' zygotes, on every node."""
@@ -354,9 +360,14 @@ class RayBackend:
                 ) from None
 
     async def _start_on_a_node(self, spec: WorkerSpec, bundle: ModelBundle, ref: Any) -> RayWorker:
-        nodes = await self._ready_nodes()
-        states = [n.state() for n in nodes]
-        chosen = place(states, PlacementRequest(spec.memory_mb, bundle.digest, spec.tenant))
+        wanted = PlacementRequest(spec.memory_mb, bundle.digest, spec.tenant)
+        states = [n.state() for n in await self._ready_nodes()]
+        chosen = place(states, wanted)
+        if chosen is None and await self._agents_starting():
+            # Only when no ready node has room does a start wait for the agents of nodes that
+            # are joining: waiting always would hold every cold start up behind a slow node.
+            states = [n.state() for n in await self._ready_nodes()]
+            chosen = place(states, wanted)
         if chosen is None:
             raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
         node = self.nodes[chosen]
