@@ -14,7 +14,9 @@
   a mount namespace of its own; directories it must cross but may not (an interpreter under
   ``/root``) are covered by an empty tmpfs with only what it needs bound back.
 - **Network.** ``EnableNetworkIsolation`` gives a worker a network namespace with no interface;
-  the gateway still reaches it on its Unix socket, which is a file, not a network address.
+  the gateway still reaches it on its Unix socket, which is a file, not a network address. A
+  user's own server always gets one (with only ``lo`` up), reached through a relay's Unix socket
+  (:mod:`coldbrew.backends.user_server`).
 """
 
 from __future__ import annotations

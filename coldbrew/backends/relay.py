@@ -26,6 +26,7 @@ import os
 import selectors
 import socket
 import sys
+import time
 
 CHUNK = 65536
 """The most one direction of one connection reads before what it read has been written."""
@@ -203,7 +204,10 @@ def serve(socket_path: str, port: int, server_pid: int) -> None:
                             break
                         except OSError as exc:
                             if exc.errno in (errno.EMFILE, errno.ENFILE):
-                                break  # out of descriptors: the backlog waits for closes
+                                # Out of descriptors: the backlog waits for connections to
+                                # close, without spinning on a listener that stays readable.
+                                time.sleep(0.01)
+                                break
                             raise
                         _open(selector, client, port)
                 else:
