@@ -94,6 +94,7 @@ def create_app(settings: Settings) -> ASGIApp:
             logs_db_path=settings.logs_db_path if services.logs is not None else None,
             async_db_path=settings.async_db_path,
             flush_meter=services.meter.flush,
+            meter_writes=services.meter.written,
             region=settings.region,
             account_id=settings.account_id,
             keys=keys,

@@ -29,6 +29,7 @@ from coldbrew.metering.aggregate import (
     upsert_sql,
 )
 from coldbrew.metering.records import RECORD_COLUMNS, MeterRecord, record_row
+from coldbrew.metering.written import MinuteLog
 
 log = logging.getLogger("coldbrew.metering")
 
@@ -158,6 +159,8 @@ class Meter:
         """Environment ids in the last sample: new ones are environment starts."""
         self._cpu: CpuReadings = {}
         """CPU readings of the last sample, to take the next one's from."""
+        self.written = MinuteLog()
+        """The minutes each flush wrote, for readers that keep minutes in memory (the dashboard)."""
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -219,6 +222,7 @@ class Meter:
                 self._buffer.extendleft(reversed(batch))
                 raise
             self._conn.execute("COMMIT")
+            self.written.wrote({minute for _, _, minute in minutes})
             for record in batch:
                 self.totals[(record.endpoint, record.variant)].add_record(record)
             if sampled:

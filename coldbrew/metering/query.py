@@ -12,9 +12,10 @@ import re
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from coldbrew.metering.batch_cost import billed_seconds, transform_job_cost
 from coldbrew.metering.cost import (
@@ -75,6 +76,12 @@ def open_readonly(db_path: Path) -> sqlite3.Connection:
             f"{db_path} has no metering tables yet; start this version of coldbrew on it once"
         )
     return conn
+
+
+class RowLike(Protocol):
+    """A row read by column name: ``sqlite3.Row`` or a dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 def _iso(t: float) -> str:
@@ -167,17 +174,22 @@ def endpoint_creation_times(conn: sqlite3.Connection) -> dict[str, float]:
     return {name: float(row["created_at"]) for name, row in _endpoint_rows(conn).items()}
 
 
-def _deployed_variants(row: sqlite3.Row | None) -> dict[str, dict[str, Any]]:
+def _deployment(row: RowLike) -> dict[str, Any]:
+    deployment = row["deployment"]
+    return json.loads(deployment) if isinstance(deployment, str) else deployment
+
+
+def _deployed_variants(row: RowLike | None) -> dict[str, dict[str, Any]]:
     if row is None:
         return {}
-    config = json.loads(row["deployment"]).get("Config", {})
+    config = _deployment(row).get("Config", {})
     return {v["VariantName"]: v for v in config.get("ProductionVariants", [])}
 
 
-def _is_async(row: sqlite3.Row | None) -> bool:
+def _is_async(row: RowLike | None) -> bool:
     if row is None:
         return False
-    return bool(json.loads(row["deployment"]).get("Config", {}).get("AsyncInferenceConfig"))
+    return bool(_deployment(row).get("Config", {}).get("AsyncInferenceConfig"))
 
 
 def cost_report(
@@ -196,12 +208,24 @@ def cost_report(
     instance-hours they were held (memory held over the instance type's memory).
     """
     now = time.time() if now is None else now
+    return price_usage(usage_rows(conn, endpoint, since), _endpoint_rows(conn), prices, endpoint, since, now)
+
+
+USAGE_COLUMNS = (
+    "endpoint", "variant", "serverless", "memory_mb", "invocations", "billed_mb_ms", "bytes_in",
+    "bytes_out", "cold_starts", "first_minute", "sampled_minutes", "held_mb_s",
+)  # fmt: skip
+"""What :func:`price_usage` takes of each endpoint variant's minutes over a period (``usage_rows``)."""
+
+
+def usage_rows(conn: sqlite3.Connection, endpoint: str | None, since: float | None) -> list[sqlite3.Row]:
+    """Each endpoint variant's minutes from ``since`` on, summed (``USAGE_COLUMNS``)."""
     params: list[Any] = [-1 if since is None else int(since // 60 * 60)]
     where = "minute >= ?"
     if endpoint is not None:
         where += " AND endpoint = ?"
         params.append(endpoint)
-    rows = conn.execute(
+    return conn.execute(
         f"SELECT endpoint, variant, max(serverless) AS serverless, max(memory_mb) AS memory_mb, "
         f"sum(invocations) AS invocations, sum(billed_mb_ms) AS billed_mb_ms, sum(bytes_in) AS bytes_in, "
         f"sum(bytes_out) AS bytes_out, sum(cold_starts) AS cold_starts, min(minute) AS first_minute, "
@@ -209,8 +233,20 @@ def cost_report(
         f"FROM meter_minutes WHERE {where} GROUP BY endpoint, variant ORDER BY endpoint, variant",
         params,
     ).fetchall()
-    stored = _endpoint_rows(conn)
-    by_endpoint: dict[str, list[sqlite3.Row]] = defaultdict(list)
+
+
+def price_usage(
+    rows: Iterable[RowLike],
+    stored: Mapping[str, RowLike],
+    prices: PriceTable,
+    endpoint: str | None,
+    since: float | None,
+    now: float,
+) -> dict[str, Any]:
+    """:func:`cost_report` of ``rows`` (``usage_rows``' shape and order), with ``stored`` the
+    store's endpoints by lower-case name (``created_at``, and ``deployment`` as stored or parsed):
+    for readers that sum the minutes themselves."""
+    by_endpoint: dict[str, list[RowLike]] = defaultdict(list)
     for row in rows:
         by_endpoint[row["endpoint"]].append(row)
     if endpoint is not None and endpoint.lower() in stored and endpoint not in by_endpoint:

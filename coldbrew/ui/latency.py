@@ -18,18 +18,20 @@ from the histograms, as CloudWatch's own answer does past its per-series limit.
 
 from __future__ import annotations
 
+import math
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from coldbrew.metering.aggregate import HISTOGRAM_DTYPE, histogram_value
+from coldbrew.metering.aggregate import histogram_value
 from coldbrew.metering.statistics import BY_NAME, RAW_PERCENTILE_LIMIT, SAGEMAKER, Percentile
+from coldbrew.metering.written import MinuteLog
+from coldbrew.ui.minutes import Block, Key, MinuteCache, Span
 
 RAW_LIMIT = 50_000
-
-Key = tuple[str, str]
 
 
 @dataclass
@@ -58,28 +60,24 @@ def read_window(
     end: int,
     percentiles: Sequence[Percentile],
     raw_limit: int = RAW_LIMIT,
+    minutes: MinuteCache | None = None,
+    memo: HistogramMemo | None = None,
 ) -> list[VariantWindow]:
-    """Every variant with invocations in [start, end) (whole minutes), as one CloudWatch period."""
-    metric = BY_NAME[(SAGEMAKER, "ModelLatency")]
-    kinds = ", ".join(str(k) for k in metric.kinds)
-    rows = conn.execute(
-        f"SELECT endpoint, variant, max(serverless), sum(invocations), sum(errors_4xx), sum(errors_5xx), "
-        f"sum(CASE WHEN serverless = 1 THEN cold_starts ELSE 0 END), "
-        f"sum(CASE WHEN serverless IN ({kinds}) THEN {metric.count} ELSE 0 END) AS n, "
-        f"min(CASE WHEN serverless IN ({kinds}) AND {metric.count} > 0 THEN {metric.low} END), "
-        f"max(CASE WHEN serverless IN ({kinds}) AND {metric.count} > 0 THEN {metric.high} END), "
-        f"sum(CASE WHEN serverless IN ({kinds}) AND {metric.count} > 0 AND {metric.low} IS NULL "
-        f"THEN 1 ELSE 0 END) "
-        f"FROM meter_minutes WHERE minute >= ? AND minute < ? GROUP BY endpoint, variant "
-        f"HAVING sum(invocations) > 0",
-        [start, end],
-    ).fetchall()
+    """Every variant with invocations in [start, end) (whole minutes), as one CloudWatch period.
+    ``minutes``: the page's cache of the meter's minutes (without one, they are all read now);
+    ``memo``: the older minutes' histograms merged at the load before."""
+    minutes = minutes or MinuteCache(MinuteLog())
+    span = minutes.span(conn, start, end)
     found: dict[Key, VariantWindow] = {}
     unknown_minimum: set[Key] = set()
-    for endpoint, variant, serverless, inv, e4, e5, cold, n, low, high, low_unknown in rows:
+    counts, low, high = span.counts.tolist(), span.low.tolist(), span.high.tolist()
+    for i, (endpoint, variant) in enumerate(span.keys):
+        inv, e4, e5, cold, n, low_unknown = counts[i]
+        if inv <= 0:  # as CloudWatch: a variant with no invocations in the period has no datapoint
+            continue
         found[(endpoint, variant)] = VariantWindow(
-            endpoint, variant, bool(serverless), int(inv), int(e4), int(e5), int(cold), int(n or 0),
-            None if low_unknown or low is None else float(low), None if high is None else float(high),
+            endpoint, variant, bool(span.serverless[i]), inv, e4, e5, cold, n,
+            None if low_unknown or math.isnan(low[i]) else low[i], None if math.isnan(high[i]) else high[i],
         )  # fmt: skip
         if low_unknown:
             unknown_minimum.add((endpoint, variant))
@@ -91,7 +89,7 @@ def read_window(
         exact = _raw(conn, latency, percentiles, unknown_minimum, start, end)
     rest = {k: w for k, w in latency.items() if k not in exact}
     if rest:
-        _histograms(conn, rest, percentiles, start, end)
+        _histograms(span, rest, percentiles, memo or HistogramMemo())
     return list(found.values())
 
 
@@ -147,53 +145,78 @@ def _raw(
     return set(complete)
 
 
+TAIL = 3
+"""The newest minutes of a window, added to the older ones' merged histograms on each load."""
+
+
+@dataclass
+class _Merged:
+    """The older minutes' histograms merged per key: (cache key x bucket lo..lo+width) counts."""
+
+    blocks: tuple[Block, ...]
+    """Held (not their ids): a freed block's id could be a new one's."""
+    lo: int
+    matrix: np.ndarray
+
+
+class HistogramMemo:
+    """Keeps a window's older minutes merged between loads: they change only when the meter writes
+    one again (then the :class:`MinuteCache` gives a new block) or the window moves a minute."""
+
+    def __init__(self) -> None:
+        self._merged: _Merged | None = None
+        self._lock = threading.Lock()
+
+    def merged(self, blocks: Sequence[Block], keys: int, extra: Sequence[Block]) -> _Merged:
+        """``blocks`` merged, over a bucket range that also holds ``extra``'s buckets."""
+        with self._lock:
+            found = self._merged
+            same = found is not None and len(found.blocks) == len(blocks)
+            same = same and all(a is b for a, b in zip(found.blocks, blocks, strict=False))  # type: ignore[union-attr]
+            if found is not None and same and found.matrix.shape[0] >= keys:
+                width = found.matrix.shape[1]
+                if all(b.hist_bucket.size == 0 or (b.hist_bucket.min() >= found.lo and
+                       b.hist_bucket.max() < found.lo + width) for b in extra):  # fmt: skip
+                    return found
+            buckets = np.concatenate([b.hist_bucket for b in (*blocks, *extra)] + [np.zeros(1, np.int64)])
+            used = buckets[1:] if buckets.size > 1 else buckets
+            lo, hi = int(used.min()), int(used.max())
+            width = hi - lo + 1
+            key = np.concatenate([b.hist_key for b in blocks] + [np.zeros(0, np.int64)])
+            bucket = np.concatenate([b.hist_bucket for b in blocks] + [np.zeros(0, np.int64)])
+            count = np.concatenate([b.hist_count for b in blocks] + [np.zeros(0, np.int64)])
+            matrix = np.bincount(key * width + bucket - lo, weights=count, minlength=keys * width)
+            self._merged = _Merged(tuple(blocks), lo, matrix.reshape(keys, width).astype(np.int64))
+            return self._merged
+
+
 def _histograms(
-    conn: sqlite3.Connection,
-    windows: dict[Key, VariantWindow],
-    percentiles: Sequence[Percentile],
-    start: int,
-    end: int,
+    span: Span, windows: dict[Key, VariantWindow], percentiles: Sequence[Percentile], memo: HistogramMemo
 ) -> None:
-    """Every variant's minutes merged at once: one dense (variant x bucket used) count matrix, so
-    the work grows with the histograms' pairs, not with variants times a sort."""
-    metric = BY_NAME[(SAGEMAKER, "ModelLatency")]
-    kinds = ", ".join(str(k) for k in metric.kinds)
-    order = {k: i for i, k in enumerate(windows)}
-    cursor = conn.cursor()
-    cursor.row_factory = None  # plain tuples: tens of thousands of rows
-    owners_list, counts_list, blobs = [], [], []
-    size = HISTOGRAM_DTYPE.itemsize
-    for endpoint, variant, n, blob in cursor.execute(
-        f"SELECT endpoint, variant, {metric.count}, {metric.histogram} FROM meter_minutes "
-        f"WHERE serverless IN ({kinds}) AND minute >= ? AND minute < ? AND {metric.count} > 0",
-        [start, end],
-    ):
-        owner = order.get((endpoint, variant))
-        if owner is not None:
-            owners_list.append(owner)
-            counts_list.append(n)
-            blobs.append(blob if blob and len(blob) % size == 0 else b"")
-    if not blobs:
-        return
-    pairs = np.frombuffer(b"".join(blobs), dtype=HISTOGRAM_DTYPE)
-    owners = np.array(owners_list, dtype=np.int64)
-    row_of = np.repeat(np.arange(len(blobs)), [len(b) // size for b in blobs])
-    counted = np.bincount(row_of, weights=pairs["count"], minlength=len(blobs))
+    """Every variant's minutes merged at once: the older minutes' counts kept from the load before
+    (``memo``), the newest few added, then one cumulative sum per variant over the buckets."""
+    key_ids = np.array(
+        [key_id for key, key_id in zip(span.keys, span.key_ids.tolist(), strict=True) if key in windows],
+        dtype=np.int64,
+    )
+    order = [key for key in span.keys if key in windows]
+    older, newest = span.blocks[:-TAIL], span.blocks[-TAIL:]
+    merged = memo.merged(older, span.cache_keys, newest)
+    lo, width = merged.lo, merged.matrix.shape[1]
+    matrix = merged.matrix[key_ids]
+    row_of_key = np.full(span.cache_keys, -1, dtype=np.int64)
+    row_of_key[key_ids] = np.arange(key_ids.size)
+    for block in newest:
+        rows = row_of_key[block.hist_key]
+        wanted = rows >= 0
+        np.add.at(matrix, (rows[wanted], block.hist_bucket[wanted] - lo), block.hist_count[wanted])
     # A minute whose histogram does not hold all its samples predates histograms: that variant's
     # percentiles cannot be known.
-    bad = np.zeros(len(windows), dtype=bool)
-    bad[owners[counted != np.array(counts_list)]] = True
-    owner_of = owners[row_of]
-    buckets = pairs["bucket"].astype(np.int64)
-    used = np.flatnonzero(np.bincount(buckets, minlength=65536))
-    column = np.zeros(65536, dtype=np.int64)
-    column[used] = np.arange(used.size)
-    width = used.size
-    matrix = np.bincount(
-        owner_of * width + column[buckets], weights=pairs["count"], minlength=len(windows) * width
-    ).reshape(len(windows), width)
+    incomplete = row_of_key[np.concatenate([b.incomplete for b in span.blocks])]
+    bad = np.zeros(len(order), dtype=bool)
+    bad[incomplete[incomplete >= 0]] = True
     running = np.cumsum(matrix, axis=1)
-    by_index = list(windows.values())
+    by_index = [windows[key] for key in order]
     served = np.array([w.served for w in by_index])
     for p in percentiles:
         ranks = np.array([p.rank(int(n)) for n in served])
@@ -202,7 +225,7 @@ def _histograms(
         for i, window in enumerate(by_index):
             if bad[i] or running[i, -1] == 0:
                 continue
-            value = histogram_value(int(used[found[i]]))
+            value = histogram_value(lo + int(found[i]))
             if window.minimum is not None:
                 value = max(window.minimum, value)
             if window.maximum is not None:

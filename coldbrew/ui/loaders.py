@@ -22,13 +22,14 @@ from coldbrew.ui.access import LOGS, Viewer
 from coldbrew.ui.charts import Charts, charts
 from coldbrew.ui.config_view import is_async, model_names, variant_lines
 from coldbrew.ui.cost_view import CostPage, cost_page
-from coldbrew.ui.costs import CostCache
+from coldbrew.ui.costs import CostCache, DayCosts
 from coldbrew.ui.db import ReadOnly
 from coldbrew.ui.endpoint_view import EndpointPage, endpoint_page
-from coldbrew.ui.endpoints_view import EndpointsPage, costs_by_endpoint, endpoint_row, endpoints_page
-from coldbrew.ui.latency import VariantWindow, read_window
+from coldbrew.ui.endpoints_view import Costs, EndpointsPage, costs_by_endpoint, endpoint_row, endpoints_page
+from coldbrew.ui.latency import HistogramMemo, VariantWindow, read_window
 from coldbrew.ui.live import LiveState, with_memory
 from coldbrew.ui.machine_view import MachinePage, ZygoteRow, machine_page
+from coldbrew.ui.minutes import MinuteCache
 from coldbrew.ui.periods import DAY_S, RANGES, chart_window, last_hour, month_start, today_start
 from coldbrew.ui.sources import UiSources
 
@@ -47,7 +48,11 @@ class Loaders:
         self.db = ReadOnly(sources.db_path)
         self.logs_db = ReadOnly(sources.logs_db_path) if sources.logs_db_path is not None else None
         self.async_db = ReadOnly(sources.async_db_path)
-        self.costs = CostCache(prices)
+        self.minutes = MinuteCache(sources.meter_writes)
+        self.histograms = HistogramMemo()
+        self.parsed = reads.ParsedJson()
+        self.costs = CostCache(prices, self.minutes)
+        self.days = DayCosts(prices, sources.meter_writes)
 
     def _conn(self) -> sqlite3.Connection:
         conn = self.db.connection()
@@ -66,7 +71,9 @@ class Loaders:
         self, conn: sqlite3.Connection, now: float, endpoint: str | None = None
     ) -> list[VariantWindow]:
         window = last_hour(now)
-        found = read_window(conn, window.start, window.end, PERCENTILES)
+        found = read_window(
+            conn, window.start, window.end, PERCENTILES, minutes=self.minutes, memo=self.histograms
+        )
         if endpoint is not None:
             found = [u for u in found if u.endpoint.lower() == endpoint.lower()]
         return found
@@ -75,7 +82,7 @@ class Loaders:
         now = time.time() if now is None else now
         self.sources.flush_meter()
         conn = self._conn()
-        stored = reads.endpoints(conn)
+        stored = reads.endpoints(conn, self.parsed)
         usage = self._usage(conn, now)
         today, month = self.costs.today_and_month(conn, stored, now)
         return endpoints_page(
@@ -139,9 +146,19 @@ class Loaders:
         conn = self._conn()
         today = today_start(now)
         starts = [today - (days - 1 - i) * DAY_S for i in range(days)]
-        cumulative = [costs_by_endpoint(cost_report(conn, self.prices, None, s, now)) for s in starts]
-        month = costs_by_endpoint(cost_report(conn, self.prices, None, month_start(now), now))
-        names = [s.name for s in reads.endpoints(conn)]
+        stored = reads.endpoints(conn, self.parsed)
+        # Today and the month as the endpoints page has them; the days before, priced once a day.
+        today_costs, month = self.costs.today_and_month(conn, stored, now)
+        closed = self.days.closed(conn, stored, starts, now) if days > 1 else []
+        by_day = [*closed, {k: c.cost for k, c in today_costs.items()}]
+        cumulative = []
+        for i in range(days):
+            since: dict[str, float] = {}
+            for day in by_day[i:]:
+                for key, cost in day.items():
+                    since[key] = since.get(key, 0.0) + cost
+            cumulative.append({key: Costs(cost=cost, invocations=0) for key, cost in since.items()})
+        names = [s.name for s in stored]
         return cost_page(starts, cumulative, month, names, self.prices.currency, self.price_note)
 
     def machine(self, live: LiveState, zygotes: list[tuple[str, int, bool]]) -> MachinePage:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +32,10 @@ class StoredEndpoint:
     """A deployment being rolled out (UpdateEndpoint), if any."""
 
 
-def _stored(row: sqlite3.Row) -> StoredEndpoint:
+Parse = Callable[[str], Any]
+
+
+def _stored(row: sqlite3.Row, parse: Parse = json.loads) -> StoredEndpoint:
     return StoredEndpoint(
         name=row["name"],
         arn=row["arn"],
@@ -39,8 +44,8 @@ def _stored(row: sqlite3.Row) -> StoredEndpoint:
         created_at=float(row["created_at"]),
         modified_at=float(row["modified_at"]),
         config_name=row["config_name"],
-        deployment=json.loads(row["deployment"]),
-        summaries=json.loads(row["variants"]) if row["variants"] else None,
+        deployment=parse(row["deployment"]),
+        summaries=parse(row["variants"]) if row["variants"] else None,
         pending=json.loads(row["pending_deployment"]) if row["pending_deployment"] else None,
     )
 
@@ -51,9 +56,31 @@ _ENDPOINT_COLUMNS = (
 )
 
 
-def endpoints(conn: sqlite3.Connection) -> list[StoredEndpoint]:
+def endpoints(conn: sqlite3.Connection, parse: Parse = json.loads) -> list[StoredEndpoint]:
+    """Every endpoint; ``parse``: how deployment snapshots are read (a :class:`ParsedJson`, to
+    parse each one once, not on every page load)."""
     rows = conn.execute(f"SELECT {_ENDPOINT_COLUMNS} FROM endpoints ORDER BY name_key").fetchall()
-    return [_stored(r) for r in rows]
+    return [_stored(r, parse) for r in rows]
+
+
+class ParsedJson:
+    """JSON texts parsed once: by their text, so a changed snapshot is parsed again. The values are
+    shared between page loads; views copy before they change anything (``masked_deployment``)."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self._parsed: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> Any:
+        found = self._parsed.get(text)
+        if found is None:
+            found = json.loads(text)
+            with self._lock:
+                if len(self._parsed) >= self.limit:  # bounded: old snapshots go all at once
+                    self._parsed.clear()
+                self._parsed[text] = found
+        return found
 
 
 def endpoint(conn: sqlite3.Connection, name: str) -> StoredEndpoint | None:

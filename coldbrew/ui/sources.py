@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from coldbrew.auth.keys import KeyRing
 from coldbrew.backends.zygotes import Zygotes
+from coldbrew.metering.written import MinuteLog
 from coldbrew.serving.service import Serving
 
 
@@ -34,6 +35,8 @@ class UiSources:
     async_db_path: Path
     flush_meter: Callable[[], object]
     """Writes the meter's buffer out, so a page shows every invocation answered before it."""
+    meter_writes: MinuteLog
+    """Which minutes the meter wrote when: the pages keep minutes in memory and read only those."""
     region: str
     account_id: str
     keys: KeyRing | None

@@ -15,7 +15,8 @@ from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.metering.statistics import BY_NAME, SAGEMAKER, Percentile, Series
 from coldbrew.ui.db import ReadOnly
-from coldbrew.ui.latency import read_window
+from coldbrew.ui.latency import HistogramMemo, read_window
+from coldbrew.ui.minutes import MinuteCache
 
 PERCENTILES = [
     Percentile(n, Fraction(v)) for n, v in (("p0", 0), ("p50", "0.5"), ("p99", "0.99"), ("p100", 1))
@@ -106,3 +107,30 @@ def test_past_the_raw_limit_percentiles_are_within_one_percent(db: Path) -> None
         assert window.percentiles.keys() == exact.keys()
         for name, value in exact.items():
             assert window.percentiles[name] == pytest.approx(value, rel=0.01, abs=1)
+
+
+def test_the_cached_minutes_follow_the_meters_writes(tmp_path: Path) -> None:
+    """The page's cache read once, then only the minutes the meter says it wrote again, an old one
+    among them (an invocation recorded in the minute it started, long after): the same answer as
+    reading everything afresh."""
+    path = tmp_path / "coldbrew.db"
+    Store(path).close()
+    meter = Meter(path, clock=lambda: END + 10)
+    cache, memo = MinuteCache(meter.written), HistogramMemo()
+    conn = ReadOnly(path).connection()
+    assert conn is not None
+    rng = random.Random(3)
+    for round_ in range(6):
+        for _ in range(200):
+            # Mostly the newest minutes; now and then one early in the window.
+            at = END - rng.random() * 300 if rng.random() < 0.9 else START + rng.random() * 600
+            meter.record(
+                MeterRecord(f"e{rng.randint(0, 5)}", "AllTraffic", at, int(rng.lognormvariate(9, 1)),
+                            300, False, 0, 1024, True, 10, 10, 200, None)
+            )  # fmt: skip
+        meter.flush()
+        for raw_limit in (50_000, 0):
+            cached = read_window(conn, START, END, PERCENTILES, raw_limit, minutes=cache, memo=memo)
+            fresh = read_window(conn, START, END, PERCENTILES, raw_limit)
+            assert sorted(map(repr, cached)) == sorted(map(repr, fresh)), round_
+    meter.close()
