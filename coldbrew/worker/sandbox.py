@@ -4,8 +4,9 @@ Applied by the worker process itself, before any of the model's code loads: in a
 has just forked, in a fresh interpreter before it starts a thread, and for a user's own server
 between fork and exec (always in a network namespace of its own, with ``lo`` up, and its relay
 joining that namespace: :mod:`coldbrew.backends.user_server`). All are single-threaded at that
-point, which ``unshare`` (and ``setns``) of a user namespace requires. Everything here is a handful of system calls (well under a millisecond; a
-network namespace costs about one), so a cold start stays a fork.
+point, which ``unshare`` (and ``setns``) of a user namespace requires. Everything here is a
+handful of system calls (well under a millisecond; a network namespace costs about one), so a
+cold start stays a fork.
 
 The order matters: namespaces and mounts need root, so they come before the switch to the
 worker's own user, and ``PR_SET_PDEATHSIG`` is cleared by that switch, so a caller sets it after.
