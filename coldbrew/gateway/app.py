@@ -100,6 +100,7 @@ def create_app(settings: Settings) -> ASGIApp:
             keys=keys,
             secure_cookies=settings.tls_cert is not None,
             zygotes=services.backend.zygote_supervisor,
+            capture=services.capture,
         )
     )
     return UiMount(dashboard, gate, gate.hosts)

@@ -4,8 +4,15 @@ A browser cannot sign SigV4, so the dashboard is answered before the signature g
 own sessions, checked against the same key ring and policies (:mod:`coldbrew.ui.guard`); the
 gate's Host check (DNS rebinding) applies to it all the same. ``GET /`` is also S3's ListBuckets,
 which AWS clients sign (or, anonymous, send without ``Accept: text/html``): only an unsigned
-request that asks for HTML is redirected to ``/ui``. A request under ``/ui`` signed for a service
-(path-style S3 of a bucket named ``ui``) is an API call and goes on to the API.
+request that asks for HTML is redirected to ``/ui``.
+
+``/ui`` is also path-style S3 of a bucket named ``ui``. A request under it goes to the API when it is
+signed for a service, or when it has an S3 request's shape that no browser gives a dashboard
+request: a path none of the dashboard's routes serves (``/ui/model.tar.gz``), a PUT, a query on
+``/ui`` itself (ListObjects' ``?list-type=2``), or an AWS SDK's or CLI's own headers (``x-amz-*``,
+``amz-sdk-*``, which botocore sends unsigned too). Only an unsigned, header-less request for a
+dashboard path (``GET /ui/cost``, say) is the dashboard's; to reach such a key, sign the request or
+use virtual-host style.
 """
 
 from __future__ import annotations
@@ -20,8 +27,28 @@ from coldbrew.gateway.service_router import service_of
 PREFIX = "/ui"
 
 
+_PAGES = frozenset({PREFIX, "/ui/cost", "/ui/machine", "/ui/login", "/ui/logout"})
+_TREES = ("/ui/api/", "/ui/static/")
+_SDK_HEADERS = (b"x-amz-", b"amz-sdk-")
+
+
 def is_dashboard(path: str) -> bool:
     return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def dashboard_route(path: str) -> bool:
+    """A path one of the dashboard's routes serves (``coldbrew.ui.app``)."""
+    if path in _PAGES or path.startswith(_TREES):
+        return True
+    name = path.removeprefix("/ui/endpoints/")
+    return name != path and bool(name) and "/" not in name
+
+
+def s3_shaped(method: str, path: str, query: bytes, headers: dict[bytes, bytes]) -> bool:
+    """An unsigned request under ``/ui`` that is path-style S3 of bucket ``ui``, not the dashboard."""
+    if method == "PUT" or not dashboard_route(path) or (path == PREFIX and query):
+        return True
+    return any(name.startswith(_SDK_HEADERS) for name in headers)
 
 
 def wants_dashboard(method: str, path: str, query: bytes, headers: dict[bytes, bytes]) -> bool:
@@ -45,8 +72,14 @@ class UiMount:
             return
         headers = dict(scope["headers"])
         query = scope.get("query_string", b"")
-        # A request signed for a service is an API call (path-style S3 of a bucket named "ui", say).
-        if is_dashboard(path) and service_of(scope["method"], path, query.decode("latin-1"), headers) is None:
+        # A request signed for a service, or shaped as S3's, is an API call (path-style S3 of a
+        # bucket named "ui"): it gets what the same request to any other bucket gets.
+        method = scope["method"]
+        if (
+            is_dashboard(path)
+            and service_of(method, path, query.decode("latin-1"), headers) is None
+            and not s3_shaped(method, path, query, headers)
+        ):
             host = headers.get(b"host", b"").decode("latin-1")
             if not self.hosts.allows(host):
                 error = HostNotAllowed(

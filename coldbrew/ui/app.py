@@ -32,8 +32,10 @@ from coldbrew.ui.actions import MAX_INVOKE_BYTES, Api, new_config_name, updated_
 from coldbrew.ui.formatting import FILTERS, plain, to_json
 from coldbrew.ui.guard import Guard, Who, csrf_ok
 from coldbrew.ui.loaders import Loaders, StoreNotReady
+from coldbrew.ui.login_limit import LoginLimiter
 from coldbrew.ui.periods import RANGES
-from coldbrew.ui.sessions import Sessions, cookie_header
+from coldbrew.ui.sessions import FILE_NAME as SESSIONS_FILE
+from coldbrew.ui.sessions import SessionFile, Sessions, cookie_header
 from coldbrew.ui.sources import UiSources
 
 HERE = Path(__file__).parent
@@ -60,8 +62,10 @@ class Dashboard:
         self.sources = sources
         self.prices = prices or load_prices()
         self.loaders = Loaders(sources, self.prices)
-        self.sessions = Sessions()
-        self.guard = Guard(self.sessions, sources.keys, sources.region, sources.account_id)
+        # Logged-in sessions survive a restart: kept in the data dir, next to the store.
+        self.sessions = Sessions(SessionFile(sources.db_path.parent / SESSIONS_FILE))
+        self.limiter = LoginLimiter()
+        self.guard = Guard(self.sessions, sources.keys, sources.region, sources.account_id, self.limiter)
         self.api = Api(sources.api)
         self.templates = Environment(
             loader=FileSystemLoader(HERE / "templates"),
@@ -126,7 +130,7 @@ class Dashboard:
     def _page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
-            who = self.guard.resolve(request)
+            who = await run_in_threadpool(self.guard.resolve, request)
             if who is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/ui/login?next={quote(target, safe='')}", status_code=303)
@@ -141,7 +145,7 @@ class Dashboard:
     def _api(self, handler: Handler, acts: bool = False) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             started = time.perf_counter()
-            who = self.guard.resolve(request)
+            who = await run_in_threadpool(self.guard.resolve, request)
             if who is None:
                 return _json_error(
                     401, "NotLoggedIn", "Log in at /ui/login: this server requires an access key."
@@ -264,9 +268,15 @@ class Dashboard:
         next_url = _next(str(form.get("next", "")))
         if not csrf_ok(who, request, str(form.get("csrf", ""))):
             return self._finish(await self._login_page(who, next_url, _CSRF_MESSAGE, 403), who)
+        address = _address(request)
+        wait = self.limiter.retry_after(address)
+        if wait is not None:
+            response = await self._login_page(who, next_url, self.limiter.message(wait), 429)
+            response.headers["retry-after"] = str(max(1, round(wait)))
+            return self._finish(response, who)
         key_id = str(form.get("access_key_id", "")).strip()
         secret = str(form.get("secret_access_key", ""))
-        key = self.guard.login(key_id, secret)
+        key = self.guard.login(key_id, secret, address)
         if key is None:
             message = (
                 "That access key ID and secret access key do not match a key of this server that may "
@@ -274,19 +284,19 @@ class Dashboard:
             )
             return self._finish(await self._login_page(who, next_url, message, 401), who)
         # A new id on login: a session id seen before it (fixation) is worth nothing after it.
-        self.sessions.end(who.session.id)
-        session = self.sessions.new(key.access_key_id)
+        await run_in_threadpool(self.sessions.end, who.session.id)
+        session = await run_in_threadpool(self.sessions.new, key.access_key_id)
         response = RedirectResponse(next_url, status_code=303)
         response.headers.append("set-cookie", cookie_header(session, self.sources.secure_cookies))
         return response
 
     async def logout(self, request: Request) -> Response:
-        who = self.guard.resolve(request)
+        who = await run_in_threadpool(self.guard.resolve, request)
         if who is not None:
             form = await _form(request)
             if not csrf_ok(who, request, str(form.get("csrf", ""))):
                 return _json_error(403, "InvalidCsrfToken", _CSRF_MESSAGE)
-            self.sessions.end(who.session.id)
+            await run_in_threadpool(self.sessions.end, who.session.id)
         response = RedirectResponse("/ui/login" if self.guard.auth_enabled else "/ui", status_code=303)
         response.headers.append("set-cookie", cookie_header(None, self.sources.secure_cookies))
         return response
@@ -552,6 +562,10 @@ def _int(text: str | None, default: int, low: int, high: int) -> int:
     except ValueError:
         return default
     return max(low, min(high, value))
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
 
 
 def _next(text: str | None) -> str:

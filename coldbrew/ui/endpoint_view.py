@@ -5,11 +5,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from coldbrew.capture.config import CaptureConfig
 from coldbrew.logs.names import group_name
 from coldbrew.ui.config_view import VariantLine, masked_deployment
 from coldbrew.ui.endpoints_view import EndpointRow
 from coldbrew.ui.live import LiveVariant
 from coldbrew.ui.reads import AsyncQueueState, LogLine, StoredEndpoint, TransformJobRow
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureCounts:
+    """The capture writer's counters: the server's, over every endpoint (it keeps no others)."""
+
+    written: int
+    dropped_buffer_full: int
+    dropped_write_failed: int
+    buffered_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureView:
+    capturing: bool
+    """Enabled, sampling above 0% and something (input or output) to keep."""
+    enabled: bool
+    destination: str
+    sampling_percentage: int
+    modes: list[str]
+    """Input, Output."""
+    kms_key_id: str | None
+    server: CaptureCounts | None
+
+
+def capture_view(deployment: dict[str, Any], counts: CaptureCounts | None) -> CaptureView | None:
+    raw = deployment.get("Config", {}).get("DataCaptureConfig")
+    if not raw:
+        return None
+    config = CaptureConfig.from_request(raw)
+    modes = [name for name, on in (("Input", config.capture_input), ("Output", config.capture_output)) if on]
+    return CaptureView(
+        config.capturing, config.enabled, config.destination, config.sampling_percentage, modes,
+        config.kms_key_id, counts,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +64,8 @@ class EndpointPage:
     """None: log collection is off, or the viewer may not read the group."""
     async_queue: AsyncQueueState | None
     transform_jobs: list[TransformJobRow]
+    capture: CaptureView | None = None
+    """Its DataCaptureConfig, if it has one."""
 
     @property
     def serverless_variants(self) -> list[VariantLine]:
@@ -41,6 +79,7 @@ def endpoint_page(
     logs: list[LogLine] | None,
     async_queue: AsyncQueueState | None,
     transform_jobs: list[TransformJobRow],
+    capture: CaptureCounts | None = None,
 ) -> EndpointPage:
     return EndpointPage(
         row=row,
@@ -55,4 +94,5 @@ def endpoint_page(
         logs=logs,
         async_queue=async_queue,
         transform_jobs=transform_jobs,
+        capture=capture_view(stored.deployment, capture),
     )

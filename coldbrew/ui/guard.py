@@ -20,6 +20,7 @@ from coldbrew.auth.keys import AccessKey, KeyRing
 from coldbrew.auth.policy import Decision
 from coldbrew.auth.signature import same
 from coldbrew.ui.access import Viewer
+from coldbrew.ui.login_limit import LoginLimiter
 from coldbrew.ui.sessions import COOKIE, Session, Sessions, csrf_matches
 
 CSRF_HEADER = "x-csrf-token"
@@ -34,8 +35,11 @@ class Who:
 
 
 class Guard:
-    def __init__(self, sessions: Sessions, keys: KeyRing | None, region: str, account: str) -> None:
+    def __init__(
+        self, sessions: Sessions, keys: KeyRing | None, region: str, account: str, limiter: LoginLimiter
+    ) -> None:
         self.sessions, self.keys, self.region, self.account = sessions, keys, region, account
+        self.limiter = limiter
 
     @property
     def auth_enabled(self) -> bool:
@@ -58,12 +62,15 @@ class Guard:
             return None
         return Who(session, viewer, False)
 
-    def login(self, key_id: str, secret: str) -> AccessKey | None:
-        """The key these credentials are, if they are right and its policy lets it use the dashboard."""
+    def login(self, key_id: str, secret: str, address: str) -> AccessKey | None:
+        """The key these credentials are, if they are right and its policy lets it use the dashboard.
+        A wrong key id or secret counts against ``address`` (the caller checks it may try first)."""
         assert self.keys is not None
         key = self.keys.get(key_id) if key_id else None
         if key is None or not same(key.secret_access_key, secret):
+            self.limiter.failed(address)
             return None
+        self.limiter.succeeded(address)
         return key if key.policy.decide(DASHBOARD_ACTION, None) is Decision.ALLOWED else None
 
     def _basic(self, request: Request) -> Who | None:
@@ -76,7 +83,10 @@ class Guard:
             key_id, _, secret = base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
-        key = self.login(key_id, secret)
+        address = request.client.host if request.client is not None else "unknown"
+        if self.limiter.retry_after(address) is not None:
+            return None  # guessing through Basic is bounded as through the form
+        key = self.login(key_id, secret, address)
         if key is None:
             return None
         session = Session("", key.access_key_id, secrets.token_urlsafe(32), 0.0)

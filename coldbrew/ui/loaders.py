@@ -24,7 +24,7 @@ from coldbrew.ui.config_view import is_async, model_names, variant_lines
 from coldbrew.ui.cost_view import CostPage, cost_page
 from coldbrew.ui.costs import CostCache, DayCosts
 from coldbrew.ui.db import ReadOnly
-from coldbrew.ui.endpoint_view import EndpointPage, endpoint_page
+from coldbrew.ui.endpoint_view import CaptureCounts, EndpointPage, endpoint_page
 from coldbrew.ui.endpoints_view import Costs, EndpointsPage, costs_by_endpoint, endpoint_row, endpoints_page
 from coldbrew.ui.latency import HistogramMemo, VariantWindow, read_window
 from coldbrew.ui.live import LiveState, with_memory
@@ -121,7 +121,13 @@ class Loaders:
             else []
         )
         mine = with_memory(replace(live, variants=tuple(live.of(stored.name))))
-        return endpoint_page(stored, row, list(mine.variants), logs, queue, jobs)
+        writer = self.sources.capture
+        counts = (
+            CaptureCounts(writer.written, writer.dropped_full, writer.dropped_failed, writer.buffered_bytes)
+            if writer is not None
+            else None
+        )
+        return endpoint_page(stored, row, list(mine.variants), logs, queue, jobs, counts)
 
     def log_lines(self, endpoint: str, limit: int = LOG_LINES) -> list[reads.LogLine]:
         conn = self.logs_db.connection() if self.logs_db is not None else None

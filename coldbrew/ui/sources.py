@@ -17,6 +17,7 @@ from starlette.types import ASGIApp
 
 from coldbrew.auth.keys import KeyRing
 from coldbrew.backends.zygotes import Zygotes
+from coldbrew.capture.writer import CaptureWriter
 from coldbrew.metering.written import MinuteLog
 from coldbrew.serving.service import Serving
 
@@ -45,3 +46,5 @@ class UiSources:
     """The server speaks HTTPS: session cookies get the Secure attribute."""
     zygotes: Zygotes | None = None
     """The local backend's zygotes, for the machine page (None on a backend without them)."""
+    capture: CaptureWriter | None = None
+    """The data capture writer, for its counters (server-wide: it does not count per endpoint)."""

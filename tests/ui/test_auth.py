@@ -3,6 +3,7 @@ each key's policy deciding what its session may see and do."""
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -181,3 +182,53 @@ def test_scripts_read_the_api_with_basic_auth_but_cannot_act(
                   "secret_access_key": invoker["SecretAccessKey"]},
         )  # fmt: skip
         assert login.status_code == 401 and "coldbrew:ViewDashboard" in login.text
+
+
+def test_a_session_outlives_a_restart_and_its_file_is_private(
+    tab: Tab, ui_server: AuthServer, read_only: dict[str, str], data_dir: Path
+) -> None:
+    _login(tab, read_only)
+    ui_server.stop()
+    ui_server.start()
+    sessions = data_dir / "ui-sessions.db"
+    assert stat.S_IMODE(sessions.stat().st_mode) == 0o600
+    [cookie] = [c for c in tab.context.cookies() if c["name"] == "coldbrew_session"]
+    assert cookie["value"].encode() not in sessions.read_bytes()
+    tab.open("/ui")  # no login form: the same session, after the restart
+    assert tab.page.url == f"{ui_server.url}/ui"
+    assert tab.page.locator('tr[data-endpoint="ui-auth"]').count() == 1
+    # Logging out still ends it for good.
+    with tab.page.expect_navigation():
+        tab.page.click("header form button")
+    stale = httpx.get(
+        f"{ui_server.url}/ui/api/endpoints", cookies={"coldbrew_session": cookie["value"]}, timeout=10
+    )
+    assert stale.status_code == 401
+
+
+def test_failed_logins_from_an_address_are_limited(
+    tab: Tab, ui_server: AuthServer, admin: dict[str, str]
+) -> None:
+    """Last in this module: it leaves 127.0.0.1 refused for the limiter's window."""
+    tab.open("/ui/login")
+    for _ in range(10):
+        tab.page.fill('input[name="access_key_id"]', admin["AccessKeyId"])
+        tab.page.fill('input[name="secret_access_key"]', "a-guess")
+        with tab.page.expect_navigation():
+            tab.page.click("#login-form button[type=submit]")
+        assert "do not match" in tab.page.locator("#login-error").inner_text()
+    # The right secret now: refused all the same, with a message saying why and for how long.
+    tab.page.fill('input[name="access_key_id"]', admin["AccessKeyId"])
+    tab.page.fill('input[name="secret_access_key"]', admin["SecretAccessKey"])
+    with tab.page.expect_navigation():
+        tab.page.click("#login-form button[type=submit]")
+    message = tab.page.locator("#login-error").inner_text()
+    assert "Too many failed logins from this address" in message and "try again in" in message
+    assert "/ui/login" in tab.page.url
+    tab.screenshot("login-limited")
+    tab.errors.clear()  # the browser reports the 401s and the 429 it was meant to get
+    # HTTP Basic is held back too, right secret or not.
+    basic = httpx.get(
+        f"{ui_server.url}/ui/api/endpoints", auth=(admin["AccessKeyId"], admin["SecretAccessKey"]), timeout=30
+    )
+    assert basic.status_code == 401

@@ -372,3 +372,79 @@ def test_the_api_refuses_a_change_without_the_csrf_token(ui_server: ColdbrewServ
         )
         assert other_site.status_code == 403
     assert ui_server.client().describe_endpoint(EndpointName="ui-live")["EndpointStatus"] == "InService"
+
+
+def test_s3_requests_for_a_bucket_named_ui_reach_s3(ui_server: ColdbrewServer) -> None:
+    """``ui`` is too short a name for an S3 bucket, so S3's answer is a refusal: what matters is that
+    S3 gives it (in S3's XML), not the dashboard."""
+    import botocore.exceptions
+
+    s3 = ui_server.client("s3")
+    for call in (lambda: s3.create_bucket(Bucket="ui"), lambda: s3.get_object(Bucket="ui", Key="cost"),
+                 lambda: s3.list_objects_v2(Bucket="ui")):  # fmt: skip
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            call()
+        assert refused.value.response["Error"]["Code"] in ("InvalidBucketName", "NoSuchBucket")
+    # Unsigned, with an S3 request's shape: the API's answer, the same as for another such bucket.
+    sdk = {"amz-sdk-invocation-id": "1", "amz-sdk-request": "attempt=1"}
+    for path, headers in (("/{b}/model.tar.gz", {}), ("/{b}", {"params": "list-type=2"}), ("/{b}/cost", sdk)):
+        query = dict(headers).pop("params", None)
+        sent = {k: v for k, v in headers.items() if k != "params"}
+        answers = [
+            httpx.get(f"{ui_server.url}{path.format(b=bucket)}", params=query, headers=sent, timeout=10)
+            for bucket in ("ui", "xy")
+        ]
+        assert answers[0].status_code == answers[1].status_code, path
+        assert "text/html" not in answers[0].headers.get("content-type", ""), path
+    # An unsigned browser request for a dashboard page is still the dashboard.
+    page = httpx.get(f"{ui_server.url}/ui/cost", headers={"Accept": "text/html"}, timeout=30)
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+
+
+def test_the_endpoint_page_shows_data_capture(
+    tab: Tab, ui_server: ColdbrewServer, model: tuple[Path, Any]
+) -> None:
+    sm, s3 = ui_server.client(), ui_server.client("s3")
+    s3.create_bucket(Bucket="capture")
+    modes = [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}]
+    sm.create_model(
+        ModelName="ui-capture", PrimaryContainer={"Image": "coldbrew/sklearn", "ModelDataUrl": str(model[0])},
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew",
+    )  # fmt: skip
+    sm.create_endpoint_config(
+        EndpointConfigName="ui-capture-config",
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": "ui-capture",
+                             "ServerlessConfig": {"MemorySizeInMB": 1024, "MaxConcurrency": 2}}],
+        DataCaptureConfig={"EnableCapture": True, "InitialSamplingPercentage": 100,
+                           "DestinationS3Uri": "s3://capture/ui", "CaptureOptions": modes},
+    )  # fmt: skip
+    sm.create_endpoint(EndpointName="ui-capture", EndpointConfigName="ui-capture-config")
+    wait_for_status(sm, "ui-capture", "InService")
+    runtime = ui_server.client("sagemaker-runtime")
+    for _ in range(3):
+        runtime.invoke_endpoint(EndpointName="ui-capture", ContentType="text/csv", Body=ROW)
+
+    def written() -> float:
+        for family in text_string_to_metric_families(httpx.get(f"{ui_server.url}/metrics", timeout=10).text):
+            if family.name == "coldbrew_capture_records_written":
+                return sum(s.value for s in family.samples)
+        return 0.0
+
+    deadline = time.monotonic() + 30
+    while written() < 3:
+        assert time.monotonic() < deadline, "capture wrote nothing"
+        time.sleep(0.2)
+    tab.open("/ui/endpoints/ui-capture")
+    section = tab.page.locator("#capture")
+    assert section.get_attribute("data-capturing") == "true"
+    assert section.locator('[data-k="capture-state"]').inner_text() == "on"
+    assert section.locator('[data-k="capture-destination"]').inner_text() == "s3://capture/ui"
+    assert section.locator('[data-k="capture-sampling"]').get_attribute("data-value") == "100"
+    assert "Input, Output" in section.inner_text()
+    shown = int(section.locator('[data-k="capture-written"]').get_attribute("data-value") or -1)
+    assert shown == written()  # the server's own counter, as /metrics has it
+    assert section.locator('[data-k="capture-dropped"]').get_attribute("data-value") == "0"
+    tab.screenshot("endpoint-capture")
+    # An endpoint without DataCaptureConfig has no such section.
+    tab.open("/ui/endpoints/ui-rf")
+    assert tab.page.locator("#capture").count() == 0

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
+import stat
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
-from coldbrew.gateway.ui_mount import is_dashboard, wants_dashboard
+from coldbrew.gateway.ui_mount import dashboard_route, is_dashboard, s3_shaped, wants_dashboard
 from coldbrew.ui.actions import new_config_name, updated_config
 from coldbrew.ui.app import _next, _serverless_changes
 from coldbrew.ui.config_view import MASK, masked_deployment, variant_lines
 from coldbrew.ui.cost_view import cost_page
 from coldbrew.ui.endpoints_view import Costs
+from coldbrew.ui.login_limit import LoginLimiter
 from coldbrew.ui.periods import RANGES, chart_window, last_hour, month_start
-from coldbrew.ui.sessions import IDLE_S, Sessions, cookie_header, csrf_matches
+from coldbrew.ui.sessions import FILE_NAME, IDLE_S, SessionFile, Sessions, cookie_header, csrf_matches
 from coldbrew.ui.whatif import WhatIf
 
 DEPLOYMENT = {
@@ -147,3 +152,66 @@ def test_only_a_browser_asking_for_html_is_redirected() -> None:
     assert not wants_dashboard("GET", "/", b"list-type=2", html)
     assert not wants_dashboard("POST", "/", b"", html)
     assert is_dashboard("/ui") and is_dashboard("/ui/cost") and not is_dashboard("/uix")
+
+
+def test_logged_in_sessions_outlive_a_restart_and_logging_out_still_ends_them(tmp_path: Path) -> None:
+    now = [1_800_000_000.0]
+    path = tmp_path / FILE_NAME
+    sessions = Sessions(SessionFile(path), clock=lambda: now[0])
+    kept, ended, anonymous = sessions.new("AKID1"), sessions.new("AKID2"), sessions.new(None)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert kept.id.encode() not in path.read_bytes()  # the file holds digests, not the cookie's value
+    sessions.end(ended.id)
+    # A restart: a new Sessions on the same file.
+    again = Sessions(SessionFile(path), clock=lambda: now[0])
+    found = again.get(kept.id)
+    assert found is not None and found.key_id == "AKID1" and found.csrf == kept.csrf
+    assert again.get(ended.id) is None and again.get(anonymous.id) is None
+    again.end(kept.id)
+    assert Sessions(SessionFile(path), clock=lambda: now[0]).get(kept.id) is None
+    # Expired sessions are purged from the file when the server starts.
+    old = again.new("AKID3")
+    now[0] += IDLE_S + 1
+    Sessions(SessionFile(path), clock=lambda: now[0])
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM sessions").fetchone()[0] == 0
+    assert Sessions(SessionFile(path), clock=lambda: now[0]).get(old.id) is None
+
+
+def test_failed_logins_are_limited_per_address_with_bounded_memory() -> None:
+    now = [0.0]
+    limiter = LoginLimiter(failures=3, window_s=60, max_addresses=2, clock=lambda: now[0])
+    for _ in range(3):
+        assert limiter.retry_after("10.0.0.1") is None
+        limiter.failed("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") == 60
+    assert "Too many failed logins" in limiter.message(60) and "60 s" in limiter.message(60)
+    assert limiter.retry_after("10.0.0.2") is None  # another address is not held back
+    now[0] += 61
+    assert limiter.retry_after("10.0.0.1") is None  # the window is over
+    limiter.failed("10.0.0.1")
+    limiter.succeeded("10.0.0.1")
+    assert limiter.retry_after("10.0.0.1") is None
+    for address in ("a", "b", "c"):
+        limiter.failed(address)
+    assert len(limiter._seen) == 2
+
+
+def test_s3_requests_for_a_bucket_named_ui_are_told_from_the_dashboards() -> None:
+    browser = {b"accept": b"text/html", b"host": b"127.0.0.1"}
+    pages = [
+        ("GET", "/ui", b""),
+        ("GET", "/ui/cost", b"days=7"),
+        ("GET", "/ui/endpoints/e", b""),
+        ("POST", "/ui/login", b""),
+        ("DELETE", "/ui/api/endpoints/e", b""),
+        ("GET", "/ui/static/ui.js", b""),
+    ]
+    for method, path, query in pages:
+        assert dashboard_route(path) and not s3_shaped(method, path, query, browser), path
+    assert s3_shaped("GET", "/ui/model.tar.gz", b"", browser)  # no dashboard route
+    assert s3_shaped("GET", "/ui/endpoints/e/model.tar.gz", b"", browser)
+    assert s3_shaped("GET", "/ui", b"list-type=2", browser)  # ListObjectsV2
+    assert s3_shaped("PUT", "/ui/cost", b"", browser)
+    boto_unsigned = {b"amz-sdk-invocation-id": b"x", b"amz-sdk-request": b"attempt=1"}
+    assert s3_shaped("GET", "/ui/cost", b"", boto_unsigned)
+    assert s3_shaped("HEAD", "/ui", b"", {b"x-amz-content-sha256": b"UNSIGNED-PAYLOAD"})
