@@ -176,6 +176,10 @@ def test_exec_server_is_contained_and_dies_with_a_killed_gateway(
     relay = relay_of(exec_server)
     assert netns(exec_server.pid) == netns(relay.pid) != netns(os.getpid())
     assert relay.uids().real == exec_server.uids().real
+    # And its memory cgroup (where the host gives the server one): it counts against its size.
+    assert (
+        Path(f"/proc/{relay.pid}/cgroup").read_text() == Path(f"/proc/{exec_server.pid}/cgroup").read_text()
+    )
 
     server.kill()
     deadline = time.monotonic() + 30
