@@ -245,6 +245,10 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX change_sets_stack ON change_sets (stack_id, name);
     """,
+    # 8: the Ray node that served an invocation (coldbrew.backends.ray); NULL on the local backend.
+    """
+    ALTER TABLE meter_records ADD COLUMN node TEXT;
+    """,
 )
 
 

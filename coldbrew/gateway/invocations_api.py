@@ -234,6 +234,7 @@ class InvocationsEndpoint:
                     serverless=metered.serverless,
                     bytes_in=metered.bytes_in,
                     bytes_out=len(result.body),
+                    node=result.node,
                 )
             )
         return Reply(200, reply_headers, result.body)

@@ -42,6 +42,8 @@ class MeterRecord:
     """HTTP status returned to the client."""
     error_code: str | None = None
     """SageMaker's error code (ModelError, ThrottlingException, ...); None on success."""
+    node: str | None = None
+    """The Ray node whose environment answered (``--backend ray``); None on the local backend."""
 
     @classmethod
     def answered(
@@ -58,6 +60,7 @@ class MeterRecord:
         serverless: bool,
         bytes_in: int,
         bytes_out: int,
+        node: str | None = None,
     ) -> MeterRecord:
         """An invocation the model answered, ``total_us`` after the gateway received it."""
         return cls(
@@ -74,6 +77,7 @@ class MeterRecord:
             bytes_in=bytes_in,
             bytes_out=bytes_out,
             status=200,
+            node=node,
         )
 
     @classmethod
@@ -141,6 +145,7 @@ RECORD_COLUMNS = (
     "bytes_out",
     "status",
     "error_code",
+    "node",
 )
 
 
@@ -159,4 +164,5 @@ def record_row(record: MeterRecord) -> tuple[object, ...]:
         record.bytes_out,
         record.status,
         record.error_code,
+        record.node,
     )

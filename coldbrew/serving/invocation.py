@@ -30,3 +30,5 @@ class InvocationResult:
     setup_ms: float
     model_latency_us: int
     """Time the worker took, measured from the gateway's side of the local connection."""
+    node: str | None = None
+    """The Ray node of the environment that answered (``--backend ray``); None on one machine."""

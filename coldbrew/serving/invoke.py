@@ -61,6 +61,7 @@ async def invoke(
             cold_start=lease.cold,
             setup_ms=lease.setup_ms,
             model_latency_us=latency_us,
+            node=getattr(env.worker, "node_id", None),
         )
     raise AssertionError("the last send returns or raises")
 

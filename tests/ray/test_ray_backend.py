@@ -4,6 +4,7 @@ limits per node, an update."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +15,7 @@ import psutil
 import pytest
 
 from tests.ray.conftest import RayCluster
-from tests.support import deploy_serverless, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +36,7 @@ def deploy(sm: Any, name: str, archive: Path, **kwargs: Any) -> None:
 
 
 def test_environments_spread_across_worker_nodes(
-    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
 ) -> None:
     deploy(ray_sm, "spread", node_archive, memory=1024, max_concurrency=2, provisioned=2)
     seen: set[str] = set()
@@ -47,6 +48,17 @@ def test_environments_spread_across_worker_nodes(
     # Two environments of one endpoint: one on each worker node, none on the head (600 MB).
     assert seen == worker_ids
     assert answers[0]["predictions"] and answers[0]["node"] != ray_cluster.head_id
+    # Metering records the node of every invocation (written within the meter's flush interval).
+    metered: set[str] = set()
+
+    def nodes_metered() -> bool:
+        with sqlite3.connect(ray_server.data_dir / "coldbrew.db") as db:
+            rows = db.execute("SELECT DISTINCT node FROM meter_records WHERE endpoint = 'spread'").fetchall()
+        metered.clear()
+        metered.update(row[0] for row in rows)
+        return metered == worker_ids
+
+    wait_until(nodes_metered, "the meter records both worker nodes")
     delete(ray_sm, "spread")
 
 
