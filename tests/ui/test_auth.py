@@ -188,6 +188,7 @@ def test_a_session_outlives_a_restart_and_its_file_is_private(
     tab: Tab, ui_server: AuthServer, read_only: dict[str, str], data_dir: Path
 ) -> None:
     _login(tab, read_only)
+    tab.page.goto("about:blank")  # the page's polling would see the server gone while it restarts
     ui_server.stop()
     ui_server.start()
     sessions = data_dir / "ui-sessions.db"

@@ -73,7 +73,7 @@ def _write(db: Path, start: float, end: float, names: list[str], log: MinuteLog 
     conn.executemany(upsert_sql(), rows)
     conn.close()
     if log is not None:
-        log.wrote({row[2] for row in rows})
+        log.wrote({int(row[2]) for row in rows})  # type: ignore[call-overload]
 
 
 @pytest.fixture
