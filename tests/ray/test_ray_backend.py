@@ -124,6 +124,24 @@ def test_no_node_holds_more_than_its_memory(ray_sm: Any, ray_runtime: Any, node_
     wait_until(lambda: gone({a["pid"] for a in answers}), "the deleted endpoint's environments are stopped")
 
 
+def test_max_concurrency_throttles_on_the_cluster_as_on_one_machine(
+    ray_sm: Any, ray_runtime: Any, node_archive: Path
+) -> None:
+    deploy(ray_sm, "throttle", node_archive, memory=1024, max_concurrency=1)
+    warm = invoke(ray_runtime, "throttle")
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(invoke, ray_runtime, "throttle", sleep=3)
+        # The slow one holds the only environment by then (it is warm: no cold start to wait for).
+        time.sleep(0.5)
+        with pytest.raises(ray_runtime.exceptions.ClientError) as throttled:
+            invoke(ray_runtime, "throttle")
+        assert slow.result()["pid"] == warm["pid"]
+    assert throttled.value.response["Error"]["Code"] == "ThrottlingException"
+    assert "MaxConcurrency" in throttled.value.response["Error"]["Message"]
+    delete(ray_sm, "throttle")
+    wait_until(lambda: gone({warm["pid"]}), "the deleted endpoint's environment is stopped")
+
+
 def test_an_update_under_traffic_fails_no_invocation(
     ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
 ) -> None:
