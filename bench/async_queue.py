@@ -57,6 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
+from bench.cpu import Cpu  # noqa: E402
 from tests.support import REPO, ColdbrewServer, sklearn_archive, tar_gz, wait_for_status  # noqa: E402
 
 T = TypeVar("T")
@@ -178,34 +179,6 @@ def warm_realtime(runtime: Any, name: str, concurrency: int) -> None:
                     raise
 
     in_threads(call, concurrency * 5, concurrency)
-
-
-class Cpu:
-    """CPU seconds used since it was made: by the server and every process under it (workers,
-    zygotes: on a 2-core machine the bottleneck, whoever else runs), and by this client."""
-
-    def __init__(self, server: ColdbrewServer) -> None:
-        assert server.process is not None
-        self.server = psutil.Process(server.process.pid)
-        self.start = self.now()
-
-    def now(self) -> tuple[float, float, float]:
-        t = self.server.cpu_times()
-        workers = t.children_user + t.children_system
-        for process in self.server.children(recursive=True):
-            try:
-                c = process.cpu_times()
-                workers += c.user + c.system + c.children_user + c.children_system
-            except psutil.Error:
-                pass
-        return t.user + t.system + workers, workers, time.process_time()
-
-    def per_request_ms(self, requests: int) -> dict[str, float]:
-        now = self.now()
-        total, workers, client = (
-            round((b - a) * 1000 / requests, 2) for a, b in zip(self.start, now, strict=True)
-        )
-        return {"server_and_workers": total, "of_which_workers": workers, "client": client}
 
 
 def realtime(
