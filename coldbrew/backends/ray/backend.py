@@ -44,6 +44,8 @@ UNAVAILABLE_POLLS = 3
 """Polls in a row that find the agent unavailable before its node is taken for lost."""
 DISCOVERY_INTERVAL_S = 2.0
 """How often the cluster's node list is read for nodes that joined or left."""
+STOP_PATIENCE_S = 5.0
+"""How long past its grace a stop waits for the agent's answer."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -139,7 +141,11 @@ class RayWorker:
         self.node.workers.pop(self.worker_id, None)  # its memory is free for placement at once
         if not self.node.dead and not self._exited:
             with contextlib.suppress(Exception):  # the node may die meanwhile: nothing left to stop
-                await self.node.agent.stop_worker.remote(self.worker_id, grace_s)
+                # Bounded: an agent that does not answer must not hold serving's stop up.
+                await asyncio.wait_for(
+                    self.backend._await(self.node.agent.stop_worker.remote(self.worker_id, grace_s)),
+                    grace_s + STOP_PATIENCE_S,
+                )
         self._exited = True
 
 
@@ -331,6 +337,12 @@ class RayBackend:
         await asyncio.shield(receiving)
         node.models.add(bundle.digest)
         node.receiving.pop(bundle.digest, None)
+        if all(bundle.digest in n.models for n in self.nodes.values() if not n.dead):
+            # Every node has it: the object store's copy is freed (no reference left), and made
+            # again for a node that joins later. Models are not pinned there for good.
+            for model_dir, (cached, _) in list(self._bundles.items()):
+                if cached == bundle:
+                    del self._bundles[model_dir]
 
     # --- workers -------------------------------------------------------------------------------
 
