@@ -164,11 +164,13 @@ class BlobWriter:
         return self.temp
 
     def discard(self) -> None:
+        created = self._held is None  # the file exists once nothing is only held
         self._held = None
         if self._file is not None:
             self._file.close()
             self._file = None
-        self.temp.unlink(missing_ok=True)
+        if created:
+            self.temp.unlink(missing_ok=True)
 
     def _open(self) -> None:
         self._file = open(self.temp, "wb", buffering=0)
