@@ -22,8 +22,9 @@ and ``/ui/cost?days=31``).
 
 Registering takes minutes (every endpoint's load check starts a worker); ``--registered DIR`` keeps
 the registered data dir there and copies it on later runs, so history is always written fresh, up to
-the minute the run starts. ``--repo PATH`` (repeatable) serves from other checkouts, each in turn on
-its own copy of the same data, so two commits are compared in one machine state:
+the minute the run starts. ``--repo PATH`` (repeatable) serves from other checkouts, all at once,
+each on its own copy of the same data, their requests interleaved, so two commits are compared in
+one machine state:
 
     git worktree add /tmp/ui-before OLD
     python bench/ui.py --registered /tmp/ui-registered --repo /tmp/ui-before --repo .
@@ -190,28 +191,45 @@ def registered_data(
     return target, register_s
 
 
-def measure(client: httpx.Client, requests: int) -> dict[str, Any]:
-    # The first load also prices the month up to the current hour (once an hour after).
-    first = fetch(client, "/ui", gzip=True)
-    page = [fetch(client, "/ui", gzip=True) for _ in range(requests)]
-    plain = [fetch(client, "/ui", gzip=False) for _ in range(max(3, requests // 4))]
-    api = [fetch(client, "/ui/api/endpoints", gzip=True) for _ in range(max(3, requests // 4))]
-    cost_first = fetch(client, "/ui/cost", gzip=True)
-    cost = [fetch(client, "/ui/cost", gzip=True) for _ in range(max(3, requests // 2))]
-    cost_31 = [fetch(client, "/ui/cost?days=31", gzip=True) for _ in range(max(3, requests // 4))]
-    static = {path: fetch(client, path, gzip=True)["wire_bytes"] for path in STATIC}
-    page_m = medians(page)
-    return {
-        "endpoints_page_first_load": first,
-        "endpoints_page_gzip": page_m,
-        "endpoints_page_uncompressed": medians(plain),
-        "api_endpoints_json_gzip": medians(api),
-        "cost_page_first_load": cost_first,
-        "cost_page_7_days_gzip": medians(cost),
-        "cost_page_31_days_gzip": medians(cost_31),
-        "static_first_visit_wire_bytes": static,
-        "first_visit_total_kb": round((page_m["wire_bytes"] + sum(static.values())) / 1024, 1),
-    }
+PLAN = (
+    # (name, path, gzip, how many of ``--requests``)
+    ("endpoints_page_gzip", "/ui", True, 1.0),
+    ("endpoints_page_uncompressed", "/ui", False, 0.25),
+    ("api_endpoints_json_gzip", "/ui/api/endpoints", True, 0.25),
+    ("cost_page_7_days_gzip", "/ui/cost", True, 0.5),
+    ("cost_page_31_days_gzip", "/ui/cost?days=31", True, 0.25),
+)
+
+
+def measure(clients: list[httpx.Client], requests: int) -> list[dict[str, Any]]:
+    """Each client's figures, its requests interleaved with the others' (one request of each in
+    turn), so a shared machine's load falls on every checkout alike."""
+    samples: list[dict[str, list[dict[str, float]]]] = [{} for _ in clients]
+    # The first loads: the endpoints page prices the month up to the current hour, the cost page
+    # its days before today (once; after, only what the meter writes again).
+    for i, client in enumerate(clients):
+        samples[i]["endpoints_page_first_load"] = [fetch(client, "/ui", gzip=True)]
+        samples[i]["cost_page_first_load"] = [fetch(client, "/ui/cost", gzip=True)]
+    for name, path, gzip, share in PLAN:
+        for _ in range(max(3, int(requests * share))):
+            for i, client in enumerate(clients):
+                samples[i].setdefault(name, []).append(fetch(client, path, gzip=gzip))
+    out = []
+    for i, client in enumerate(clients):
+        result: dict[str, Any] = {name: medians(found) for name, found in samples[i].items()}
+        result["static_first_visit_wire_bytes"] = {
+            p: fetch(client, p, gzip=True)["wire_bytes"] for p in STATIC
+        }
+        result["first_visit_total_kb"] = round(
+            (
+                result["endpoints_page_gzip"]["wire_bytes"]
+                + sum(result["static_first_visit_wire_bytes"].values())
+            )
+            / 1024,
+            1,
+        )
+        out.append(result)
+    return out
 
 
 def agrees_with_cost_report(client: httpx.Client, db: Path, endpoints: int) -> bool:
@@ -267,33 +285,43 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "checkouts": {},
     }
-    for i, repo in enumerate(repos):
-        data = tmp / f"run-{i}" / "data"
-        shutil.copytree(source / "data", data)
-        rows = write_history(data / "coldbrew.db", args.endpoints, args.busy, int(time.time()))
-        server = ColdbrewServer(data, env=env, repo=repo).start(timeout=300)
-        try:
-            with httpx.Client(base_url=server.url, timeout=120) as client:
-                settle(client, args.endpoints)
-                listed = client.get("/ui/api/endpoints").json()
-                with_latency = sum(1 for r in listed["rows"] if r["p99_us"] is not None)
-                result: dict[str, Any] = {
-                    "meter_rows_written": rows,
-                    "endpoints_with_latency_percentiles": with_latency,
-                    "load_average": os.getloadavg(),
-                    **measure(client, args.requests),
-                }
-                result["month_equals_cost_report"] = agrees_with_cost_report(
-                    client, data / "coldbrew.db", args.endpoints
-                )
-        finally:
+    # Every checkout serves at once, each on its own copy of the same data, and is measured in turn.
+    servers, datas = [], []
+    try:
+        for i, repo in enumerate(repos):
+            data = tmp / f"run-{i}" / "data"
+            shutil.copytree(source / "data", data)
+            report["meter_rows_written"] = write_history(
+                data / "coldbrew.db", args.endpoints, args.busy, int(time.time())
+            )
+            servers.append(ColdbrewServer(data, env=env, repo=repo).start(timeout=300))
+            datas.append(data)
+        clients = [httpx.Client(base_url=server.url, timeout=300) for server in servers]
+        for client in clients:
+            settle(client, args.endpoints)
+        report["load_average_measuring"] = os.getloadavg()
+        results = measure(clients, args.requests)
+        report["load_average_after"] = os.getloadavg()
+        for repo, client, data, result in zip(repos, clients, datas, results, strict=True):
+            listed = client.get("/ui/api/endpoints").json()
+            result["endpoints_with_latency_percentiles"] = sum(
+                1 for r in listed["rows"] if r["p99_us"] is not None
+            )
+            result["month_equals_cost_report"] = agrees_with_cost_report(
+                client, data / "coldbrew.db", args.endpoints
+            )
+            page_m = result["endpoints_page_gzip"]
+            result["meets_aims"] = (
+                result["first_visit_total_kb"] < 300
+                and page_m["server_ms"] < 200
+                and page_m["client_ms"] < 200
+            )
+            report["checkouts"][str(repo)] = result
+            client.close()
+    finally:
+        for server in servers:
             server.stop()
-        page_m = result["endpoints_page_gzip"]
-        result["meets_aims"] = (
-            result["first_visit_total_kb"] < 300 and page_m["server_ms"] < 200 and page_m["client_ms"] < 200
-        )
-        report["checkouts"][str(repo)] = result
-        shutil.rmtree(data.parent)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(report, indent=2))
 
 
