@@ -161,7 +161,10 @@ class RayBackend:
         memory_cgroups: bool = True,
         namespace: str = "coldbrew",
     ) -> None:
-        import ray  # the optional extra: only a server started with --backend ray imports it
+        try:
+            import ray  # the optional extra: only a server started with --backend ray imports it
+        except ImportError:
+            raise SystemExit("coldbrew: --backend ray needs Ray: pip install 'coldbrew[ray]'") from None
 
         self._ray = ray
         self.startup_timeout_s = startup_timeout_s
@@ -170,14 +173,22 @@ class RayBackend:
         # The gateway is a driver of the cluster ("auto": the one this machine's `ray start`
         # joined; None: RAY_ADDRESS, else a Ray of its own on this machine). Its output stays in
         # Ray's logs: coldbrew's own logging is not to be interleaved with every actor's.
-        ray.init(
-            address=address,
-            namespace=namespace,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            configure_logging=False,
-        )
+        try:
+            ray.init(
+                address=address,
+                namespace=namespace,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                configure_logging=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            # One line at start-up, as for any other setting the server cannot use.
+            where = f"at {address}" if address else "(RAY_ADDRESS, or a new local one)"
+            raise SystemExit(
+                f"coldbrew: cannot join the Ray cluster {where}: {_reason(exc)}; "
+                "check --ray-address (COLDBREW_RAY_ADDRESS)"
+            ) from None
         self.nodes: dict[str, _Node] = {}
         self._bundles: dict[str, tuple[ModelBundle, Any]] = {}
         self._ids = itertools.count()
