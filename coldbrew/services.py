@@ -86,7 +86,10 @@ class Services:
             )
         else:
             self.backend = LocalBackend(
-                zygote=settings.zygote, memory_cgroups=settings.memory_cgroups, containment=containment
+                zygote=settings.zygote,
+                memory_cgroups=settings.memory_cgroups,
+                containment=containment,
+                zygote_idle_s=settings.zygote_idle_s,
             )
         # CloudWatch Logs: each environment's output and lifecycle, collected by a thread of its own.
         self.logs = (

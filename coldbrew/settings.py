@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     zygote: bool = True
     """Fork workers from a process that has pre-imported the frameworks (fast cold starts)."""
 
+    zygote_idle_s: PositiveFloat = 300.0
+    """How long the zygote of a runtime no endpoint or job uses is kept before it is stopped (the
+    next cold start of that runtime starts it again); the scikit-learn zygote is always kept."""
+
     memory_cgroups: bool = True
     """Enforce MemorySizeInMB with a memory cgroup per worker where the host allows (else RSS watchdog)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -75,6 +76,19 @@ class Retiring(Protocol):
 
     def retiring(self) -> bool:
         """True once it is exiting, or about to: serving routes nothing new to it."""
+
+
+@runtime_checkable
+class RuntimeHelpers(Protocol):
+    """A backend that keeps a helper process per runtime (the local backend's zygotes): serving
+    tells it which runtimes the deployed pools use, so it stops the others' after an idle period,
+    and counts their memory in the budget (issue 18)."""
+
+    def use_runtimes(self, runtimes: Collection[str]) -> None:
+        """The runtimes of every deployed pool (endpoint variants and jobs), now."""
+
+    def helper_rss_bytes(self) -> int:
+        """Resident memory of the helpers."""
 
 
 class Backend(Protocol):

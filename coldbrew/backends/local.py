@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import psutil
@@ -33,7 +33,7 @@ from coldbrew.backends.fresh import spawn_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.status import read_status
 from coldbrew.backends.user_server import start_user_server
-from coldbrew.backends.zygotes import ZygoteChild, Zygotes
+from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, ZygoteChild, Zygotes
 from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
@@ -53,6 +53,7 @@ class LocalBackend:
         memory_cgroups: bool = True,
         eager_runtimes: Sequence[str] = ("sklearn",),
         containment: ContainmentConfig | None = None,
+        zygote_idle_s: float = ZYGOTE_IDLE_S,
     ) -> None:
         self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
         # Short path: a Unix socket path must fit in 108 bytes. The pid in the name lets a later
@@ -68,6 +69,7 @@ class LocalBackend:
             enabled=zygote,
             eager_runtimes=eager_runtimes,
             base_env=self.containment.base_env,
+            idle_s=zygote_idle_s,
         )
         self._ids = itertools.count()
 
@@ -76,6 +78,10 @@ class LocalBackend:
     def maintain(self) -> None:
         """Called periodically by serving: keeps a zygote running for every runtime in use."""
         self.zygote_supervisor.maintain()
+
+    def use_runtimes(self, runtimes: Collection[str]) -> None:
+        """The runtimes deployed pools use: the others' zygotes are stopped after an idle period."""
+        self.zygote_supervisor.use(runtimes)
 
     def helper_rss_bytes(self) -> int:
         """Memory held by the zygotes themselves."""

@@ -31,7 +31,9 @@ The rules, per pool (one variant of one deployment):
   only uses free room. A load check that does not fit waits until an environment is stopped. A
   deployment whose minimum (ProvisionedConcurrency, or its instances) cannot fit, even after such
   releases, fails before it starts anything; a Reconfigure that raises a minimum beyond what fits
-  is refused and changes nothing. The machine is never over-committed.
+  is refused and changes nothing. The machine is never over-committed. The memory of the
+  machine's helpers (the zygotes, reported by ``Helpers``) comes out of the budget first: what
+  environments may hold is the budget less that.
 - **Starting together**: a pool with ``start_with`` (a transform job's instances) starts that many
   environments when it is deployed, the load check included, in free memory only.
 - **Retirement**: an environment whose worker is going to exit on its own (its zygote died)
@@ -59,6 +61,7 @@ from coldbrew.scaling.messages import (
     Event,
     Finished,
     Forget,
+    Helpers,
     Lost,
     PoolConfig,
     Purpose,
@@ -180,6 +183,8 @@ class ScalingCore:
     def __init__(self, memory_budget_mb: int) -> None:
         self.memory_budget_mb = memory_budget_mb
         self.used_mb = 0
+        self.helpers_mb = 0
+        """Memory of the helpers environments are started from (zygotes): out of the budget."""
         self.evictions = 0
         self.pools: dict[int, PoolState] = {}
         self.envs: dict[int, EnvironmentState] = {}
@@ -204,12 +209,13 @@ class ScalingCore:
             Finished: self._finished,
             Lost: self._lost,
             Retire: self._retire,
+            Helpers: self._helpers,
             Tick: self._tick,
         }
 
     @property
     def free_mb(self) -> int:
-        return self.memory_budget_mb - self.used_mb
+        return self.memory_budget_mb - self.helpers_mb - self.used_mb
 
     # --- the interface -------------------------------------------------------------------------
 
@@ -528,6 +534,13 @@ class ScalingCore:
         self._serve_waiters(pool, now, out)
         self._idle_if_quiet(pool, now, out)
 
+    def _helpers(self, event: Helpers, now: float, out: list[Action]) -> None:
+        # Helpers that grow take nothing from environments that exist (they fit when started);
+        # helpers that shrink (an idle zygote stopped) make room a waiting load check may use.
+        if event.mb < self.helpers_mb:
+            self._room_changed = True
+        self.helpers_mb = max(0, event.mb)
+
     # --- time ----------------------------------------------------------------------------------
 
     def _tick(self, event: Tick, now: float, out: list[Action]) -> None:
@@ -728,9 +741,10 @@ class ScalingCore:
             evict = evict and not pool.config.preemptible
             victims = self._eviction_candidates(pool, need - self.free_mb) if evict else None
             if victims is None:
+                helpers = f" (zygotes hold {self.helpers_mb} MB of it)" if self.helpers_mb else ""
                 return (
-                    f"The machine's memory budget of {self.memory_budget_mb} MB is held by busy "
-                    "environments; retry with backoff, or raise COLDBREW_MEMORY_BUDGET_MB."
+                    f"The machine's memory budget of {self.memory_budget_mb} MB{helpers} is held by "
+                    "busy environments; retry with backoff, or raise COLDBREW_MEMORY_BUDGET_MB."
                 )
             for owner, victim in victims:
                 self.evictions += 1
@@ -806,8 +820,10 @@ class ScalingCore:
             fix = "lower the instance count, choose a smaller instance type"
         more = " more" if pool.envs else ""
         held = ""
-        if room < self.memory_budget_mb:
-            held = (
+        if self.helpers_mb:
+            held = f"; zygotes hold {self.helpers_mb} MB"
+        if room < self.memory_budget_mb - self.helpers_mb:
+            held += (
                 "; the rest is held by other environments (those of a configuration this one "
                 "replaces among them, until it serves)"
             )

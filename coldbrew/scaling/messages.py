@@ -156,6 +156,14 @@ class Retire:
 
 
 @dataclass(frozen=True, slots=True)
+class Helpers:
+    """The machine's helpers (the zygotes workers are forked from) now hold ``mb`` of memory: it
+    comes out of the budget before any environment's (issue 18)."""
+
+    mb: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: apply the keep-alive (release, pre-warm) and keep minimums."""
 
@@ -172,6 +180,7 @@ Event = (
     | Finished
     | Lost
     | Retire
+    | Helpers
     | Tick
 )
 

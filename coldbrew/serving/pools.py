@@ -35,6 +35,7 @@ from coldbrew.scaling.messages import (
     Event,
     Finished,
     Forget,
+    Helpers,
     Lost,
     PoolConfig,
     Ready,
@@ -290,6 +291,11 @@ class Pools:
                 self.lost(env)
             elif not state.retiring and env.retiring():
                 self.retire(env)
+
+    def helpers(self, mb: int) -> None:
+        """The backend's helpers (zygotes) hold ``mb`` now: the budget's room is less by that."""
+        if mb != self.core.helpers_mb:
+            self._handle(Helpers(mb))
 
     def tick(self) -> None:
         """Let the core apply what time has made due (the timer calls this; tests may too)."""

@@ -18,7 +18,7 @@ import psutil
 
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
-from coldbrew.backends.base import Backend
+from coldbrew.backends.base import Backend, RuntimeHelpers
 from coldbrew.backends.processes import cpu_seconds
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelNotReadyException
@@ -224,6 +224,10 @@ class Serving:
     async def _housekeep(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
+            if isinstance(self.backend, RuntimeHelpers):
+                # Zygotes: none kept for a runtime no pool uses; theirs comes out of the budget.
+                self.backend.use_runtimes({spec.runtime for spec in self.pools.specs.values()})
+                self.pools.helpers(self.backend.helper_rss_bytes() // MiB)
             self.backend.maintain()
             self.pools.reap_dead()
             watch_memory(self.pools)

@@ -107,6 +107,19 @@ class ForkReply(_Message):
     error: str | None = None
 
 
+class LeftOutModule(_Message):
+    """A preload module a zygote does not import: importing it started threads, and a process
+    with other threads cannot be forked safely. Its workers import it themselves."""
+
+    module: str
+    threads: list[str]
+    """The names (``comm``) of the threads that appeared."""
+    started_by: str | None = None
+    """The module being imported when they appeared (``pyarrow.lib`` under ``sklearn.ensemble``)."""
+    import_ms: float
+    """What importing it took in the zygote: roughly what each of its cold starts now pays."""
+
+
 class WorkerStatus(_Message):
     """Whether a worker (or zygote) is ready, with what it reports about its start."""
 
@@ -120,6 +133,8 @@ class WorkerStatus(_Message):
     """The TCP port a worker listens on, when it was told port 0."""
     modules: list[str] | None = None
     """What a zygote imported."""
+    left_out: list[LeftOutModule] | None = None
+    """What a zygote's preload left out because importing it started threads (issue 18)."""
 
     def line(self) -> bytes:
         """The status as written on the pipe: one JSON line."""
