@@ -30,11 +30,19 @@ def free_port() -> int:
 class ColdbrewServer:
     """``coldbrew serve`` as a child process on a free loopback port."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, repo: Path = REPO) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        env: dict[str, str] | None = None,
+        repo: Path = REPO,
+        python: str | Path = sys.executable,
+    ) -> None:
         self.data_dir = data_dir
         self.env = env or {}
         self.repo = repo
         """The checkout whose coldbrew runs (it is imported from the working directory)."""
+        self.python = str(python)
+        """The interpreter (so the environment) it runs in: this one unless a test says otherwise."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -55,7 +63,7 @@ class ColdbrewServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [
-                sys.executable,
+                self.python,
                 "-m",
                 "coldbrew",
                 "serve",

@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> ASGIApp:
         services.serving, services.control, services.dispatcher, settings.account_id
     )
     core = services.serving.pools.core
+    zygotes = services.backend.zygote_supervisor
     registry = registry_for(
         services.meter,
         MachineGauges(
@@ -46,6 +47,8 @@ def create_app(settings: Settings) -> ASGIApp:
             memory_budget_mb=lambda: core.memory_budget_mb,
             memory_budget_used_mb=lambda: core.used_mb,
             budget_evictions=lambda: core.evictions,
+            zygote_states=zygotes.states if zygotes is not None else None,
+            memory_budget_helpers_mb=lambda: core.helpers_mb,
         ),
     )
     registry.register(ScalingCollector(services.serving))

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from coldbrew.metering.aggregate import Histogram
 from coldbrew.metering.meter import Meter
+
+if TYPE_CHECKING:
+    from coldbrew.backends.zygotes import ZygoteState
 
 LABELS = ["EndpointName", "VariantName"]
 
@@ -97,6 +101,9 @@ class MachineGauges:
     memory_budget_mb: Callable[[], int]
     memory_budget_used_mb: Callable[[], int]
     budget_evictions: Callable[[], int]
+    zygote_states: Callable[[], list[ZygoteState]] | None = None
+    """Each runtime's zygote (the local backend's), so one that is off or leaves modules out is seen."""
+    memory_budget_helpers_mb: Callable[[], int] | None = None
 
 
 class MachineCollector(Collector):
@@ -124,6 +131,38 @@ class MachineCollector(Collector):
             "Idle environments released to make room for another's cold start",
             value=self.gauges.budget_evictions(),
         )
+        if self.gauges.memory_budget_helpers_mb is not None:
+            yield GaugeMetricFamily(
+                "coldbrew_memory_budget_helpers_megabytes",
+                "Memory of the zygotes, taken out of the budget before any environment's",
+                value=self.gauges.memory_budget_helpers_mb(),
+            )
+        if self.gauges.zygote_states is not None:
+            yield from _zygote_metrics(self.gauges.zygote_states())
+
+
+def _zygote_metrics(states: list[ZygoteState]) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "coldbrew_zygote_state",
+        "1 for the state each runtime's zygote is in (ready, starting, failed: its workers start "
+        "as fresh interpreters, stopped: idle, started again on demand)",
+        labels=["runtime", "state"],
+    )
+    left_out = GaugeMetricFamily(
+        "coldbrew_zygote_left_out_import_seconds",
+        "A preload module a zygote left out because importing it started threads, and what its "
+        "import costs each cold start of the runtime",
+        labels=["runtime", "module", "started_by", "threads"],
+    )
+    for state in states:
+        info.add_metric([state.runtime, state.state], 1)
+        for module in state.left_out:
+            left_out.add_metric(
+                [state.runtime, module.module, module.started_by or "", ",".join(module.threads)],
+                module.import_ms / 1000,
+            )
+    yield info
+    yield left_out
 
 
 def registry_for(meter: Meter, machine: MachineGauges | None = None) -> CollectorRegistry:

@@ -5,6 +5,10 @@ neither goes into the test environment itself: the server under test must not im
 SDK. Built by the test command before pytest (the only step that may reach a package index);
 rebuilt when a requirements file changes.
 
+``real`` is not a client's: it is the test environment's packages (system site packages) plus what
+a SageMaker user adds next to coldbrew (the SDK, pandas, pyarrow), for the server of
+``tests/backends/test_zygotes_real_env.py`` (issue 18: zygotes in such an environment).
+
     python -m tests.sdk.environments      # build what is missing or out of date
 """
 
@@ -19,6 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent / ".sdk-envs"
 MAJORS = ("v2", "v3")
+SERVER_ENVS = ("real",)
+"""Environments a coldbrew server runs in, over the test environment's own packages."""
 
 
 def requirements(major: str) -> Path:
@@ -54,7 +60,8 @@ def build(major: str) -> None:
         return
     shutil.rmtree(venv, ignore_errors=True)
     print(f"building {venv} from {requirements(major).name}", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    over = ["--system-site-packages"] if major in SERVER_ENVS else []
+    subprocess.run([sys.executable, "-m", "venv", *over, str(venv)], check=True)
     subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements(major))],
         check=True,
@@ -63,5 +70,5 @@ def build(major: str) -> None:
 
 
 if __name__ == "__main__":
-    for name in MAJORS:
+    for name in (*MAJORS, *SERVER_ENVS):
         build(name)

@@ -1,0 +1,48 @@
+"""The zygotes' memory comes out of the memory budget (issue 18): the ``Helpers`` event."""
+
+from __future__ import annotations
+
+from coldbrew.scaling.core import ScalingCore
+from coldbrew.scaling.messages import (
+    Arrival,
+    Deploy,
+    Helpers,
+    Purpose,
+    Ready,
+    Reject,
+    RejectKind,
+    Route,
+    Start,
+)
+from tests.scaling.configs import serverless
+from tests.scaling.test_core import deployed, serve_cold
+
+
+def test_zygote_memory_leaves_less_room_for_environments() -> None:
+    core = ScalingCore(memory_budget_mb=3072)
+    pool = deployed(core, serverless(memory_mb=1024))
+    assert core.handle(Helpers(1200), 0.0) == []
+    assert core.free_mb == 3072 - 1200
+    serve_cold(core, pool, 1, 1, at=0.0)
+    # 1024 more would make 2048 + the zygotes' 1200 > 3072.
+    assert core.handle(Arrival(pool, 2), 1.0) == [
+        Reject(
+            2,
+            RejectKind.THROTTLED,
+            "The machine's memory budget of 3072 MB (zygotes hold 1200 MB of it) is held by busy "
+            "environments; retry with backoff, or raise COLDBREW_MEMORY_BUDGET_MB.",
+        )
+    ]
+    # An idle zygote stopped: its memory is room again.
+    assert core.handle(Helpers(200), 2.0) == []
+    assert core.handle(Arrival(pool, 3), 3.0) == [Start(2, pool, Purpose.DEMAND)]
+    assert core.handle(Ready(2), 3.5) == [Route(3, 2, cold=True)]
+
+
+def test_a_load_check_waiting_for_room_starts_when_a_zygote_stops() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    core.handle(Helpers(1500), 0.0)
+    pool = core.add_pool(serverless(memory_mb=1024))
+    assert core.handle(Deploy(pool, check=True), 0.0) == []
+    assert core.handle(Helpers(1600), 1.0) == []  # grown: still no room
+    assert core.handle(Helpers(300), 2.0) == [Start(1, pool, Purpose.CHECK)]
