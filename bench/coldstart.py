@@ -5,6 +5,12 @@ figure is a median over ``--trials`` trials with p99 beside it; the fresh-interp
 (``COLDBREW_ZYGOTE=false``) is measured in the same run.
 
     python bench/coldstart.py [--trials 20] [--endpoints 1000] [--warm 100] [--skip-embedding]
+
+``--real-env`` also measures the zygote cold starts with the server running in a user's kind of
+environment (issue 18: the SageMaker SDK, pandas and pyarrow beside torch and transformers):
+``.sdk-envs/real``, built by ``python -m tests.sdk.environments``, or the interpreter given.
+The report then has ``cold_start_zygote_real_env`` and its p50 over the clean one's.
+``--skip-fresh`` leaves out the fresh-interpreter baseline, ``--skip-density`` the density run.
 """
 
 from __future__ import annotations
@@ -115,9 +121,12 @@ def models(tmp: Path, skip_embedding: bool) -> dict[str, tuple[Path, bytes, str,
     return result
 
 
-def measure(tmp: Path, zygote: bool, trials: int, skip_embedding: bool) -> dict[str, Any]:
+def measure(
+    tmp: Path, zygote: bool, trials: int, skip_embedding: bool, python: str = sys.executable
+) -> dict[str, Any]:
     env = {"COLDBREW_ZYGOTE": "true" if zygote else "false"}
-    server = ColdbrewServer(tmp / f"data-{'zygote' if zygote else 'fresh'}", env=env).start()
+    label = f"{'zygote' if zygote else 'fresh'}-{len(list(tmp.glob('data-*')))}"
+    server = ColdbrewServer(tmp / f"data-{label}", env=env, python=python).start(timeout=120)
     results: dict[str, Any] = {}
     try:
         sm = server.client()
@@ -209,16 +218,30 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=100)
     parser.add_argument("--skip-embedding", action="store_true")
     parser.add_argument("--skip-density", action="store_true")
+    parser.add_argument("--skip-fresh", action="store_true")
+    parser.add_argument(
+        "--real-env",
+        nargs="?",
+        const=str(REPO / ".sdk-envs" / "real" / "bin" / "python"),
+        default=None,
+        metavar="PYTHON",
+        help="also measure with the server in this interpreter's environment (default .sdk-envs/real)",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="coldbrew-coldstart-"))
     zygote = measure(tmp, True, args.trials, args.skip_embedding)
-    fresh = measure(tmp, False, args.trials, args.skip_embedding)
-    report: dict[str, Any] = {
-        "trials": args.trials,
-        "cold_start_zygote": zygote,
-        "cold_start_fresh": fresh,
-        "speedup_p50": {k: round(fresh[k]["p50_ms"] / zygote[k]["p50_ms"], 1) for k in zygote},
-    }
+    report: dict[str, Any] = {"trials": args.trials, "cold_start_zygote": zygote}
+    if args.real_env is not None:
+        real = measure(tmp, True, args.trials, args.skip_embedding, python=args.real_env)
+        report["real_env_python"] = args.real_env
+        report["cold_start_zygote_real_env"] = real
+        report["real_env_over_clean_p50"] = {
+            k: round(real[k]["p50_ms"] / zygote[k]["p50_ms"], 2) for k in zygote
+        }
+    if not args.skip_fresh:
+        fresh = measure(tmp, False, args.trials, args.skip_embedding)
+        report["cold_start_fresh"] = fresh
+        report["speedup_p50"] = {k: round(fresh[k]["p50_ms"] / zygote[k]["p50_ms"], 1) for k in zygote}
     if not args.skip_density:
         report["density"] = density(tmp, args.endpoints, args.warm)
     print(json.dumps(report, indent=2))
