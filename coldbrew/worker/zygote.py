@@ -132,16 +132,20 @@ class _ThreadWatch(importlib.abc.MetaPathFinder):
 
 
 def preload(modules: list[str]) -> tuple[list[str], LeftOutModule | None]:
-    """Import what can be imported, in order; a missing optional framework is not the zygote's
-    failure. Stops at the first module whose import leaves a thread behind, and returns it with
-    what was loaded before it (the zygote then starts again without it)."""
+    """Import what can be imported, in order (``module:function`` also calls the function: a
+    warm-up); a missing optional framework is not the zygote's failure. Stops at the first module
+    whose import leaves a thread behind, and returns it with what was loaded before it (the
+    zygote then starts again without it)."""
     loaded: list[str] = []
     for name in modules:
         watch = _ThreadWatch()
         sys.meta_path.insert(0, watch)
         started = time.perf_counter()
         try:
-            importlib.import_module(name)
+            module, _, function = name.partition(":")
+            imported = importlib.import_module(module)
+            if function:
+                getattr(imported, function)()
         except ImportError as exc:
             log.info("zygote: not preloading %s: %s", name, exc)
             continue

@@ -97,7 +97,10 @@ import importlib, json, os, sys
 loaded = []
 for name in sys.argv[1:]:
     try:
-        importlib.import_module(name)
+        module, _, warm_up = name.partition(":")
+        imported = importlib.import_module(module)
+        if warm_up:
+            getattr(imported, warm_up)()
         loaded.append(name)
     except ImportError:
         pass
