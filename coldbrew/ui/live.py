@@ -9,7 +9,7 @@ copy.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from coldbrew.backends.processes import rss
 from coldbrew.serving.service import Serving
@@ -65,9 +65,18 @@ class LiveState:
     used_mb: int
     evictions: int
 
+    _by_endpoint: dict[str, list[LiveVariant]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Indexed once per snapshot: the endpoints page asks for every endpoint's variants, and a
+        # scan per endpoint made its rows quadratic (a quarter of its time with 1,000 endpoints).
+        by_endpoint: dict[str, list[LiveVariant]] = {}
+        for variant in self.variants:
+            by_endpoint.setdefault(variant.endpoint.lower(), []).append(variant)
+        object.__setattr__(self, "_by_endpoint", by_endpoint)
+
     def of(self, endpoint: str) -> list[LiveVariant]:
-        key = endpoint.lower()
-        return [v for v in self.variants if v.endpoint.lower() == key]
+        return list(self._by_endpoint.get(endpoint.lower(), ()))
 
 
 def snapshot(serving: Serving) -> LiveState:
