@@ -6,10 +6,11 @@ figure is a median over ``--trials`` trials with p99 beside it; the fresh-interp
 
     python bench/coldstart.py [--trials 20] [--endpoints 1000] [--warm 100] [--skip-embedding]
 
-``--real-env`` also measures the zygote cold starts with the server running in a user's kind of
+``--real-env`` also measures the zygote cold starts with a server running in a user's kind of
 environment (issue 18: the SageMaker SDK, pandas and pyarrow beside torch and transformers):
-``.sdk-envs/real``, built by ``python -m tests.sdk.environments``, or the interpreter given.
-The report then has ``cold_start_zygote_real_env`` and its p50 over the clean one's.
+``.sdk-envs/real``, built by ``python -m tests.sdk.environments``, or the interpreter given. It
+runs beside a server in this environment, the two taking trials in turn (a shared machine's load
+then falls on both alike): ``cold_start_zygote_side_by_side`` and ``real_env_over_clean_p50``.
 ``--skip-fresh`` leaves out the fresh-interpreter baseline, ``--skip-density`` the density run.
 """
 
@@ -145,6 +146,41 @@ def measure(
     return results
 
 
+def side_by_side(tmp: Path, trials: int, skip_embedding: bool, real_python: str) -> dict[str, Any]:
+    """Zygote cold starts of a server in this environment and one in ``real_python``'s, both
+    running, trial by trial in turn: the two see the same load on a shared machine."""
+    env = {"COLDBREW_ZYGOTE": "true"}
+    servers = {
+        "clean": ColdbrewServer(tmp / "data-side-clean", env=env),
+        "real_env": ColdbrewServer(tmp / "data-side-real", env=env, python=real_python),
+    }
+    results: dict[str, Any] = {label: {} for label in servers}
+    try:
+        for server in servers.values():
+            server.start(timeout=120)
+        for name, (archive, body, content_type, model_env, memory) in models(tmp, skip_embedding).items():
+            endpoint = name.replace("_", "-")
+            for server in servers.values():
+                deploy_serverless(
+                    server.client(), endpoint, archive.as_uri(), memory=memory, environment=model_env
+                )
+            for server in servers.values():
+                wait_for_status(server.client(), endpoint, "InService", timeout=300)
+                cold_starts(server, endpoint, body, content_type, 1)  # its runtime's zygote starts
+            time.sleep(5)
+            samples: dict[str, list[float]] = {label: [] for label in servers}
+            for _ in range(trials):
+                for label, server in servers.items():
+                    samples[label] += cold_starts(server, endpoint, body, content_type, 1)
+            for label in servers:
+                results[label][name] = stats_ms(samples[label])
+    finally:
+        for server in servers.values():
+            if server.process is not None:
+                server.stop()
+    return results
+
+
 def density(tmp: Path, endpoints: int, warm: int) -> dict[str, Any]:
     archive, _ = sklearn_archive(tmp / "dense.tar.gz", n_estimators=10)
     # Nominal sizes would cap 100 warm 1 GB environments at 80% of this machine's RAM; the workers
@@ -232,11 +268,12 @@ def main() -> None:
     zygote = measure(tmp, True, args.trials, args.skip_embedding)
     report: dict[str, Any] = {"trials": args.trials, "cold_start_zygote": zygote}
     if args.real_env is not None:
-        real = measure(tmp, True, args.trials, args.skip_embedding, python=args.real_env)
+        both = side_by_side(tmp, args.trials, args.skip_embedding, args.real_env)
+        clean, real = both["clean"], both["real_env"]
         report["real_env_python"] = args.real_env
-        report["cold_start_zygote_real_env"] = real
+        report["cold_start_zygote_side_by_side"] = both
         report["real_env_over_clean_p50"] = {
-            k: round(real[k]["p50_ms"] / zygote[k]["p50_ms"], 2) for k in zygote
+            k: round(real[k]["p50_ms"] / clean[k]["p50_ms"], 2) for k in clean
         }
     if not args.skip_fresh:
         fresh = measure(tmp, False, args.trials, args.skip_embedding)
