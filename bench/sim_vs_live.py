@@ -270,7 +270,9 @@ def run_many(
     budget_mb = budget_envs * MEMORY_MB
     server = ColdbrewServer(
         data,
-        env={"COLDBREW_LOG_LEVEL": "warning", "COLDBREW_MEMORY_BUDGET_MB": str(budget_mb)},
+        # The live budget also holds the zygotes' memory (issue 18), which the simulator has not:
+        # room for them beside the same number of environments (less than one environment more).
+        env={"COLDBREW_LOG_LEVEL": "warning", "COLDBREW_MEMORY_BUDGET_MB": str(budget_mb + MEMORY_MB // 2)},
     ).start()
     try:
         sm = server.client("sagemaker")
