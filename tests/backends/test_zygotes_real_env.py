@@ -144,7 +144,7 @@ def test_a_model_is_served_from_the_zygote_in_the_real_environment(
         assert time.monotonic() < deadline, "the zygotes' memory never reached the budget"
         time.sleep(0.2)
         samples = _scrape(real_server)
-    states = {(labels["runtime"], labels["state"]) for n, labels, _ in samples if n == "coldbrew_zygote_state"}
+    states = {(lab["runtime"], lab["state"]) for n, lab, _ in samples if n == "coldbrew_zygote_state"}
     assert ("sklearn", "ready") in states
     assert not [labels for n, labels, _ in samples if n == "coldbrew_zygote_left_out_import_seconds"]
     helpers_mb = next(v for n, _, v in samples if n == "coldbrew_memory_budget_helpers_megabytes")
