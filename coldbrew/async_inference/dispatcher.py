@@ -14,15 +14,19 @@ request started before (``attempts > 0``: the server stopped, or a worker crashe
 is first checked for a result an earlier run already wrote, identified by the request id in the
 object's metadata, and only processed again if there is none. A start is committed to the queue
 before the request's outcome is written or it is put back, so an outcome on S3 always belongs to a
-counted attempt, and a worker crash always counts. (A SIGKILL of the server in the millisecond
-between handing a request to a worker and that commit leaves that one attempt uncounted; the
-request is still checked for an earlier result, as every request the earlier run had claimed is.)
+counted attempt, and a worker crash always counts. A SIGKILL of the server between handing a
+request to a worker and that commit (its batch may wait for an I/O thread behind result writes)
+leaves that attempt uncounted: the request is still checked for an earlier result, as every request
+the earlier run had claimed is, but a request that kills the whole server inside that window each
+time is retried across restarts without the MAX_ATTEMPTS bound (model code runs in workers, so
+that takes the machine's OOM killer choosing the gateway).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -334,9 +338,24 @@ class Dispatcher:
             )
             return
         # Committed beside the invocation, not before it: waiting for it held the worker idle
-        # behind the result writes' fsyncs on the I/O threads. Every path below awaits it before
-        # it writes an outcome or puts the request back.
+        # behind the result writes' fsyncs on the I/O threads. Every path waits for it before it
+        # writes an outcome or puts the request back; a commit that fails is logged, and the
+        # invocation's own outcome still decides what becomes of the request.
         started = asyncio.create_task(self._updates.submit(Started(request.id)))
+        started.add_done_callback(functools.partial(_log_start_failure, request))
+        try:
+            await self._attempt(request, fetched, variant, release, started)
+        finally:
+            await asyncio.wait([started])  # done already on every path but an unexpected error
+
+    async def _attempt(
+        self,
+        request: AsyncRequest,
+        fetched: Input,
+        variant: RoutedVariant,
+        release: Callable[[], None],
+        started: asyncio.Task[None],
+    ) -> None:
         try:
             if fetched is None:
                 fetched = await self.run_io(
@@ -345,7 +364,7 @@ class Dispatcher:
             if isinstance(fetched, ObjectError):
                 raise fetched
         except ObjectError as e:
-            await started
+            await asyncio.wait([started])
             await self._fail(request, str(e))
             return
         body, stored_type = fetched
@@ -367,7 +386,7 @@ class Dispatcher:
                 )
             finally:
                 release()
-                await started
+                await asyncio.wait([started])
         except (ThrottlingException, ModelNotReadyException):
             # No room now (memory budget, or the variant is being replaced): back in line, not counted.
             await self.run_io(self.queue.requeue, [request.id], True)
@@ -512,6 +531,14 @@ class Dispatcher:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _log_start_failure(request: AsyncRequest, started: asyncio.Task[None]) -> None:
+    if not started.cancelled() and (error := started.exception()) is not None:
+        log.error(
+            "async: the start of request %s could not be recorded (%s); this attempt is not counted",
+            request.id, error,
+        )  # fmt: skip
 
 
 def _expired(request: AsyncRequest) -> str:

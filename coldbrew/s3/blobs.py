@@ -134,13 +134,13 @@ class BlobWriter:
         assert self._file is not None
         if len(data) < INLINE_HASH:
             self.digests.update(data)
-            self._file.write(data)
+            _write_all(self._file, data)
             return
         # MD5 is the slowest part of a write; it runs on a thread of its own while this one writes
         # (both release the GIL), so a PUT is bounded by the slower of the two, not their sum.
         hashed = _HASHING.submit(self.digests.update, data)
         try:
-            self._file.write(data)
+            _write_all(self._file, data)
         finally:
             hashed.result()
 
@@ -174,9 +174,20 @@ class BlobWriter:
 
     def _open(self) -> None:
         self._file = open(self.temp, "wb", buffering=0)
-        if self._held:
-            self._file.write(self._held)
-        self._held = None
+        held, self._held = self._held, None  # the file exists now, whatever the write below does
+        if held:
+            _write_all(self._file, held)
+
+
+def _write_all(file: BinaryIO, data: bytes | bytearray) -> None:
+    # An unbuffered file's write may take less than it is given (a full disk, a signal): the
+    # rest is written too, or the OSError says why not, never a short file with the full size.
+    view = memoryview(data)
+    while view:
+        written = file.write(view)
+        if not written:
+            raise OSError("the content file took no more bytes")
+        view = view[written:]
 
 
 def read_range(source: BinaryIO, start: int, length: int, block: int = READ_BLOCK) -> Iterator[bytes]:

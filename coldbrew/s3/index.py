@@ -124,7 +124,11 @@ class Index:
         self._db.executescript(_SCHEMA)
         columns = {r[1] for r in self._db.execute("PRAGMA table_info(objects)")}
         if "data" not in columns:  # an index from before small objects were kept in it
-            self._db.execute("ALTER TABLE objects ADD COLUMN data BLOB")
+            try:
+                self._db.execute("ALTER TABLE objects ADD COLUMN data BLOB")
+            except sqlite3.OperationalError as e:
+                if "duplicate column" not in str(e):  # another process added it first
+                    raise
 
     def close(self) -> None:
         self._db.close()

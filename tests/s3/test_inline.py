@@ -93,14 +93,28 @@ def test_an_index_from_before_inline_objects_opens_and_reads(tmp_path: Path) -> 
     writer.write(os.urandom(INLINE_MAX + 1))
     store.put("b", b"old", writer, ObjectMeta(), None, False)
     store.close()
-    # The index as the version before wrote it: no data column.
+    # The index as the version before wrote it: no data column, and a small object in a file of
+    # its own, as every object was then.
+    small = root / "blobs" / "ab" / ("ab" + "1" * 30)
+    small.parent.mkdir(exist_ok=True)
+    small.write_bytes(b"small, from before")
     with sqlite3.connect(root / "index.db") as db:
         db.execute("ALTER TABLE objects DROP COLUMN data")
+        meta = db.execute("SELECT meta FROM objects").fetchone()[0]
+        db.execute(
+            "INSERT INTO objects (bucket, key, size, etag, modified, blob, meta) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ("b", b"small-old", 18, hashlib.md5(b"small, from before").hexdigest(), 0.0, small.name, meta),
+        )
     store = S3Store(root)
     try:
         row, content = store.open("b", b"old")
         with content:
             assert len(content.read()) == row.size == INLINE_MAX + 1
+        row, content = store.open("b", b"small-old")
+        with content:
+            assert not row.inline and content.read() == b"small, from before"
+        assert small.exists()  # still referenced: the sweep at start kept it
         small = store.writer(Digests())
         small.write(b"new and small")
         store.put("b", b"new", small, ObjectMeta(), None, False)
@@ -110,10 +124,22 @@ def test_an_index_from_before_inline_objects_opens_and_reads(tmp_path: Path) -> 
         store.close()
 
 
-def test_a_small_multipart_part_is_still_a_file(s3: Any, bucket: str) -> None:
-    upload = s3.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
-    etag = s3.upload_part(Bucket=bucket, Key="m", UploadId=upload, PartNumber=1, Body=b"one part")["ETag"]
-    s3.complete_multipart_upload(
-        Bucket=bucket, Key="m", UploadId=upload, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
-    )
-    assert s3.get_object(Bucket=bucket, Key="m")["Body"].read() == b"one part"
+def test_a_small_multipart_part_is_still_a_file(tmp_path: Path) -> None:
+    server = ColdbrewServer(tmp_path / "data").start()
+    try:
+        s3 = server.client("s3")
+        s3.create_bucket(Bucket="inline-test")
+        files = tmp_path / "data" / "s3" / "blobs"
+        upload = s3.create_multipart_upload(Bucket="inline-test", Key="m")["UploadId"]
+        etag = s3.upload_part(Bucket="inline-test", Key="m", UploadId=upload, PartNumber=1, Body=b"one part")[
+            "ETag"
+        ]
+        assert len(_files(files.parent)) == 1  # the part's file: parts are assembled from files
+        s3.complete_multipart_upload(
+            Bucket="inline-test", Key="m", UploadId=upload,
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]},
+        )  # fmt: skip
+        assert s3.get_object(Bucket="inline-test", Key="m")["Body"].read() == b"one part"
+        assert len(_files(files.parent)) == 1  # the object's, the part's gone
+    finally:
+        server.stop()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from coldbrew.s3.blobs import INLINE_MAX
 from coldbrew.s3.checksums import Digests, composite, multipart_etag
 from coldbrew.s3.chunked import ChunkedDecoder
 from coldbrew.s3.errors import InvalidBucketName, InvalidRange, S3Error
@@ -103,7 +104,7 @@ def test_the_store_sweeps_what_a_crash_left(tmp_path: Path) -> None:
     store = S3Store(tmp_path / "s3")
     store.create_bucket("kept", "us-east-1")
     writer = store.writer(Digests())
-    writer.write(b"data")
+    writer.write(b"d" * (INLINE_MAX + 1))  # a content file of its own, which the sweep must keep
     row = store.put("kept", b"k", writer, ObjectMeta(), None, False)
     store.close()
     orphan = tmp_path / "s3" / "blobs" / "ab" / ("ab" + "0" * 30)
@@ -114,7 +115,7 @@ def test_the_store_sweeps_what_a_crash_left(tmp_path: Path) -> None:
     assert not orphan.exists() and list((tmp_path / "s3" / "tmp").iterdir()) == []
     found, content = reopened.open("kept", b"k")
     with content:
-        assert found == row and content.read() == b"data"
+        assert found == row and content.read() == b"d" * (INLINE_MAX + 1)
     reopened.close()
 
 
