@@ -74,6 +74,7 @@ RUNTIME_PRELOAD: dict[str, tuple[str, ...]] = {
     "generic": ("numpy", "joblib"),
 }
 
+
 def warm_sklearn() -> None:
     """A throwaway fit and predict in the scikit-learn zygote, so that what scikit-learn does once
     per process on a first predict is done before the fork: its input check asks narwhals for
