@@ -15,11 +15,12 @@ is first checked for a result an earlier run already wrote, identified by the re
 object's metadata, and only processed again if there is none. A start is committed to the queue
 before the request's outcome is written or it is put back, so an outcome on S3 always belongs to a
 counted attempt, and a worker crash always counts. A SIGKILL of the server between handing a
-request to a worker and that commit (its batch may wait for an I/O thread behind result writes)
-leaves that attempt uncounted: the request is still checked for an earlier result, as every request
-the earlier run had claimed is, but a request that kills the whole server inside that window each
-time is retried across restarts without the MAX_ATTEMPTS bound (model code runs in workers, so
-that takes the machine's OOM killer choosing the gateway).
+request to a worker and that commit (its batch lingers up to LINGER_S for company, and may wait
+for an I/O thread behind result writes) leaves that attempt uncounted: the request is still
+checked for an earlier result, as every request the earlier run had claimed is, but a request
+that kills the whole server inside that window each time is retried across restarts without the
+MAX_ATTEMPTS bound (model code runs in workers, so that takes the machine's OOM killer choosing
+the gateway).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ UNTYPED = (None, "binary/octet-stream")
 """Content types an S3 object has when whoever stored it named none."""
 BACKOFF_S = 0.5
 """Pause of a drain whose requests were refused for capacity (memory budget, an update)."""
+LINGER_S = 0.02
+"""How long a batch of starts or of outcomes waits for more before it is written."""
 
 
 Input = tuple[bytes, str | None] | ObjectError | None
@@ -115,10 +118,13 @@ class Dispatcher:
         # more only contend for the GIL (measured: 8 threads cost the drain 45% more gateway CPU per
         # request than 2, and 1 thread drained 6% slower than 2).
         self.io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="coldbrew-async")
+        # The intake does not linger: a client waits for its 202. Starts and outcomes do (nobody
+        # waits on a start's record; a result visible 20 ms later is nothing to a queue), which
+        # cut the gateway's CPU per async request by a quarter (bench/async_queue.py).
         self._intake: GroupCommit[AsyncRequest, str | None] = GroupCommit(self._enqueue, self.io)
-        self._updates: GroupCommit[Update, None] = GroupCommit(self._update, self.io)
+        self._updates: GroupCommit[Update, None] = GroupCommit(self._update, self.io, linger_s=LINGER_S)
         writer = OutcomeWriter(queue, objects, self.notifier, region, clock)
-        self._outcomes: GroupCommit[Completion, None] = GroupCommit(writer.write, self.io)
+        self._outcomes: GroupCommit[Completion, None] = GroupCommit(writer.write, self.io, linger_s=LINGER_S)
         self._drains: dict[str, _Drain] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -341,12 +347,12 @@ class Dispatcher:
         # behind the result writes' fsyncs on the I/O threads. Every path waits for it before it
         # writes an outcome or puts the request back; a commit that fails is logged, and the
         # invocation's own outcome still decides what becomes of the request.
-        started = asyncio.create_task(self._updates.submit(Started(request.id)))
+        started = self._updates.submit_nowait(Started(request.id))
         started.add_done_callback(functools.partial(_log_start_failure, request))
         try:
             await self._attempt(request, fetched, variant, release, started)
         finally:
-            await asyncio.wait([started])  # done already on every path but an unexpected error
+            await _settled(started)  # done already on every path but an unexpected error
 
     async def _attempt(
         self,
@@ -354,7 +360,7 @@ class Dispatcher:
         fetched: Input,
         variant: RoutedVariant,
         release: Callable[[], None],
-        started: asyncio.Task[None],
+        started: asyncio.Future[None],
     ) -> None:
         try:
             if fetched is None:
@@ -364,7 +370,7 @@ class Dispatcher:
             if isinstance(fetched, ObjectError):
                 raise fetched
         except ObjectError as e:
-            await asyncio.wait([started])
+            await _settled(started)
             await self._fail(request, str(e))
             return
         body, stored_type = fetched
@@ -386,7 +392,7 @@ class Dispatcher:
                 )
             finally:
                 release()
-                await asyncio.wait([started])
+                await _settled(started)
         except (ThrottlingException, ModelNotReadyException):
             # No room now (memory budget, or the variant is being replaced): back in line, not counted.
             await self.run_io(self.queue.requeue, [request.id], True)
@@ -533,7 +539,13 @@ class Dispatcher:
         task.add_done_callback(self._tasks.discard)
 
 
-def _log_start_failure(request: AsyncRequest, started: asyncio.Task[None]) -> None:
+async def _settled(future: asyncio.Future[Any]) -> None:
+    """Wait for ``future`` without taking on its exception (``_log_start_failure`` reports it)."""
+    if not future.done():
+        await asyncio.wait([future])
+
+
+def _log_start_failure(request: AsyncRequest, started: asyncio.Future[None]) -> None:
     if not started.cancelled() and (error := started.exception()) is not None:
         log.error(
             "async: the start of request %s could not be recorded (%s); this attempt is not counted",
