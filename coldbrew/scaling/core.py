@@ -27,7 +27,8 @@ The rules, per pool (one variant of one deployment):
 - **Memory budget**: the memory of every environment that exists or is starting (MemorySizeInMB,
   or a provisioned instance's instance type memory) stays within the machine's budget. A cold
   start that does not fit releases idle environments of *other* pools, least recently used first
-  and never below their minimum, and only if that makes room; else it is throttled. A pre-warm
+  and never below their minimum, and only if that makes room; else the request waits for the
+  first of its pool's own environments free, or is throttled if its pool has none. A pre-warm
   only uses free room. A load check that does not fit waits until an environment is stopped. A
   deployment whose minimum (ProvisionedConcurrency, or its instances) cannot fit, even after such
   releases, fails before it starts anything; a Reconfigure that raises a minimum beyond what fits
@@ -385,14 +386,17 @@ class ScalingCore:
             return
         if decision is Admission.COLD_START:
             refusal = self._make_room(pool, now, out, evict=True)
-            if refusal is not None:
+            if refusal is None:
+                env = self._new_environment(pool, Purpose.DEMAND, now, out)
+                env.for_request = event.request
+                pool.dedicated[event.request] = env.id
+                pool.stats.cold_starts += 1
+            elif not pool.envs:
                 pool.stats.throttled += 1
                 out.append(Reject(event.request, RejectKind.THROTTLED, refusal))
                 return
-            env = self._new_environment(pool, Purpose.DEMAND, now, out)
-            env.for_request = event.request
-            pool.dedicated[event.request] = env.id
-            pool.stats.cold_starts += 1
+            # else no room for another, but the pool's own environments free up in a moment: a
+            # burst that fills the budget waits for them rather than being throttled.
         pool.waiters[event.request] = None
 
     def _withdrawn(self, event: Withdrawn, now: float, out: list[Action]) -> None:

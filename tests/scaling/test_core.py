@@ -334,16 +334,12 @@ def test_eviction_spares_the_minimum_of_other_pools() -> None:
     # b holds two idle environments, one of them its minimum: only the least recently used goes.
     assert core.handle(Arrival(a, 3), 6.0) == [Stop(1, EVICTED), Start(3, a, DEMAND)]
     assert core.handle(Ready(3), 7.0) == [Route(3, 3, cold=True)]
-    # With a's one environment busy, only b's minimum is idle: a's next cold start is throttled.
-    assert core.handle(Arrival(a, 4), 8.0) == [
-        Reject(
-            4,
-            RejectKind.THROTTLED,
-            "The machine's memory budget of 3072 MB is held by busy environments; retry with backoff, "
-            "or raise COLDBREW_MEMORY_BUDGET_MB.",
-        )
-    ]
+    # With a's one environment busy, only b's minimum is idle: no room for a second one, so a's
+    # next request waits for its busy one rather than being throttled, and nothing is evicted.
+    assert core.handle(Arrival(a, 4), 8.0) == []
     assert sorted(core.envs) == [2, 3]
+    assert core.handle(Finished(3, 3), 9.0) == [Route(4, 3, cold=False)]
+    assert core.pools[a].stats.throttled == 0
     assert core.evictions == 1
     assert core.pools[b].stats.evicted == 1
 
@@ -398,6 +394,28 @@ def test_a_transform_job_starts_all_its_instances_at_deploy_in_free_memory_only(
     job = core.add_pool(dataclasses.replace(transform_job(instances=3, memory_mb=1024), start_with=3))
     assert core.handle(Deploy(job, check=True), 2.0) == [Start(2, job, CHECK), Start(3, job, PREWARM)]
     assert sorted(core.envs) == [1, 2, 3]
+
+
+def test_a_burst_that_fills_the_budget_waits_for_its_own_environments() -> None:
+    # Room for two 1024 MB environments; MaxConcurrency 4.
+    core = ScalingCore(memory_budget_mb=2048)
+    pool = deployed(core, serverless(memory_mb=1024, max_concurrency=4))
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.0) == [Start(2, pool, DEMAND)]
+    # The budget is full, but the pool's environments (still starting) will serve: 3 and 4 wait.
+    assert core.handle(Arrival(pool, 3), 0.1) == []
+    assert core.handle(Arrival(pool, 4), 0.1) == []
+    # Past MaxConcurrency the throttle is SageMaker's, whatever the budget.
+    (reject,) = core.handle(Arrival(pool, 5), 0.1)
+    assert isinstance(reject, Reject) and "MaxConcurrency of 4" in reject.message
+    assert core.handle(Ready(1), 0.5) == [Route(1, 1, cold=True)]
+    assert core.handle(Ready(2), 0.5) == [Route(2, 2, cold=True)]
+    # In arrival order, as each environment frees up; nothing more is started.
+    assert core.handle(Finished(2, 2), 0.6) == [Route(3, 2, cold=False)]
+    assert core.handle(Finished(1, 1), 0.7) == [Route(4, 1, cold=False)]
+    assert sorted(core.envs) == [1, 2]
+    assert core.pools[pool].stats.throttled == 1
+    assert core.used_mb == 2048
 
 
 def test_throttled_without_evicting_when_eviction_cannot_make_room() -> None:

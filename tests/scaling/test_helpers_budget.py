@@ -20,12 +20,13 @@ from tests.scaling.test_core import deployed, serve_cold
 
 def test_zygote_memory_leaves_less_room_for_environments() -> None:
     core = ScalingCore(memory_budget_mb=3072)
-    pool = deployed(core, serverless(memory_mb=1024))
+    a = deployed(core, serverless("a", memory_mb=1024))
+    b = deployed(core, serverless("b", memory_mb=1024))
     assert core.handle(Helpers(1200), 0.0) == []
     assert core.free_mb == 3072 - 1200
-    serve_cold(core, pool, 1, 1, at=0.0)
-    # 1024 more would make 2048 + the zygotes' 1200 > 3072.
-    assert core.handle(Arrival(pool, 2), 1.0) == [
+    serve_cold(core, a, 1, 1, at=0.0)
+    # 1024 more would make 2048 + the zygotes' 1200 > 3072 (and b has no environment to wait for).
+    assert core.handle(Arrival(b, 2), 1.0) == [
         Reject(
             2,
             RejectKind.THROTTLED,
@@ -35,7 +36,7 @@ def test_zygote_memory_leaves_less_room_for_environments() -> None:
     ]
     # An idle zygote stopped: its memory is room again.
     assert core.handle(Helpers(200), 2.0) == []
-    assert core.handle(Arrival(pool, 3), 3.0) == [Start(2, pool, Purpose.DEMAND)]
+    assert core.handle(Arrival(b, 3), 3.0) == [Start(2, b, Purpose.DEMAND)]
     assert core.handle(Ready(2), 3.5) == [Route(3, 2, cold=True)]
 
 
