@@ -309,10 +309,7 @@ def main() -> None:
     control = report["control_large"]
     report["meets"] = {
         "gateway_rss": report["rss_after"]["large"]["gateway_rss_mb"] <= 150,
-        "list_endpoints": max(
-            control[k]["p50_ms"] for k in control if k.startswith("list_endpoints")
-        )
-        <= 20,
+        "list_endpoints": max(control[k]["p50_ms"] for k in control if k.startswith("list_endpoints")) <= 20,
         "describe_endpoint": control["describe_endpoint"]["p50_ms"] <= 2,
         "startup": report["startup_large"]["to_ping_s_median"] <= 5,
     }

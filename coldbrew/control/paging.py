@@ -112,15 +112,19 @@ def list_rows(store: Store, query: ListQuery) -> tuple[list[Any], str | None]:
     if query.name_contains:
         where.append("instr(name_key, ?) > 0")
         params.append(query.name_contains.lower())
+    # Sorted by name, the tie-break is the sort itself: naming name_key twice would make SQLite
+    # sort every row again after reading them off the primary key in order.
+    keys = ["name_key"] if column == "name_key" else [column, "name_key"]
     if query.next_token:
         sort_value, name_key = _decode_token(query, query.next_token)
-        where.append(f"({column}, name_key) {'<' if descending else '>'} (?, ?)")
-        params += [sort_value, name_key]
+        after = [sort_value, name_key][-len(keys) :]
+        where.append(f"({', '.join(keys)}) {'<' if descending else '>'} ({', '.join('?' for _ in keys)})")
+        params += after
     direction = "DESC" if descending else "ASC"
     sql = f"SELECT * FROM {query.table}"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY {column} {direction}, name_key {direction} LIMIT ?"
+    sql += f" ORDER BY {', '.join(f'{k} {direction}' for k in keys)} LIMIT ?"
     rows = store.query(sql, [*params, query.max_results + 1])
     if len(rows) <= query.max_results:
         return rows, None
