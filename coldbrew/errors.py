@@ -93,6 +93,9 @@ class ThrottlingException(ColdbrewError):
 class ModelError(ColdbrewError):
     code = "ModelError"
     status = 424
+    node: str | None = None
+    """The Ray node of the environment it happened in (``--backend ray``), for its meter record;
+    None on one machine, or when no environment was reached."""
 
 
 class ModelNotReadyException(ColdbrewError):

@@ -15,7 +15,6 @@ The pieces: :mod:`~coldbrew.backends.zygotes` (the zygotes and their supervision
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -29,19 +28,14 @@ import psutil
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups
 from coldbrew.backends.containment import Containment, ContainmentConfig
-from coldbrew.backends.fresh import spawn_worker
-from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
-from coldbrew.backends.status import read_status
+from coldbrew.backends.launch import launch_worker
+from coldbrew.backends.processes import ForkedWorker, SpawnedWorker
 from coldbrew.backends.user_server import start_user_server
-from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, ZygoteChild, Zygotes
+from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
 from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
 log = logging.getLogger("coldbrew.backends")
-
-ZYGOTE_PATIENCE_S = 30.0
-"""How long a start waits for its runtime's zygote to finish starting before it starts a fresh
-interpreter instead (a zygote whose imports take longer than this is rare: PyTorch takes ~3 s)."""
 
 
 class LocalBackend:
@@ -100,8 +94,6 @@ class LocalBackend:
             )
         # In the tenant's own directory, where a worker of its own user can create it.
         socket_path = str(contained.tenant.directory / f"w{os.getpid()}-{next(self._ids)}.sock")
-        zygotes = self.zygote_supervisor
-        zygote = None if spec.fresh else await zygotes.wait_ready(spec.runtime, ZYGOTE_PATIENCE_S)
         launch = WorkerLaunch(
             model_dir=contained.model_dir,
             socket_path=socket_path,
@@ -110,55 +102,24 @@ class LocalBackend:
             env=contained.env,
             sandbox=contained.sandbox,
         )
-        read_fd, write_fd = os.pipe()
-        process: asyncio.subprocess.Process | None = None
-        pid = 0
         try:
-            if zygote is not None:
-                try:
-                    pid = await zygote.fork(launch, write_fd, spec.output_fd)
-                except OSError as exc:
-                    log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
-                    zygote = None
-            if zygote is None:
-                process = await spawn_worker(launch, write_fd, self.containment.base_env, spec.output_fd)
-                pid = process.pid
-        finally:
-            os.close(write_fd)
-        # Limited from the start, so the model load itself counts against MemorySizeInMB.
-        cgroup = (
-            self.cgroups.attach(pid, spec.memory_mb, background=spec.nice > 0)
-            if self.cgroups is not None and spec.memory_mb
-            else None
-        )
-        try:
-            status = await asyncio.wait_for(read_status(read_fd), self.startup_timeout_s)
-        except TimeoutError:
-            await kill(process, pid)
-            raise WorkerStartError(
-                f"The model did not become ready within {self.startup_timeout_s:.0f} s."
-            ) from None
-        finally:
-            os.close(read_fd)
-        if not status.ready:
-            if process is not None:
-                await process.wait()
-            error = status.error or "the worker exited before it was ready"
-            if cgroup is not None and cgroup.oom_killed():
-                error = f"Loading the model needs more than its memory size of {spec.memory_mb} MB."
-            if cgroup is not None:
-                cgroup.remove()
+            worker, _ = await launch_worker(
+                launch,
+                zygotes=self.zygote_supervisor,
+                runtime=spec.runtime,
+                fresh=spec.fresh,
+                base_env=self.containment.base_env,
+                cgroups=self.cgroups,
+                memory_mb=spec.memory_mb,
+                startup_timeout_s=self.startup_timeout_s,
+                socket_path=socket_path,
+                output_fd=spec.output_fd,
+            )
+        except WorkerStartError as exc:
+            error = str(exc)
             for path, label in sorted(contained.labels.items(), key=lambda pl: -len(pl[0])):
                 error = error.replace(path, label)
-            raise WorkerStartError(error)
-        setup_ms = status.setup_ms or 0.0
-        worker: SpawnedWorker | ForkedWorker
-        if process is not None:
-            worker = SpawnedWorker(process, socket_path, setup_ms)
-        else:
-            assert zygote is not None
-            worker = ZygoteChild(pid, socket_path, setup_ms, zygote)
-        worker.cgroup = cgroup
+            raise WorkerStartError(error) from None
         return worker
 
     async def close(self) -> None:

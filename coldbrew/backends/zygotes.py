@@ -13,8 +13,8 @@ pools use (:meth:`Zygotes.use`); the zygote of a runtime none uses, with no work
 is stopped once that has lasted ``idle_s`` (``COLDBREW_ZYGOTE_IDLE_S``), and started again by the
 next cold start of that runtime, which waits for it as the first one after start does. The eager
 runtimes' zygotes (scikit-learn) are kept: they are the default runtime's, small, and what keeps
-the first deploy after a quiet spell fast. A supervisor never told what is in use (the Ray agent)
-stops none.
+the first deploy after a quiet spell fast. A supervisor never told what is in use stops none (the
+Ray agent is told by the gateway on every poll).
 
 The workers a zygote forked exit when it dies (each watches its parent, so that none outlives a
 gateway that was killed): from the moment it is gone they are retiring (``ZygoteChild``), and

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coldbrew.capture import CaptureWriter
 from coldbrew.control.service import ControlPlane
-from coldbrew.errors import ColdbrewError, InternalFailure, ValidationError
+from coldbrew.errors import ColdbrewError, InternalFailure, ModelError, ValidationError
 from coldbrew.metering.meter import Meter
 from coldbrew.metering.records import MeterRecord
 from coldbrew.serving.invocation import PROVISIONED_MAX_PAYLOAD, SERVERLESS_MAX_PAYLOAD, Invocation
@@ -258,6 +258,8 @@ class InvocationsEndpoint:
                 bytes_out=len(response.body),
                 status=response.status,
                 error_code=error.code,
+                # A model's error on --backend ray names its node, as an answer does.
+                node=error.node if isinstance(error, ModelError) else None,
             )
         )
 

@@ -94,6 +94,7 @@ class MeterRecord:
         bytes_out: int,
         status: int,
         error_code: str,
+        node: str | None = None,
     ) -> MeterRecord:
         """An invocation answered with an error: refused, failed by coldbrew, or by the model."""
         # A ModelError ran the model (or crashed or timed out in it): serving does not say how long
@@ -113,6 +114,7 @@ class MeterRecord:
             bytes_out=bytes_out,
             status=status,
             error_code=error_code,
+            node=node,
         )
 
     @property

@@ -7,6 +7,7 @@ import json
 import time
 
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
+from coldbrew.errors import ModelError
 from coldbrew.serving.environment import Environment
 from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut, ModelAnswered
 from coldbrew.serving.invocation import Invocation, InvocationResult
@@ -35,8 +36,9 @@ async def invoke(
             )
         except TimeoutError:
             env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
-            raise InvocationTimedOut(
-                env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason
+            raise _on(
+                env,
+                InvocationTimedOut(env.stop_reason, OriginalStatusCode=504, OriginalMessage=env.stop_reason),
             ) from None
         except WorkerConnectionError as exc:
             if send < _SENDS and _unread(env, exc):
@@ -47,12 +49,12 @@ async def invoke(
                     # Refusing connections without retiring: broken, whatever it says; replaced.
                     env.stop_reason = "Its worker stopped accepting connections; it is replaced."
                 continue
-            raise _lost(env, variant) from None
+            raise _on(env, _lost(env, variant)) from None
         finally:
             pools.release(lease)
         latency_us = int((time.perf_counter() - started) * 1_000_000)
         if response.status >= 300:
-            raise model_error(response)
+            raise _on(env, model_error(response))
         return InvocationResult(
             body=response.body,
             content_type=response.headers.get("content-type", "application/octet-stream"),
@@ -64,6 +66,13 @@ async def invoke(
             node=getattr(env.worker, "node_id", None),
         )
     raise AssertionError("the last send returns or raises")
+
+
+def _on(env: Environment, error: ModelError) -> ModelError:
+    """The error, naming the node of the environment it happened in (``--backend ray``), so that
+    its meter record names the node as an answered invocation's does."""
+    error.node = getattr(env.worker, "node_id", None)
+    return error
 
 
 def _unread(env: Environment, error: WorkerConnectionError) -> bool:

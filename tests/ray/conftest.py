@@ -26,7 +26,8 @@ environments land on the worker nodes (the head keeps the gateway)."""
 NODE_MEMORY_MB = 2560
 """Two 1024 MB environments per worker node, not three."""
 
-# The model answers with the node and pid that served it, and can be told to sleep.
+# The model answers with the node and pid that served it, and can be told to sleep or fail; its
+# load sleeps LOAD_SLEEP_S.
 INFERENCE_PY = textwrap.dedent("""
     import json
     import os
@@ -36,12 +37,15 @@ INFERENCE_PY = textwrap.dedent("""
     import numpy as np
 
     def model_fn(model_dir):
+        time.sleep(float(os.environ.get("LOAD_SLEEP_S", "0")))
         return joblib.load(os.path.join(model_dir, "model.joblib"))
 
     def input_fn(body, content_type, context):
         return json.loads(body)
 
     def predict_fn(data, model, context):
+        if data.get("fail"):
+            raise ValueError("asked to fail")
         if data.get("sleep"):
             time.sleep(data["sleep"])
         return {
@@ -84,8 +88,8 @@ class RayCluster:
     def head_id(self) -> str:
         return str(self.cluster.head_node.node_id)
 
-    def add_node(self) -> Any:
-        node = self.cluster.add_node(num_cpus=2, memory=NODE_MEMORY_MB * MB, object_store_memory=100 * MB)
+    def add_node(self, memory_mb: int = NODE_MEMORY_MB, cpus: int = 2) -> Any:
+        node = self.cluster.add_node(num_cpus=cpus, memory=memory_mb * MB, object_store_memory=100 * MB)
         self.workers.append(node)
         return node
 

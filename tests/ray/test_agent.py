@@ -87,3 +87,33 @@ def test_a_worker_started_by_the_agent_serves_on_tcp_and_is_reported_until_stopp
             await agent.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_the_agent_stops_the_zygote_of_a_runtime_no_pool_uses_as_the_local_backend_does(
+    tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    head = model_dir(tmp_path, model_archive)
+    data = _tar_directory(head)
+
+    async def scenario() -> None:
+        # No eager runtime (those are kept) and no idle period: the first poll that finds the
+        # runtime unused, with no worker left, stops its zygote.
+        agent = NodeAgent("node-1", "127.0.0.1", memory_cgroups=False, eager_runtimes=(), zygote_idle_s=0.0)
+        try:
+            await agent.receive_model(ModelBundle(DIGEST, hashlib.sha256(data).hexdigest()), data)
+            reply = await agent.start_worker(StartRequest("w1", DIGEST, str(head), 512, runtime="sklearn"))
+            assert reply.error is None
+            report = await agent.poll(("sklearn",))
+            assert report.zygote_rss_bytes > 0  # counted in the node's budget by the backend
+            await agent.stop_worker("w1")
+            # Still in use: kept.
+            assert (await agent.poll(("sklearn",))).zygote_rss_bytes > 0
+            assert (await agent.poll(())).zygote_rss_bytes == 0
+            # The next start of the runtime starts its zygote again.
+            again = await agent.start_worker(StartRequest("w2", DIGEST, str(head), 512, runtime="sklearn"))
+            assert again.error is None
+            assert (await agent.poll(("sklearn",))).zygote_rss_bytes > 0
+        finally:
+            await agent.shutdown()
+
+    asyncio.run(scenario())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
+from coldbrew.backends.ray.backend import _Node
+from coldbrew.backends.ray.messages import AgentInfo
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
 
 DIGEST = "a" * 64
@@ -41,3 +45,17 @@ def test_dead_nodes_are_never_chosen_and_a_full_cluster_says_why() -> None:
     busy = [node("n1", memory_mb=2048, used_memory_mb=2048)]
     assert "add a node" in explain_full(busy, 1024)
     assert "no live node" in explain_full([node("x", alive=False)], 1024)
+
+
+def test_a_nodes_zygotes_count_against_its_memory() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        ready = loop.create_future()
+        ready.set_result(AgentInfo("a", "127.0.0.1", 1))
+        node = _Node("a", "127.0.0.1", memory_mb=2048, cpus=4.0, agent=None, ready=ready)
+        assert node.state().fits(2048)
+        node.zygote_rss_bytes = 200 * 1024 * 1024  # what the agent last reported
+        assert node.state().used_memory_mb == 200
+        assert not node.state().fits(2048) and node.state().fits(1848)
+    finally:
+        loop.close()

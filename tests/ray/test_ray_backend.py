@@ -48,17 +48,26 @@ def test_environments_spread_across_worker_nodes(
     # Two environments of one endpoint: one on each worker node, none on the head (600 MB).
     assert seen == worker_ids
     assert answers[0]["predictions"] and answers[0]["node"] != ray_cluster.head_id
+    # A model's error is metered with its node too.
+    with pytest.raises(ray_runtime.exceptions.ModelError):
+        invoke(ray_runtime, "spread", fail=True)
     # Metering records the node of every invocation (written within the meter's flush interval).
     metered: set[str] = set()
+    failed: list[str | None] = []
 
     def nodes_metered() -> bool:
         with sqlite3.connect(ray_server.data_dir / "coldbrew.db") as db:
             rows = db.execute("SELECT DISTINCT node FROM meter_records WHERE endpoint = 'spread'").fetchall()
+            errors = db.execute(
+                "SELECT node FROM meter_records WHERE endpoint = 'spread' AND error_code = 'ModelError'"
+            ).fetchall()
         metered.clear()
         metered.update(row[0] for row in rows)
-        return metered == worker_ids
+        failed[:] = [row[0] for row in errors]
+        return metered == worker_ids and len(failed) == 1
 
-    wait_until(nodes_metered, "the meter records both worker nodes")
+    wait_until(nodes_metered, "the meter records both worker nodes and the failed invocation")
+    assert failed[0] in worker_ids
     delete(ray_sm, "spread")
 
 

@@ -25,10 +25,11 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from coldbrew.backends.base import WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups
 from coldbrew.backends.containment import base_env
-from coldbrew.backends.fresh import spawn_worker
-from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
+from coldbrew.backends.launch import launch_worker
+from coldbrew.backends.processes import ForkedWorker, SpawnedWorker
 from coldbrew.backends.ray.messages import (
     AgentInfo,
     ModelBundle,
@@ -37,14 +38,12 @@ from coldbrew.backends.ray.messages import (
     StartRequest,
     WorkerReport,
 )
-from coldbrew.backends.status import read_status
-from coldbrew.backends.zygotes import ZygoteChild, Zygotes
+from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
 from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
 log = logging.getLogger("coldbrew.backends.ray")
 
-ZYGOTE_PATIENCE_S = 30.0
 NODE_ID_ENV = "COLDBREW_NODE_ID"
 """Set in every worker's environment: the Ray node it runs on (for its logs, and for tests)."""
 
@@ -58,6 +57,7 @@ class NodeAgent:
         zygote: bool = True,
         memory_cgroups: bool = True,
         eager_runtimes: tuple[str, ...] = ("sklearn",),
+        zygote_idle_s: float = ZYGOTE_IDLE_S,
     ) -> None:
         self.node_id = node_id
         self.host = host
@@ -65,6 +65,7 @@ class NodeAgent:
         self.zygote_enabled = zygote
         self.memory_cgroups = memory_cgroups
         self.eager_runtimes = eager_runtimes
+        self.zygote_idle_s = zygote_idle_s
         # The pid in the name lets the local backend's sweep remove it after an agent was killed.
         self.run_dir = Path(tempfile.mkdtemp(prefix=f"coldbrew-{os.getpid()}-"))
         self.models_dir = self.run_dir / "models"
@@ -87,6 +88,7 @@ class NodeAgent:
                 enabled=self.zygote_enabled,
                 eager_runtimes=self.eager_runtimes,
                 base_env=self.base_env,
+                idle_s=self.zygote_idle_s,
             )
             self._zygotes.maintain()
         return self._zygotes
@@ -141,58 +143,33 @@ class NodeAgent:
             nice=request.nice,
             env=env,
         )
-        zygote = None if request.fresh else await zygotes.wait_ready(request.runtime, ZYGOTE_PATIENCE_S)
-        read_fd, write_fd = os.pipe()
-        process: asyncio.subprocess.Process | None = None
-        pid = 0
+        # It listens on TCP: the socket path the worker object is given is never created, only
+        # "removed" on stop (with the worker's home).
         try:
-            if zygote is not None:
-                try:
-                    pid = await zygote.fork(launch, write_fd)
-                except OSError as exc:
-                    log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
-                    zygote = None
-            if zygote is None:
-                process = await spawn_worker(launch, write_fd, self.base_env)
-                pid = process.pid
-        finally:
-            os.close(write_fd)
-        cgroup = (
-            self._cgroups.attach(pid, request.memory_mb, background=request.nice > 0)
-            if self._cgroups is not None and request.memory_mb
-            else None
-        )
-        try:
-            status = await asyncio.wait_for(read_status(read_fd), self.startup_timeout_s)
-        except TimeoutError:
-            await kill(process, pid)
-            if cgroup is not None:
-                cgroup.remove()
-            return StartReply(error=f"The model did not become ready within {self.startup_timeout_s:.0f} s.")
-        finally:
-            os.close(read_fd)
-        if not status.ready or status.port is None:
-            if process is not None:
-                await process.wait()
-            error = status.error or "the worker exited before it was ready"
-            if cgroup is not None and cgroup.oom_killed():
-                error = f"Loading the model needs more than its memory size of {request.memory_mb} MB."
-            if cgroup is not None:
-                cgroup.remove()
-            return StartReply(error=error.replace(str(model_dir), request.head_model_dir))
-        # These classes follow the worker's exit on this loop (pidfd or child watcher). It listens
-        # on TCP: the socket path they are given is never created, only "removed" on stop.
-        placeholder = str(home / "tcp")
-        worker: ForkedWorker | SpawnedWorker
-        if process is not None:
-            worker = SpawnedWorker(process, placeholder, status.setup_ms or 0.0)
-        else:
-            assert zygote is not None
-            worker = ZygoteChild(pid, placeholder, status.setup_ms or 0.0, zygote)
-        worker.cgroup = cgroup
+            worker, status = await launch_worker(
+                launch,
+                zygotes=zygotes,
+                runtime=request.runtime,
+                fresh=request.fresh,
+                base_env=self.base_env,
+                cgroups=self._cgroups,
+                memory_mb=request.memory_mb,
+                startup_timeout_s=self.startup_timeout_s,
+                socket_path=str(home / "tcp"),
+            )
+        except WorkerStartError as exc:
+            shutil.rmtree(home, ignore_errors=True)
+            return StartReply(error=str(exc).replace(str(model_dir), request.head_model_dir))
+        if status.port is None:
+            await worker.stop()
+            shutil.rmtree(home, ignore_errors=True)
+            return StartReply(error="the worker reported ready without the port it listens on")
         self.workers[request.worker_id] = worker
         return StartReply(
-            pid=pid, port=status.port, setup_ms=status.setup_ms or 0.0, memory_enforced=cgroup is not None
+            pid=worker.pid,
+            port=status.port,
+            setup_ms=worker.setup_ms,
+            memory_enforced=worker.cgroup is not None,
         )
 
     async def stop_worker(self, worker_id: str, grace_s: float = 2.0) -> None:
@@ -201,10 +178,17 @@ class NodeAgent:
             await worker.stop(grace_s)
             shutil.rmtree(Path(worker.address.removeprefix("unix:")).parent, ignore_errors=True)
 
-    async def poll(self) -> NodeReport:
-        """The node's workers now; those that exited on their own are reported once, then gone."""
+    async def poll(self, runtimes: tuple[str, ...] | None = None) -> NodeReport:
+        """The node's workers now; those that exited on their own are reported once, then gone.
+
+        ``runtimes`` are those the gateway's deployed pools use (None: not known yet): the zygote
+        of any other runtime, with no worker left, is stopped after the idle period, as on one
+        machine.
+        """
         zygotes = self._zygote_supervisor()
-        zygotes.maintain()  # restart a zygote that died
+        if runtimes is not None:
+            zygotes.use(runtimes)
+        zygotes.maintain()  # restart a zygote that died, stop one idle long enough
         alive: dict[str, WorkerReport] = {}
         exited: dict[str, WorkerReport] = {}
         for worker_id, worker in list(self.workers.items()):

@@ -25,6 +25,7 @@ import os
 import re
 import tarfile
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.ray.agent import NodeAgent
 from coldbrew.backends.ray.messages import AgentInfo, ModelBundle, NodeReport, StartReply, StartRequest
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
-from coldbrew.backends.zygotes import Zygotes
+from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
 
 log = logging.getLogger("coldbrew.backends.ray")
 
@@ -82,7 +83,9 @@ class _Node:
             node_id=self.node_id,
             memory_mb=self.memory_mb,
             cpus=self.cpus,
-            used_memory_mb=sum(w.memory_mb for w in self.workers.values()),
+            # The agent's zygotes hold memory of the node too: what they hold is not placed.
+            used_memory_mb=sum(w.memory_mb for w in self.workers.values())
+            + self.zygote_rss_bytes // (1024 * 1024),
             used_cpus=sum(cpus_for(w.memory_mb) for w in self.workers.values()),
             models=frozenset(self.models),
             environments=environments,
@@ -160,6 +163,7 @@ class RayBackend:
         zygote: bool = True,
         memory_cgroups: bool = True,
         namespace: str = "coldbrew",
+        zygote_idle_s: float = ZYGOTE_IDLE_S,
     ) -> None:
         try:
             import ray  # the optional extra: only a server started with --backend ray imports it
@@ -170,6 +174,9 @@ class RayBackend:
         self.startup_timeout_s = startup_timeout_s
         self.zygote = zygote
         self.memory_cgroups = memory_cgroups
+        self.zygote_idle_s = zygote_idle_s
+        self._runtimes: tuple[str, ...] | None = None
+        """The runtimes serving's pools use (``use_runtimes``), told to every agent on its poll."""
         # The gateway is a driver of the cluster ("auto": the one this machine's `ray start`
         # joined; None: RAY_ADDRESS, else a Ray of its own on this machine). Its output stays in
         # Ray's logs: coldbrew's own logging is not to be interleaved with every actor's.
@@ -241,7 +248,14 @@ class RayBackend:
                 max_concurrency=1000,
                 name=f"coldbrew-agent-{os.getpid()}-{next(self._ids)}-{node_id[:16]}",
             )
-            .remote(node_id, host, self.startup_timeout_s, self.zygote, self.memory_cgroups)
+            .remote(
+                node_id,
+                host,
+                self.startup_timeout_s,
+                self.zygote,
+                self.memory_cgroups,
+                zygote_idle_s=self.zygote_idle_s,
+            )
         )
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[AgentInfo] = asyncio.ensure_future(self._await(actor.ready.remote()))  # type: ignore[attr-defined]
@@ -262,7 +276,7 @@ class RayBackend:
             failures = 0
             while not self._closed and not node.dead:
                 try:
-                    report: NodeReport = await node.agent.poll.remote()
+                    report: NodeReport = await node.agent.poll.remote(self._runtimes)
                 except self._ray.exceptions.ActorUnavailableError:
                     # Possibly a hiccup (the actor is not restarted, but its connection may be):
                     # a few in a row, or Ray's word that it died, and the node is lost.
@@ -317,8 +331,14 @@ class RayBackend:
             await asyncio.wait(pending, timeout=self.startup_timeout_s)
         return bool(pending)
 
+    def use_runtimes(self, runtimes: Collection[str]) -> None:
+        """The runtimes the deployed pools use (``RuntimeHelpers``): each agent stops the other
+        runtimes' zygotes after the idle period (``COLDBREW_ZYGOTE_IDLE_S``), as on one machine."""
+        self._runtimes = tuple(sorted(runtimes))
+
     def helper_rss_bytes(self) -> int:
-        """Memory held by the agents' zygotes, on every node."""
+        """Memory held by the agents' zygotes, on every node (serving takes it from its budget;
+        placement from each node's)."""
         return sum(n.zygote_rss_bytes for n in self.nodes.values() if not n.dead)
 
     # --- artifacts -----------------------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Starting one coldbrew worker on this machine: fork it from its runtime's zygote (or start a fresh
+interpreter), limit its memory from the start, and wait for its readiness on the status pipe.
+
+Shared by the local backend (:mod:`~coldbrew.backends.local`) and the Ray backend's node agent
+(:mod:`~coldbrew.backends.ray.agent`): the two differ in how the worker is prepared (containment,
+the node's copy of the model) and reached (a Unix socket, TCP on the node's address), not in how it
+is launched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+
+from coldbrew.backends.base import WorkerStartError
+from coldbrew.backends.cgroups import MemoryCgroups
+from coldbrew.backends.fresh import spawn_worker
+from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
+from coldbrew.backends.status import read_status
+from coldbrew.backends.zygotes import ZygoteChild, Zygotes
+from coldbrew.worker.messages import WorkerLaunch, WorkerStatus
+
+log = logging.getLogger("coldbrew.backends")
+
+ZYGOTE_PATIENCE_S = 30.0
+"""How long a start waits for its runtime's zygote to finish starting before it starts a fresh
+interpreter instead (a zygote whose imports take longer than this is rare: PyTorch takes ~3 s)."""
+
+
+async def launch_worker(
+    launch: WorkerLaunch,
+    *,
+    zygotes: Zygotes,
+    runtime: str,
+    fresh: bool,
+    base_env: Mapping[str, str],
+    cgroups: MemoryCgroups | None,
+    memory_mb: int,
+    startup_timeout_s: float,
+    socket_path: str,
+    output_fd: int | None = None,
+) -> tuple[SpawnedWorker | ForkedWorker, WorkerStatus]:
+    """The worker of ``launch``, once it reported ready, and its status report.
+
+    Raises WorkerStartError with the loader's error (paths as the worker saw them: the caller
+    rewrites them to the user's names) if it did not become ready; nothing of it is left then.
+    ``socket_path`` is what the worker object removes on stop (a worker on TCP never creates it).
+    """
+    zygote = None if fresh else await zygotes.wait_ready(runtime, ZYGOTE_PATIENCE_S)
+    read_fd, write_fd = os.pipe()
+    process: asyncio.subprocess.Process | None = None
+    pid = 0
+    try:
+        if zygote is not None:
+            try:
+                pid = await zygote.fork(launch, write_fd, output_fd)
+            except OSError as exc:
+                log.warning("the zygote could not fork a worker (%s); starting a fresh one", exc)
+                zygote = None
+        if zygote is None:
+            process = await spawn_worker(launch, write_fd, base_env, output_fd)
+            pid = process.pid
+    finally:
+        os.close(write_fd)
+    # Limited from the start, so the model load itself counts against MemorySizeInMB.
+    cgroup = (
+        cgroups.attach(pid, memory_mb, background=launch.nice > 0)
+        if cgroups is not None and memory_mb
+        else None
+    )
+    try:
+        status = await asyncio.wait_for(read_status(read_fd), startup_timeout_s)
+    except TimeoutError:
+        await kill(process, pid)
+        if cgroup is not None:
+            cgroup.remove()
+        raise WorkerStartError(f"The model did not become ready within {startup_timeout_s:.0f} s.") from None
+    finally:
+        os.close(read_fd)
+    if not status.ready:
+        if process is not None:
+            await process.wait()
+        error = status.error or "the worker exited before it was ready"
+        if cgroup is not None and cgroup.oom_killed():
+            error = f"Loading the model needs more than its memory size of {memory_mb} MB."
+        if cgroup is not None:
+            cgroup.remove()
+        raise WorkerStartError(error)
+    setup_ms = status.setup_ms or 0.0
+    worker: SpawnedWorker | ForkedWorker
+    if process is not None:
+        worker = SpawnedWorker(process, socket_path, setup_ms)
+    else:
+        assert zygote is not None
+        worker = ZygoteChild(pid, socket_path, setup_ms, zygote)
+    worker.cgroup = cgroup
+    return worker, status
