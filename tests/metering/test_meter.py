@@ -253,3 +253,8 @@ def test_records_from_what_the_gateway_knows() -> None:
     assert (throttled.model_latency_us, throttled.overhead_latency_us) == (0, 5_000)
     assert not model_error.cold_start and model_error.setup_us == 0
     assert (model_error.outcome, throttled.outcome) == (Outcome.MODEL_ERROR, Outcome.CLIENT_ERROR)
+    # On --backend ray a failed invocation names its node as an answered one does (issue 16).
+    on_node = MeterRecord.failed(
+        **facts, total_us=5_000, bytes_in=10, bytes_out=30, status=424, error_code="ModelError", node="n1"
+    )
+    assert (on_node.node, model_error.node) == ("n1", None)
