@@ -82,7 +82,10 @@ class Services:
             from coldbrew.backends.ray.backend import RayBackend
 
             self.backend = RayBackend(
-                settings.ray_address, zygote=settings.zygote, memory_cgroups=settings.memory_cgroups
+                settings.ray_address,
+                zygote=settings.zygote,
+                memory_cgroups=settings.memory_cgroups,
+                zygote_idle_s=settings.zygote_idle_s,
             )
         else:
             self.backend = LocalBackend(
