@@ -48,6 +48,26 @@ def budget_used_mb(server: ColdbrewServer) -> float:
     raise AssertionError("no coldbrew_memory_budget_used_megabytes in /metrics")
 
 
+def endpoint_sample(server: ColdbrewServer, name: str, endpoint: str, **labels: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+        and sample.labels.get("EndpointName") == endpoint
+        and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def environment_starts(server: ColdbrewServer, endpoint: str) -> float:
+    return endpoint_sample(server, "coldbrew_scaling_environment_starts_total", endpoint)
+
+
+def busy_environments(server: ColdbrewServer, endpoint: str) -> float:
+    return endpoint_sample(server, "coldbrew_scaling_environments", endpoint, state="busy")
+
+
 def wait_until(check: Any, timeout: float = 60.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -245,8 +265,13 @@ def test_warm_workers_of_a_dead_zygote_get_no_request(server: ColdbrewServer, sc
 
     thread = threading.Thread(target=slow)
     thread.start()
-    time.sleep(1.0)
+    assert wait_until(lambda: busy_environments(server, "orphans") == 1)
+    starts = environment_starts(server, "orphans")
     psutil.Process(zygote).kill()
+    # A SIGKILL takes effect when the kernel gets round to it, and the gateway hears of it from its
+    # socket: until then its forked workers are as good as any. Their replacements starting is the
+    # sign that the gateway has retired them.
+    assert wait_until(lambda: environment_starts(server, "orphans") > starts)
     # The next invocations, at once and for a while, all succeed: none is handed to a worker of
     # the dead zygote that is shutting down.
     errors, served = [], set()
