@@ -9,9 +9,11 @@ Then the same at 2x and 4x the rate (``--multipliers``), each from zero again, r
 breaks.
 
 Per rate: requests sent, answered, throttled (ThrottlingException: MaxConcurrency reached, or the
-machine's memory budget full of busy environments), other errors; latency p50,
-p99 and max of the answered ones (from the arrival time, so time a request waited for a connection
-counts); cold starts (the meter's ``sagemaker_ColdStarts`` in ``/metrics``); how late the client
+machine's memory budget full with no environment of the endpoint's own to wait for), by reason and
+by the second of the run they arrived in, with the answers over 25 ms likewise (a stall shows as a
+bad second); other errors; latency p50, p99 and max of the answered ones (from the arrival time,
+so time a request waited for a connection counts); cold starts (the meter's
+``sagemaker_ColdStarts``) and environment starts (the scaling core's); how late the client
 sent requests behind their arrival times (p99; if it grows, the client, not the server, is the
 limit: both share this machine's cores); CPU of the server and of the client.
 
@@ -76,6 +78,9 @@ async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> d
     lateness: list[float] = []
     outcomes = {"answered": 0, "throttled": 0, "errors": 0}
     error_samples: list[str] = []
+    throttles: dict[str, int] = {}
+    throttled_at: list[float] = []
+    slow: list[tuple[float, float]] = []
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 
@@ -92,9 +97,14 @@ async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> d
             if answer.status_code == 200:
                 outcomes["answered"] += 1
                 latencies.append(time.perf_counter() - (start + at))
+                if latencies[-1] > 0.025:
+                    slow.append((at, latencies[-1]))
             elif answer.headers.get("x-amzn-errortype", "").startswith("ThrottlingException"):
                 # HTTP 400, as on SageMaker: MaxConcurrency reached, or the memory budget full.
                 outcomes["throttled"] += 1
+                reason = "memory budget" if "memory budget" in answer.text else "MaxConcurrency"
+                throttles[reason] = throttles.get(reason, 0) + 1
+                throttled_at.append(at)
             else:
                 outcomes["errors"] += 1
                 if len(error_samples) < 5:
@@ -121,8 +131,29 @@ async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> d
             "max": round(ms[-1], 2) if ms else None,
         },
         "client_late_ms_p99": round(float(np.percentile(late, 99)), 2) if late else None,
+        "throttled_by_reason": throttles,
+        # Where the trouble is: answers over 25 ms and throttles by the second of the run they
+        # arrived in (a stall shows as one bad second; a slow start as the first ones).
+        "over_25ms_by_second": _by_second(at for at, _ in slow),
+        "throttled_by_second": _by_second(throttled_at),
         "error_samples": error_samples,
     }
+
+
+def _by_second(times: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in times:
+        counts[str(int(t))] = counts.get(str(int(t)), 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:10])
+
+
+def environment_starts(server: ColdbrewServer, endpoint: str) -> int:
+    """The scaling core's own count (the meter's sagemaker_ColdStarts lags by a flush)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "coldbrew_scaling_environment_starts":
+            return int(sum(s.value for s in family.samples if s.labels.get("EndpointName") == endpoint))
+    return 0
 
 
 def main() -> None:
@@ -133,20 +164,24 @@ def main() -> None:
     parser.add_argument("--max-concurrency", type=int, default=20)
     parser.add_argument("--memory", type=int, default=1024)
     parser.add_argument("--n-estimators", type=int, default=50, help="the demo's forest")
+    parser.add_argument("--idle-timeout", type=float, default=30, help="COLDBREW_IDLE_TIMEOUT_S (s)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="coldbrew-bench-burst-"))
     archive, _ = sklearn_archive(tmp / "model.tar.gz", n_estimators=args.n_estimators)
-    # A short idle timeout, so each rate starts from zero environments again.
-    server = ColdbrewServer(
-        tmp / "data", env={"COLDBREW_IDLE_TIMEOUT_S": "2", "COLDBREW_LOGS_ECHO": "false"}
-    ).start()
+    # An idle timeout short enough that each rate starts from zero environments again, but not so
+    # short that environments a burst's peaks started are released and started again all through
+    # the run (at 2 s: 60 environment starts in 30 s at 10,000/min), which no deployment on the
+    # default (300 s) would see.
+    env = {"COLDBREW_IDLE_TIMEOUT_S": str(args.idle_timeout), "COLDBREW_LOGS_ECHO": "false"}
+    server = ColdbrewServer(tmp / "data", env=env).start()
     results: dict[str, Any] = {
         "benchmark": "burst",
         "model": f"RandomForestRegressor(n_estimators={args.n_estimators}) on load_diabetes, one CSV row",
         "endpoint": {"MemorySizeInMB": args.memory, "MaxConcurrency": args.max_concurrency},
         "cpus": os.cpu_count(),
         "arrivals": "Poisson (open loop)",
+        "idle_timeout_s": args.idle_timeout,
         "runs": [],
     }
     try:
@@ -157,10 +192,11 @@ def main() -> None:
         wait_for_status(sm, "burst", "InService")
         url = f"{server.url}/endpoints/burst/invocations"
         for i, multiplier in enumerate(float(m) for m in args.multipliers.split(",")):
-            if not wait_for_zero(server, 60):
+            if not wait_for_zero(server, args.idle_timeout + 60):
                 raise SystemExit("the endpoint did not scale to zero between runs")
             rate = args.rate * multiplier
             before = cold_starts(server, "burst")
+            starts_before = environment_starts(server, "burst")
             cpu = Cpu(server)
             load = os.getloadavg()[0]
             run = asyncio.run(open_loop(url, rate / 60, args.seconds, seed=i))
@@ -168,6 +204,7 @@ def main() -> None:
             run.update(
                 rate_per_minute=rate,
                 cold_starts=cold_starts(server, "burst") - before,
+                environment_starts=environment_starts(server, "burst") - starts_before,
                 cpu_s={
                     "server_and_workers": round(seconds["gateway"] + seconds["workers_and_zygotes"], 1),
                     "client": seconds["client"],
