@@ -44,9 +44,10 @@ import numpy as np  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from bench.cpu import Cpu  # noqa: E402
+from bench.http_client import Client, HttpError  # noqa: E402
 from tests.support import ColdbrewServer, deploy_serverless, sklearn_archive, wait_for_status, worker_pids  # noqa: E402
 
-ROW = "0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,-0.002,0.02,-0.01"
+ROW = b"0.03,0.05,0.06,0.02,-0.04,-0.03,-0.04,-0.002,0.02,-0.01"
 
 
 def cold_starts(server: ColdbrewServer, endpoint: str) -> int:
@@ -66,7 +67,7 @@ def wait_for_zero(server: ColdbrewServer, timeout_s: float) -> bool:
     return False
 
 
-async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> dict[str, Any]:
+async def open_loop(base_url: str, path: str, rate_per_s: float, seconds: float, seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     arrivals, t = [], 0.0
     while True:
@@ -81,20 +82,21 @@ async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> d
     throttles: dict[str, int] = {}
     throttled_at: list[float] = []
     slow: list[tuple[float, float]] = []
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    # A light client (bench/http_client.py): httpx spent more CPU per request than the server.
+    client = Client(base_url)
+    try:
 
         async def one(at: float, start: float) -> None:
             sent = time.perf_counter()
             lateness.append(sent - (start + at))
             try:
-                answer = await client.post(url, content=ROW, headers={"Content-Type": "text/csv"})
-            except httpx.HTTPError as e:
+                answer = await asyncio.wait_for(client.post(path, ROW, "text/csv"), 60)
+            except (OSError, asyncio.IncompleteReadError, HttpError, TimeoutError) as e:
                 outcomes["errors"] += 1
                 if len(error_samples) < 5:
                     error_samples.append(repr(e))
                 return
-            if answer.status_code == 200:
+            if answer.status == 200:
                 outcomes["answered"] += 1
                 latencies.append(time.perf_counter() - (start + at))
                 if latencies[-1] > 0.025:
@@ -108,7 +110,7 @@ async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> d
             else:
                 outcomes["errors"] += 1
                 if len(error_samples) < 5:
-                    error_samples.append(f"{answer.status_code} {answer.text[:200]}")
+                    error_samples.append(f"{answer.status} {answer.text[:200]}")
 
         tasks = []
         start = time.perf_counter()
@@ -119,6 +121,8 @@ async def open_loop(url: str, rate_per_s: float, seconds: float, seed: int) -> d
             tasks.append(asyncio.create_task(one(at, start)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
+    finally:
+        await client.close()
     ms = sorted(x * 1000 for x in latencies)
     late = sorted(x * 1000 for x in lateness)
     return {
@@ -190,7 +194,6 @@ def main() -> None:
             sm, "burst", archive.as_uri(), memory=args.memory, max_concurrency=args.max_concurrency
         )
         wait_for_status(sm, "burst", "InService")
-        url = f"{server.url}/endpoints/burst/invocations"
         for i, multiplier in enumerate(float(m) for m in args.multipliers.split(",")):
             if not wait_for_zero(server, args.idle_timeout + 60):
                 raise SystemExit("the endpoint did not scale to zero between runs")
@@ -199,7 +202,9 @@ def main() -> None:
             starts_before = environment_starts(server, "burst")
             cpu = Cpu(server)
             load = os.getloadavg()[0]
-            run = asyncio.run(open_loop(url, rate / 60, args.seconds, seed=i))
+            run = asyncio.run(
+                open_loop(server.url, "/endpoints/burst/invocations", rate / 60, args.seconds, seed=i)
+            )
             seconds = cpu.seconds()
             run.update(
                 rate_per_minute=rate,
