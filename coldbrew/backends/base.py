@@ -91,6 +91,16 @@ class RuntimeHelpers(Protocol):
         """Resident memory of the helpers."""
 
 
+@runtime_checkable
+class ClusterMemory(Protocol):
+    """A backend whose room is a cluster's, not this machine's (the Ray backend): unless
+    ``COLDBREW_MEMORY_BUDGET_MB`` is set, serving's memory budget is what it reports, read again as
+    nodes join and leave (the helpers' memory still comes out of it, as ``RuntimeHelpers`` say)."""
+
+    def memory_capacity_mb(self) -> int:
+        """The memory environments may hold on all the nodes together, now."""
+
+
 class Backend(Protocol):
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
         """Start an environment and return once it answers; raise WorkerStartError otherwise."""

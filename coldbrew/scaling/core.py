@@ -34,7 +34,8 @@ The rules, per pool (one variant of one deployment):
   releases, fails before it starts anything; a Reconfigure that raises a minimum beyond what fits
   is refused and changes nothing. The machine is never over-committed. The memory of the
   machine's helpers (the zygotes, reported by ``Helpers``) comes out of the budget first: what
-  environments may hold is the budget less that.
+  environments may hold is the budget less that. The budget itself may change (``Budget``: a Ray
+  cluster's nodes joining or leaving); a smaller one stops nothing, it only keeps starts out.
 - **Starting together**: a pool with ``start_with`` (a transform job's instances) starts that many
   environments when it is deployed, the load check included, in free memory only.
 - **Retirement**: an environment whose worker is going to exit on its own (its zygote died)
@@ -56,6 +57,7 @@ from coldbrew.scaling.keepalive import KeepAlivePolicy, make_policy
 from coldbrew.scaling.messages import (
     Action,
     Arrival,
+    Budget,
     Close,
     Deploy,
     Drained,
@@ -211,6 +213,7 @@ class ScalingCore:
             Lost: self._lost,
             Retire: self._retire,
             Helpers: self._helpers,
+            Budget: self._budget,
             Tick: self._tick,
         }
 
@@ -544,6 +547,14 @@ class ScalingCore:
         if event.mb < self.helpers_mb:
             self._room_changed = True
         self.helpers_mb = max(0, event.mb)
+
+    def _budget(self, event: Budget, now: float, out: list[Action]) -> None:
+        # A budget that grows (a node joined) is room a waiting load check may use; one that
+        # shrinks (a node left: its environments are lost with it) stops nothing that exists,
+        # it only keeps new starts out until enough is released.
+        if event.mb > self.memory_budget_mb:
+            self._room_changed = True
+        self.memory_budget_mb = max(0, event.mb)
 
     # --- time ----------------------------------------------------------------------------------
 

@@ -164,6 +164,14 @@ class Helpers:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """The memory budget is now ``mb``: a backend whose room changes (a Ray cluster's nodes
+    joining or leaving) reports it; an explicit ``COLDBREW_MEMORY_BUDGET_MB`` is never changed."""
+
+    mb: int
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: apply the keep-alive (release, pre-warm) and keep minimums."""
 
@@ -181,6 +189,7 @@ Event = (
     | Lost
     | Retire
     | Helpers
+    | Budget
     | Tick
 )
 

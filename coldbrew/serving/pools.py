@@ -29,6 +29,7 @@ from coldbrew.scaling.core import ScalingCore
 from coldbrew.scaling.messages import (
     Action,
     Arrival,
+    Budget,
     Close,
     Deploy,
     Drained,
@@ -296,6 +297,11 @@ class Pools:
         """The backend's helpers (zygotes) hold ``mb`` now: the budget's room is less by that."""
         if mb != self.core.helpers_mb:
             self._handle(Helpers(mb))
+
+    def budget(self, mb: int) -> None:
+        """The memory budget is ``mb`` now (a cluster's nodes joined or left)."""
+        if mb != self.core.memory_budget_mb:
+            self._handle(Budget(mb))
 
     def tick(self) -> None:
         """Let the core apply what time has made due (the timer calls this; tests may too)."""

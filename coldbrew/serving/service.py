@@ -18,7 +18,7 @@ import psutil
 
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
-from coldbrew.backends.base import Backend, RuntimeHelpers
+from coldbrew.backends.base import Backend, ClusterMemory, RuntimeHelpers
 from coldbrew.backends.processes import cpu_seconds
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelNotReadyException
@@ -65,7 +65,15 @@ class Serving:
         self.idle_timeout_s = idle_timeout_s
         self.invocation_timeout_s = invocation_timeout_s
         self.keepalive = keepalive
-        self.pools = Pools(backend, memory_budget_mb or default_memory_budget_mb(), logs=logs)
+        # The budget: COLDBREW_MEMORY_BUDGET_MB when set; else a cluster's room, followed as its
+        # nodes join and leave (the Ray backend); else 80% of this machine's memory.
+        self._budget_from_backend = not memory_budget_mb and isinstance(backend, ClusterMemory)
+        if not memory_budget_mb:
+            if isinstance(backend, ClusterMemory):
+                memory_budget_mb = backend.memory_capacity_mb()
+            else:
+                memory_budget_mb = default_memory_budget_mb()
+        self.pools = Pools(backend, memory_budget_mb, logs=logs)
         self.endpoints: dict[str, LiveEndpoint] = {}
         """By lower-cased endpoint name."""
         self.jobs: dict[str, LiveEndpoint] = {}
@@ -229,6 +237,8 @@ class Serving:
                 # Zygotes: none kept for a runtime no pool uses; theirs comes out of the budget.
                 self.backend.use_runtimes({spec.runtime for spec in self.pools.specs.values()})
                 self.pools.helpers(self.backend.helper_rss_bytes() // MiB)
+            if self._budget_from_backend and isinstance(self.backend, ClusterMemory):
+                self.pools.budget(self.backend.memory_capacity_mb())
             self.backend.maintain()
             self.pools.reap_dead()
             watch_memory(self.pools)

@@ -1,12 +1,16 @@
-"""The Ray backend's placement rules, as a pure function (no Ray: part of the default run)."""
+"""The Ray backend's placement rules, as a pure function, and serving's budget from the cluster's
+memory (no Ray: part of the default run)."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from coldbrew.backends.ray.backend import _Node
+from coldbrew.backends.base import WorkerSpec, WorkerStartError
+from coldbrew.backends.ray.backend import _capacity_mb, _listed_memory_mb, _Node
 from coldbrew.backends.ray.messages import AgentInfo
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+from coldbrew.serving.service import Serving
 
 DIGEST = "a" * 64
 
@@ -59,3 +63,72 @@ def test_a_nodes_zygotes_count_against_its_memory() -> None:
         assert not node.state().fits(2048) and node.state().fits(1848)
     finally:
         loop.close()
+
+
+def test_the_clusters_memory_is_the_sum_of_its_live_nodes() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        starting = loop.create_future()  # an agent still starting: its node counts already
+        nodes = [
+            _Node("a", "10.0.0.1", memory_mb=2048, cpus=2.0, agent=None, ready=starting),
+            _Node("b", "10.0.0.2", memory_mb=4096, cpus=4.0, agent=None, ready=starting),
+            _Node("c", "10.0.0.3", memory_mb=8192, cpus=8.0, agent=None, ready=starting, dead=True),
+        ]
+        assert _capacity_mb(nodes) == 6144
+    finally:
+        loop.close()
+    listing = [
+        {"NodeID": "a", "Alive": True, "Resources": {"memory": 2048 * 2**20, "CPU": 2.0}},
+        {"NodeID": "b", "Alive": False, "Resources": {"memory": 4096 * 2**20}},
+        {"NodeID": "h", "Alive": True, "Resources": {"CPU": 1.0}},  # `ray start --memory 0`
+    ]
+    assert _listed_memory_mb(listing) == 2048
+
+
+class ClusterBackend:
+    """A backend whose room is a cluster's (as the Ray backend's): serving's budget follows it."""
+
+    def __init__(self, capacity_mb: int) -> None:
+        self.capacity_mb = capacity_mb
+
+    def memory_capacity_mb(self) -> int:
+        return self.capacity_mb
+
+    async def start(self, spec: WorkerSpec) -> Any:
+        raise WorkerStartError("not in this test")
+
+    def maintain(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def test_servings_budget_follows_the_clusters_memory_unless_set() -> None:
+    async def scenario() -> None:
+        backend = ClusterBackend(5120)
+        serving = Serving(backend, None, None, 60.0)  # type: ignore[arg-type]
+        explicit = Serving(ClusterBackend(5120), None, None, 60.0, memory_budget_mb=1000)  # type: ignore[arg-type]
+        assert serving.pools.core.memory_budget_mb == 5120
+        await serving.start()
+        await explicit.start()
+        try:
+            backend.capacity_mb = 7680  # a node joined
+            for _ in range(400):
+                if serving.pools.core.memory_budget_mb == 7680:
+                    break
+                await asyncio.sleep(0.05)
+            assert serving.pools.core.memory_budget_mb == 7680
+            backend.capacity_mb = 2560  # two left
+            for _ in range(400):
+                if serving.pools.core.memory_budget_mb == 2560:
+                    break
+                await asyncio.sleep(0.05)
+            assert serving.pools.core.memory_budget_mb == 2560
+            # COLDBREW_MEMORY_BUDGET_MB wins over the cluster's.
+            assert explicit.pools.core.memory_budget_mb == 1000
+        finally:
+            await serving.close()
+            await explicit.close()
+
+    asyncio.run(scenario())

@@ -1,10 +1,12 @@
-"""The zygotes' memory comes out of the memory budget (issue 18): the ``Helpers`` event."""
+"""The zygotes' memory comes out of the memory budget (issue 18): the ``Helpers`` event; and the
+budget itself changes (issue 16): the ``Budget`` event."""
 
 from __future__ import annotations
 
 from coldbrew.scaling.core import ScalingCore
 from coldbrew.scaling.messages import (
     Arrival,
+    Budget,
     Deploy,
     Helpers,
     Purpose,
@@ -47,3 +49,34 @@ def test_a_load_check_waiting_for_room_starts_when_a_zygote_stops() -> None:
     assert core.handle(Deploy(pool, check=True), 0.0) == []
     assert core.handle(Helpers(1600), 1.0) == []  # grown: still no room
     assert core.handle(Helpers(300), 2.0) == [Start(1, pool, Purpose.CHECK)]
+
+
+# --- the budget itself changes (issue 16: a Ray cluster's nodes joining or leaving) -----------
+
+
+def test_a_budget_that_grows_makes_room_and_one_that_shrinks_stops_nothing() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    a = deployed(core, serverless("a", memory_mb=1024))
+    b = deployed(core, serverless("b", memory_mb=1024))
+    serve_cold(core, a, 1, 1, at=0.0)
+    serve_cold(core, a, 2, 2, at=0.0)
+    # Full, and b has no environment to wait for: throttled.
+    [reject] = core.handle(Arrival(b, 3), 1.0)
+    assert isinstance(reject, Reject) and reject.kind is RejectKind.THROTTLED
+    # A node joined: room for b.
+    assert core.handle(Budget(3072), 2.0) == []
+    assert core.free_mb == 1024
+    assert core.handle(Arrival(b, 4), 2.0) == [Start(3, b, Purpose.DEMAND)]
+    assert core.handle(Ready(3), 2.5) == [Route(4, 3, cold=True)]
+    # A node left: what exists is not stopped for it, but no more starts until room is released.
+    assert core.handle(Budget(2048), 3.0) == []
+    assert core.free_mb == -1024 and len(core.envs) == 3
+
+
+def test_a_load_check_waiting_for_room_starts_when_the_budget_grows() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    core.handle(Helpers(1500), 0.0)
+    pool = core.add_pool(serverless(memory_mb=1024))
+    assert core.handle(Deploy(pool, check=True), 0.0) == []
+    assert core.handle(Budget(2048), 1.0) == []  # unchanged: still no room
+    assert core.handle(Budget(4096), 2.0) == [Start(1, pool, Purpose.CHECK)]

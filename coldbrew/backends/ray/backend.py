@@ -197,6 +197,10 @@ class RayBackend:
                 "check --ray-address (COLDBREW_RAY_ADDRESS)"
             ) from None
         self.nodes: dict[str, _Node] = {}
+        # Serving's budget until the first discovery has given every node its agent: the memory
+        # of the nodes Ray lists now.
+        self._listed_memory_mb = _listed_memory_mb(ray.nodes())
+        self._discovered = False
         self._bundles: dict[str, tuple[ModelBundle, Any]] = {}
         self._ids = itertools.count()
         self._discovery: asyncio.Task[None] | None = None
@@ -224,6 +228,7 @@ class RayBackend:
             log.warning("could not list the Ray cluster's nodes: %s", exc)
             return
         alive = {n["NodeID"]: n for n in listed if n.get("Alive")}
+        self._discovered = True
         for node_id, node in list(self.nodes.items()):
             if node_id not in alive and not node.dead:
                 self._node_lost(node, "it left the Ray cluster")
@@ -235,7 +240,7 @@ class RayBackend:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         resources = info.get("Resources", {})
-        memory_mb = int(resources.get("memory", 0) // (1024 * 1024))
+        memory_mb = _memory_mb(resources)
         cpus = float(resources.get("CPU", 0.0))
         host = str(info.get("NodeManagerAddress", "127.0.0.1"))
         actor = (
@@ -340,6 +345,15 @@ class RayBackend:
         """Memory held by the agents' zygotes, on every node (serving takes it from its budget;
         placement from each node's)."""
         return sum(n.zygote_rss_bytes for n in self.nodes.values() if not n.dead)
+
+    def memory_capacity_mb(self) -> int:
+        """Serving's memory budget (``ClusterMemory``): the Ray ``memory`` of every node coldbrew
+        places on, those whose agent is still starting included (a start waits for it), those
+        lost not; serving takes the zygotes' memory (``helper_rss_bytes``) out of it. Read again
+        on every housekeeping pass, so it grows when a node joins and shrinks when one leaves."""
+        if not self._discovered:
+            return self._listed_memory_mb
+        return _capacity_mb(self.nodes.values())
 
     # --- artifacts -----------------------------------------------------------------------------
 
@@ -492,6 +506,19 @@ class _NodeFailed(Exception):
         super().__init__(reason)
         self.node = node
         self.reason = reason
+
+
+def _capacity_mb(nodes: Collection[_Node]) -> int:
+    return sum(n.memory_mb for n in nodes if not n.dead)
+
+
+def _listed_memory_mb(listed: list[dict[str, Any]]) -> int:
+    """The memory of the alive nodes in a ``ray.nodes()`` listing."""
+    return sum(_memory_mb(n.get("Resources", {})) for n in listed if n.get("Alive"))
+
+
+def _memory_mb(resources: dict[str, Any]) -> int:
+    return int(resources.get("memory", 0) // (1024 * 1024))
 
 
 def _succeeded(future: asyncio.Future[Any]) -> bool:
