@@ -193,6 +193,18 @@ class MinuteAggregate:
         self.bytes_in += r.bytes_in
         self.bytes_out += r.bytes_out
 
+    def add_idle_samples(self, serverless: bool, memory_mb: int, count: int) -> None:
+        """``count`` samples of the variant holding no environment: the same as ``add_sample`` of
+        as many samples with zero environments (the meter counts those instead of keeping them)."""
+        if count <= 0:
+            return
+        self.serverless = int(serverless)
+        self.memory_mb = memory_mb
+        self.samples += count
+        self.memory_utilization_max = max(self.memory_utilization_max, 0.0)
+        self.concurrency_utilization_max = max(self.concurrency_utilization_max, 0.0)
+        self.concurrency_utilization_min = _low(self.concurrency_utilization_min, 0.0)
+
     def add_sample(self, sample: VariantSample, seconds: float) -> None:
         self.serverless = int(sample.serverless)
         self.memory_mb = sample.memory_mb

@@ -41,6 +41,9 @@ cpu_seconds, the CPU time the environment used so far (None once its worker is g
 CpuReadings = dict[object, tuple[float, float]]
 """Per environment (endpoint, variant, id): when (monotonic seconds) and its cpu_seconds then."""
 
+Idle = tuple[str, str, bool, int]
+"""A variant that held no environment when sampled: endpoint, variant, serverless, memory_mb."""
+
 PRUNE_INTERVAL_S = 60.0
 _INSERT_RECORD = (
     f"INSERT INTO meter_records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
@@ -80,14 +83,27 @@ def samples_from_snapshot(
     seen: set[object] | None = None,
     cpu: CpuReadings | None = None,
     now: float = 0.0,
+    idle: list[Idle] | None = None,
 ) -> list[VariantSample]:
     """Samples per variant; ``seen`` (environment ids of the previous sample) and ``cpu`` (CPU
-    readings of the previous sample, taken at ``now``, monotonic seconds) are updated in place."""
+    readings of the previous sample, taken at ``now``, monotonic seconds) are updated in place.
+    With ``idle``, a variant holding no environment is appended to it instead of sampled (its
+    sample would be all zeros: ``MinuteAggregate.add_idle_samples`` counts such samples)."""
     samples = []
     current: set[object] = set()
     readings: CpuReadings = {}
     for variant in snapshot:
         envs = variant.get("environments", [])
+        if not envs and idle is not None:
+            idle.append(
+                (
+                    variant["endpoint"],
+                    variant["variant"],
+                    bool(variant["serverless"]),
+                    int(variant["memory_mb"]),
+                )
+            )
+            continue
         ids = {(variant["endpoint"], variant["variant"], e["id"]) for e in envs if "id" in e}
         current |= ids
         new = len(ids - seen) if seen is not None else 0
@@ -139,7 +155,16 @@ class Meter:
         self.monotonic = monotonic
         """Times CPU readings: CPUUtilization's intervals."""
         self._buffer: deque[MeterRecord] = deque()
-        self._samples: deque[tuple[float, float, list[VariantSample]]] = deque()
+        self._samples: deque[tuple[float, float, list[VariantSample], list[Idle]]] = deque()
+        self._idle: dict[int, dict[Key, list[Any]]] = {}
+        """Per minute, the variants sampled without an environment in it and not written yet:
+        [serverless, memory_mb, how many samples]. With thousands of endpoints scaled to zero,
+        writing each one's row at every flush was most of the meter's work; a variant idle for a
+        whole minute gets its row once the minute is over (the same row), one that was active in
+        the minute gets its idle samples with its other figures at every flush."""
+        self._active: dict[int, set[Key]] = {}
+        """Per minute not over yet (or with idle samples still to write), the variants that had a
+        record or a sample with an environment in it."""
         self._lock = threading.Lock()
         """Serialises flushes (writer thread, /metrics, close) and guards ``totals``."""
         self.totals: dict[Key, VariantTotals] = defaultdict(VariantTotals)
@@ -188,29 +213,58 @@ class Meter:
     def sample(self) -> None:
         assert self.snapshot is not None
         now = self.clock()
+        idle: list[Idle] = []
         try:
-            samples = samples_from_snapshot(self.snapshot(), self._seen, self._cpu, self.monotonic())
+            samples = samples_from_snapshot(self.snapshot(), self._seen, self._cpu, self.monotonic(), idle)
         except RuntimeError:
             # The pools changed while we read them (they live on the event loop); skip this tick.
             return
         seconds, self._last_sample = now - self._last_sample, now
-        self._samples.append((now, min(seconds, 5 * self.sample_interval_s), samples))
+        self._samples.append((now, min(seconds, 5 * self.sample_interval_s), samples, idle))
 
-    def flush(self) -> int:
-        """Write what was recorded so far; returns how many records were written."""
+    def flush(self, *, everything: bool = False) -> int:
+        """Write what was recorded so far; returns how many records were written. The idle samples
+        of a minute not over yet whose variant had nothing else in it wait for the minute's end
+        (``everything``: written now too)."""
         with self._lock:
             batch = [self._buffer.popleft() for _ in range(len(self._buffer))]
             sampled = [self._samples.popleft() for _ in range(len(self._samples))]
-            if not batch and not sampled:
+            current = float("inf") if everything else self.clock() // 60 * 60
+            if not batch and not sampled and not (self._idle and min(self._idle) < current):
                 return 0
             minutes: dict[tuple[str, str, int], MinuteAggregate] = defaultdict(MinuteAggregate)
             for record in batch:
                 minutes[(record.endpoint, record.variant, int(record.started_at // 60 * 60))].add_record(
                     record
                 )
-            for at, seconds, samples in sampled:
+            for at, seconds, samples, idle in sampled:
+                minute = int(at // 60 * 60)
                 for sample in samples:
-                    minutes[(sample.endpoint, sample.variant, int(at // 60 * 60))].add_sample(sample, seconds)
+                    minutes[(sample.endpoint, sample.variant, minute)].add_sample(sample, seconds)
+                if idle:
+                    counts = self._idle.setdefault(minute, {})
+                    for endpoint, variant, serverless, memory_mb in idle:
+                        entry = counts.get((endpoint, variant))
+                        if entry is None:
+                            counts[(endpoint, variant)] = [serverless, memory_mb, 1]
+                        else:
+                            entry[0], entry[1] = serverless, memory_mb
+                            entry[2] += 1
+            for endpoint, variant, minute in minutes:
+                self._active.setdefault(minute, set()).add((endpoint, variant))
+            # What idle samples go out with this flush: a whole minute once it is over, else those
+            # of variants that have a row in the minute anyway. Removed only once committed.
+            idle_written: list[tuple[int, list[Key] | None]] = []
+            for minute, counts in self._idle.items():
+                if minute < current:
+                    keys: list[Key] | None = None
+                    taken: Iterable[tuple[Key, list[Any]]] = counts.items()
+                else:
+                    keys = [k for k in self._active.get(minute, ()) if k in counts]
+                    taken = [(k, counts[k]) for k in keys]
+                for (endpoint, variant), (serverless, memory_mb, count) in taken:
+                    minutes[(endpoint, variant, minute)].add_idle_samples(serverless, memory_mb, count)
+                idle_written.append((minute, keys))
             rows = [(*key, *agg.row()) for key, agg in minutes.items()]
             self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -223,15 +277,25 @@ class Meter:
                 raise
             self._conn.execute("COMMIT")
             self.written.wrote({minute for _, _, minute in minutes})
+            for minute, keys in idle_written:
+                if keys is None:
+                    del self._idle[minute]
+                else:
+                    counts = self._idle[minute]
+                    for key in keys:
+                        del counts[key]
+            for minute in [m for m in self._active if m < current and m not in self._idle]:
+                del self._active[minute]
             for record in batch:
                 self.totals[(record.endpoint, record.variant)].add_record(record)
             if sampled:
+                # Variants without an environment are not in the samples: their gauges are zero.
                 latest = {(s.endpoint, s.variant): s for s in sampled[-1][2]}
                 for key, totals in self.totals.items():
                     if key not in latest:
                         totals.memory_utilization = totals.concurrency_utilization = 0.0
                         totals.environments = 0
-                for _, _, samples in sampled:
+                for _, _, samples, _ in sampled:
                     for sample in samples:
                         self.totals[
                             (sample.endpoint, sample.variant)
@@ -270,7 +334,7 @@ class Meter:
         if self._thread is not None:
             self._thread.join(timeout=10)
         try:
-            self.flush()
+            self.flush(everything=True)
         finally:
             with self._lock:
                 self._conn.close()
