@@ -12,7 +12,7 @@ import io
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import joblib
 import pytest
@@ -155,3 +155,30 @@ def node_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ray-model") / "model.tar.gz"
     path.write_bytes(tar_gz({"model.joblib": buffer.getvalue(), "code/inference.py": INFERENCE_PY.encode()}))
     return path
+
+
+class Budget(NamedTuple):
+    """Serving's memory budget, in MB, from ``GET /metrics``."""
+
+    total: int
+    zygotes: int
+    """What the zygotes of every node hold of it."""
+    used: int
+    """What environments hold (or are starting with)."""
+
+    @property
+    def free(self) -> int:
+        return self.total - self.zygotes - self.used
+
+
+def budget(server: ColdbrewServer) -> Budget:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+    return Budget(
+        int(values["coldbrew_memory_budget_megabytes"]),
+        int(values["coldbrew_memory_budget_helpers_megabytes"]),
+        int(values["coldbrew_memory_budget_used_megabytes"]),
+    )

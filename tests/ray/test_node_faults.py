@@ -9,15 +9,17 @@ from typing import Any
 
 import pytest
 
-from tests.ray.conftest import RayCluster
+from tests.ray.conftest import HEAD_MEMORY_MB, NODE_MEMORY_MB, RayCluster, budget
 from tests.ray.test_ray_backend import delete, deploy, gone, invoke, wait_until
+from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
 
 pytestmark = pytest.mark.ray
 
 
 def test_a_node_removed_mid_traffic_costs_only_its_requests_and_a_new_node_is_used(
-    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
 ) -> None:
+    assert budget(ray_server).total == HEAD_MEMORY_MB + 2 * NODE_MEMORY_MB
     deploy(ray_sm, "faults", node_archive, memory=1024, max_concurrency=2, provisioned=2)
     answers: list[dict[str, Any]] = []
     failures: list[str] = []
@@ -54,11 +56,25 @@ def test_a_node_removed_mid_traffic_costs_only_its_requests_and_a_new_node_is_us
     assert len(failures) <= 2, failures
     assert all("exited while handling this request" in f for f in failures), failures
     assert {a["node"] for a in answers[removed_at:]} == {survivor}
-    # A node that joins takes new environments (here it is the only one with 1024 MB free: the
-    # survivor holds both of "faults"' provisioned environments).
+
+    # Serving's memory budget lost the removed node's memory (600 + 2560 MB are left), and the
+    # survivor holds "faults"' two 1024 MB environments: 2048 MB more does not fit in it.
+    def shrunk() -> bool:
+        now = budget(ray_server)
+        return now.total == HEAD_MEMORY_MB + NODE_MEMORY_MB and now.used == 2048
+
+    wait_until(shrunk, "the budget shrinks with the node")
+    assert budget(ray_server).free < 2048
+    # So the deploy's load check waits for room (the core never over-commits the budget).
+    deploy_serverless(ray_sm, "joined", f"file://{node_archive}", memory=2048, max_concurrency=1)
+    assert ray_sm.describe_endpoint(EndpointName="joined")["EndpointStatus"] == "Creating"
+    # A node joins: the budget grows by its memory, the load check finds room, and the new
+    # environment is placed on the new node (the only one with 2048 MB free).
     joined = str(ray_cluster.add_node().node_id)
     ray_cluster.cluster.wait_for_nodes()
-    deploy(ray_sm, "joined", node_archive, memory=1024, max_concurrency=1)
+    grown = HEAD_MEMORY_MB + 2 * NODE_MEMORY_MB
+    wait_until(lambda: budget(ray_server).total == grown, "the budget grows with the node")
+    wait_for_status(ray_sm, "joined", "InService", timeout=120)
     assert invoke(ray_runtime, "joined")["node"] == joined
     delete(ray_sm, "joined")
     delete(ray_sm, "faults")

@@ -3,18 +3,21 @@ limits per node, an update."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import tarfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import pytest
 
-from tests.ray.conftest import RayCluster
+from tests.ray.conftest import HEAD_MEMORY_MB, NODE_MEMORY_MB, RayCluster, budget
 from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
 
 pytestmark = pytest.mark.ray
@@ -104,33 +107,57 @@ def test_scale_to_zero_and_back_on_a_worker_node(
     wait_until(lambda: gone({again["pid"]}), "the deleted endpoint's environment is stopped")
 
 
-def test_no_node_holds_more_than_its_memory(ray_sm: Any, ray_runtime: Any, node_archive: Path) -> None:
+def test_no_node_holds_more_than_its_memory_and_the_budget_is_the_clusters(
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, node_archive: Path
+) -> None:
+    # Serving's memory budget is the cluster's: every node's Ray memory (no
+    # COLDBREW_MEMORY_BUDGET_MB here), the zygotes' memory taken out of it.
+    assert budget(ray_server).total == HEAD_MEMORY_MB + 2 * NODE_MEMORY_MB
     # Larger than any node (2560 MB): the deploy fails, saying what to change.
     deploy_serverless(ray_sm, "huge", f"file://{node_archive}", memory=3072, max_concurrency=1)
     failed = wait_for_status(ray_sm, "huge", "Failed", timeout=120)
     assert "more than any node of the Ray cluster offers (the largest has 2560 MB)" in failed["FailureReason"]
     delete(ray_sm, "huge")
-    # 2048 MB fits once per worker node: three at once get at most two environments, one per node.
-    deploy(ray_sm, "large", node_archive, memory=2048, max_concurrency=3)
 
-    def attempt(_: int) -> dict[str, Any] | str:
+    def attempt(name: str) -> dict[str, Any] | str:
         try:
-            return invoke(ray_runtime, "large", sleep=1.5)
+            return invoke(ray_runtime, name, sleep=1.5)
         except ray_runtime.exceptions.ModelError as exc:
             return str(exc)
 
-    with ThreadPoolExecutor(3) as pool:
-        outcomes = list(pool.map(attempt, range(3)))
-    answers = [o for o in outcomes if isinstance(o, dict)]
-    refusals = [o for o in outcomes if isinstance(o, str)]
-    by_node: dict[str, set[int]] = {}
-    for answer in answers:
-        by_node.setdefault(answer["node"], set()).add(answer["pid"])
-    assert answers and all(len(pids) == 1 for pids in by_node.values()), outcomes
-    assert len({p for pids in by_node.values() for p in pids}) <= 2
-    assert all("no node of the Ray cluster has 2048 MB" in r for r in refusals), refusals
+    def at_once(name: str, count: int) -> tuple[dict[str, set[int]], list[str]]:
+        with ThreadPoolExecutor(count) as pool:
+            outcomes = list(pool.map(attempt, [name] * count))
+        by_node: dict[str, set[int]] = {}
+        for answer in outcomes:
+            if isinstance(answer, dict):
+                by_node.setdefault(answer["node"], set()).add(answer["pid"])
+        return by_node, [o for o in outcomes if isinstance(o, str)]
+
+    # 1024 MB, five at once: the budget has room for five (5,720 MB less the zygotes', about
+    # 430 MB), but each worker node for two and the head for none: the nodes' own memory bounds
+    # them, not the budget. Four are served, two on each worker node, and the fifth start is
+    # refused by placement, saying what each node has free.
+    deploy(ray_sm, "per-node", node_archive, memory=1024, max_concurrency=5)
+    by_node, refusals = at_once("per-node", 5)
+    after = budget(ray_server)  # the zygotes of every node reported by now
+    assert after.total - after.zygotes >= 5 * 1024, after
+    assert sorted(len(pids) for pids in by_node.values()) == [2, 2], by_node
+    assert len(refusals) == 1 and "no node of the Ray cluster has 1024 MB" in refusals[0], refusals
+    pids = {p for node_pids in by_node.values() for p in node_pids}
+    delete(ray_sm, "per-node")
+    wait_until(lambda: gone(pids), "the deleted endpoint's environments are stopped")
+    # 2048 MB: two fit on the nodes (one each), and only two in the budget: the third request
+    # waits for one of its endpoint's environments, as on one machine, and none is refused.
+    deploy(ray_sm, "large", node_archive, memory=2048, max_concurrency=3)
+    by_node, refusals = at_once("large", 3)
+    assert refusals == []
+    assert len(by_node) == 2 and all(len(pids) == 1 for pids in by_node.values()), by_node
     delete(ray_sm, "large")
-    wait_until(lambda: gone({a["pid"] for a in answers}), "the deleted endpoint's environments are stopped")
+    wait_until(
+        lambda: gone({p for node_pids in by_node.values() for p in node_pids}),
+        "the deleted endpoint's environments are stopped",
+    )
 
 
 def test_max_concurrency_throttles_on_the_cluster_as_on_one_machine(
@@ -202,3 +229,50 @@ def test_an_update_under_traffic_fails_no_invocation(
     assert {a["node"] for a in answers} <= {str(n.node_id) for n in ray_cluster.workers}
     delete(ray_sm, "update")
     wait_until(lambda: gone({a["pid"] for a in answers}), "the deleted endpoint's environments are stopped")
+
+
+def test_a_node_refuses_a_model_whose_shipment_differs_from_its_hash(
+    tmp_path: Path, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """A corrupted shipment: the bytes in Ray's object store are not those the head hashed. The
+    node's agent refuses them, keeps no copy, and starts no worker on them; the start fails
+    saying why. The same model shipped intact is then served."""
+    import ray
+
+    from coldbrew.backends.base import WorkerSpec, WorkerStartError
+    from coldbrew.backends.ray.backend import RayBackend
+
+    model_dir = tmp_path / ("c" * 64)  # as in the head's content-addressed cache
+    model_dir.mkdir()
+    with tarfile.open(node_archive) as tar:
+        tar.extractall(model_dir, filter="data")
+    spec = WorkerSpec(str(model_dir), memory_mb=512, runtime="sklearn", tenant="shipped")
+
+    async def scenario() -> None:
+        # A driver of its own in this process (the server's is another), without zygotes: a
+        # worker here starts in a fresh interpreter.
+        backend = RayBackend(ray_cluster.address, zygote=False, memory_cgroups=False, namespace="shipping")
+        try:
+            bundle, ref = await backend._bundle(str(model_dir))
+            data = bytearray(await ref)
+            data[len(data) // 2] ^= 0xFF  # one byte of the model's files changed on the way
+            backend._bundles[str(model_dir)] = (bundle, ray.put(bytes(data)))
+            with pytest.raises(WorkerStartError, match="arrived with SHA-256"):
+                await backend.start(spec)
+            for node in backend.nodes.values():
+                assert bundle.digest not in node.models
+                assert not await node.agent.has_model.remote(bundle.digest)
+                assert (await node.agent.poll.remote()).alive == {}
+            # Shipped again from the head's cache, intact: verified, kept and served.
+            del backend._bundles[str(model_dir)]
+            worker = await backend.start(spec)
+            try:
+                async with httpx.AsyncClient() as client:
+                    assert (await client.get(f"{worker.address}/ping")).status_code == 200
+                assert await worker.node.agent.has_model.remote(bundle.digest)
+            finally:
+                await worker.stop()
+        finally:
+            await backend.close()
+
+    asyncio.run(scenario())

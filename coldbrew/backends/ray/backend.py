@@ -542,6 +542,10 @@ def _tar_directory(path: Path) -> bytes:
 
 
 def _reason(exc: BaseException) -> str:
-    """A Ray error's first line: its full text carries the remote traceback."""
+    """A Ray error's first line: its full text carries the remote traceback. An error raised by
+    an agent's method is its own (a ``RayTaskError``'s cause), not the task's name."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        exc = cause
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
