@@ -32,7 +32,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.ray.conftest import HEAD_MEMORY_MB, INFERENCE_PY, MB, NODE_MEMORY_MB  # noqa: E402
+from tests.ray.conftest import HEAD_MEMORY_MB, INFERENCE_PY, MB, NODE_MEMORY_MB, budget  # noqa: E402
 from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status  # noqa: E402
 
 
@@ -104,6 +104,8 @@ def measure(server: ColdbrewServer, model: Path, warm_requests: int, cold_trials
             previous = answer["pid"]
         results["cold_start"] = summary_ms(cold)
         results["cold_nodes"] = sorted(str(n) for n in nodes)
+    # Serving's memory budget (on Ray: the cluster's nodes' memory) and the zygotes' share of it.
+    results["memory_budget_mb"], results["zygotes_mb"], _ = budget(server)
     return results
 
 
@@ -146,7 +148,7 @@ def main() -> None:
         finally:
             server.stop()
         results["ray"]["worker_node"] = str(worker.node_id)
-        results["ray"]["head_node"] = str(cluster.head_node.node_id)
+        results["ray"]["head_node"] = str(getattr(cluster.head_node, "node_id", None))
     finally:
         cluster.shutdown()
     results["ray_warm_overhead_p50_ms"] = round(

@@ -86,7 +86,9 @@ class RayCluster:
 
     @property
     def head_id(self) -> str:
-        return str(self.cluster.head_node.node_id)
+        head = self.cluster.head_node
+        assert head is not None  # initialize_head=True
+        return str(head.node_id)
 
     def add_node(self, memory_mb: int = NODE_MEMORY_MB, cpus: int = 2) -> Any:
         node = self.cluster.add_node(num_cpus=cpus, memory=memory_mb * MB, object_store_memory=100 * MB)
