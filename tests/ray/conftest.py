@@ -27,7 +27,7 @@ NODE_MEMORY_MB = 2560
 """Two 1024 MB environments per worker node, not three."""
 
 # The model answers with the node and pid that served it, and can be told to sleep or fail; its
-# load sleeps LOAD_SLEEP_S.
+# load sleeps LOAD_SLEEP_S and prints the node it runs on (for its CloudWatch Logs stream).
 INFERENCE_PY = textwrap.dedent("""
     import json
     import os
@@ -38,6 +38,7 @@ INFERENCE_PY = textwrap.dedent("""
 
     def model_fn(model_dir):
         time.sleep(float(os.environ.get("LOAD_SLEEP_S", "0")))
+        print("model loading on node", os.environ.get("COLDBREW_NODE_ID"), flush=True)
         return joblib.load(os.path.join(model_dir, "model.joblib"))
 
     def input_fn(body, content_type, context):

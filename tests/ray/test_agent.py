@@ -117,3 +117,62 @@ def test_the_agent_stops_the_zygote_of_a_runtime_no_pool_uses_as_the_local_backe
             await agent.shutdown()
 
     asyncio.run(scenario())
+
+
+PRINTING_INFERENCE_PY = """
+import os
+import sys
+
+import joblib
+
+def model_fn(model_dir):
+    print("loading on stdout", flush=True)
+    print("loading on stderr", file=sys.stderr, flush=True)
+    if os.environ.get("FAIL_LOAD"):
+        raise RuntimeError("asked to fail the load")
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+"""
+
+
+def test_a_workers_output_is_sent_with_the_polls_until_it_ends(
+    tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    head = model_dir(tmp_path, model_archive)
+    (head / "code").mkdir(exist_ok=True)
+    (head / "code" / "inference.py").write_text(PRINTING_INFERENCE_PY)
+    data = _tar_directory(head)
+
+    async def scenario() -> None:
+        agent = NodeAgent("node-1", "127.0.0.1", zygote=False, memory_cgroups=False)
+        try:
+            await agent.receive_model(ModelBundle(DIGEST, hashlib.sha256(data).hexdigest()), data)
+            reply = await agent.start_worker(StartRequest("w1", DIGEST, str(head), 512))
+            assert reply.error is None
+            # Written before it was ready: in the pipe by now, sent with the next polls.
+            output = b""
+            for _ in range(200):
+                output += (await agent.poll()).output.get("w1", b"")
+                if b"loading on stderr" in output:
+                    break
+                await asyncio.sleep(0.05)
+            assert b"loading on stdout" in output and b"loading on stderr" in output
+            await agent.stop_worker("w1")
+            # Its end is reported once, with nothing more to send after it.
+            closed: tuple[str, ...] = ()
+            for _ in range(200):
+                closed = (await agent.poll()).output_closed
+                if closed:
+                    break
+                await asyncio.sleep(0.05)
+            assert closed == ("w1",)
+            assert (await agent.poll()).output_closed == ()
+            # A worker that fails to load: what it wrote comes back with the error.
+            failing = StartRequest("w2", DIGEST, str(head), 512, env={"FAIL_LOAD": "1"})
+            failed = await agent.start_worker(failing)
+            assert failed.error is not None and "asked to fail the load" in failed.error
+            assert b"loading on stdout" in failed.output
+            assert agent.outputs == {}
+        finally:
+            await agent.shutdown()
+
+    asyncio.run(scenario())

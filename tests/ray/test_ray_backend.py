@@ -107,6 +107,25 @@ def test_scale_to_zero_and_back_on_a_worker_node(
     wait_until(lambda: gone({again["pid"]}), "the deleted endpoint's environment is stopped")
 
 
+def test_a_workers_output_reaches_its_environments_log_stream(
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """What a worker on a node writes reaches the environment's CloudWatch Logs stream on the
+    head, as a local worker's does (through the agent's polls)."""
+    deploy(ray_sm, "logged", node_archive, memory=1024, max_concurrency=1)
+    node = invoke(ray_runtime, "logged")["node"]
+    logs = ray_server.client("logs")
+    group = "/aws/sagemaker/Endpoints/logged"
+
+    def messages() -> list[str]:
+        pages = logs.get_paginator("filter_log_events").paginate(logGroupName=group)
+        return [e["message"] for page in pages for e in page["events"]]
+
+    wait_until(lambda: f"model loading on node {node}" in messages(), "the worker's output is in its stream")
+    assert any(m.startswith("coldbrew: environment started in ") for m in messages())
+    delete(ray_sm, "logged")
+
+
 def test_no_node_holds_more_than_its_memory_and_the_budget_is_the_clusters(
     ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, node_archive: Path
 ) -> None:

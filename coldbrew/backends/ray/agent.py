@@ -46,6 +46,65 @@ log = logging.getLogger("coldbrew.backends.ray")
 
 NODE_ID_ENV = "COLDBREW_NODE_ID"
 """Set in every worker's environment: the Ray node it runs on (for its logs, and for tests)."""
+OUTPUT_HELD_BYTES = 4 << 20
+"""At most this much of one worker's output waits on the node for the next poll; past it the
+newest is dropped (and a line says how much), so a chatty model cannot fill the agent's memory."""
+
+
+class _Output:
+    """A worker's stdout and stderr, read from its pipe on the agent's event loop until end of
+    file, held for the gateway's next poll."""
+
+    def __init__(self, read_fd: int) -> None:
+        self.fd: int | None = read_fd
+        self.held = bytearray()
+        self.dropped = 0
+        os.set_blocking(read_fd, False)
+        asyncio.get_running_loop().add_reader(read_fd, self._read)
+
+    def _read(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+        elif len(self.held) + len(chunk) > OUTPUT_HELD_BYTES:
+            self.dropped += len(chunk)
+        else:
+            self.held += chunk
+
+    def take(self) -> bytes:
+        data = bytes(self.held)
+        self.held.clear()
+        if self.dropped:
+            data += f"\ncoldbrew: {self.dropped} bytes of output dropped on the node\n".encode()
+            self.dropped = 0
+        return data
+
+    def drain(self) -> bytes:
+        """What is in the pipe now, and all held (a worker that failed to start: it is gone)."""
+        while self.fd is not None:
+            before = len(self.held) + self.dropped
+            self._read()
+            if len(self.held) + self.dropped == before:
+                break
+        return self.take()
+
+    @property
+    def closed(self) -> bool:
+        return self.fd is None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.fd)
+            os.close(self.fd)
+            self.fd = None
 
 
 class NodeAgent:
@@ -72,6 +131,8 @@ class NodeAgent:
         self.models_dir.mkdir()
         self.base_env = base_env()
         self.workers: dict[str, ForkedWorker | SpawnedWorker] = {}
+        self.outputs: dict[str, _Output] = {}
+        """Each worker's output, until its end and all of it has been polled."""
         self._cgroups: MemoryCgroups | None = None
         self._zygotes: Zygotes | None = None
         self._ids = itertools.count()
@@ -143,6 +204,9 @@ class NodeAgent:
             nice=request.nice,
             env=env,
         )
+        # Its stdout and stderr: a pipe the agent reads, sent to the gateway with each poll.
+        read_fd, write_fd = os.pipe()
+        output = _Output(read_fd)
         # It listens on TCP: the socket path the worker object is given is never created, only
         # "removed" on stop (with the worker's home).
         try:
@@ -156,15 +220,26 @@ class NodeAgent:
                 memory_mb=request.memory_mb,
                 startup_timeout_s=self.startup_timeout_s,
                 socket_path=str(home / "tcp"),
+                output_fd=write_fd,
             )
         except WorkerStartError as exc:
             shutil.rmtree(home, ignore_errors=True)
-            return StartReply(error=str(exc).replace(str(model_dir), request.head_model_dir))
+            return StartReply(
+                error=str(exc).replace(str(model_dir), request.head_model_dir), output=_failed(output)
+            )
+        except BaseException:
+            output.close()
+            raise
+        finally:
+            os.close(write_fd)  # the worker has its copy
         if status.port is None:
             await worker.stop()
             shutil.rmtree(home, ignore_errors=True)
-            return StartReply(error="the worker reported ready without the port it listens on")
+            return StartReply(
+                error="the worker reported ready without the port it listens on", output=_failed(output)
+            )
         self.workers[request.worker_id] = worker
+        self.outputs[request.worker_id] = output
         return StartReply(
             pid=worker.pid,
             port=status.port,
@@ -197,14 +272,33 @@ class NodeAgent:
             else:
                 exited[worker_id] = WorkerReport(0, worker.oom_killed())
                 await self.stop_worker(worker_id)
-        return NodeReport(alive, exited, zygotes.rss_bytes())
+        output: dict[str, bytes] = {}
+        closed: list[str] = []
+        for worker_id, stream in list(self.outputs.items()):
+            data = stream.take()
+            if data:
+                output[worker_id] = data
+            if stream.closed:
+                closed.append(worker_id)
+                del self.outputs[worker_id]
+        return NodeReport(alive, exited, zygotes.rss_bytes(), output, tuple(closed))
 
     async def shutdown(self) -> None:
         """Stop every worker and zygote and remove the node's run directory."""
         await asyncio.gather(*(self.stop_worker(w) for w in list(self.workers)), return_exceptions=True)
+        for stream in self.outputs.values():
+            stream.close()
+        self.outputs.clear()
         if self._zygotes is not None:
             await self._zygotes.close()
         if self._cgroups is not None:
             self._cgroups.remove()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.run_dir)
+
+
+def _failed(output: _Output) -> bytes:
+    """The output of a worker that did not become ready (it is gone), its pipe closed."""
+    data = output.drain()
+    output.close()
+    return data

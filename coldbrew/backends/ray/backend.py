@@ -48,6 +48,42 @@ DISCOVERY_INTERVAL_S = 2.0
 STOP_PATIENCE_S = 5.0
 """How long past its grace a stop waits for the agent's answer."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+OUTPUT_PENDING_BYTES = 4 << 20
+"""At most this much of one worker's output waits on the gateway for its log pipe to have room;
+past it the newest is dropped (the log collector reads the pipe continuously, so only a stalled
+collector gets here)."""
+
+
+class _OutputPipe:
+    """The gateway's end of a node worker's output: the write end of its environment's log pipe
+    (``WorkerSpec.output_fd``, the backend's own copy), fed with what the agent's polls bring.
+    Never blocks the event loop: what the pipe has no room for waits for the next poll."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd: int | None = os.dup(fd)
+        os.set_blocking(self.fd, False)
+        self.pending = bytearray()
+
+    def write(self, data: bytes) -> None:
+        if self.fd is None:
+            return
+        if len(self.pending) + len(data) <= OUTPUT_PENDING_BYTES:
+            self.pending += data
+        while self.pending:
+            try:
+                written = os.write(self.fd, self.pending)
+            except BlockingIOError:
+                return
+            except OSError:  # the collector closed its end: nothing more to send
+                self.pending.clear()
+                return
+            del self.pending[:written]
+
+    def close(self) -> None:
+        if self.fd is not None:
+            self.write(b"")
+            os.close(self.fd)
+            self.fd = None
 
 
 @dataclass
@@ -72,6 +108,8 @@ class _Node:
     workers: dict[str, RayWorker | _Booking] = field(default_factory=dict)
     """Its environments, and the starts in progress (booked before they are placed)."""
     receiving: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    outputs: dict[str, _OutputPipe] = field(default_factory=dict)
+    """Where each worker's output goes, until the agent reports its end."""
     zygote_rss_bytes: int = 0
     poller: asyncio.Task[None] | None = None
 
@@ -300,6 +338,13 @@ class RayBackend:
                     worker = node.workers.get(worker_id)
                     if isinstance(worker, RayWorker):
                         worker._exit(state.oom_killed)
+                for worker_id, pipe in node.outputs.items():
+                    # New output, or what the pipe had no room for last time.
+                    data = report.output.get(worker_id, b"")
+                    if data or pipe.pending:
+                        pipe.write(data)
+                for worker_id in report.output_closed:
+                    _end_output(node, worker_id)
                 await asyncio.sleep(POLL_INTERVAL_S)
         except asyncio.CancelledError:
             raise
@@ -317,6 +362,10 @@ class RayBackend:
         )
         for worker in lost:
             worker._exit(False)
+        # Their output ends with them: end of file on each environment's log pipe.
+        for pipe in node.outputs.values():
+            pipe.close()
+        node.outputs.clear()
         if not node.ready.done():
             node.ready.cancel()
         self.nodes.pop(node.node_id, None)
@@ -432,6 +481,11 @@ class RayBackend:
         # Booked before the first await: starts that run meanwhile see the memory as taken.
         booking = _Booking(spec.tenant, spec.memory_mb)
         node.workers[worker_id] = booking
+        # Its output's way to its log stream, open before the agent is asked: a poll may bring
+        # the worker's first lines (or their end) before the start's answer does.
+        pipe = _OutputPipe(spec.output_fd) if spec.output_fd is not None else None
+        if pipe is not None:
+            node.outputs[worker_id] = pipe
         try:
             await self._ship(node, bundle, ref)
             request = StartRequest(
@@ -450,17 +504,24 @@ class RayBackend:
             )
         except (asyncio.CancelledError, WorkerStartError):
             node.workers.pop(worker_id, None)
+            _end_output(node, worker_id)
             raise
         except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError) as exc:
             node.workers.pop(worker_id, None)
+            _end_output(node, worker_id)
             raise _NodeFailed(node, _reason(exc)) from None
         except Exception as exc:
             node.workers.pop(worker_id, None)
+            _end_output(node, worker_id)
             raise WorkerStartError(
                 f"The environment could not be started on Ray node {node.node_id[:8]}: {_reason(exc)}"
             ) from None
         node.workers.pop(worker_id, None)
         if reply.error is not None:
+            # What the worker wrote before it failed (its traceback) is in its stream too.
+            if pipe is not None:
+                pipe.write(reply.output)
+            _end_output(node, worker_id)
             error = reply.error
             for path, label in sorted(spec.labels.items(), key=lambda pl: -len(pl[0])):
                 error = error.replace(path, label)
@@ -496,6 +557,10 @@ class RayBackend:
                 self._ray.kill(node.agent)
 
         await asyncio.gather(*(shut(n) for n in nodes), return_exceptions=True)
+        for node in nodes:
+            for pipe in node.outputs.values():
+                pipe.close()
+            node.outputs.clear()
         self.nodes.clear()
         self._bundles.clear()
         await asyncio.to_thread(self._ray.shutdown)
@@ -506,6 +571,12 @@ class _NodeFailed(Exception):
         super().__init__(reason)
         self.node = node
         self.reason = reason
+
+
+def _end_output(node: _Node, worker_id: str) -> None:
+    pipe = node.outputs.pop(worker_id, None)
+    if pipe is not None:
+        pipe.close()
 
 
 def _capacity_mb(nodes: Collection[_Node]) -> int:

@@ -48,6 +48,8 @@ class StartReply:
     memory_enforced: bool = False
     error: str | None = None
     """Why the worker did not become ready (the loader's error), else None."""
+    output: bytes = b""
+    """What a worker that did not become ready wrote (its stdout and stderr), for its log stream."""
 
 
 @dataclass(frozen=True)
@@ -63,3 +65,9 @@ class NodeReport:
     alive: dict[str, WorkerReport]
     exited: dict[str, WorkerReport]
     zygote_rss_bytes: int = 0
+    output: dict[str, bytes] = field(default_factory=dict)
+    """What each worker wrote to its stdout and stderr since the last poll (for the environment's
+    CloudWatch Logs stream on the gateway)."""
+    output_closed: tuple[str, ...] = ()
+    """Workers whose output ended (they and everything they started are gone), all of it sent:
+    the gateway closes their streams' pipes."""
