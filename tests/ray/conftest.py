@@ -117,8 +117,20 @@ def ray_cluster() -> Iterator[RayCluster]:
         cluster.shutdown()
 
 
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local wheel directory: a model's requirements.txt installs from it, offline."""
+    from tests.sdk.wheels import build_wheel
+
+    directory = tmp_path_factory.mktemp("ray-wheels")
+    build_wheel(directory, "coldbrew-test-scaler", "1.0", {"coldbrew_test_scaler.py": "FACTOR = 1000.0\n"})
+    return directory
+
+
 @pytest.fixture(scope="module")
-def ray_server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster) -> Iterator[ColdbrewServer]:
+def ray_server(
+    tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster, wheelhouse: Path
+) -> Iterator[ColdbrewServer]:
     """coldbrew serve --backend ray against the module's cluster, idle environments released fast."""
     server = ColdbrewServer(
         tmp_path_factory.mktemp("coldbrew-ray") / "data",
@@ -126,6 +138,7 @@ def ray_server(tmp_path_factory: pytest.TempPathFactory, ray_cluster: RayCluster
             "COLDBREW_BACKEND": "ray",
             "COLDBREW_RAY_ADDRESS": ray_cluster.address,
             "COLDBREW_IDLE_TIMEOUT_S": "2",
+            "COLDBREW_PIP_ARGS": f"--no-index --find-links {wheelhouse}",
         },
     ).start(timeout=120)
     try:

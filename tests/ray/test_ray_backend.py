@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from tests.ray.conftest import HEAD_MEMORY_MB, NODE_MEMORY_MB, RayCluster, budget
-from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
 
 pytestmark = pytest.mark.ray
 
@@ -124,6 +124,74 @@ def test_a_workers_output_reaches_its_environments_log_stream(
     wait_until(lambda: f"model loading on node {node}" in messages(), "the worker's output is in its stream")
     assert any(m.startswith("coldbrew: environment started in ") for m in messages())
     delete(ray_sm, "logged")
+
+
+SOURCE_INFERENCE_PY = """
+import json
+import os
+
+import coldbrew_test_scaler
+import joblib
+import numpy as np
+
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+def input_fn(body, content_type, context):
+    return json.loads(body)
+
+def predict_fn(data, model, context):
+    return {
+        "predictions": model.predict(np.array(data["rows"])).tolist(),
+        "factor": coldbrew_test_scaler.FACTOR,
+        "code": os.path.dirname(os.path.abspath(__file__)),
+        "package": os.path.abspath(coldbrew_test_scaler.__file__),
+        "node": os.environ.get("COLDBREW_NODE_ID"),
+    }
+
+def output_fn(prediction, accept, context):
+    return json.dumps(prediction), "application/json"
+"""
+
+
+def test_a_source_directory_and_its_requirements_reach_the_node(
+    ray_server: ColdbrewServer,
+    ray_sm: Any,
+    ray_runtime: Any,
+    ray_cluster: RayCluster,
+    tmp_path: Path,
+    node_archive: Path,
+) -> None:
+    """SAGEMAKER_SUBMIT_DIRECTORY (downloaded on the head at deploy) and the packages its
+    requirements.txt installs are shipped to the node with the model, and the worker there is
+    pointed at the node's copies."""
+    with tarfile.open(node_archive) as tar:
+        member = tar.extractfile("model.joblib")
+        assert member is not None
+        model = tmp_path / "model.tar.gz"
+        model.write_bytes(tar_gz({"model.joblib": member.read()}))
+    source = tmp_path / "sourcedir.tar.gz"
+    source.write_bytes(
+        tar_gz(
+            {"inference.py": SOURCE_INFERENCE_PY.encode(), "requirements.txt": b"coldbrew-test-scaler==1.0\n"}
+        )
+    )
+    deploy(
+        ray_sm,
+        "sourced",
+        model,
+        memory=1024,
+        max_concurrency=1,
+        environment={"SAGEMAKER_SUBMIT_DIRECTORY": source.as_uri()},
+    )
+    answer = invoke(ray_runtime, "sourced")
+    assert answer["factor"] == 1000.0 and answer["predictions"]
+    assert answer["node"] in {str(n.node_id) for n in ray_cluster.workers}
+    # The node's copies of the source directory and of the installed package, not the head's
+    # cache (the nodes of this test cluster share the head's file system: both would be found).
+    assert not answer["code"].startswith(str(ray_server.data_dir)), answer["code"]
+    assert not answer["package"].startswith(str(ray_server.data_dir)), answer["package"]
+    delete(ray_sm, "sourced")
 
 
 def test_no_node_holds_more_than_its_memory_and_the_budget_is_the_clusters(

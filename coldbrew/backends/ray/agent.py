@@ -187,14 +187,19 @@ class NodeAgent:
 
     async def start_worker(self, request: StartRequest) -> StartReply:
         model_dir = self.models_dir / request.digest
-        if not model_dir.is_dir():
-            # The gateway ships a model before it starts a worker for it; one that is not here
-            # was never verified, and is not served.
-            return StartReply(error=f"model {request.digest[:12]} is not on node {self.node_id[:8]}")
+        # Head path -> this node's copy; the longest first, so a path inside another is rewritten whole.
+        copies = {request.head_model_dir: model_dir}
+        copies.update({head: self.models_dir / digest for head, digest in request.directories.items()})
+        copies = dict(sorted(copies.items(), key=lambda hc: -len(hc[0])))
+        for digest in [request.digest, *request.directories.values()]:
+            if not (self.models_dir / digest).is_dir():
+                # The gateway ships a model (and its other directories) before it starts a worker
+                # for it; one that is not here was never verified, and is not served.
+                return StartReply(error=f"model {digest[:12]} is not on node {self.node_id[:8]}")
         zygotes = self._zygote_supervisor()
         home = self.run_dir / f"w{next(self._ids)}"
         (home / "tmp").mkdir(parents=True)
-        env = {k: v.replace(request.head_model_dir, str(model_dir)) for k, v in request.env.items()}
+        env = {k: _rewrite(v, {h: str(c) for h, c in copies.items()}) for k, v in request.env.items()}
         env.update(HOME=str(home), TMPDIR=str(home / "tmp"), **{NODE_ID_ENV: self.node_id})
         launch = WorkerLaunch(
             model_dir=str(model_dir),
@@ -225,7 +230,7 @@ class NodeAgent:
         except WorkerStartError as exc:
             shutil.rmtree(home, ignore_errors=True)
             return StartReply(
-                error=str(exc).replace(str(model_dir), request.head_model_dir), output=_failed(output)
+                error=_rewrite(str(exc), {str(c): h for h, c in copies.items()}), output=_failed(output)
             )
         except BaseException:
             output.close()
@@ -302,3 +307,10 @@ def _failed(output: _Output) -> bytes:
     data = output.drain()
     output.close()
     return data
+
+
+def _rewrite(text: str, paths: dict[str, str]) -> str:
+    """``text`` with each path in ``paths`` replaced by its value (longest first)."""
+    for old in sorted(paths, key=len, reverse=True):
+        text = text.replace(old, paths[old])
+    return text

@@ -35,6 +35,9 @@ from coldbrew.backends.ray.agent import NodeAgent
 from coldbrew.backends.ray.messages import AgentInfo, ModelBundle, NodeReport, StartReply, StartRequest
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
 from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
+from coldbrew.worker.container import INSTALLED_REQUIREMENTS
+
+SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
 
 log = logging.getLogger("coldbrew.backends.ray")
 
@@ -451,13 +454,14 @@ class RayBackend:
                 "reached over the network."
             )
         bundle, ref = await self._bundle(spec.model_dir)
+        extras = [(d, *await self._bundle(d)) for d in _other_directories(spec)]
         try:
-            return await self._start_on_a_node(spec, bundle, ref)
+            return await self._start_on_a_node(spec, bundle, ref, extras)
         except _NodeFailed as failed:
             # The node was lost under the start (its agent is gone): once more, on another.
             self._node_lost(failed.node, failed.reason)
             try:
-                return await self._start_on_a_node(spec, bundle, ref)
+                return await self._start_on_a_node(spec, bundle, ref, extras)
             except _NodeFailed as again:
                 self._node_lost(again.node, again.reason)
                 node = again.node.node_id[:8]
@@ -465,7 +469,9 @@ class RayBackend:
                     f"The environment could not be started on Ray node {node}: {again.reason}"
                 ) from None
 
-    async def _start_on_a_node(self, spec: WorkerSpec, bundle: ModelBundle, ref: Any) -> RayWorker:
+    async def _start_on_a_node(
+        self, spec: WorkerSpec, bundle: ModelBundle, ref: Any, extras: list[tuple[str, ModelBundle, Any]]
+    ) -> RayWorker:
         wanted = PlacementRequest(spec.memory_mb, bundle.digest, spec.tenant)
         states = [n.state() for n in await self._ready_nodes()]
         chosen = place(states, wanted)
@@ -488,6 +494,8 @@ class RayBackend:
             node.outputs[worker_id] = pipe
         try:
             await self._ship(node, bundle, ref)
+            for _, extra, extra_ref in extras:
+                await self._ship(node, extra, extra_ref)
             request = StartRequest(
                 worker_id=worker_id,
                 digest=bundle.digest,
@@ -498,6 +506,7 @@ class RayBackend:
                 runtime=spec.runtime,
                 nice=spec.nice,
                 fresh=spec.fresh,
+                directories={directory: extra.digest for directory, extra, _ in extras},
             )
             reply: StartReply = await asyncio.wait_for(
                 self._await(node.agent.start_worker.remote(request)), self.startup_timeout_s + 10
@@ -571,6 +580,19 @@ class _NodeFailed(Exception):
         super().__init__(reason)
         self.node = node
         self.reason = reason
+
+
+def _other_directories(spec: WorkerSpec) -> list[str]:
+    """The head's directories other than the model's that the worker is pointed at and must find
+    on its node: a downloaded source directory (``SAGEMAKER_SUBMIT_DIRECTORY``, materialized into
+    the cache at deploy) and the requirements' installed packages."""
+    found: list[str] = []
+    for name in (SUBMIT_DIRECTORY, INSTALLED_REQUIREMENTS):
+        value = spec.env.get(name, "")
+        inside_model = value == spec.model_dir or value.startswith(spec.model_dir + os.sep)
+        if os.path.isabs(value) and not inside_model and os.path.isdir(value) and value not in found:
+            found.append(value)
+    return found
 
 
 def _end_output(node: _Node, worker_id: str) -> None:

@@ -38,6 +38,10 @@ class StartRequest:
     runtime: str = "generic"
     nice: int = 0
     fresh: bool = False
+    directories: dict[str, str] = field(default_factory=dict)
+    """Other directories of the head's the worker needs (a downloaded SAGEMAKER_SUBMIT_DIRECTORY,
+    the requirements' installed packages), each shipped like the model: head path -> digest. The
+    environment's variables that name them are rewritten to the node's copies."""
 
 
 @dataclass(frozen=True)
