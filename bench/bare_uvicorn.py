@@ -46,7 +46,10 @@ def make_app(model: Any) -> Any:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", content_type.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -56,7 +59,9 @@ def make_app(model: Any) -> Any:
 
 def main() -> None:
     model_path, port = sys.argv[1], int(sys.argv[2])
-    uvicorn.run(make_app(joblib.load(model_path)), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(
+        make_app(joblib.load(model_path)), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

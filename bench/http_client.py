@@ -123,7 +123,8 @@ class BlockingClient:
     def post(self, path: str, body: bytes, content_type: str, accept: str | None = None) -> Response:
         head = (
             f"POST {path} HTTP/1.1\r\nHost: {self.address[0]}:{self.address[1]}\r\n"
-            f"Content-Type: {content_type}\r\n" + (f"Accept: {accept}\r\n" if accept else "")
+            f"Content-Type: {content_type}\r\n"
+            + (f"Accept: {accept}\r\n" if accept else "")
             + f"Content-Length: {len(body)}\r\n\r\n"
         ).encode()
         reused = self._sock is not None

@@ -112,7 +112,9 @@ def main() -> None:
         results["warm"] = {
             **warm,
             "client": "bench.http_client.BlockingClient (one keep-alive connection, ~0.03 ms per request)",
-            "coldbrew_overhead_p50_ms": round(warm["coldbrew"]["p50_ms"] - warm["in_process_predict"]["p50_ms"], 3),
+            "coldbrew_overhead_p50_ms": round(
+                warm["coldbrew"]["p50_ms"] - warm["in_process_predict"]["p50_ms"], 3
+            ),
             "bare_uvicorn_overhead_p50_ms": round(
                 warm["bare_uvicorn"]["p50_ms"] - warm["in_process_predict"]["p50_ms"], 3
             ),
@@ -124,7 +126,9 @@ def main() -> None:
             httpx_warm = timed(lambda: client.post(url, content=body, headers=CSV).raise_for_status(), 500)
         runtime = server.client("sagemaker-runtime")
         boto_warm = timed(
-            lambda: runtime.invoke_endpoint(EndpointName="bench", Body=body, ContentType="text/csv")["Body"].read(),
+            lambda: runtime.invoke_endpoint(EndpointName="bench", Body=body, ContentType="text/csv")[
+                "Body"
+            ].read(),
             500,
         )
         results["warm_other_clients"] = {"httpx": summary_ms(httpx_warm), "boto3": summary_ms(boto_warm)}
@@ -140,7 +144,9 @@ def main() -> None:
             )
         concurrent = {name: merge(runs) for name, runs in rounds.items()}
         for figures in concurrent.values():
-            figures["server_cpu_over_predict_ms"] = round(figures["server_cpu_ms_per_request"] - predict_cpu_ms, 3)
+            figures["server_cpu_over_predict_ms"] = round(
+                figures["server_cpu_ms_per_request"] - predict_cpu_ms, 3
+            )
         results["concurrent_8"] = {
             **concurrent,
             "predict_cpu_ms": round(predict_cpu_ms, 3),
