@@ -180,11 +180,35 @@ def _last_used(env: EnvironmentState) -> float:
     return env.last_used
 
 
+@dataclass(frozen=True)
+class BudgetWording:
+    """How the core's messages name the memory budget and say how to get more of it."""
+
+    subject: str
+    """Its owner at the start of a sentence."""
+    whose: str
+    source: str
+    """Where the budget comes from, in parentheses after it."""
+    grow: str
+    """What gives more of it, after "or"."""
+
+
+MACHINE_BUDGET = BudgetWording(
+    "The machine's", "this machine's", "COLDBREW_MEMORY_BUDGET_MB", "raise COLDBREW_MEMORY_BUDGET_MB"
+)
+CLUSTER_BUDGET = BudgetWording(
+    "The Ray cluster's", "the Ray cluster's", "the memory of its nodes", "add a node to the Ray cluster"
+)
+"""A budget that follows a cluster's nodes (``Budget``), with no COLDBREW_MEMORY_BUDGET_MB."""
+
+
 class ScalingCore:
     """The state of every pool on one machine and the rules that change it (module docstring)."""
 
     def __init__(self, memory_budget_mb: int) -> None:
         self.memory_budget_mb = memory_budget_mb
+        self.wording = MACHINE_BUDGET
+        """How messages name the budget, and what raises it."""
         self.used_mb = 0
         self.helpers_mb = 0
         """Memory of the helpers environments are started from (zygotes): out of the budget."""
@@ -757,9 +781,10 @@ class ScalingCore:
             victims = self._eviction_candidates(pool, need - self.free_mb) if evict else None
             if victims is None:
                 helpers = f" (zygotes hold {self.helpers_mb} MB of it)" if self.helpers_mb else ""
+                w = self.wording
                 return (
-                    f"The machine's memory budget of {self.memory_budget_mb} MB{helpers} is held by "
-                    "busy environments; retry with backoff, or raise COLDBREW_MEMORY_BUDGET_MB."
+                    f"{w.subject} memory budget of {self.memory_budget_mb} MB{helpers} is held by "
+                    f"busy environments; retry with backoff, or {w.grow}."
                 )
             for owner, victim in victims:
                 self.evictions += 1
@@ -770,8 +795,8 @@ class ScalingCore:
 
     def _too_big(self, pool: PoolState) -> str:
         return (
-            f"MemorySizeInMB {pool.config.memory_mb} is larger than this machine's memory budget of "
-            f"{self.memory_budget_mb} MB (COLDBREW_MEMORY_BUDGET_MB)."
+            f"MemorySizeInMB {pool.config.memory_mb} is larger than {self.wording.whose} memory budget of "
+            f"{self.memory_budget_mb} MB ({self.wording.source})."
         )
 
     def _eviction_candidates(
@@ -843,10 +868,11 @@ class ScalingCore:
                 "replaces among them, until it serves)"
             )
         verb = "needs" if config.min_environments == 1 else "need"
+        w = self.wording
         return (
-            f"{what} {verb} {need} MB{more}, but this machine's memory budget of {self.memory_budget_mb} "
-            f"MB (COLDBREW_MEMORY_BUDGET_MB) has room for {room} MB{held}. To deploy it, {fix}, "
-            "delete other endpoints, or raise COLDBREW_MEMORY_BUDGET_MB."
+            f"{what} {verb} {need} MB{more}, but {w.whose} memory budget of {self.memory_budget_mb} "
+            f"MB ({w.source}) has room for {room} MB{held}. To deploy it, {fix}, "
+            f"delete other endpoints, or {w.grow}."
         )
 
     def _stop(self, pool: PoolState, env: EnvironmentState, reason: StopReason, out: list[Action]) -> None:

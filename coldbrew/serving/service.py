@@ -23,6 +23,7 @@ from coldbrew.backends.processes import cpu_seconds
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelNotReadyException
 from coldbrew.logs.collector import LogCollector
+from coldbrew.scaling.core import CLUSTER_BUDGET
 from coldbrew.scaling.messages import PoolConfig
 from coldbrew.serving.environment import Environment
 from coldbrew.serving.errors import DeployError
@@ -74,6 +75,8 @@ class Serving:
             else:
                 memory_budget_mb = default_memory_budget_mb()
         self.pools = Pools(backend, memory_budget_mb, logs=logs)
+        if self._budget_from_backend:
+            self.pools.core.wording = CLUSTER_BUDGET
         self.endpoints: dict[str, LiveEndpoint] = {}
         """By lower-cased endpoint name."""
         self.jobs: dict[str, LiveEndpoint] = {}

@@ -10,6 +10,7 @@ from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.ray.backend import _capacity_mb, _listed_memory_mb, _Node
 from coldbrew.backends.ray.messages import AgentInfo
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+from coldbrew.scaling.core import CLUSTER_BUDGET, MACHINE_BUDGET
 from coldbrew.serving.service import Serving
 
 DIGEST = "a" * 64
@@ -110,6 +111,9 @@ def test_servings_budget_follows_the_clusters_memory_unless_set() -> None:
         serving = Serving(backend, None, None, 60.0)  # type: ignore[arg-type]
         explicit = Serving(ClusterBackend(5120), None, None, 60.0, memory_budget_mb=1000)  # type: ignore[arg-type]
         assert serving.pools.core.memory_budget_mb == 5120
+        # Its messages name the cluster's budget, and a node as the way to more of it.
+        assert serving.pools.core.wording == CLUSTER_BUDGET
+        assert explicit.pools.core.wording == MACHINE_BUDGET
         await serving.start()
         await explicit.start()
         try:

@@ -3,7 +3,7 @@ budget itself changes (issue 16): the ``Budget`` event."""
 
 from __future__ import annotations
 
-from coldbrew.scaling.core import ScalingCore
+from coldbrew.scaling.core import CLUSTER_BUDGET, ScalingCore
 from coldbrew.scaling.messages import (
     Arrival,
     Budget,
@@ -80,3 +80,22 @@ def test_a_load_check_waiting_for_room_starts_when_the_budget_grows() -> None:
     assert core.handle(Deploy(pool, check=True), 0.0) == []
     assert core.handle(Budget(2048), 1.0) == []  # unchanged: still no room
     assert core.handle(Budget(4096), 2.0) == [Start(1, pool, Purpose.CHECK)]
+
+
+def test_a_clusters_budget_is_named_as_such_in_what_the_core_says() -> None:
+    core = ScalingCore(memory_budget_mb=2048)
+    core.wording = CLUSTER_BUDGET
+    a = deployed(core, serverless("a", memory_mb=2048))
+    b = deployed(core, serverless("b", memory_mb=1024))
+    serve_cold(core, a, 1, 1, at=0.0)
+    assert core.handle(Arrival(b, 2), 1.0) == [
+        Reject(
+            2,
+            RejectKind.THROTTLED,
+            "The Ray cluster's memory budget of 2048 MB is held by busy environments; retry with "
+            "backoff, or add a node to the Ray cluster.",
+        )
+    ]
+    big = core.add_pool(serverless("c", memory_mb=3072))
+    [failed] = core.handle(Deploy(big, check=True), 2.0)
+    assert "larger than the Ray cluster's memory budget of 2048 MB (the memory of its nodes)" in str(failed)
