@@ -12,6 +12,12 @@ environment (issue 18: the SageMaker SDK, pandas and pyarrow beside torch and tr
 runs beside a server in this environment, the two taking trials in turn (a shared machine's load
 then falls on both alike): ``cold_start_zygote_side_by_side`` and ``real_env_over_clean_p50``.
 ``--skip-fresh`` leaves out the fresh-interpreter baseline, ``--skip-density`` the density run.
+
+Each model's ``breakdown_p50_ms`` is where a cold start's time goes (issue 18, point 3): the median
+of each stage over the trials, from the line the gateway logs for every cold start (admit, fork,
+prepare, model_load, listen, report, first_invoke: one after another, summing to total; limit, the
+move into the memory cgroup, runs beside them). Requests are sent with ``BlockingClient`` (one
+keep-alive connection: httpx's own time per request is not the server's).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import psutil
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.http_client import BlockingClient  # noqa: E402
 from tests.support import (  # noqa: E402
     ColdbrewServer,
     deploy_serverless,
@@ -72,18 +79,36 @@ def cold_starts(
     server: ColdbrewServer, name: str, body: bytes, content_type: str, trials: int
 ) -> list[float]:
     """First invoke after scale-to-zero, end to end, ``trials`` times."""
-    url = f"{server.url}/endpoints/{name}/invocations"
+    path = f"/endpoints/{name}/invocations"
     samples = []
-    with httpx.Client(timeout=120) as client:
+    client = BlockingClient(server.url, timeout_s=120)
+    try:
         for _ in range(trials):
             deadline = time.monotonic() + 60
             while worker_pids(server) and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.05)
             started = time.perf_counter()
-            client.post(url, content=body, headers={"Content-Type": content_type}).raise_for_status()
+            response = client.post(path, body, content_type)
             samples.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise RuntimeError(f"{name}: {response.status} {response.text[:200]}")
+    finally:
+        client.close()
     return samples
+
+
+def breakdowns(server: ColdbrewServer, name: str, last: int) -> dict[str, float]:
+    """Median milliseconds per stage of the endpoint's last ``last`` cold starts, from the server's
+    log (the gateway writes one line per cold start: coldbrew/backends/start_trace.py)."""
+    marker = f"cold start of {name}/"
+    lines = [line for line in server.log().splitlines() if marker in line][-last:]
+    stages: dict[str, list[float]] = {}
+    for line in lines:
+        for pair in line.split(": ", 2)[-1].split():
+            stage, _, ms = pair.partition("=")
+            stages.setdefault(stage, []).append(float(ms))
+    return {stage: round(statistics.median(values), 2) for stage, values in stages.items()}
 
 
 def environment_memory(server: ColdbrewServer, name: str, body: bytes, content_type: str) -> dict[str, float]:
@@ -140,6 +165,7 @@ def measure(
             cold_starts(server, name.replace("_", "-"), body, content_type, 1)
             time.sleep(5 if zygote else 0)
             results[name] = stats_ms(cold_starts(server, name.replace("_", "-"), body, content_type, trials))
+            results[name]["breakdown_p50_ms"] = breakdowns(server, name.replace("_", "-"), trials)
             results[name]["memory"] = environment_memory(server, name.replace("_", "-"), body, content_type)
     finally:
         server.stop()
@@ -255,6 +281,7 @@ def main() -> None:
     parser.add_argument("--skip-embedding", action="store_true")
     parser.add_argument("--skip-density", action="store_true")
     parser.add_argument("--skip-fresh", action="store_true")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--real-env",
         nargs="?",
@@ -281,7 +308,10 @@ def main() -> None:
         report["speedup_p50"] = {k: round(fresh[k]["p50_ms"] / zygote[k]["p50_ms"], 1) for k in zygote}
     if not args.skip_density:
         report["density"] = density(tmp, args.endpoints, args.warm)
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import psutil
 
 from coldbrew.backends.cgroups import WorkerCgroup
+from coldbrew.backends.start_trace import StartTrace
 from coldbrew.worker.zygote import THREAD_ENV
 
 
@@ -76,6 +77,8 @@ class CgroupLimited:
     """What both kinds of worker share: the memory cgroup that may limit them."""
 
     cgroup: WorkerCgroup | None = None
+    start_trace: StartTrace | None = None
+    """How its start went, step by step (set by ``launch_worker``): a cold start's breakdown."""
     pid: int
     counts_children = False
     """Only a user's own server may start processes of its own; scanning for children of

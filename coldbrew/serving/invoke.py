@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
+from coldbrew.backends.start_trace import breakdown
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelError
 from coldbrew.serving.environment import Environment
 from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut, ModelAnswered
 from coldbrew.serving.invocation import Invocation, InvocationResult
-from coldbrew.serving.pools import Pools
+from coldbrew.serving.pools import Lease, Pools
 from coldbrew.serving.router import RoutedVariant
+
+log = logging.getLogger("coldbrew.serving")
 
 _SENDS = 3
 """An invocation that its worker never read is sent to another environment, at most this many times."""
@@ -53,6 +57,8 @@ async def invoke(
         finally:
             pools.release(lease)
         latency_us = int((time.perf_counter() - started) * 1_000_000)
+        if lease.cold:
+            _log_cold_start(request.endpoint, variant, env, lease, time.monotonic())
         if response.status >= 300:
             raise _on(env, model_error(response))
         return InvocationResult(
@@ -66,6 +72,22 @@ async def invoke(
             node=getattr(env.worker, "node_id", None),
         )
     raise AssertionError("the last send returns or raises")
+
+
+def _log_cold_start(
+    endpoint: str, variant: RoutedVariant, env: Environment, lease: Lease, answered: float
+) -> None:
+    trace = getattr(env.worker, "start_trace", None)
+    if trace is None or not log.isEnabledFor(logging.INFO):
+        return
+    stages = breakdown(trace, lease.arrived, answered)
+    # One line per cold start, "stage=ms" pairs: bench/coldstart.py reads them back from the log.
+    log.info(
+        "cold start of %s/%s: %s",
+        endpoint,
+        variant.name,
+        " ".join(f"{stage}={ms:.3f}" for stage, ms in stages.items()),
+    )
 
 
 def _on(env: Environment, error: ModelError) -> ModelError:

@@ -75,6 +75,9 @@ class Lease:
     request: int
     cold: bool
     setup_ms: float
+    arrived: float = 0.0
+    """When the invocation asked for it, by ``time.monotonic()`` whatever the pools' clock (the
+    environment's start trace is on that clock)."""
 
 
 class Pools:
@@ -199,7 +202,7 @@ class Pools:
     async def acquire(self, pool: int) -> Lease:
         """An environment for one invocation; ThrottlingException, ModelError (the model failed to
         load on this cold start) or ModelNotReadyException (the variant is being replaced)."""
-        arrived = self.clock()
+        arrived, began = self.clock(), time.monotonic()
         for _ in range(_ROUTE_RETRIES):
             request = next(self._requests)
             future: asyncio.Future[Route | Reject] = asyncio.get_running_loop().create_future()
@@ -225,7 +228,7 @@ class Pools:
             if usable:
                 assert env is not None
                 setup_ms = (self.clock() - arrived) * 1000 if decision.cold else 0.0
-                return Lease(env, request, decision.cold, setup_ms)
+                return Lease(env, request, decision.cold, setup_ms, began)
             # Not one to hand the request to: admit it again, elsewhere.
             if env is None:
                 self._handle(Finished(decision.env, request))

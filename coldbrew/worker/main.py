@@ -16,7 +16,7 @@ import time
 from typing import NoReturn
 
 from coldbrew.worker.errors import ModelLoadError, one_line
-from coldbrew.worker.messages import WorkerLaunch, WorkerStatus
+from coldbrew.worker.messages import WorkerLaunch, WorkerStages, WorkerStatus
 from coldbrew.worker.sandbox import SandboxError
 from coldbrew.worker.sandbox import enter as enter_sandbox
 
@@ -58,6 +58,7 @@ def run_worker(launch: WorkerLaunch, status_fd: int) -> NoReturn:
 
 
 def _run(launch: WorkerLaunch, status_fd: int) -> int:
+    running = time.monotonic()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked child inherits the parent's Python handlers, which would act on the parent's
     # state; until the event loop installs ours, SIGTERM simply ends the process.
@@ -84,11 +85,12 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
         _line_buffered_stdout()
         _configure_logging()
         _export_sagemaker_env(launch.model_dir)
-        started = time.perf_counter()
+        loading, started = time.monotonic(), time.perf_counter()
         from coldbrew.worker.handlers import load_handler
 
         handler = load_handler(launch.model_dir)
         setup_ms = (time.perf_counter() - started) * 1000
+        loaded = time.monotonic()
         sock = _bind(launch)
     except ModelLoadError as exc:
         return _fail(status_fd, str(exc))
@@ -116,7 +118,8 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
     reported: list[bool] = []
 
     def on_ready() -> bool:
-        reported.append(_report(status_fd, status))
+        stages = WorkerStages(running=running, loading=loading, loaded=loaded, listening=time.monotonic())
+        reported.append(_report(status_fd, status.model_copy(update={"stages": stages})))
         return reported[-1]
 
     try:

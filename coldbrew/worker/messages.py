@@ -120,6 +120,19 @@ class LeftOutModule(_Message):
     """What importing it took in the zygote: roughly what each of its cold starts now pays."""
 
 
+class WorkerStages(_Message):
+    """``time.monotonic()`` readings in the worker. Linux's CLOCK_MONOTONIC is one clock for every
+    process on the machine, so the gateway can set them against its own readings."""
+
+    running: float
+    """The worker's first step (after the fork, or the fresh interpreter's imports)."""
+    loading: float
+    """Contained and configured: the model's load begins."""
+    loaded: float
+    listening: float
+    """Accepting connections, about to report ready."""
+
+
 class WorkerStatus(_Message):
     """Whether a worker (or zygote) is ready, with what it reports about its start."""
 
@@ -135,6 +148,8 @@ class WorkerStatus(_Message):
     """What a zygote imported."""
     left_out: list[LeftOutModule] | None = None
     """What a zygote's preload left out because importing it started threads (issue 18)."""
+    stages: WorkerStages | None = None
+    """When a worker reached each step of its start: the gateway's cold-start breakdown."""
 
     def line(self) -> bytes:
         """The status as written on the pipe: one JSON line."""
