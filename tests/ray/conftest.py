@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -142,6 +143,15 @@ def ray_server(
         },
     ).start(timeout=120)
     try:
+        # Every node's agent ready before the tests deploy: placement does not wait for an agent
+        # that is still starting while a ready node has room, so on a loaded machine an
+        # endpoint's first environments could all land on the node whose agent was ready first.
+        nodes = [ray_cluster.head_id, *(str(n.node_id) for n in ray_cluster.workers)]
+        deadline = time.monotonic() + 120
+        while not all(f"coldbrew agent ready on node {n[:8]}" in server.log() for n in nodes):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not every node's coldbrew agent was ready within 120 s: {nodes}")
+            time.sleep(0.2)
         yield server
     finally:
         server.stop()
