@@ -1,7 +1,8 @@
 """The scaling core's decisions as Prometheus metrics, per endpoint and variant, read at scrape time.
 
 Counters belong to the running deployment of a variant: an UpdateEndpoint that replaces it starts
-them again from zero, which Prometheus reads as a counter reset.
+them again from zero, which Prometheus reads as a counter reset. A variant that has done nothing
+yet (no environment, ever, nothing throttled) is left out until it does.
 """
 
 from __future__ import annotations
@@ -52,10 +53,16 @@ class ScalingCollector(Collector):
                 if pool is None:
                     continue
                 labels = [name, variant.name]
-                held.add_metric(labels, self.serving.pools.held_megabyte_seconds(variant.pool))
-                for attr, counter in counters.items():
-                    counter.add_metric(labels, getattr(pool.stats, attr))
+                held_mb_s = self.serving.pools.held_megabyte_seconds(variant.pool)
                 envs = list(pool.envs.values())
+                values = [getattr(pool.stats, attr) for attr in counters]
+                if not envs and not held_mb_s and not any(values):
+                    # Never held an environment nor throttled: all zeros, and with thousands of
+                    # endpoints scaled to zero, most of the page. Left out, as the meter's are.
+                    continue
+                held.add_metric(labels, held_mb_s)
+                for counter, value in zip(counters.values(), values, strict=True):
+                    counter.add_metric(labels, value)
                 busy = sum(1 for e in envs if e.ready and e.in_flight)
                 ready = sum(1 for e in envs if e.ready)
                 environments.add_metric([*labels, "busy"], busy)
