@@ -52,6 +52,9 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from coldbrew import heap
+
+    heap.limit_arenas()  # before any thread starts (coldbrew.heap)
     app = create_app(settings)
     config = uvicorn.Config(
         app,

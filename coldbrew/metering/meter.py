@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from coldbrew import heap
 from coldbrew.metering.aggregate import (
     Key,
     MinuteAggregate,
@@ -33,18 +34,20 @@ from coldbrew.metering.written import MinuteLog
 
 log = logging.getLogger("coldbrew.metering")
 
-Snapshot = Callable[[], Iterable[dict[str, Any]]]
+Idle = tuple[str, str, bool, int]
+"""A variant that held no environment when sampled: endpoint, variant, serverless, memory_mb."""
+
+Snapshot = Callable[[], Iterable[dict[str, Any] | Idle]]
 """Returns, per live variant: endpoint, variant, serverless, memory_mb, max_concurrency and
 ``environments``, a list of dicts with id, memory_mb, in_flight, rss_bytes and (instance variants)
-cpu_seconds, the CPU time the environment used so far (None once its worker is gone)."""
+cpu_seconds, the CPU time the environment used so far (None once its worker is gone); or, for a
+variant holding no environment, just an ``Idle`` tuple."""
 
 CpuReadings = dict[object, tuple[float, float]]
 """Per environment (endpoint, variant, id): when (monotonic seconds) and its cpu_seconds then."""
 
-Idle = tuple[str, str, bool, int]
-"""A variant that held no environment when sampled: endpoint, variant, serverless, memory_mb."""
-
 PRUNE_INTERVAL_S = 60.0
+HEAP_TRIM_INTERVAL_S = 10.0
 _INSERT_RECORD = (
     f"INSERT INTO meter_records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))})"
 )
@@ -79,7 +82,7 @@ def cpu_utilization(
 
 
 def samples_from_snapshot(
-    snapshot: Iterable[dict[str, Any]],
+    snapshot: Iterable[dict[str, Any] | Idle],
     seen: set[object] | None = None,
     cpu: CpuReadings | None = None,
     now: float = 0.0,
@@ -93,6 +96,13 @@ def samples_from_snapshot(
     current: set[object] = set()
     readings: CpuReadings = {}
     for variant in snapshot:
+        if isinstance(variant, tuple):
+            if idle is not None:
+                idle.append(variant)
+            else:
+                endpoint, name, serverless, memory_mb = variant
+                samples.append(VariantSample(endpoint, name, serverless, memory_mb, 0, 0, 0, 0, 0))
+            continue
         envs = variant.get("environments", [])
         if not envs and idle is not None:
             idle.append(
@@ -180,6 +190,7 @@ class Meter:
         self._thread: threading.Thread | None = None
         self._last_sample = self.clock()
         self._last_prune = 0.0
+        self._next_trim = time.monotonic() + HEAP_TRIM_INTERVAL_S
         self._seen: set[object] = set()
         """Environment ids in the last sample: new ones are environment starts."""
         self._cpu: CpuReadings = {}
@@ -308,6 +319,10 @@ class Meter:
             return len(batch)
 
     def _maybe_prune(self) -> None:
+        if time.monotonic() >= self._next_trim:
+            # The process's C heap, not metering's: this thread wakes up anyway (coldbrew.heap).
+            self._next_trim = time.monotonic() + HEAP_TRIM_INTERVAL_S
+            heap.trim()
         now = self.clock()
         if now - self._last_prune < PRUNE_INTERVAL_S:
             return

@@ -194,3 +194,22 @@ def test_idle_samples_equal_zero_environment_samples() -> None:
             one_by_one.add_sample(empty, 0.5)
         counted.add_idle_samples(True, 1024, 5)
         assert counted.row() == one_by_one.row()
+
+
+def test_an_idle_tuple_in_the_snapshot_is_a_variant_without_environments() -> None:
+    """``Serving.environment_snapshot`` gives a variant holding nothing as a tuple, not a dict."""
+    as_dict = _variant("e", 0, serverless=False)
+    as_tuple = ("e", "v", False, 2048)
+    rows = []
+    for snapshot in ([as_tuple], [as_dict]):
+        agg = MinuteAggregate()
+        for sample in samples_from_snapshot(snapshot):
+            agg.add_sample(sample, 0.5)
+        rows.append(agg.row())
+    assert rows[0] == rows[1]
+    tuples: list[Any] = []
+    dicts: list[Any] = []
+    assert (
+        samples_from_snapshot([as_tuple], idle=tuples) == samples_from_snapshot([as_dict], idle=dicts) == []
+    )
+    assert tuples == dicts == [as_tuple]
