@@ -114,6 +114,8 @@ class Services:
             settings.memory_budget_mb,
             settings.keepalive_policy,
             logs=self.logs,
+            max_starting=settings.max_starts_per_variant
+            or ((os.cpu_count() or 1) if settings.backend == "local" else None),
         )
         self.reconciler = Reconciler(self.store, self.serving)
         # Metering: its own connection and writer thread on the same database (after the store has

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     memory_budget_mb: PositiveInt | None = None
     """Most MemorySizeInMB all live serverless environments may hold together (default 80% of RAM)."""
 
+    max_starts_per_variant: PositiveInt | None = None
+    """At most this many environments of one serverless variant start at once; requests beyond
+    wait for the first free one (default: this machine's CPU count with the local backend, where
+    starts are CPU-bound; no limit with the Ray backend)."""
+
     zygote: bool = True
     """Fork workers from a process that has pre-imported the frameworks (fast cold starts)."""
 

@@ -205,8 +205,12 @@ CLUSTER_BUDGET = BudgetWording(
 class ScalingCore:
     """The state of every pool on one machine and the rules that change it (module docstring)."""
 
-    def __init__(self, memory_budget_mb: int) -> None:
+    def __init__(self, memory_budget_mb: int, max_starting: int | None = None) -> None:
         self.memory_budget_mb = memory_budget_mb
+        self.max_starting = max_starting
+        """At most this many environments of one serverless variant start at once; the requests
+        that would have started more wait for the first free one, and more are started as starts
+        finish while requests still wait (``admit``). None: one start per waiting request."""
         self.wording = MACHINE_BUDGET
         """How messages name the budget, and what raises it."""
         self.used_mb = 0
@@ -396,6 +400,7 @@ class ScalingCore:
                 starting=starting,
                 concurrent=pool.in_flight + len(pool.waiters),
                 max_concurrency=config.max_concurrency,
+                max_starting=self.max_starting,
             )
         else:
             full = ready + starting >= config.max_environments
@@ -461,6 +466,7 @@ class ScalingCore:
         self._hand_to_waiters(pool, env, out)
         if env.in_flight == 0 and pool.single:
             pool.free.append(env)
+        self._start_for_waiters(pool, now, out)
         self._check_warmed(pool, out)
         self._hint = min(self._hint, now + pool.policy.windows(now).keepalive_s)
         self._room_changed = self._room_changed or (env.in_flight == 0 and bool(self._waiting_for_room))
@@ -643,6 +649,22 @@ class ScalingCore:
             if env.ready and env.in_flight < limit and (best is None or env.last_used > best.last_used):
                 best = env
         return best
+
+    def _start_for_waiters(self, pool: PoolState, now: float, out: list[Action]) -> None:
+        """With ``max_starting``: a start just ended and requests still wait with no start of their
+        own, so another starts for the oldest of them, as many as the limit allows."""
+        if self.max_starting is None or not pool.config.serverless or pool.closed:
+            return
+        for request in [r for r in pool.waiters if r not in pool.dedicated]:
+            starting = len(pool.envs) - pool.ready_count()
+            if starting >= self.max_starting or len(pool.envs) >= pool.config.max_concurrency:
+                return
+            if self._make_room(pool, now, out, evict=True) is not None:
+                return
+            env = self._new_environment(pool, Purpose.DEMAND, now, out)
+            env.for_request = request
+            pool.dedicated[request] = env.id
+            pool.stats.cold_starts += 1
 
     def _hand_to_waiters(self, pool: PoolState, env: EnvironmentState, out: list[Action]) -> None:
         limit = pool.config.environment_concurrency

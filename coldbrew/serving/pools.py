@@ -88,8 +88,9 @@ class Pools:
         clock: Callable[[], float] = time.monotonic,
         timer: bool = True,
         logs: LogCollector | None = None,
+        max_starting: int | None = None,
     ) -> None:
-        self.core = ScalingCore(memory_budget_mb)
+        self.core = ScalingCore(memory_budget_mb, max_starting)
         self.backend = backend
         self.clock = clock
         self.logs = logs
@@ -99,6 +100,8 @@ class Pools:
         self._names: dict[int, tuple[str, str]] = {}
         """Pool -> (endpoint, variant), for its environments' log streams; kept as ``_labels``."""
         self.specs: dict[int, WorkerSpec] = {}
+        self._runtimes: dict[str, int] = {}
+        """How many pools' specs name each runtime (``runtimes``), kept as ``specs`` changes."""
         self.environments: dict[int, Environment] = {}
         self._requests = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Route | Reject]] = {}
@@ -138,6 +141,11 @@ class Pools:
         if self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
+    def runtimes(self) -> set[str]:
+        """The runtimes some pool's workers use (without a scan of every pool's spec: the
+        housekeeping asks four times a second, and there may be 10,000 pools)."""
+        return set(self._runtimes)
+
     def config(self, pool: int) -> PoolConfig:
         return self.core.pools[pool].config
 
@@ -147,6 +155,7 @@ class Pools:
         """Register a pool (ValueError for an unknown keep-alive policy); it runs nothing yet."""
         pool = self.core.add_pool(config)
         self.specs[pool] = spec
+        self._runtimes[spec.runtime] = self._runtimes.get(spec.runtime, 0) + 1
         self._labels[pool] = f"{config.endpoint}/{config.variant}"
         self._names[pool] = (config.endpoint, config.variant)
         return pool
@@ -193,7 +202,11 @@ class Pools:
             self._handle(Forget(pool))
         finally:
             self._drained.pop(pool, None)
-            self.specs.pop(pool, None)
+            spec = self.specs.pop(pool, None)
+            if spec is not None:
+                left = self._runtimes.pop(spec.runtime, 1) - 1
+                if left:
+                    self._runtimes[spec.runtime] = left
             self._labels.pop(pool, None)
             self._names.pop(pool, None)
 

@@ -59,6 +59,7 @@ class Serving:
         memory_budget_mb: int | None = None,
         keepalive: str = "fixed",
         logs: LogCollector | None = None,
+        max_starting: int | None = None,
     ) -> None:
         self.backend = backend
         self.artifacts = artifacts
@@ -74,7 +75,7 @@ class Serving:
                 memory_budget_mb = backend.memory_capacity_mb()
             else:
                 memory_budget_mb = default_memory_budget_mb()
-        self.pools = Pools(backend, memory_budget_mb, logs=logs)
+        self.pools = Pools(backend, memory_budget_mb, logs=logs, max_starting=max_starting)
         if self._budget_from_backend:
             self.pools.core.wording = CLUSTER_BUDGET
         self.endpoints: dict[str, LiveEndpoint] = {}
@@ -238,7 +239,7 @@ class Serving:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
             if isinstance(self.backend, RuntimeHelpers):
                 # Zygotes: none kept for a runtime no pool uses; theirs comes out of the budget.
-                self.backend.use_runtimes({spec.runtime for spec in self.pools.specs.values()})
+                self.backend.use_runtimes(self.pools.runtimes())
                 self.pools.helpers(self.backend.helper_rss_bytes() // MiB)
             if self._budget_from_backend and isinstance(self.backend, ClusterMemory):
                 self.pools.budget(self.backend.memory_capacity_mb())

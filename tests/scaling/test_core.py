@@ -152,6 +152,58 @@ def test_hedged_environment_joins_the_pool_idle() -> None:
     assert core.handle(Arrival(pool, 3), 2.1) == [Route(3, 2, cold=False)]
 
 
+def test_at_most_max_starting_environments_start_at_once() -> None:
+    core = ScalingCore(memory_budget_mb=65536, max_starting=2)
+    pool = deployed(core, serverless(max_concurrency=20))
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.01) == [Start(2, pool, DEMAND)]
+    # Two are starting: the next requests wait for the first free environment, none is throttled.
+    for request in (3, 4, 5):
+        assert core.handle(Arrival(pool, request), 0.02) == []
+    state = core.pools[pool]
+    assert state.stats.cold_starts == 2 and state.stats.throttled == 0
+    # A start ends with requests still waiting and none starting for them: one more starts for
+    # the oldest of them, so that two are starting again.
+    assert core.handle(Ready(1), 0.03) == [Route(1, 1, cold=True), Start(3, pool, DEMAND)]
+    # Environment 1 frees up first and takes the oldest waiter (request 2, hedged: its start goes on).
+    assert core.handle(Finished(1, 1), 0.035) == [Route(2, 1, cold=False)]
+    # Each start that ends takes the oldest waiter and, while requests wait with no start of their
+    # own, starts one for the next of them.
+    assert core.handle(Ready(2), 0.04) == [Route(3, 2, cold=False), Start(4, pool, DEMAND)]
+    assert core.handle(Ready(3), 0.05) == [Route(4, 3, cold=False), Start(5, pool, DEMAND)]
+    assert core.handle(Finished(1, 2), 0.06) == [Route(5, 1, cold=False)]
+    assert state.waiters == {}
+    assert state.stats.cold_starts == 5 and state.stats.throttled == 0
+    # The last start finds nobody waiting: it joins the pool idle.
+    assert core.handle(Ready(5), 0.07) == []
+    assert core.handle(Ready(4), 0.08) == []
+    assert core.handle(Arrival(pool, 6), 0.09) == [Route(6, 4, cold=False)]
+
+
+def test_max_starting_still_throttles_at_max_concurrency() -> None:
+    core = ScalingCore(memory_budget_mb=65536, max_starting=1)
+    pool = deployed(core, serverless(variant="v1", max_concurrency=3))
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.0) == []
+    assert core.handle(Arrival(pool, 3), 0.0) == []
+    [reject] = core.handle(Arrival(pool, 4), 0.0)
+    assert isinstance(reject, Reject) and reject.kind is RejectKind.THROTTLED
+
+
+def test_max_starting_a_failed_start_leaves_the_waiters_to_the_other_starts() -> None:
+    core = ScalingCore(memory_budget_mb=65536, max_starting=1)
+    pool = deployed(core, serverless(max_concurrency=4))
+    message = "The model failed to load on a cold start: bad weights"
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Arrival(pool, 2), 0.0) == []
+    # The only start fails: its request and the waiter are rejected (nothing else would serve it).
+    assert core.handle(StartFailed(1, "bad weights"), 1.0) == [
+        Reject(1, RejectKind.LOAD_FAILED, message),
+        Reject(2, RejectKind.LOAD_FAILED, message),
+    ]
+    assert core.pools[pool].waiters == {} and core.used_mb == 0
+
+
 # --- keep-alive -------------------------------------------------------------------------------
 
 
