@@ -544,3 +544,25 @@ def test_a_reconfigure_that_does_not_fit_is_refused() -> None:
         await h.pools.close()
 
     run(main())
+
+
+def test_runtimes_in_use_follow_the_pools() -> None:
+    """``Pools.runtimes`` (the zygotes to keep) as a scan of every pool's spec would give it."""
+
+    async def main() -> None:
+        h = Harness()
+        pools = []
+        for variant, runtime in (("a", "sklearn"), ("b", "sklearn"), ("c", "xgboost")):
+            worker = WorkerSpec(model_dir="/nonexistent/model", memory_mb=1024, runtime=runtime)
+            pools.append(h.pools.add(config(variant), worker))
+        await h.pools.deploy(pools, check=False)
+        assert h.pools.runtimes() == {"sklearn", "xgboost"} == {s.runtime for s in h.pools.specs.values()}
+        await h.pools.drain(pools[0], timeout_s=5.0)
+        assert h.pools.runtimes() == {"sklearn", "xgboost"}
+        await h.pools.drain(pools[1], timeout_s=5.0)
+        assert h.pools.runtimes() == {"xgboost"} == {s.runtime for s in h.pools.specs.values()}
+        await h.pools.drain(pools[2], timeout_s=5.0)
+        assert h.pools.runtimes() == set()
+        await h.pools.close()
+
+    run(main())
