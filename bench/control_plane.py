@@ -17,7 +17,8 @@ database answering ``/ping`` within 5 s of its start.
    through boto3, the two servers' requests interleaved (so the machine's load falls on both alike);
    then ListEndpoints (MaxResults default and 100, a later page, NameContains, SortBy Name) and
    DescribeEndpoint of random endpoints on the big one; RSS of the gateway process alone and of its
-   whole tree (zygotes, warm workers), before and after.
+   whole tree (zygotes, warm workers), before and after; each gateway's CPU over 10 s with no
+   requests (what sampling every endpoint costs); ``GET /metrics`` on the big one.
 
 Figures are medians (p50) and p99 in ms, each with the load average when it was taken: the
 machine's other work shows in them.
@@ -167,6 +168,27 @@ def rss(server: ColdbrewServer) -> dict[str, float]:
     }
 
 
+def idle_cpu(servers: list[ColdbrewServer], seconds: float = 10.0) -> list[dict[str, float]]:
+    """Each gateway's CPU time over ``seconds`` of no requests, as a fraction of one core (the meter's
+    sampling of every endpoint, housekeeping): taken over the same seconds for all."""
+    processes = [psutil.Process(s.process.pid) for s in servers if s.process is not None]
+    before = [sum(p.cpu_times()[:2]) for p in processes]
+    time.sleep(seconds)
+    after = [sum(p.cpu_times()[:2]) for p in processes]
+    return [
+        {"core_fraction": round((a - b) / seconds, 4), "seconds": seconds, "load_average": load()}
+        for a, b in zip(after, before, strict=True)
+    ]
+
+
+def metrics_scrapes(server: ColdbrewServer, n: int = 10) -> dict[str, Any]:
+    """``GET /metrics`` on the big server: latency, and the page's size."""
+    http = httpx.Client(base_url=server.url, timeout=120)
+    out = timed(lambda: http.get("/metrics").raise_for_status(), n)
+    out["bytes"] = len(http.get("/metrics").content)
+    return out
+
+
 def startups(data: Path, env: dict[str, str], endpoints: int, restarts: int) -> dict[str, Any]:
     to_ping, restored = [], None
     for i in range(restarts):
@@ -292,9 +314,11 @@ def main() -> None:
             settle(server, total, started)
         time.sleep(2)
         report["rss_settled"] = {"small": rss(servers[0]), "large": rss(servers[1])}
+        report["idle_gateway_cpu"] = dict(zip(("small", "large"), idle_cpu(servers), strict=True))
         small, large = warm_invokes(servers, args.warm, args.invokes)
         report["warm_invoke_boto3"] = {"small": small, "large": large}
         report["control_large"] = control_calls(servers[1], args.endpoints, args.requests)
+        report["metrics_scrape_large"] = metrics_scrapes(servers[1])
         print(json.dumps(report), file=sys.stderr)
         report["rss_after"] = {"small": rss(servers[0]), "large": rss(servers[1])}
         report["warm_invoke_boto3_again"] = dict(
