@@ -115,7 +115,7 @@ class Services:
             settings.keepalive_policy,
             logs=self.logs,
             max_starting=settings.max_starts_per_variant
-            or ((os.cpu_count() or 1) if settings.backend == "local" else None),
+            or (len(os.sched_getaffinity(0)) if settings.backend == "local" else None),
         )
         self.reconciler = Reconciler(self.store, self.serving)
         # Metering: its own connection and writer thread on the same database (after the store has

@@ -7,10 +7,13 @@ v1 (``memory.limit_in_bytes``) and v2 (``memory.max``) hierarchies are handled.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 log = logging.getLogger("coldbrew.backends")
@@ -50,6 +53,11 @@ class WorkerCgroup:
                     path.rmdir()
 
 
+def _remove_moved(move: asyncio.Future[WorkerCgroup | None]) -> None:
+    if not move.cancelled() and move.exception() is None and (cgroup := move.result()) is not None:
+        cgroup.remove()
+
+
 class MemoryCgroups:
     """The parent cgroup ``coldbrew-<pid>`` under the gateway's own memory cgroup."""
 
@@ -59,6 +67,21 @@ class MemoryCgroups:
         self.cpu_base = cpu_base
         """Where CPU shares are set, proportional to memory as SageMaker sizes CPU by memory."""
         self._ids = itertools.count()
+        self._mover = ThreadPoolExecutor(1, thread_name_prefix="cgroup-move")
+        """Where ``attach_off_loop`` runs: a thread of its own, so that moves never queue behind
+        other work of the loop's default executor (artifact downloads)."""
+
+    async def attach_off_loop(self, pid: int, limit_mb: int, background: bool = False) -> WorkerCgroup | None:
+        """``attach``, in a thread: moving a process between cgroups waits for an RCU grace
+        period in the kernel (6-13 ms measured), which on the event loop stalled every other
+        request meanwhile. Cancelled, the move still finishes and its cgroup is removed."""
+        loop = asyncio.get_running_loop()
+        move = loop.run_in_executor(self._mover, functools.partial(self.attach, pid, limit_mb, background))
+        try:
+            return await asyncio.shield(move)
+        except asyncio.CancelledError:
+            move.add_done_callback(_remove_moved)
+            raise
 
     @classmethod
     def detect(cls) -> MemoryCgroups | None:

@@ -68,14 +68,19 @@ async def launch_worker(
     finally:
         os.close(write_fd)
     launched = time.monotonic()
-    # Limited from the start, so the model load itself counts against MemorySizeInMB.
-    # In a thread: moving a process between cgroups waits for an RCU grace period in the kernel
-    # (6-13 ms measured), which on the event loop stalled every other request meanwhile.
-    cgroup = (
-        await asyncio.to_thread(cgroups.attach, pid, memory_mb, background=launch.nice > 0)
-        if cgroups is not None and memory_mb
-        else None
-    )
+    # Limited as soon as it is running, so that the model load counts against MemorySizeInMB. Not
+    # before: the child runs meanwhile (the move takes milliseconds; pages it touches before are
+    # charged where it was). The move runs off the event loop (``attach_off_loop``).
+    try:
+        cgroup = (
+            await cgroups.attach_off_loop(pid, memory_mb, background=launch.nice > 0)
+            if cgroups is not None and memory_mb
+            else None
+        )
+    except BaseException:
+        # Cancelled: nobody reads its status now, so the worker stops at its report (EPIPE).
+        os.close(read_fd)
+        raise
     limited = time.monotonic()
     try:
         status = await asyncio.wait_for(read_status(read_fd), startup_timeout_s)

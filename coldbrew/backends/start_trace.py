@@ -28,7 +28,7 @@ class StartTrace:
     """The worker's own readings; None from a worker that does not send them (a user's server)."""
 
 
-STAGES = ("admit", "fork", "prepare", "model_load", "listen", "report", "first_invoke")
+STAGES = ("admit", "fork", "prepare", "model_load", "listen", "limit_wait", "report", "first_invoke")
 """The cold start's path, one after another: their sum is ``total``."""
 
 
@@ -39,10 +39,12 @@ def breakdown(trace: StartTrace, arrived: float, answered: float) -> dict[str, f
     The stages of ``STAGES`` follow one another: admit, arrival to the fork's request (the scaling
     core's decision, the launch's set-up); fork, to the child's first step; prepare, its containment
     and configuration; model_load, the model's handler loaded; listen, its socket bound and its
-    server up; report, until the gateway has read the ready status; first_invoke, from there to the
-    answer (routing, connecting, the first request's round trip, first predict included). ``limit``
-    is not on that path: the gateway moves the child into its memory cgroup while the child starts,
-    so it is reported beside them (from the zygote's answer to the move's end). A worker that does
+    server up; limit_wait, the worker ready but the gateway still moving it into its memory cgroup
+    (it reads the status only after the move); report, until the gateway has read the ready status;
+    first_invoke, from there to the answer (routing, connecting, the first request's round trip,
+    first predict included). ``limit`` is the move itself, from the zygote's answer to its end: it
+    runs while the child starts, so only what outlasts the child's start (limit_wait) is on the
+    path. A worker that does
     not report its steps (a user's server) gets ``start`` (fork to ready) instead of fork..report.
     A start that began before its invocation arrived (hedged, provisioned) has a negative admit.
     """
@@ -54,7 +56,8 @@ def breakdown(trace: StartTrace, arrived: float, answered: float) -> dict[str, f
             "prepare": stages.loading - stages.running,
             "model_load": stages.loaded - stages.loading,
             "listen": stages.listening - stages.loaded,
-            "report": trace.reported - stages.listening,
+            "limit_wait": max(0.0, trace.limited - stages.listening),
+            "report": trace.reported - max(stages.listening, trace.limited),
         }
     else:
         ms["start"] = trace.reported - trace.requested

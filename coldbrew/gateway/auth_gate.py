@@ -113,7 +113,9 @@ class HostCheck:
         answer = self._answers.get(host)
         if answer is None:
             answer = self._decide(host)
-            if len(self._answers) < _HOST_ANSWERS:  # bounded: a client picks the headers it sends
+            # Bounded in count and size: a client picks the headers it sends. Once full, hosts not
+            # kept are decided each time, as they all were before.
+            if len(self._answers) < _HOST_ANSWERS and len(host) <= _HOST_LENGTH:
                 self._answers[host] = answer
         return answer
 
@@ -131,6 +133,10 @@ class HostCheck:
 
 
 _HOST_ANSWERS = 256
+"""Host headers whose answer ``HostCheck`` keeps (the first ones seen: a server is asked under a
+handful of names)."""
+_HOST_LENGTH = 261
+"""The longest Host kept: a DNS name (253) with a port."""
 
 
 def _is_ip(text: str) -> bool:

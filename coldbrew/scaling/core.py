@@ -206,11 +206,14 @@ class ScalingCore:
     """The state of every pool on one machine and the rules that change it (module docstring)."""
 
     def __init__(self, memory_budget_mb: int, max_starting: int | None = None) -> None:
+        if max_starting is not None and max_starting < 1:
+            raise ValueError(f"max_starting must be at least 1, not {max_starting}")
         self.memory_budget_mb = memory_budget_mb
         self.max_starting = max_starting
         """At most this many environments of one serverless variant start at once; the requests
         that would have started more wait for the first free one, and more are started as starts
-        finish while requests still wait (``admit``). None: one start per waiting request."""
+        finish while requests still wait (``admit``, ``_serve_waiters``). None: one start per
+        waiting request."""
         self.wording = MACHINE_BUDGET
         """How messages name the budget, and what raises it."""
         self.used_mb = 0
@@ -466,7 +469,7 @@ class ScalingCore:
         self._hand_to_waiters(pool, env, out)
         if env.in_flight == 0 and pool.single:
             pool.free.append(env)
-        self._start_for_waiters(pool, now, out)
+        self._serve_waiters(pool, now, out)
         self._check_warmed(pool, out)
         self._hint = min(self._hint, now + pool.policy.windows(now).keepalive_s)
         self._room_changed = self._room_changed or (env.in_flight == 0 and bool(self._waiting_for_room))
@@ -485,6 +488,9 @@ class ScalingCore:
             del pool.waiters[env.for_request]
             pool.dedicated.pop(env.for_request, None)
             out.append(Reject(env.for_request, RejectKind.LOAD_FAILED, message))
+        if pool.envs and pool.waiters:
+            # Others run or start: the waiters get starts of their own again (within the limits).
+            self._serve_waiters(pool, now, out)
         if not pool.envs:
             # Nothing else is running or starting: whoever waits would wait for ever.
             for request in pool.waiters:
@@ -512,6 +518,8 @@ class ScalingCore:
                 self._stop(pool, env, StopReason.RETIRED, out)
                 self._drained_if_empty(pool, out)
             if not pool.closed:
+                # A request may be waiting for the memory the retired one held.
+                self._serve_waiters(pool, now, out)
                 self._idle_if_quiet(pool, now, out)
             return
         if pool.closed:
@@ -520,6 +528,8 @@ class ScalingCore:
                 self._drained_if_empty(pool, out)
             return
         self._hand_to_waiters(pool, env, out)
+        if pool.waiters:
+            self._serve_waiters(pool, now, out)
         if env.in_flight == 0 and not pool.on_demand and pool.surplus() > 0:
             # DesiredInstanceCount was lowered: an instance beyond it goes once it is idle.
             pool.stats.released += 1
@@ -650,22 +660,6 @@ class ScalingCore:
                 best = env
         return best
 
-    def _start_for_waiters(self, pool: PoolState, now: float, out: list[Action]) -> None:
-        """With ``max_starting``: a start just ended and requests still wait with no start of their
-        own, so another starts for the oldest of them, as many as the limit allows."""
-        if self.max_starting is None or not pool.config.serverless or pool.closed:
-            return
-        for request in [r for r in pool.waiters if r not in pool.dedicated]:
-            starting = len(pool.envs) - pool.ready_count()
-            if starting >= self.max_starting or len(pool.envs) >= pool.config.max_concurrency:
-                return
-            if self._make_room(pool, now, out, evict=True) is not None:
-                return
-            env = self._new_environment(pool, Purpose.DEMAND, now, out)
-            env.for_request = request
-            pool.dedicated[request] = env.id
-            pool.stats.cold_starts += 1
-
     def _hand_to_waiters(self, pool: PoolState, env: EnvironmentState, out: list[Action]) -> None:
         limit = pool.config.environment_concurrency
         if not pool.config.serverless and pool.waiters:
@@ -695,11 +689,13 @@ class ScalingCore:
             out.append(Route(request, env.id, cold=False))
 
     def _serve_waiters(self, pool: PoolState, now: float, out: list[Action]) -> None:
-        """Start environments for waiting requests that have none coming (after a loss or a
-        reconfiguration), within MaxConcurrency and the budget."""
+        """Start environments for waiting requests that have none coming (after a loss, a failed
+        start or a reconfiguration, and as starts end or environments free up while requests still
+        wait), within MaxConcurrency, the budget and, for a serverless variant, ``max_starting``."""
         starting = len(pool.envs) - pool.ready_count()
+        limit = self.max_starting if pool.config.serverless and self.max_starting else math.inf
         for request in list(pool.waiters):
-            if starting >= len(pool.waiters) or len(pool.envs) >= pool.config.max_environments:
+            if starting >= min(len(pool.waiters), limit) or len(pool.envs) >= pool.config.max_environments:
                 return
             if request in pool.dedicated:
                 continue

@@ -167,17 +167,45 @@ def test_at_most_max_starting_environments_start_at_once() -> None:
     assert core.handle(Ready(1), 0.03) == [Route(1, 1, cold=True), Start(3, pool, DEMAND)]
     # Environment 1 frees up first and takes the oldest waiter (request 2, hedged: its start goes on).
     assert core.handle(Finished(1, 1), 0.035) == [Route(2, 1, cold=False)]
-    # Each start that ends takes the oldest waiter and, while requests wait with no start of their
-    # own, starts one for the next of them.
+    # Each start that ends takes the oldest waiter and, while more requests wait than starts are
+    # coming for them, starts one for the next of them.
     assert core.handle(Ready(2), 0.04) == [Route(3, 2, cold=False), Start(4, pool, DEMAND)]
-    assert core.handle(Ready(3), 0.05) == [Route(4, 3, cold=False), Start(5, pool, DEMAND)]
+    # Request 4's start (now for nobody) still comes for the one request left: no new start.
+    assert core.handle(Ready(3), 0.05) == [Route(4, 3, cold=False)]
     assert core.handle(Finished(1, 2), 0.06) == [Route(5, 1, cold=False)]
     assert state.waiters == {}
-    assert state.stats.cold_starts == 5 and state.stats.throttled == 0
+    assert state.stats.cold_starts == 4 and state.stats.throttled == 0
     # The last start finds nobody waiting: it joins the pool idle.
-    assert core.handle(Ready(5), 0.07) == []
     assert core.handle(Ready(4), 0.08) == []
     assert core.handle(Arrival(pool, 6), 0.09) == [Route(6, 4, cold=False)]
+
+
+def test_max_starting_holds_after_a_loss() -> None:
+    core = ScalingCore(memory_budget_mb=65536, max_starting=1)
+    pool = deployed(core, serverless(max_concurrency=20))
+    serve_cold(core, pool, 1, 1, at=0.0)
+    for request in range(2, 12):  # ten wait: one start of their own at a time
+        core.handle(Arrival(pool, request), 1.0)
+    state = core.pools[pool]
+    assert len(state.envs) == 2
+    # The busy environment is lost: its replacements are paced too, not ten starts at once.
+    actions = core.handle(Lost(1), 1.1)
+    starts = [a for a in actions if isinstance(a, Start)]
+    assert len(starts) == 0  # one is still starting (for request 2): the limit is reached
+    assert len(state.envs) - state.ready_count() == 1
+
+
+def test_a_request_waiting_for_the_memory_of_a_retired_environment_gets_a_start() -> None:
+    # The budget holds one environment: request 2 waits for environment 1, which then retires.
+    core = ScalingCore(memory_budget_mb=1024)
+    pool = deployed(core, serverless(max_concurrency=4))
+    serve_cold(core, pool, 1, 1, at=0.0)
+    assert core.handle(Arrival(pool, 2), 1.0) == []
+    core.handle(Retire(1), 1.1)
+    # Once it is stopped its memory is free, and the waiter gets a start of its own.
+    actions = core.handle(Finished(1, 1), 1.2)
+    assert Start(2, pool, DEMAND) in actions
+    assert core.handle(Ready(2), 1.5) == [Route(2, 2, cold=True)]
 
 
 def test_max_starting_still_throttles_at_max_concurrency() -> None:
@@ -329,7 +357,7 @@ def test_failed_cold_start_rejects_its_request() -> None:
     assert core.pools[pool].in_flight == 0
 
 
-def test_failed_cold_start_rejects_every_waiter_when_nothing_else_runs() -> None:
+def test_failed_cold_start_gives_a_waiter_a_start_of_its_own() -> None:
     core = ScalingCore(memory_budget_mb=8192)
     pool = deployed(core, serverless(max_concurrency=2))
     message = "The model failed to load on a cold start: bad weights"
@@ -337,13 +365,23 @@ def test_failed_cold_start_rejects_every_waiter_when_nothing_else_runs() -> None
     assert core.handle(Arrival(pool, 2), 0.0) == [Start(2, pool, DEMAND)]
     assert core.handle(Withdrawn(pool, 2), 0.1) == []
     assert core.handle(Arrival(pool, 3), 0.2) == []  # waits: both environments are starting
-    # Environment 2 fails: 1 is still starting, so request 3 keeps waiting.
-    assert core.handle(StartFailed(2, "bad weights"), 1.0) == []
-    # Environment 1 fails: its own request and the waiter are rejected.
-    assert core.handle(StartFailed(1, "bad weights"), 1.1) == [
-        Reject(1, RejectKind.LOAD_FAILED, message),
-        Reject(3, RejectKind.LOAD_FAILED, message),
-    ]
+    # Environment 2 fails: MaxConcurrency has room again, so request 3 gets a start of its own
+    # rather than waiting behind request 1's.
+    assert core.handle(StartFailed(2, "bad weights"), 1.0) == [Start(3, pool, DEMAND)]
+    assert core.handle(StartFailed(1, "bad weights"), 1.1) == [Reject(1, RejectKind.LOAD_FAILED, message)]
+    assert core.handle(StartFailed(3, "bad weights"), 1.2) == [Reject(3, RejectKind.LOAD_FAILED, message)]
+    assert core.pools[pool].waiters == {}
+    assert core.used_mb == 0
+
+
+def test_failed_cold_start_rejects_every_waiter_when_nothing_else_runs() -> None:
+    core = ScalingCore(memory_budget_mb=8192)
+    pool = deployed(core, serverless(max_concurrency=1))
+    message = "The model failed to load on a cold start: bad weights"
+    assert core.handle(Arrival(pool, 1), 0.0) == [Start(1, pool, DEMAND)]
+    assert core.handle(Withdrawn(pool, 1), 0.1) == []
+    assert core.handle(Arrival(pool, 2), 0.2) == []  # waits: the one environment allowed is starting
+    assert core.handle(StartFailed(1, "bad weights"), 1.0) == [Reject(2, RejectKind.LOAD_FAILED, message)]
     assert core.pools[pool].waiters == {}
     assert core.used_mb == 0
 
@@ -1062,6 +1100,9 @@ def check_invariants(core: ScalingCore) -> None:
         if config.serverless:
             assert all(e.in_flight <= config.environment_concurrency for e in pool.envs.values())
             assert pool.in_flight + len(pool.waiters) <= config.max_concurrency
+            if core.max_starting is not None:
+                demand = [e for e in pool.envs.values() if not e.ready and e.purpose is DEMAND]
+                assert len(demand) <= core.max_starting
         assert set(pool.dedicated) <= set(pool.waiters)
         assert all(e.ready for e in pool.envs.values() if e.in_flight)
         check_free_list(pool)
@@ -1141,10 +1182,11 @@ def test_bursty_trace_under_memory_pressure() -> None:
     assert core.evictions > 0
 
 
+@pytest.mark.parametrize("max_starting", [None, 1, 2])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_trace(seed: int) -> None:
+def test_random_trace(seed: int, max_starting: int | None) -> None:
     rng = random.Random(seed)
-    core = ScalingCore(memory_budget_mb=rng.choice([2048, 4096, 6144]))
+    core = ScalingCore(memory_budget_mb=rng.choice([2048, 4096, 6144]), max_starting=max_starting)
     loop = Loop(
         core,
         start_s=lambda: rng.expovariate(1 / 2.0),

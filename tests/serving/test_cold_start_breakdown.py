@@ -24,11 +24,22 @@ def test_stages_follow_one_another_and_sum_to_the_total() -> None:
         "prepare": 1.0,
         "model_load": 10.0,
         "listen": 1.0,
+        "limit_wait": 0.0,
         "report": 1.0,
         "first_invoke": 8.0,
         "total": 25.0,
         "limit": 9.0,
     }
+    assert sum(ms[stage] for stage in STAGES) == pytest.approx(ms["total"])
+
+
+def test_a_cgroup_move_that_outlasts_the_start_is_waited_for_on_the_path() -> None:
+    worker = WorkerStages(running=10.002, loading=10.003, loaded=10.005, listening=10.006)
+    trace = StartTrace(requested=10.001, launched=10.002, limited=10.014, reported=10.015, worker=worker)
+    ms = breakdown(trace, arrived=10.0, answered=10.020)
+    assert ms["limit"] == 12.0
+    assert ms["limit_wait"] == 8.0  # ready at 6 ms, moved at 14 ms
+    assert ms["report"] == 1.0
     assert sum(ms[stage] for stage in STAGES) == pytest.approx(ms["total"])
 
 
