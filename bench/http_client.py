@@ -73,9 +73,9 @@ class Client:
         self._idle.clear()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+def _parse_head(head: bytes) -> tuple[int, dict[str, str]]:
+    """The status and the headers (lower-cased names) of a response head."""
+    lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
     try:
         status = int(lines[0].split(" ", 2)[1])
     except (IndexError, ValueError):
@@ -85,6 +85,11 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
         if ":" in line:
             name, value = line.split(":", 1)
             headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[Response, bool]:
+    status, headers = _parse_head(await reader.readuntil(b"\r\n\r\n"))
     if "content-length" in headers:
         body = await reader.readexactly(int(headers["content-length"]))
     elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -154,15 +159,7 @@ class BlockingClient:
                 raise HttpError("the server closed the connection")
             data += chunk
         head, _, rest = data.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        try:
-            status = int(lines[0].split(" ", 2)[1])
-        except (IndexError, ValueError):
-            raise HttpError(f"bad status line {lines[0]!r}") from None
-        headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        status, headers = _parse_head(head)
         if "content-length" not in headers:
             raise HttpError("a response without Content-Length")
         length = int(headers["content-length"])
