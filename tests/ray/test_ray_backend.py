@@ -223,17 +223,22 @@ def test_no_node_holds_more_than_its_memory_and_the_budget_is_the_clusters(
 
     # 1024 MB, five at once: the budget has room for five (5,720 MB less the zygotes', about
     # 430 MB), but each worker node for two and the head for none: the nodes' own memory bounds
-    # them, not the budget. Four are served, two on each worker node, and the fifth start is
-    # refused by placement, saying what each node has free.
+    # them, not the budget. Four environments start, two on each worker node; the fifth start
+    # waits for room on a node rather than failing, and its request is served by the first of
+    # the four to be free (a hedged cold start). None is refused.
     deploy(ray_sm, "per-node", node_archive, memory=1024, max_concurrency=5)
     by_node, refusals = at_once("per-node", 5)
     after = budget(ray_server)  # the zygotes of every node reported by now
     assert after.total - after.zygotes >= 5 * 1024, after
+    assert refusals == []
     assert sorted(len(pids) for pids in by_node.values()) == [2, 2], by_node
-    assert len(refusals) == 1 and "no node of the Ray cluster has 1024 MB" in refusals[0], refusals
+    assert "per-node: no node has 1024 MB free" in ray_server.log()
     pids = {p for node_pids in by_node.values() for p in node_pids}
     delete(ray_sm, "per-node")
     wait_until(lambda: gone(pids), "the deleted endpoint's environments are stopped")
+    # The fifth start got its room when the four were released, started and was stopped with
+    # its endpoint: nothing of "per-node" holds memory any more.
+    wait_until(lambda: budget(ray_server).used == 0, "no environment holds memory", timeout=90)
     # 2048 MB: two fit on the nodes (one each), and only two in the budget: the third request
     # waits for one of its endpoint's environments, as on one machine, and none is refused.
     deploy(ray_sm, "large", node_archive, memory=2048, max_concurrency=3)
@@ -245,6 +250,40 @@ def test_no_node_holds_more_than_its_memory_and_the_budget_is_the_clusters(
         lambda: gone({p for node_pids in by_node.values() for p in node_pids}),
         "the deleted endpoint's environments are stopped",
     )
+
+
+def test_a_start_that_fits_the_cluster_but_no_node_waits_for_room_on_one(
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """2,048 MB asked while each worker node has about 1,300 MB free (one 1,024 MB environment of
+    another endpoint on each): the cluster's budget has room, no single node has. The cold start
+    waits, and its invocation is answered once one of the other endpoint's environments stops
+    and leaves room on its node."""
+    deploy(ray_sm, "whole", node_archive, memory=2048, max_concurrency=1)
+    # Its load check's environment, released when idle (2 s): "whole" holds nothing now.
+    wait_until(lambda: budget(ray_server).used == 0, "the load check's environment is released")
+    deploy(ray_sm, "fragment", node_archive, memory=1024, max_concurrency=2, provisioned=2)
+    wait_until(lambda: budget(ray_server).used == 2048, "the two provisioned environments hold memory")
+    now = budget(ray_server)
+    assert now.free >= 2048, now  # the budget has room: the core starts it, placement finds none
+    before = ray_server.log().count("whole: no node has 2048 MB free")
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        answer = pool.submit(invoke, ray_runtime, "whole")
+        wait_until(
+            lambda: ray_server.log().count("whole: no node has 2048 MB free") > before,
+            "the cold start waits for room on a node",
+        )
+        time.sleep(1.0)
+        assert not answer.done()  # waiting, not failed
+        # Room on the nodes: the other endpoint's environments stop.
+        delete(ray_sm, "fragment")
+        served = answer.result(timeout=60)
+    assert time.monotonic() - started > 1.0
+    assert served["predictions"] and served["node"] in {str(n.node_id) for n in ray_cluster.workers}
+    assert "whole: room for 2048 MB on node" in ray_server.log()
+    delete(ray_sm, "whole")
+    wait_until(lambda: gone({served["pid"]}), "the deleted endpoint's environment is stopped")
 
 
 def test_max_concurrency_throttles_on_the_cluster_as_on_one_machine(

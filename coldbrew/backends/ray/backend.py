@@ -50,6 +50,13 @@ DISCOVERY_INTERVAL_S = 2.0
 """How often the cluster's node list is read for nodes that joined or left."""
 STOP_PATIENCE_S = 5.0
 """How long past its grace a stop waits for the agent's answer."""
+ROOM_PATIENCE_S = 60.0
+"""How long a start that fits some node's memory, but finds no node with that much free, waits
+for room on one (an environment stopped, a node joined) before it fails: as long as an invocation
+may take (``COLDBREW_INVOCATION_TIMEOUT_S``'s default)."""
+ROOM_RECHECK_S = 1.0
+"""A waiting start looks again at least this often (the zygotes' memory changes without a
+signal)."""
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 OUTPUT_PENDING_BYTES = 4 << 20
 """At most this much of one worker's output waits on the gateway for its log pipe to have room;
@@ -178,11 +185,13 @@ class RayWorker:
     def _exit(self, oom_killed: bool) -> None:
         self._exited = True
         self._oom = self._oom or oom_killed
-        self.node.workers.pop(self.worker_id, None)
+        if self.node.workers.pop(self.worker_id, None) is not None:
+            self.backend._room_freed()
 
     async def stop(self, grace_s: float = 2.0) -> None:
         self._stopping = True
-        self.node.workers.pop(self.worker_id, None)  # its memory is free for placement at once
+        if self.node.workers.pop(self.worker_id, None) is not None:
+            self.backend._room_freed()  # its memory is free for placement at once
         if not self.node.dead and not self._exited:
             with contextlib.suppress(Exception):  # the node may die meanwhile: nothing left to stop
                 # Bounded: an agent that does not answer must not hold serving's stop up.
@@ -205,6 +214,7 @@ class RayBackend:
         memory_cgroups: bool = True,
         namespace: str = "coldbrew",
         zygote_idle_s: float = ZYGOTE_IDLE_S,
+        room_wait_s: float = ROOM_PATIENCE_S,
     ) -> None:
         try:
             import ray  # the optional extra: only a server started with --backend ray imports it
@@ -250,6 +260,9 @@ class RayBackend:
         self._lost: set[str] = set()
         """Nodes taken for lost: Ray may list one as alive a while longer, but it gets no agent
         again (a node that restarts joins with a new id)."""
+        self.room_wait_s = room_wait_s
+        self._room_waiters: set[asyncio.Future[None]] = set()
+        """Starts waiting for room on a node: woken when some may have appeared."""
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -319,6 +332,7 @@ class RayBackend:
             info = await asyncio.wait_for(asyncio.shield(node.ready), self.startup_timeout_s)
             node.models.update(info.models)
             log.info("coldbrew agent ready on node %s (pid %d)", node.node_id[:8], info.pid)
+            self._room_freed()  # a node with room for a waiting start, perhaps
             failures = 0
             while not self._closed and not node.dead:
                 try:
@@ -332,6 +346,8 @@ class RayBackend:
                     await asyncio.sleep(POLL_INTERVAL_S)
                     continue
                 failures = 0
+                if report.zygote_rss_bytes < node.zygote_rss_bytes:
+                    self._room_freed()  # a zygote stopped, or shrank
                 node.zygote_rss_bytes = report.zygote_rss_bytes
                 for worker_id, state in report.alive.items():
                     worker = node.workers.get(worker_id)
@@ -472,17 +488,7 @@ class RayBackend:
     async def _start_on_a_node(
         self, spec: WorkerSpec, bundle: ModelBundle, ref: Any, extras: list[tuple[str, ModelBundle, Any]]
     ) -> RayWorker:
-        wanted = PlacementRequest(spec.memory_mb, bundle.digest, spec.tenant)
-        states = [n.state() for n in await self._ready_nodes()]
-        chosen = place(states, wanted)
-        if chosen is None and await self._agents_starting():
-            # Only when no ready node has room does a start wait for the agents of nodes that
-            # are joining: waiting always would hold every cold start up behind a slow node.
-            states = [n.state() for n in await self._ready_nodes()]
-            chosen = place(states, wanted)
-        if chosen is None:
-            raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
-        node = self.nodes[chosen]
+        node = self.nodes[await self._room_for(spec, bundle.digest)]
         worker_id = f"{os.getpid()}-{next(self._ids)}"
         # Booked before the first await: starts that run meanwhile see the memory as taken.
         booking = _Booking(spec.tenant, spec.memory_mb)
@@ -513,20 +519,24 @@ class RayBackend:
             )
         except (asyncio.CancelledError, WorkerStartError):
             node.workers.pop(worker_id, None)
+            self._room_freed()
             _end_output(node, worker_id)
             raise
         except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError) as exc:
             node.workers.pop(worker_id, None)
+            self._room_freed()
             _end_output(node, worker_id)
             raise _NodeFailed(node, _reason(exc)) from None
         except Exception as exc:
             node.workers.pop(worker_id, None)
+            self._room_freed()
             _end_output(node, worker_id)
             raise WorkerStartError(
                 f"The environment could not be started on Ray node {node.node_id[:8]}: {_reason(exc)}"
             ) from None
         node.workers.pop(worker_id, None)
         if reply.error is not None:
+            self._room_freed()
             # What the worker wrote before it failed (its traceback) is in its stream too.
             if pipe is not None:
                 pipe.write(reply.output)
@@ -549,8 +559,66 @@ class RayBackend:
         )
         return worker
 
+    async def _room_for(self, spec: WorkerSpec, digest: str) -> str:
+        """The node for a new environment: placed now if some node has room; else, if it fits
+        some node's memory at all, once one has (the memory budget, the cluster's sum, had room
+        for it: a node's is held by other environments, which stop when idle, or a node joins),
+        waiting at most ``room_wait_s``. One that fits no node fails at once, saying so."""
+        wanted = PlacementRequest(spec.memory_mb, digest, spec.tenant)
+        states = [n.state() for n in await self._ready_nodes()]
+        chosen = place(states, wanted)
+        if chosen is None and await self._agents_starting():
+            # Only when no ready node has room does a start wait for the agents of nodes that
+            # are joining: waiting always would hold every cold start up behind a slow node.
+            states = [n.state() for n in await self._ready_nodes()]
+            chosen = place(states, wanted)
+        began, waiting = time.monotonic(), False
+        while chosen is None:
+            waited = time.monotonic() - began
+            alive = [n for n in states if n.alive]
+            if not alive or spec.memory_mb > max(n.memory_mb for n in alive) or self._closed:
+                raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
+            if waited >= self.room_wait_s:
+                raise WorkerStartError(
+                    f"{explain_full(states, spec.memory_mb)}; waited {waited:.0f} s for room on a node."
+                )
+            if not waiting:
+                waiting = True
+                log.info(
+                    "%s: no node has %d MB free (%s); waiting for room on one",
+                    spec.tenant or "-",
+                    spec.memory_mb,
+                    ", ".join(f"{n.node_id[:8]}: {n.memory_mb - n.used_memory_mb} MB" for n in alive),
+                )
+            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._room_waiters.add(woken)
+            try:
+                await asyncio.wait_for(woken, min(ROOM_RECHECK_S, self.room_wait_s - waited))
+            except TimeoutError:
+                pass
+            finally:
+                self._room_waiters.discard(woken)
+            states = [n.state() for n in await self._ready_nodes()]
+            chosen = place(states, wanted)
+        if waiting:
+            log.info(
+                "%s: room for %d MB on node %s after %.1f s",
+                spec.tenant or "-",
+                spec.memory_mb,
+                chosen[:8],
+                time.monotonic() - began,
+            )
+        return chosen
+
+    def _room_freed(self) -> None:
+        """Memory on some node may have been freed (or a node became ready): waiting starts look."""
+        for woken in self._room_waiters:
+            if not woken.done():
+                woken.set_result(None)
+
     async def close(self) -> None:
         self._closed = True
+        self._room_freed()
         if self._discovery is not None:
             self._discovery.cancel()
         nodes = list(self.nodes.values())
