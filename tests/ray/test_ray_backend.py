@@ -92,17 +92,36 @@ def gone(pids: set[int]) -> bool:
 
 
 def test_scale_to_zero_and_back_on_a_worker_node(
-    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
 ) -> None:
     deploy(ray_sm, "zero", node_archive, memory=1024, max_concurrency=1)
     first = invoke(ray_runtime, "zero")
     assert first["node"] in {str(n.node_id) for n in ray_cluster.workers}
     # Idle past COLDBREW_IDLE_TIMEOUT_S (2 s): no environment left on the node.
     wait_until(lambda: gone({first["pid"]}), "the idle environment is released")
+    before = ray_server.log().count("cold start of zero/AllTraffic: ")
+    started = time.monotonic()
     again = invoke(ray_runtime, "zero")
+    elapsed_ms = (time.monotonic() - started) * 1000
     assert again["pid"] != first["pid"]
     assert again["node"] in {str(n.node_id) for n in ray_cluster.workers}
     assert again["predictions"] == first["predictions"]
+    # The cold start's breakdown is logged as for a local worker, from the trace the node's
+    # agent sent back: every stage, on the gateway's clock, adding up to the total.
+    from coldbrew.backends.start_trace import STAGES
+
+    wait_until(
+        lambda: ray_server.log().count("cold start of zero/AllTraffic: ") > before, "the breakdown is logged"
+    )
+    line = [x for x in ray_server.log().splitlines() if "cold start of zero/AllTraffic: " in x][-1]
+    ms = {
+        stage: float(value)
+        for stage, _, value in (pair.partition("=") for pair in line.split(": ", 2)[-1].split())
+    }
+    assert set(ms) == {*STAGES, "total", "limit"}, line
+    assert all(ms[stage] >= 0 for stage in STAGES), line
+    assert sum(ms[stage] for stage in STAGES) == pytest.approx(ms["total"], abs=0.01)
+    assert ms["model_load"] > 0 and ms["total"] <= elapsed_ms, line
     delete(ray_sm, "zero")
     wait_until(lambda: gone({again["pid"]}), "the deleted endpoint's environment is stopped")
 

@@ -23,6 +23,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 from coldbrew.backends.base import WorkerStartError
@@ -250,6 +251,8 @@ class NodeAgent:
             port=status.port,
             setup_ms=worker.setup_ms,
             memory_enforced=worker.cgroup is not None,
+            trace=getattr(worker, "start_trace", None),
+            replied=time.monotonic(),
         )
 
     async def stop_worker(self, worker_id: str, grace_s: float = 2.0) -> None:

@@ -34,6 +34,7 @@ from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.ray.agent import NodeAgent
 from coldbrew.backends.ray.messages import AgentInfo, ModelBundle, NodeReport, StartReply, StartRequest
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+from coldbrew.backends.start_trace import StartTrace
 from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
 from coldbrew.worker.container import INSTALLED_REQUIREMENTS
 
@@ -157,6 +158,9 @@ class RayWorker:
         self.address = f"http://{node.host}:{reply.port}"
         self.setup_ms = reply.setup_ms
         self._memory_enforced = reply.memory_enforced
+        self.start_trace: StartTrace | None = None
+        """The start's trace on the gateway's clock (``_on_gateway_clock``), for the cold-start
+        breakdown serving logs."""
         self._rss = 0
         self._exited = False
         self._oom = False
@@ -517,6 +521,7 @@ class RayBackend:
             reply: StartReply = await asyncio.wait_for(
                 self._await(node.agent.start_worker.remote(request)), self.startup_timeout_s + 10
             )
+            received = time.monotonic()
         except (asyncio.CancelledError, WorkerStartError):
             node.workers.pop(worker_id, None)
             self._room_freed()
@@ -548,6 +553,7 @@ class RayBackend:
         if node.dead:
             raise _NodeFailed(node, "the node was lost while the environment started")
         worker = RayWorker(self, node, worker_id, spec, reply)
+        worker.start_trace = _on_gateway_clock(reply, received)
         node.workers[worker_id] = worker
         log.info(
             "%s: environment %s on node %s at %s (%.0f ms)",
@@ -661,6 +667,35 @@ def _other_directories(spec: WorkerSpec) -> list[str]:
         if os.path.isabs(value) and not inside_model and os.path.isdir(value) and value not in found:
             found.append(value)
     return found
+
+
+def _on_gateway_clock(reply: StartReply, received: float) -> StartTrace | None:
+    """The node's start trace on the gateway's ``time.monotonic()``: each node reading shifted by
+    ``received - reply.replied``, as if the reply had taken no time to arrive (it is read on
+    arrival; what its way back took, a Ray message, lands in ``report``), and ``reported`` the
+    reply's arrival: the gateway has the worker's ready status then. The admit stage so includes
+    the start's way to the node and a model's first shipment to it."""
+    trace = reply.trace
+    if trace is None:
+        return None
+    shift = received - reply.replied
+    stages = trace.worker
+    if stages is not None:
+        stages = stages.model_copy(
+            update={
+                "running": stages.running + shift,
+                "loading": stages.loading + shift,
+                "loaded": stages.loaded + shift,
+                "listening": stages.listening + shift,
+            }
+        )
+    return StartTrace(
+        requested=trace.requested + shift,
+        launched=trace.launched + shift,
+        limited=trace.limited + shift,
+        reported=received,
+        worker=stages,
+    )
 
 
 def _end_output(node: _Node, worker_id: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coldbrew.backends.start_trace import StartTrace
+
 
 @dataclass(frozen=True)
 class AgentInfo:
@@ -54,6 +56,12 @@ class StartReply:
     """Why the worker did not become ready (the loader's error), else None."""
     output: bytes = b""
     """What a worker that did not become ready wrote (its stdout and stderr), for its log stream."""
+    trace: StartTrace | None = None
+    """Where the start's time went (``coldbrew.backends.start_trace``), on the node's
+    ``time.monotonic()`` clock; None if the launch kept none."""
+    replied: float = 0.0
+    """The node's ``time.monotonic()`` when this reply was made: the gateway sets ``trace``
+    against its own clock by it (the nodes' monotonic clocks are not the gateway's)."""
 
 
 @dataclass(frozen=True)
