@@ -141,7 +141,10 @@ def ray_server(
             "COLDBREW_IDLE_TIMEOUT_S": "2",
             "COLDBREW_PIP_ARGS": f"--no-index --find-links {wheelhouse}",
         },
-    ).start(timeout=120)
+    )
+    # The nodes fetch s3:// models from the server's embedded S3 themselves (they run here).
+    server.env["COLDBREW_RAY_NODE_S3"] = server.url
+    server.start(timeout=120)
     try:
         # Every node's agent ready before the tests deploy: placement does not wait for an agent
         # that is still starting while a ready node has room, so on a loaded machine an

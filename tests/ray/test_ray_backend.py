@@ -421,3 +421,127 @@ def test_a_node_refuses_a_model_whose_shipment_differs_from_its_hash(
             await backend.close()
 
     asyncio.run(scenario())
+
+
+def test_an_s3_model_is_fetched_by_the_node_from_the_embedded_s3(
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """ModelDataUrl s3://, in the server's embedded S3 (put with boto3): the server fetches it
+    into its cache at deploy, and the node that serves it fetches it from the same S3 itself
+    (COLDBREW_RAY_NODE_S3 is the server's URL here), verified by the cache's digest."""
+    s3 = ray_server.client("s3")
+    s3.create_bucket(Bucket="deployed-models")
+    s3.put_object(Bucket="deployed-models", Key="forest/model.tar.gz", Body=node_archive.read_bytes())
+    deploy_serverless(ray_sm, "from-s3", "s3://deployed-models/forest/model.tar.gz", memory=1024)
+    wait_for_status(ray_sm, "from-s3", "InService", timeout=120)
+    answer = invoke(ray_runtime, "from-s3")
+    assert answer["predictions"] and answer["node"] in {str(n.node_id) for n in ray_cluster.workers}
+    fetched = [
+        x for x in ray_server.log().splitlines() if "(s3://deployed-models/forest/model.tar.gz) fetched" in x
+    ]
+    assert fetched, "no node fetched the model from S3"
+    assert "shipping it from the head's cache instead" not in ray_server.log()
+    delete(ray_sm, "from-s3")
+
+
+def test_a_node_fetches_an_s3_model_itself_and_serves_it_only_if_it_hashes_as_on_the_head(
+    tmp_path: Path,
+    ray_server: ColdbrewServer,
+    ray_cluster: RayCluster,
+    node_archive: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A model whose ModelDataUrl is s3:// (here in the real server's embedded S3, put there with
+    boto3) is fetched by the node itself, with a GET the head signed, and kept only if what it
+    fetched hashes to the digest the head's cache recorded for it; nothing goes through the head.
+    An object changed in S3 since the head fetched it hashes differently: the node keeps nothing
+    of it, and the head's own copy is shipped and served instead."""
+    import hashlib
+    import io
+    import logging
+
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import RandomForestRegressor
+
+    from coldbrew.backends.base import WorkerSpec
+    from coldbrew.backends.ray.backend import RayBackend
+    from tests.ray.conftest import INFERENCE_PY
+
+    s3 = ray_server.client("s3")
+    s3.create_bucket(Bucket="ray-models")
+
+    def cached(archive: bytes, key: str) -> WorkerSpec:
+        """A model directory as the head's cache holds it (named by the archive's SHA-256)."""
+        model_dir = tmp_path / hashlib.sha256(archive).hexdigest()
+        model_dir.mkdir()
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(model_dir, filter="data")
+        label = f"s3://ray-models/{key}"
+        return WorkerSpec(
+            str(model_dir), memory_mb=512, runtime="sklearn", tenant=key, labels={str(model_dir): label}
+        )
+
+    original = node_archive.read_bytes()
+    s3.put_object(Bucket="ray-models", Key="forest/model.tar.gz", Body=original)
+    fetched = cached(original, "forest/model.tar.gz")
+    # The head's copy of another archive of the same model (its code differs by a comment), and
+    # under its key in S3 by now a different model, trained here.
+    with tarfile.open(node_archive) as tar:
+        member = tar.extractfile("model.joblib")
+        assert member is not None
+        forest = member.read()
+    heads = tar_gz({"model.joblib": forest, "code/inference.py": (INFERENCE_PY + "# v2\n").encode()})
+    changed = cached(heads, "changed/model.tar.gz")
+    features, target = load_diabetes(return_X_y=True)
+    other = RandomForestRegressor(n_estimators=5, max_depth=2, random_state=1).fit(features, target)
+    buffer = io.BytesIO()
+    joblib.dump(other, buffer)
+    replaced = tar_gz({"model.joblib": buffer.getvalue(), "code/inference.py": INFERENCE_PY.encode()})
+    s3.put_object(Bucket="ray-models", Key="changed/model.tar.gz", Body=replaced)
+    others = other.predict(np.array(ROWS)).tolist()
+
+    async def predictions(address: str) -> Any:
+        async with httpx.AsyncClient() as client:
+            answer = await client.post(f"{address}/invocations", json={"rows": ROWS}, timeout=30)
+            answer.raise_for_status()
+            return answer.json()["predictions"]
+
+    async def scenario() -> None:
+        backend = RayBackend(
+            ray_cluster.address,
+            zygote=False,
+            memory_cgroups=False,
+            namespace="fetching",
+            node_s3=ray_server.url,
+        )
+        # Signed as this test's client: the gateway's own key lives in the server's process.
+        backend._s3_client = s3
+        try:
+            worker = await backend.start(fetched)
+            try:
+                served = await predictions(worker.address)
+                assert await worker.node.agent.has_model.remote(Path(fetched.model_dir).name)
+                assert backend._bundles == {}  # nothing shipped from the head
+            finally:
+                await worker.stop()
+            assert served != others
+            worker = await backend.start(changed)
+            try:
+                # The head's model (the same forest as the first), not the one now in S3.
+                assert await predictions(worker.address) == served
+                agent = worker.node.agent
+                assert await agent.has_model.remote(Path(changed.model_dir).name)
+                assert not await agent.has_model.remote(hashlib.sha256(replaced).hexdigest())
+                assert changed.model_dir in backend._bundles  # shipped from the head's cache
+            finally:
+                await worker.stop()
+        finally:
+            await backend.close()
+
+    with caplog.at_level(logging.INFO, logger="coldbrew.backends.ray"):
+        asyncio.run(scenario())
+    assert "fetched from S3 by node" in caplog.text
+    assert "s3://ray-models/changed/model.tar.gz hashed to" in caplog.text
+    assert "shipping it from the head's cache instead" in caplog.text

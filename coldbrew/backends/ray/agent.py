@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from coldbrew.artifacts.errors import ArtifactError
+from coldbrew.artifacts.extract import Budget, unpack_file, write_stream
 from coldbrew.backends.base import WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups
 from coldbrew.backends.containment import base_env
@@ -35,6 +37,7 @@ from coldbrew.backends.ray.messages import (
     AgentInfo,
     ModelBundle,
     NodeReport,
+    S3Fetch,
     StartReply,
     StartRequest,
     WorkerReport,
@@ -175,6 +178,42 @@ class NodeAgent:
                 f"model {bundle.digest[:12]} arrived with SHA-256 {actual[:12]}, not {bundle.sha256[:12]}"
             )
         await asyncio.to_thread(self._extract, bundle.digest, data)
+
+    async def fetch_model(self, fetch: S3Fetch) -> str | None:
+        """Fetch a model from S3 and keep it if it hashes to the digest the head recorded for it;
+        None if it is here now, else why not (the gateway then ships it from the head)."""
+        if self.has_model(fetch.digest):
+            return None
+        return await asyncio.to_thread(self._fetch, fetch)
+
+    def _fetch(self, fetch: S3Fetch) -> str | None:
+        import httpx
+
+        staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix="fetch-"))
+        try:
+            blob = staging / "download"
+            with httpx.stream("GET", fetch.url, timeout=httpx.Timeout(60, connect=5)) as response:
+                if response.status_code != 200:
+                    return f"S3 answered {response.status_code} for {fetch.label}"
+                raw = write_stream(response.iter_bytes(1 << 20), blob, Budget(fetch.max_bytes, fetch.label))
+            name = fetch.label.rstrip("/").rpartition("/")[2]
+            # As the head's cache makes a model directory of one fetched file: extracted safely
+            # if it is a gzip archive, else kept under its name; and the same digest of it.
+            digest = unpack_file(
+                blob, name, staging / "model", fetch.max_bytes, fetch.label, "auto", raw_digest=raw
+            )
+            if digest != fetch.digest:
+                # Changed in S3 since the head fetched it (or not what the head has): not served.
+                return (
+                    f"{fetch.label} hashed to {digest[:12]} on node {self.node_id[:8]}, "
+                    f"not {fetch.digest[:12]} as on the head"
+                )
+            (staging / "model").rename(self.models_dir / fetch.digest)
+            return None
+        except (httpx.HTTPError, ArtifactError, OSError) as exc:
+            return f"could not fetch {fetch.label} on node {self.node_id[:8]}: {exc}"
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _extract(self, digest: str, data: bytes) -> None:
         staging = Path(tempfile.mkdtemp(dir=self.run_dir, prefix="incoming-"))

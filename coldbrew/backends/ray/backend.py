@@ -32,7 +32,14 @@ from typing import Any
 
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.ray.agent import NodeAgent
-from coldbrew.backends.ray.messages import AgentInfo, ModelBundle, NodeReport, StartReply, StartRequest
+from coldbrew.backends.ray.messages import (
+    AgentInfo,
+    ModelBundle,
+    NodeReport,
+    S3Fetch,
+    StartReply,
+    StartRequest,
+)
 from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
 from coldbrew.backends.start_trace import StartTrace
 from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
@@ -55,6 +62,9 @@ ROOM_PATIENCE_S = 60.0
 """How long a start that fits some node's memory, but finds no node with that much free, waits
 for room on one (an environment stopped, a node joined) before it fails: as long as an invocation
 may take (``COLDBREW_INVOCATION_TIMEOUT_S``'s default)."""
+NODE_S3_ENV = "COLDBREW_RAY_NODE_S3"
+"""Where nodes fetch ``s3://`` model data from themselves (``RayBackend``'s ``node_s3``) when
+the server does not say: the embedded S3's URL as the nodes reach the gateway, or ``external``."""
 ROOM_RECHECK_S = 1.0
 """A waiting start looks again at least this often (the zygotes' memory changes without a
 signal)."""
@@ -119,6 +129,8 @@ class _Node:
     workers: dict[str, RayWorker | _Booking] = field(default_factory=dict)
     """Its environments, and the starts in progress (booked before they are placed)."""
     receiving: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    fetching: dict[str, asyncio.Future[str | None]] = field(default_factory=dict)
+    """Models the node is fetching from S3 itself, by digest: why not, or None once it has."""
     outputs: dict[str, _OutputPipe] = field(default_factory=dict)
     """Where each worker's output goes, until the agent reports its end."""
     zygote_rss_bytes: int = 0
@@ -219,7 +231,12 @@ class RayBackend:
         namespace: str = "coldbrew",
         zygote_idle_s: float = ZYGOTE_IDLE_S,
         room_wait_s: float = ROOM_PATIENCE_S,
+        node_s3: str | None = None,
     ) -> None:
+        """``node_s3``: where nodes fetch ``s3://`` model data from themselves (the embedded S3's
+        URL, as the nodes reach the gateway, or ``"external"`` for boto3's own configuration on
+        the head); the head signs each GET, so nodes need no credentials. None: every model is
+        shipped from the head's cache. Unset, ``COLDBREW_RAY_NODE_S3`` says."""
         try:
             import ray  # the optional extra: only a server started with --backend ray imports it
         except ImportError:
@@ -265,6 +282,10 @@ class RayBackend:
         """Nodes taken for lost: Ray may list one as alive a while longer, but it gets no agent
         again (a node that restarts joins with a new id)."""
         self.room_wait_s = room_wait_s
+        self.node_s3 = node_s3 if node_s3 is not None else os.environ.get(NODE_S3_ENV) or None
+        self._s3_client: Any = None
+        """Signs the nodes' S3 GETs (made when first needed, in a thread: boto3 reads its
+        configuration)."""
         self._room_waiters: set[asyncio.Future[None]] = set()
         """Starts waiting for room on a node: woken when some may have appeared."""
 
@@ -461,6 +482,49 @@ class RayBackend:
                 if cached == bundle:
                     del self._bundles[model_dir]
 
+    async def _model_to(self, node: _Node, spec: WorkerSpec, digest: str, s3: str | None) -> None:
+        """The model on ``node``: fetched there from S3 (``s3``: its ``s3://`` object) when the
+        node can and what it fetched hashes to ``digest``, else shipped from the head's cache."""
+        if digest in node.models:
+            return
+        if s3 is not None:
+            fetching = node.fetching.get(digest)
+            if fetching is None:  # one fetch per model and node at a time; a failed one is retried
+                fetching = asyncio.ensure_future(self._fetch_on(node, spec.model_dir, digest, s3))
+                node.fetching[digest] = fetching
+                fetching.add_done_callback(lambda _: node.fetching.pop(digest, None))
+            why = await asyncio.shield(fetching)
+            if why is None:
+                node.models.add(digest)
+                log.info("model %s (%s) fetched from S3 by node %s", digest[:12], s3, node.node_id[:8])
+                return
+            log.warning("%s: %s; shipping it from the head's cache instead", spec.tenant or "-", why)
+        bundle, ref = await self._bundle(spec.model_dir)
+        await self._ship(node, bundle, ref)
+
+    async def _fetch_on(self, node: _Node, model_dir: str, digest: str, s3: str) -> str | None:
+        try:
+            url, size = await asyncio.to_thread(self._presign, s3, model_dir)
+        except Exception as exc:  # no credentials, a bad configuration: the head ships it
+            return f"could not sign a GET of {s3} for node {node.node_id[:8]}: {_reason(exc)}"
+        # The download and the extracted tree are bounded by the head's copy (and a little more:
+        # tar headers, gzip's framing).
+        fetch = S3Fetch(digest, s3, url, size + size // 10 + (1 << 20))
+        why: str | None = await node.agent.fetch_model.remote(fetch)
+        return why
+
+    def _presign(self, s3: str, model_dir: str) -> tuple[str, int]:
+        if self._s3_client is None:
+            from coldbrew.artifacts.s3 import make_client
+
+            self._s3_client = make_client(None if self.node_s3 == "external" else self.node_s3)
+        bucket, _, key = s3.removeprefix("s3://").partition("/")
+        url = self._s3_client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=900
+        )
+        size = sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file())
+        return str(url), size
+
     # --- workers -------------------------------------------------------------------------------
 
     async def start(self, spec: WorkerSpec) -> RayWorker:
@@ -473,15 +537,20 @@ class RayBackend:
                 "EnableNetworkIsolation is not supported on the Ray backend yet: its workers are "
                 "reached over the network."
             )
-        bundle, ref = await self._bundle(spec.model_dir)
+        digest = _cache_digest(spec.model_dir)
+        s3 = _s3_object(spec) if self.node_s3 is not None and digest else None
+        if digest is None or s3 is None:
+            # Shipped from the head whatever the node: made now (a directory outside the cache
+            # is named by the tar's hash).
+            digest = (await self._bundle(spec.model_dir))[0].digest
         extras = [(d, *await self._bundle(d)) for d in _other_directories(spec)]
         try:
-            return await self._start_on_a_node(spec, bundle, ref, extras)
+            return await self._start_on_a_node(spec, digest, s3, extras)
         except _NodeFailed as failed:
             # The node was lost under the start (its agent is gone): once more, on another.
             self._node_lost(failed.node, failed.reason)
             try:
-                return await self._start_on_a_node(spec, bundle, ref, extras)
+                return await self._start_on_a_node(spec, digest, s3, extras)
             except _NodeFailed as again:
                 self._node_lost(again.node, again.reason)
                 node = again.node.node_id[:8]
@@ -490,9 +559,9 @@ class RayBackend:
                 ) from None
 
     async def _start_on_a_node(
-        self, spec: WorkerSpec, bundle: ModelBundle, ref: Any, extras: list[tuple[str, ModelBundle, Any]]
+        self, spec: WorkerSpec, digest: str, s3: str | None, extras: list[tuple[str, ModelBundle, Any]]
     ) -> RayWorker:
-        node = self.nodes[await self._room_for(spec, bundle.digest)]
+        node = self.nodes[await self._room_for(spec, digest)]
         worker_id = f"{os.getpid()}-{next(self._ids)}"
         # Booked before the first await: starts that run meanwhile see the memory as taken.
         booking = _Booking(spec.tenant, spec.memory_mb)
@@ -503,12 +572,12 @@ class RayBackend:
         if pipe is not None:
             node.outputs[worker_id] = pipe
         try:
-            await self._ship(node, bundle, ref)
+            await self._model_to(node, spec, digest, s3)
             for _, extra, extra_ref in extras:
                 await self._ship(node, extra, extra_ref)
             request = StartRequest(
                 worker_id=worker_id,
-                digest=bundle.digest,
+                digest=digest,
                 head_model_dir=spec.model_dir,
                 memory_mb=spec.memory_mb,
                 environment_concurrency=spec.environment_concurrency,
@@ -696,6 +765,22 @@ def _on_gateway_clock(reply: StartReply, received: float) -> StartTrace | None:
         reported=received,
         worker=stages,
     )
+
+
+def _cache_digest(model_dir: str) -> str | None:
+    """The digest a directory of the head's content-addressed cache is named by, else None."""
+    name = Path(model_dir).name
+    return name if _HEX64.fullmatch(name) else None
+
+
+def _s3_object(spec: WorkerSpec) -> str | None:
+    """The model's ``s3://bucket/key`` object, if its data came from one (its label: the user's
+    ModelDataUrl); None for a prefix, a local file, or no model data."""
+    label = spec.labels.get(spec.model_dir, "")
+    bucket, _, key = label.removeprefix("s3://").partition("/")
+    if label.startswith("s3://") and bucket and key and not key.endswith("/"):
+        return label
+    return None
 
 
 def _end_output(node: _Node, worker_id: str) -> None:

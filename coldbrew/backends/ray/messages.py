@@ -28,6 +28,22 @@ class ModelBundle:
 
 
 @dataclass(frozen=True)
+class S3Fetch:
+    """A model for a node to fetch from S3 itself rather than be shipped from the head."""
+
+    digest: str
+    """The model's digest as the head recorded it when it fetched the same object (its cache
+    directory's name): for a gzip archive, the SHA-256 of the object's bytes; for another file,
+    SHA-256 of ``file\0NAME\0`` and the bytes' SHA-256 (``coldbrew.artifacts.extract.unpack_file``)."""
+    label: str
+    """The model's ``s3://bucket/key`` (for messages: the signed URL is not logged)."""
+    url: str
+    """A presigned GET of the object: the node needs no credentials of its own."""
+    max_bytes: int
+    """At most this much is downloaded, and extracted."""
+
+
+@dataclass(frozen=True)
 class StartRequest:
     worker_id: str
     digest: str
