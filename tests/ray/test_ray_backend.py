@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.ray.conftest import HEAD_MEMORY_MB, NODE_MEMORY_MB, RayCluster, budget
+from tests.ray.conftest import HEAD_MEMORY_MB, INFERENCE_PY, NODE_MEMORY_MB, RayCluster, budget
 from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
 
 pytestmark = pytest.mark.ray
@@ -429,9 +429,17 @@ def test_an_s3_model_is_fetched_by_the_node_from_the_embedded_s3(
     """ModelDataUrl s3://, in the server's embedded S3 (put with boto3): the server fetches it
     into its cache at deploy, and the node that serves it fetches it from the same S3 itself
     (COLDBREW_RAY_NODE_S3 is the server's URL here), verified by the cache's digest."""
+    # Bytes of their own: the same archive as the other tests' would be in the nodes' caches
+    # already (the cache is content-addressed), and no node would need to fetch it.
+    with tarfile.open(node_archive) as tar:
+        member = tar.extractfile("model.joblib")
+        assert member is not None
+        archive = tar_gz(
+            {"model.joblib": member.read(), "code/inference.py": (INFERENCE_PY + "# s3\n").encode()}
+        )
     s3 = ray_server.client("s3")
     s3.create_bucket(Bucket="deployed-models")
-    s3.put_object(Bucket="deployed-models", Key="forest/model.tar.gz", Body=node_archive.read_bytes())
+    s3.put_object(Bucket="deployed-models", Key="forest/model.tar.gz", Body=archive)
     deploy_serverless(ray_sm, "from-s3", "s3://deployed-models/forest/model.tar.gz", memory=1024)
     wait_for_status(ray_sm, "from-s3", "InService", timeout=120)
     answer = invoke(ray_runtime, "from-s3")
@@ -467,7 +475,6 @@ def test_a_node_fetches_an_s3_model_itself_and_serves_it_only_if_it_hashes_as_on
 
     from coldbrew.backends.base import WorkerSpec
     from coldbrew.backends.ray.backend import RayBackend
-    from tests.ray.conftest import INFERENCE_PY
 
     s3 = ray_server.client("s3")
     s3.create_bucket(Bucket="ray-models")
