@@ -651,7 +651,10 @@ class RayBackend:
         while chosen is None:
             waited = time.monotonic() - began
             alive = [n for n in states if n.alive]
-            if not alive or spec.memory_mb > max(n.memory_mb for n in alive) or self._closed:
+            # One that no node could hold even empty (its memory, or its vCPUs) never will.
+            cpus = cpus_for(spec.memory_mb)
+            never = not any(n.memory_mb >= spec.memory_mb and n.cpus + 1e-9 >= cpus for n in alive)
+            if never or self._closed:
                 raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
             if waited >= self.room_wait_s:
                 raise WorkerStartError(
