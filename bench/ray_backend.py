@@ -11,6 +11,13 @@ TCP (the local backend's is a Unix socket), so the figures show what the Ray bac
 the agent, placement, model shipping) but not a real network's round trip.
 
     python bench/ray_backend.py [--warm-requests 1000] [--cold-trials 15]
+
+``--placement-groups N`` measures instead what reserving an environment's memory as a Ray
+placement group would add to a cold start: N times, from a driver (as the gateway is), create a
+group of one bundle ``{"memory": ...}`` pinned to the worker node (bundle label selector
+``ray.io/node-id``) and wait until it is placed: in free room, and in the room of a group just
+removed (what replacing an environment would wait for); and the removal call. It prints the
+median and p90 of each.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ def summary_ms(samples_s: list[float]) -> dict[str, float]:
     return {
         "p50_ms": round(statistics.median(ms), 3),
         "p99_ms": round(float(np.percentile(np.array(ms), 99)), 3),
+        "p90_ms": round(float(np.percentile(np.array(ms), 90)), 3),
         "n": len(ms),
     }
 
@@ -109,11 +117,74 @@ def measure(server: ColdbrewServer, model: Path, warm_requests: int, cold_trials
     return results
 
 
+def placement_groups(trials: int) -> dict[str, Any]:
+    """Create, wait for and remove a one-bundle placement group pinned to a worker node, ``trials``
+    times: what a cold start would pay to reserve its MemorySizeInMB as a Ray resource."""
+    import ray
+    from ray.cluster_utils import Cluster
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "memory": HEAD_MEMORY_MB * MB, "object_store_memory": 100 * MB},
+    )
+    try:
+        worker = cluster.add_node(num_cpus=2, memory=NODE_MEMORY_MB * MB, object_store_memory=100 * MB)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
+        node_id = str(worker.node_id)
+
+        def reserve(memory_mb: int) -> Any:
+            group = placement_group(
+                [{"memory": memory_mb * MB}],
+                strategy="STRICT_PACK",
+                bundle_label_selector=[{"ray.io/node-id": node_id}],
+            )
+            ray.get(group.ready(), timeout=30)
+            assert ray.util.placement_group_table(group)["bundles_to_node_id"] == {0: node_id}
+            return group
+
+        created: list[float] = []
+        removed: list[float] = []
+        refilled: list[float] = []
+        # The node's memory taken whole each time: the next group fits only once the last one's
+        # memory is back on the node (what a start that replaces an environment would wait for).
+        whole = NODE_MEMORY_MB - 64
+        group = reserve(whole)
+        for trial in range(trials + 3):  # the first three warm Ray's paths up, not counted
+            started = time.perf_counter()
+            remove_placement_group(group)
+            returned = time.perf_counter()
+            group = reserve(whole)
+            again = time.perf_counter()
+            small = reserve(64)
+            placed = time.perf_counter()
+            remove_placement_group(small)
+            if trial >= 3:
+                removed.append(returned - started)
+                refilled.append(again - returned)
+                created.append(placed - again)
+        remove_placement_group(group)
+        return {
+            "trials": trials,
+            "create_and_ready_in_free_room": summary_ms(created),
+            "remove_call": summary_ms(removed),
+            "create_and_ready_of_the_removed_groups_room": summary_ms(refilled),
+        }
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--warm-requests", type=int, default=1000)
     parser.add_argument("--cold-trials", type=int, default=15)
+    parser.add_argument("--placement-groups", type=int, default=0, metavar="N")
     args = parser.parse_args()
+    if args.placement_groups:
+        print(json.dumps(placement_groups(args.placement_groups), indent=2))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="coldbrew-bench-ray-"))
     model = archive(tmp / "model.tar.gz")
     results: dict[str, Any] = {

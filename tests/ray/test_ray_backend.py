@@ -17,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.ray.conftest import HEAD_MEMORY_MB, INFERENCE_PY, NODE_MEMORY_MB, RayCluster, budget
+from tests.ray.conftest import HEAD_MEMORY_MB, INFERENCE_PY, MB, NODE_MEMORY_MB, RayCluster, budget
 from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
 
 pytestmark = pytest.mark.ray
@@ -303,6 +303,35 @@ def test_a_start_that_fits_the_cluster_but_no_node_waits_for_room_on_one(
     assert "whole: room for 2048 MB on node" in ray_server.log()
     delete(ray_sm, "whole")
     wait_until(lambda: gone({served["pid"]}), "the deleted endpoint's environment is stopped")
+
+
+def test_each_environment_reserves_its_memory_and_vcpus_on_its_node_as_a_ray_placement_group(
+    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """MemorySizeInMB as a Ray resource: while an environment lives, a placement group of one
+    bundle (its memory, and its vCPUs by the 1,769 MB rule) holds them on its node, so Ray
+    schedules no other work there; it is removed when the environment stops."""
+    import ray
+
+    def reservations() -> dict[str, dict[str, Any]]:
+        table = ray.util.placement_group_table()
+        return {pg: group for pg, group in table.items() if group["state"] == "CREATED"}
+
+    ray.init(address=ray_cluster.address, namespace="observer", log_to_driver=False)
+    try:
+        before = set(reservations())
+        deploy(ray_sm, "reserved", node_archive, memory=1024, max_concurrency=1)
+        answer = invoke(ray_runtime, "reserved")
+        new = {pg: group for pg, group in reservations().items() if pg not in before}
+        assert len(new) == 1, new
+        (group,) = new.values()
+        assert group["bundles"] == {0: {"memory": 1024 * MB, "CPU": pytest.approx(1024 / 1769, abs=1e-4)}}
+        assert group["bundles_to_node_id"] == {0: answer["node"]}
+        delete(ray_sm, "reserved")
+        wait_until(lambda: not set(new) & set(reservations()), "the environment's reservation is removed")
+        wait_until(lambda: gone({answer["pid"]}), "the deleted endpoint's environment is stopped")
+    finally:
+        ray.shutdown()
 
 
 def test_max_concurrency_throttles_on_the_cluster_as_on_one_machine(

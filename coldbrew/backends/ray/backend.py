@@ -65,6 +65,10 @@ may take (``COLDBREW_INVOCATION_TIMEOUT_S``'s default)."""
 NODE_S3_ENV = "COLDBREW_RAY_NODE_S3"
 """Where nodes fetch ``s3://`` model data from themselves (``RayBackend``'s ``node_s3``) when
 the server does not say: the embedded S3's URL as the nodes reach the gateway, or ``external``."""
+RESERVE_PATIENCE_S = 10.0
+"""How long a start waits for Ray to place the placement group that reserves its memory and
+vCPUs on the chosen node. In free room it takes milliseconds; in the room of a group just removed
+about a second (Ray retries a pending group then); longer means other Ray work holds it."""
 ROOM_RECHECK_S = 1.0
 """A waiting start looks again at least this often (the zygotes' memory changes without a
 signal)."""
@@ -170,6 +174,8 @@ class RayWorker:
         self.address = f"http://{node.host}:{reply.port}"
         self.setup_ms = reply.setup_ms
         self._memory_enforced = reply.memory_enforced
+        self.reservation: Any = None
+        """The Ray placement group that holds its memory and vCPUs on its node (``_reserve``)."""
         self.start_trace: StartTrace | None = None
         """The start's trace on the gateway's clock (``_on_gateway_clock``), for the cold-start
         breakdown serving logs."""
@@ -201,13 +207,22 @@ class RayWorker:
     def _exit(self, oom_killed: bool) -> None:
         self._exited = True
         self._oom = self._oom or oom_killed
+        self._unreserve()
         if self.node.workers.pop(self.worker_id, None) is not None:
             self.backend._room_freed()
 
+    def _unreserve(self) -> None:
+        reservation, self.reservation = self.reservation, None
+        if reservation is not None:
+            self.backend._release(reservation)
+
     async def stop(self, grace_s: float = 2.0) -> None:
         self._stopping = True
+        # Its memory is free for placement at once, in coldbrew's book and in Ray's (the group's
+        # removal takes a while to reach the node: it overlaps the worker's exit).
+        self._unreserve()
         if self.node.workers.pop(self.worker_id, None) is not None:
-            self.backend._room_freed()  # its memory is free for placement at once
+            self.backend._room_freed()
         if not self.node.dead and not self._exited:
             with contextlib.suppress(Exception):  # the node may die meanwhile: nothing left to stop
                 # Bounded: an agent that does not answer must not hold serving's stop up.
@@ -284,6 +299,8 @@ class RayBackend:
         self.room_wait_s = room_wait_s
         self.node_s3 = node_s3 if node_s3 is not None else os.environ.get(NODE_S3_ENV) or None
         self._s3_client: Any = None
+        self._releases: set[asyncio.Future[None]] = set()
+        """Reservations being removed (``_release``): waited for on close."""
         """Signs the nodes' S3 GETs (made when first needed, in a thread: boto3 reads its
         configuration)."""
         self._room_waiters: set[asyncio.Future[None]] = set()
@@ -482,6 +499,48 @@ class RayBackend:
                 if cached == bundle:
                     del self._bundles[model_dir]
 
+    async def _reserve(self, node: _Node, memory_mb: int) -> Any:
+        """Reserve an environment's MemorySizeInMB and vCPUs on its node as Ray resources: a
+        placement group of one bundle ``{"memory", "CPU"}`` pinned to the node (its
+        ``ray.io/node-id`` label), so Ray schedules no other work into that room. Removed when
+        the environment stops or exits (``_release``); Ray removes it with the gateway's job."""
+        from ray.util.placement_group import placement_group
+
+        bundle = {"memory": float(memory_mb * 1024 * 1024), "CPU": round(cpus_for(memory_mb), 4)}
+        group = await asyncio.to_thread(
+            placement_group,
+            [bundle],
+            strategy="STRICT_PACK",
+            bundle_label_selector=[{"ray.io/node-id": node.node_id}],
+        )
+        try:
+            await asyncio.wait_for(self._await(group.ready()), RESERVE_PATIENCE_S)
+        except TimeoutError:
+            self._release(group)
+            raise WorkerStartError(
+                f"Ray did not grant {memory_mb} MB and {bundle['CPU']} vCPU on node {node.node_id[:8]} "
+                f"within {RESERVE_PATIENCE_S:.0f} s, though coldbrew placed nothing in that room: other "
+                "Ray work holds it. Give coldbrew nodes of its own, or add one."
+            ) from None
+        except BaseException:
+            self._release(group)
+            raise
+        return group
+
+    def _release(self, group: Any) -> None:
+        """Remove a reservation (off the loop: it is a call to Ray's GCS)."""
+        if group is None or self._closed and not self._ray.is_initialized():
+            return
+        from ray.util.placement_group import remove_placement_group
+
+        def remove() -> None:
+            with contextlib.suppress(Exception):  # gone with its node, or with the cluster
+                remove_placement_group(group)
+
+        task = asyncio.get_running_loop().run_in_executor(None, remove)
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
     async def _model_to(self, node: _Node, spec: WorkerSpec, digest: str, s3: str | None) -> None:
         """The model on ``node``: fetched there from S3 (``s3``: its ``s3://`` object) when the
         node can and what it fetched hashes to ``digest``, else shipped from the head's cache."""
@@ -571,7 +630,9 @@ class RayBackend:
         pipe = _OutputPipe(spec.output_fd) if spec.output_fd is not None else None
         if pipe is not None:
             node.outputs[worker_id] = pipe
+        reservation: Any = None
         try:
+            reservation = await self._reserve(node, spec.memory_mb)
             await self._model_to(node, spec, digest, s3)
             for _, extra, extra_ref in extras:
                 await self._ship(node, extra, extra_ref)
@@ -593,22 +654,27 @@ class RayBackend:
             received = time.monotonic()
         except (asyncio.CancelledError, WorkerStartError):
             node.workers.pop(worker_id, None)
+            self._release(reservation)
             self._room_freed()
             _end_output(node, worker_id)
             raise
         except (self._ray.exceptions.RayActorError, self._ray.exceptions.ActorUnavailableError) as exc:
             node.workers.pop(worker_id, None)
+            self._release(reservation)
             self._room_freed()
             _end_output(node, worker_id)
             raise _NodeFailed(node, _reason(exc)) from None
         except Exception as exc:
             node.workers.pop(worker_id, None)
+            self._release(reservation)
             self._room_freed()
             _end_output(node, worker_id)
             raise WorkerStartError(
                 f"The environment could not be started on Ray node {node.node_id[:8]}: {_reason(exc)}"
             ) from None
         node.workers.pop(worker_id, None)
+        if reply.error is not None or node.dead:
+            self._release(reservation)
         if reply.error is not None:
             self._room_freed()
             # What the worker wrote before it failed (its traceback) is in its stream too.
@@ -622,6 +688,7 @@ class RayBackend:
         if node.dead:
             raise _NodeFailed(node, "the node was lost while the environment started")
         worker = RayWorker(self, node, worker_id, spec, reply)
+        worker.reservation = reservation
         worker.start_trace = _on_gateway_clock(reply, received)
         node.workers[worker_id] = worker
         log.info(
@@ -712,6 +779,7 @@ class RayBackend:
                 self._ray.kill(node.agent)
 
         await asyncio.gather(*(shut(n) for n in nodes), return_exceptions=True)
+        await asyncio.gather(*self._releases, return_exceptions=True)
         for node in nodes:
             for pipe in node.outputs.values():
                 pipe.close()
