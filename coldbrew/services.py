@@ -19,6 +19,7 @@ from coldbrew.async_inference.objects import BotoObjects, EmbeddedObjects, Objec
 from coldbrew.async_inference.queue import AsyncQueue
 from coldbrew.backends.containment import ContainmentConfig, parse_ids, parse_names
 from coldbrew.backends.local import LocalBackend
+from coldbrew.backends.templates import Templates
 from coldbrew.capture import CaptureWriter
 from coldbrew.capture.sinks import BotoSink, EmbeddedSink, Sink
 from coldbrew.cloudwatch import CloudWatchApp
@@ -86,6 +87,7 @@ class Services:
                 zygote=settings.zygote,
                 memory_cgroups=settings.memory_cgroups,
                 zygote_idle_s=settings.zygote_idle_s,
+                node_s3=settings.ray_node_s3,
             )
         else:
             self.backend = LocalBackend(
@@ -93,6 +95,11 @@ class Services:
                 memory_cgroups=settings.memory_cgroups,
                 containment=containment,
                 zygote_idle_s=settings.zygote_idle_s,
+                templates=Templates(
+                    enabled=settings.templates and settings.zygote,
+                    idle_s=settings.template_idle_s,
+                    max_bytes=settings.template_memory_mb * 1024 * 1024,
+                ),
             )
         # CloudWatch Logs: each environment's output and lifecycle, collected by a thread of its own.
         self.logs = (

@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     """How long the zygote of a runtime no endpoint or job uses is kept before it is stopped (the
     next cold start of that runtime starts it again); the scikit-learn zygote is always kept."""
 
+    templates: bool = True
+    """Keep a model template per model: a process that has loaded the model once and forks its
+    workers, so that a cold start does not load it again (local backend; docs: README, "Cold
+    starts")."""
+
+    template_idle_s: PositiveFloat = 600.0
+    """How long a model's template is kept once none of its workers runs (its memory is counted in
+    the memory budget meanwhile)."""
+
+    template_memory_mb: PositiveInt = 1024
+    """Most memory the templates may hold together; beyond it the least recently used idle ones
+    are stopped."""
+
     memory_cgroups: bool = True
     """Enforce MemorySizeInMB with a memory cgroup per worker where the host allows (else RSS watchdog)."""
 
@@ -83,6 +96,11 @@ class Settings(BaseSettings):
     """The Ray cluster of ``--backend ray``: ``auto`` joins the one this machine's ``ray start``
     joined, ``HOST:PORT`` a head's GCS, ``ray://HOST:PORT`` a Ray client server; unset uses
     RAY_ADDRESS, else starts a single-node Ray on this machine."""
+
+    ray_node_s3: str | None = None
+    """Where Ray nodes fetch ``s3://`` model data from themselves (docs/ray.md): the embedded S3's
+    URL as the nodes reach this gateway (``http://HEAD:8080``), or ``external`` for the S3 boto3 on
+    this machine is configured for. Unset: the gateway ships each node the model."""
 
     pip_args: str = ""
     """Extra pip options for installing models' requirements.txt (``--index-url ...``,
