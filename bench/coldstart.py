@@ -12,6 +12,10 @@ environment (issue 18: the SageMaker SDK, pandas and pyarrow beside torch and tr
 runs beside a server in this environment, the two taking trials in turn (a shared machine's load
 then falls on both alike): ``cold_start_zygote_side_by_side`` and ``real_env_over_clean_p50``.
 ``--skip-fresh`` leaves out the fresh-interpreter baseline, ``--skip-density`` the density run.
+``cold_start_zygote_no_templates`` is the same zygote run with model templates off
+(``COLDBREW_TEMPLATES=false``: every cold start loads its model), measured in the same run, and
+``templates_speedup_p50`` the ratio of its p50 to the templated one; ``--skip-no-templates`` leaves
+it out.
 
 Each model's ``breakdown_p50_ms`` is where a cold start's time goes (issue 18, point 3): the median
 of each stage over the trials, from the line the gateway logs for every cold start (admit, fork,
@@ -148,9 +152,14 @@ def models(tmp: Path, skip_embedding: bool) -> dict[str, tuple[Path, bytes, str,
 
 
 def measure(
-    tmp: Path, zygote: bool, trials: int, skip_embedding: bool, python: str = sys.executable
+    tmp: Path,
+    zygote: bool,
+    trials: int,
+    skip_embedding: bool,
+    python: str = sys.executable,
+    templates: bool = True,
 ) -> dict[str, Any]:
-    env = {"COLDBREW_ZYGOTE": "true" if zygote else "false"}
+    env = {"COLDBREW_ZYGOTE": "true" if zygote else "false", "COLDBREW_TEMPLATES": str(templates).lower()}
     label = f"{'zygote' if zygote else 'fresh'}-{len(list(tmp.glob('data-*')))}"
     server = ColdbrewServer(tmp / f"data-{label}", env=env, python=python).start(timeout=120)
     results: dict[str, Any] = {}
@@ -281,6 +290,11 @@ def main() -> None:
     parser.add_argument("--skip-embedding", action="store_true")
     parser.add_argument("--skip-density", action="store_true")
     parser.add_argument("--skip-fresh", action="store_true")
+    parser.add_argument(
+        "--skip-no-templates",
+        action="store_true",
+        help="leave out the zygote run with model templates off (COLDBREW_TEMPLATES=false)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument(
         "--real-env",
@@ -301,6 +315,12 @@ def main() -> None:
         report["cold_start_zygote_side_by_side"] = both
         report["real_env_over_clean_p50"] = {
             k: round(real[k]["p50_ms"] / clean[k]["p50_ms"], 2) for k in clean
+        }
+    if not args.skip_no_templates:
+        plain = measure(tmp, True, args.trials, args.skip_embedding, templates=False)
+        report["cold_start_zygote_no_templates"] = plain
+        report["templates_speedup_p50"] = {
+            k: round(plain[k]["p50_ms"] / zygote[k]["p50_ms"], 2) for k in zygote
         }
     if not args.skip_fresh:
         fresh = measure(tmp, False, args.trials, args.skip_embedding)

@@ -18,6 +18,8 @@ import httpx
 import psutil
 from botocore.config import Config
 
+from coldbrew.worker.messages import TEMPLATE_NAME
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -190,7 +192,8 @@ def config_name(endpoint: str) -> str:
 
 
 def worker_pids(server: ColdbrewServer) -> set[int]:
-    """Worker processes the server runs now: spawned ones, and those forked by the zygote."""
+    """Worker processes the server runs now: spawned ones, and those forked by the zygote or by a
+    model template."""
     assert server.process is not None
     pids = set()
     for child in psutil.Process(server.process.pid).children(recursive=True):
@@ -199,7 +202,19 @@ def worker_pids(server: ColdbrewServer) -> set[int]:
                 continue
             if child.ppid() == server.process.pid and "coldbrew.worker.zygote" in " ".join(child.cmdline()):
                 continue  # the zygote itself
+            if child.name() == TEMPLATE_NAME:
+                continue  # a model template: it serves nothing (coldbrew/worker/template.py)
             pids.add(child.pid)
         except psutil.Error:
             pass
     return pids
+
+
+def zygote_of(parent: int) -> int:
+    """The process a worker whose parent is ``parent`` was forked from at bottom: ``parent``, or the
+    zygote that forked it if ``parent`` is a model template (coldbrew/worker/template.py)."""
+    try:
+        process = psutil.Process(parent)
+        return process.ppid() if process.name() == TEMPLATE_NAME else parent
+    except psutil.Error:
+        return parent

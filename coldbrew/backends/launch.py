@@ -21,6 +21,7 @@ from coldbrew.backends.fresh import spawn_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.start_trace import StartTrace
 from coldbrew.backends.status import read_status
+from coldbrew.backends.templates import TemplateChild, TemplateForked, Templates
 from coldbrew.backends.zygotes import ZygoteChild, Zygotes
 from coldbrew.worker.messages import WorkerLaunch, WorkerStatus
 
@@ -43,11 +44,14 @@ async def launch_worker(
     startup_timeout_s: float,
     socket_path: str,
     output_fd: int | None = None,
+    templates: Templates | None = None,
 ) -> tuple[SpawnedWorker | ForkedWorker, WorkerStatus]:
     """The worker of ``launch``, once it reported ready, and its status report.
 
     Raises WorkerStartError with the loader's error (paths as the worker saw them: the caller
     rewrites them to the user's names) if it did not become ready; nothing of it is left then.
+    With ``templates``, a worker forked from the zygote is forked from its model's template
+    (:mod:`~coldbrew.backends.templates`) when it can be.
     ``socket_path`` is what the worker object removes on stop (a worker on TCP never creates it).
     """
     zygote = None if fresh else await zygotes.wait_ready(runtime, ZYGOTE_PATIENCE_S)
@@ -55,8 +59,23 @@ async def launch_worker(
     read_fd, write_fd = os.pipe()
     process: asyncio.subprocess.Process | None = None
     pid = 0
+    forked: TemplateForked | None = None
     try:
-        if zygote is not None:
+        if zygote is not None and templates is not None:
+            key = Templates.key(runtime, launch)
+            forked = await templates.fork(
+                key,
+                zygote,
+                launch,
+                write_fd,
+                output_fd,
+                cgroups=cgroups,
+                memory_mb=memory_mb,
+                timeout_s=startup_timeout_s,
+            )
+            if forked is not None:
+                pid = forked.pid
+        if zygote is not None and forked is None:
             try:
                 pid = await zygote.fork(launch, write_fd, output_fd)
             except OSError as exc:
@@ -65,6 +84,9 @@ async def launch_worker(
         if zygote is None:
             process = await spawn_worker(launch, write_fd, base_env, output_fd)
             pid = process.pid
+    except BaseException:
+        os.close(read_fd)
+        raise
     finally:
         os.close(write_fd)
     launched = time.monotonic()
@@ -72,11 +94,12 @@ async def launch_worker(
     # before: the child runs meanwhile (the move takes milliseconds; pages it touches before are
     # charged where it was). The move runs off the event loop (``attach_off_loop``).
     try:
-        cgroup = (
-            await cgroups.attach_off_loop(pid, memory_mb, background=launch.nice > 0)
-            if cgroups is not None and memory_mb
-            else None
-        )
+        if forked is not None and forked.template is None:
+            cgroup = forked.cgroup  # the template's own: it is the worker
+        elif cgroups is not None and memory_mb:
+            cgroup = await cgroups.attach_off_loop(pid, memory_mb, background=launch.nice > 0)
+        else:
+            cgroup = None
     except BaseException:
         # Cancelled: nobody reads its status now, so the worker stops at its report (EPIPE).
         os.close(read_fd)
@@ -105,6 +128,9 @@ async def launch_worker(
     worker: SpawnedWorker | ForkedWorker
     if process is not None:
         worker = SpawnedWorker(process, socket_path, setup_ms)
+    elif forked is not None and forked.template is not None:
+        worker = TemplateChild(pid, socket_path, setup_ms, forked.template)
+        forked.template.workers.append(worker)
     else:
         assert zygote is not None
         worker = ZygoteChild(pid, socket_path, setup_ms, zygote)

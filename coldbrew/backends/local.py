@@ -30,6 +30,7 @@ from coldbrew.backends.cgroups import MemoryCgroups
 from coldbrew.backends.containment import Containment, ContainmentConfig
 from coldbrew.backends.launch import launch_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker
+from coldbrew.backends.templates import Templates
 from coldbrew.backends.user_server import start_user_server
 from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
 from coldbrew.worker.messages import WorkerLaunch
@@ -48,6 +49,7 @@ class LocalBackend:
         eager_runtimes: Sequence[str] = ("sklearn",),
         containment: ContainmentConfig | None = None,
         zygote_idle_s: float = ZYGOTE_IDLE_S,
+        templates: Templates | None = None,
     ) -> None:
         self.cgroups = MemoryCgroups.detect() if memory_cgroups else None
         # Short path: a Unix socket path must fit in 108 bytes. The pid in the name lets a later
@@ -65,21 +67,26 @@ class LocalBackend:
             base_env=self.containment.base_env,
             idle_s=zygote_idle_s,
         )
+        # Off unless asked for (serving's default settings ask): a backend built by hand, in a
+        # test, loads each worker's model itself as before.
+        self.templates = templates if templates is not None and zygote else Templates(enabled=False)
         self._ids = itertools.count()
 
     # --- zygotes -------------------------------------------------------------------------------
 
     def maintain(self) -> None:
-        """Called periodically by serving: keeps a zygote running for every runtime in use."""
+        """Called periodically by serving: keeps a zygote running for every runtime in use, stops
+        idle templates."""
         self.zygote_supervisor.maintain()
+        self.templates.maintain()
 
     def use_runtimes(self, runtimes: Collection[str]) -> None:
         """The runtimes deployed pools use: the others' zygotes are stopped after an idle period."""
         self.zygote_supervisor.use(runtimes)
 
     def helper_rss_bytes(self) -> int:
-        """Memory held by the zygotes themselves."""
-        return self.zygote_supervisor.rss_bytes()
+        """Memory held by the zygotes and the model templates themselves."""
+        return self.zygote_supervisor.rss_bytes() + self.templates.unique_bytes()
 
     # --- workers -------------------------------------------------------------------------------
 
@@ -114,6 +121,7 @@ class LocalBackend:
                 startup_timeout_s=self.startup_timeout_s,
                 socket_path=socket_path,
                 output_fd=spec.output_fd,
+                templates=self.templates,
             )
         except WorkerStartError as exc:
             error = str(exc)
@@ -123,6 +131,7 @@ class LocalBackend:
         return worker
 
     async def close(self) -> None:
+        await self.templates.close()
         await self.zygote_supervisor.close()
         if self.cgroups is not None:
             self.cgroups.remove()

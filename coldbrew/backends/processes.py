@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import signal
+import threading
 from collections.abc import Mapping
 
 import psutil
@@ -71,6 +73,43 @@ async def kill(process: asyncio.subprocess.Process | None, pid: int) -> None:
     elif pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+class ExitWatch:
+    """Whether a process that is not our child (a zygote's child) has exited, read from the kernel
+    through a pidfd whenever asked (a cheap poll, from any thread)."""
+
+    def __init__(self, pid: int) -> None:
+        self._poll: select.poll | None = None
+        self._pidfd: int | None = None
+        # Asked on the event loop and from /metrics' thread; a poll object refuses concurrent use
+        # ("concurrent poll() invocation"), which once failed an invocation mid-acquire.
+        self._lock = threading.Lock()
+        try:
+            self._pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        self._poll = select.poll()
+        self._poll.register(self._pidfd, select.POLLIN)
+
+    def exited(self) -> bool:
+        with self._lock:
+            if self._poll is None:
+                return True
+            if not self._poll.poll(0):
+                return False
+            self._forget_locked()
+            return True
+
+    def forget(self) -> None:
+        """Close the pidfd: from now on the process counts as exited."""
+        with self._lock:
+            self._forget_locked()
+
+    def _forget_locked(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+        self._pidfd, self._poll = None, None
 
 
 class CgroupLimited:

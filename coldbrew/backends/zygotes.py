@@ -28,11 +28,9 @@ import contextlib
 import itertools
 import logging
 import os
-import select
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,9 +41,16 @@ import psutil
 from pydantic import ValidationError
 
 from coldbrew.backends.containment import base_env as base_env_of
-from coldbrew.backends.processes import ForkedWorker, child_env, rss
+from coldbrew.backends.processes import ExitWatch, ForkedWorker, child_env, rss
 from coldbrew.backends.status import read_status
-from coldbrew.worker.messages import ForkReply, LeftOutModule, WorkerLaunch, WorkerStatus
+from coldbrew.worker.messages import (
+    TEMPLATE_NAME,
+    ForkReply,
+    LeftOutModule,
+    TemplateStart,
+    WorkerLaunch,
+    WorkerStatus,
+)
 
 log = logging.getLogger("coldbrew.backends")
 
@@ -87,37 +92,14 @@ class Zygote:
         self.left_out = tuple(left_out)
         # Its exit, as the kernel sees it: ``returncode`` is set only once the child watcher has
         # reaped it, later than the workers it forked see it go.
-        self._poll: select.poll | None = None
-        self._pidfd: int | None = None
-        # exited() is asked on the event loop (acquire) and from /metrics' thread (the zygotes'
-        # memory); a poll object refuses concurrent use ("concurrent poll() invocation"), which
-        # failed an invocation mid-acquire and left its environment leased.
-        self._lock = threading.Lock()
-        try:
-            self._pidfd = os.pidfd_open(process.pid)
-        except ProcessLookupError:
-            return
-        self._poll = select.poll()
-        self._poll.register(self._pidfd, select.POLLIN)
+        self._watch = ExitWatch(process.pid)
 
     def exited(self) -> bool:
         """Whether the zygote process has exited, read from the kernel now (a cheap poll)."""
-        with self._lock:
-            if self._poll is None:
-                return True
-            if self.process.returncode is None and not self._poll.poll(0):
-                return False
-            self._forget_pidfd_locked()
+        if self.process.returncode is not None:
+            self._watch.forget()
             return True
-
-    def _forget_pidfd(self) -> None:
-        with self._lock:
-            self._forget_pidfd_locked()
-
-    def _forget_pidfd_locked(self) -> None:
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-        self._pidfd, self._poll = None, None
+        return self._watch.exited()
 
     def is_alive(self) -> bool:
         return not self.exited()
@@ -126,21 +108,30 @@ class Zygote:
         return rss(self.process.pid, children=False)
 
     def has_children(self) -> bool:
-        """Whether a worker it forked still runs (it would exit with the zygote)."""
+        """Whether a worker it forked, or one of its model templates forked, still runs (it would
+        exit with the zygote). A template on its own does not count: it serves nothing."""
         try:
-            return bool(psutil.Process(self.process.pid).children())
+            children = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.Error:
             return False
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                if child.name() != TEMPLATE_NAME and child.status() != psutil.STATUS_ZOMBIE:
+                    return True
+        return False
 
     async def fork(self, launch: WorkerLaunch, status_fd: int, output_fd: int | None = None) -> int:
         """Have the zygote fork a worker for ``launch``, reporting on ``status_fd``, its stdout and
         stderr on ``output_fd`` if given (else the zygote's); its pid."""
+        return await self.request(launch, [status_fd] if output_fd is None else [status_fd, output_fd])
+
+    async def request(self, message: WorkerLaunch | TemplateStart, fds: Sequence[int]) -> int:
+        """Send one fork request with ``fds`` attached; the forked child's pid."""
         loop = asyncio.get_running_loop()
-        fds = [status_fd] if output_fd is None else [status_fd, output_fd]
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.socket_path)
-            socket.send_fds(sock, [launch.encoded()], fds)
+            socket.send_fds(sock, [message.encoded()], list(fds))
             reply = await loop.sock_recv(sock, 65536)
         if not reply:
             raise OSError("the zygote closed the connection")
@@ -161,7 +152,7 @@ class Zygote:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
-        self._forget_pidfd()
+        self._watch.forget()
 
 
 class ZygoteChild(ForkedWorker):

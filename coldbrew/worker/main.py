@@ -13,12 +13,16 @@ import socket
 import stat
 import sys
 import time
-from typing import NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 from coldbrew.worker.errors import ModelLoadError, one_line
 from coldbrew.worker.messages import WorkerLaunch, WorkerStages, WorkerStatus
 from coldbrew.worker.sandbox import SandboxError
 from coldbrew.worker.sandbox import enter as enter_sandbox
+
+if TYPE_CHECKING:
+    from coldbrew.worker.handlers import InferenceHandler
 
 logger = logging.getLogger("coldbrew.worker")
 
@@ -59,6 +63,35 @@ def run_worker(launch: WorkerLaunch, status_fd: int) -> NoReturn:
 
 def _run(launch: WorkerLaunch, status_fd: int) -> int:
     running = time.monotonic()
+    reset_process(launch)
+    parent_pid = os.getppid()
+    try:
+        loaded = load(launch, running)
+        sock = _bind(launch)
+    except ModelLoadError as exc:
+        return _fail(status_fd, str(exc))
+    except BaseException as exc:
+        logger.error("worker setup failed", exc_info=exc)
+        return _fail(status_fd, one_line(exc))
+    return serve_loaded(launch, loaded, sock, status_fd, parent_pid)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model loaded in this process, ready to be served (here, or by children forked from a
+    template, :mod:`coldbrew.worker.template`)."""
+
+    handler: InferenceHandler
+    setup_ms: float
+    running: float
+    """``time.monotonic()`` at the process's first step, the model's load begun and ended."""
+    loading: float
+    loaded: float
+
+
+def reset_process(launch: WorkerLaunch) -> None:
+    """What a process forked from a zygote resets before anything else: signals, the running loop
+    Python 3.11 keeps across fork, its niceness."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked child inherits the parent's Python handlers, which would act on the parent's
     # state; until the event loop installs ours, SIGTERM simply ends the process.
@@ -67,38 +100,46 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
         # Python 3.11 keeps the parent's running loop across fork (3.12 resets it at fork), and
         # asyncio refuses to start a loop while one is marked running.
         asyncio.events._set_running_loop(None)
-    parent_pid = os.getppid()
     if launch.nice:
         # Before any thread starts: Linux keeps a niceness per thread, and new ones inherit it.
         os.nice(launch.nice)
 
-    try:
-        if launch.sandbox is not None:
-            # Before anything of the model's is read: from here on it is contained.
-            try:
-                enter_sandbox(launch.sandbox)
-            except SandboxError as exc:
-                return _fail(status_fd, str(exc))
-        os.environ.update(launch.env)
-        os.environ["SM_MODEL_DIR"] = launch.model_dir
-        _apply_pythonpath(launch.env)
-        _line_buffered_stdout()
-        _configure_logging()
-        _export_sagemaker_env(launch.model_dir)
-        loading, started = time.monotonic(), time.perf_counter()
-        from coldbrew.worker.handlers import load_handler
 
-        handler = load_handler(launch.model_dir)
-        setup_ms = (time.perf_counter() - started) * 1000
-        loaded = time.monotonic()
-        sock = _bind(launch)
-    except ModelLoadError as exc:
-        return _fail(status_fd, str(exc))
-    except BaseException as exc:
-        logger.error("worker setup failed", exc_info=exc)
-        return _fail(status_fd, one_line(exc))
+def load(launch: WorkerLaunch, running: float) -> Loaded:
+    """Contain this process, configure it as the model's environment and load its handler.
+
+    Raises ModelLoadError (or SandboxError, or whatever the user's code raised) if it cannot."""
+    if launch.sandbox is not None:
+        # Before anything of the model's is read: from here on it is contained.
+        try:
+            enter_sandbox(launch.sandbox)
+        except SandboxError as exc:
+            raise ModelLoadError(str(exc)) from None
+    os.environ.update(launch.env)
+    os.environ["SM_MODEL_DIR"] = launch.model_dir
+    _apply_pythonpath(launch.env)
+    _line_buffered_stdout()
+    _configure_logging()
+    _export_sagemaker_env(launch.model_dir)
+    loading, started = time.monotonic(), time.perf_counter()
+    from coldbrew.worker.handlers import load_handler
+
+    handler = load_handler(launch.model_dir)
+    setup_ms = (time.perf_counter() - started) * 1000
+    loaded = time.monotonic()
     logger.info("loaded %s in %.1f ms", launch.model_dir, setup_ms)
+    return Loaded(handler, setup_ms, running, loading, loaded)
 
+
+def serve_loaded(
+    launch: WorkerLaunch,
+    loaded: Loaded,
+    sock: socket.socket,
+    status_fd: int,
+    parent_pid: int,
+    template_pid: int | None = None,
+) -> int:
+    """Serve the loaded model on the bound ``sock``, report ready on ``status_fd``; the exit status."""
     from concurrent.futures import ThreadPoolExecutor
 
     from coldbrew.worker.app import WorkerApp
@@ -111,19 +152,22 @@ def _run(launch: WorkerLaunch, status_fd: int) -> int:
     status = WorkerStatus(
         ready=True,
         pid=os.getpid(),
-        setup_ms=round(setup_ms, 3),
+        setup_ms=round(loaded.setup_ms, 3),
         port=sock.getsockname()[1] if launch.port is not None else None,
+        template_pid=template_pid,
     )
     socket_id = _socket_identity(launch.socket_path)
     reported: list[bool] = []
 
     def on_ready() -> bool:
-        stages = WorkerStages(running=running, loading=loading, loaded=loaded, listening=time.monotonic())
+        stages = WorkerStages(
+            running=loaded.running, loading=loaded.loading, loaded=loaded.loaded, listening=time.monotonic()
+        )
         reported.append(_report(status_fd, status.model_copy(update={"stages": stages})))
         return reported[-1]
 
     try:
-        serve(WorkerApp(handler), sock, on_ready, parent_pid, executor)
+        serve(WorkerApp(loaded.handler), sock, on_ready, parent_pid, executor)
     finally:
         if executor is not None:
             # Threads still predicting are abandoned: os._exit follows and must not wait for them.

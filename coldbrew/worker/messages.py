@@ -100,6 +100,42 @@ class WorkerLaunch(_Message):
         return self
 
 
+TEMPLATE_NAME = "coldbrew-tmpl"
+"""A model template's process name (/proc/PID/comm): ``ps`` and the gateway tell it from workers."""
+
+
+class TemplateStart(_Message):
+    """Asks a zygote for a model template (:mod:`coldbrew.worker.template`): a process that loads
+    ``launch``'s model once and forks its workers, the first one for ``launch`` itself. Sent with
+    the template's channel (a SOCK_SEQPACKET socket), then the first worker's status pipe and
+    optionally its output pipe."""
+
+    template: WorkerLaunch
+
+
+class TemplateFork(_Message):
+    """Asks a template for one more worker of its model, listening here (sent on its channel with
+    the worker's status pipe and optionally its output pipe); answered with a ForkReply."""
+
+    socket_path: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    host: str = "127.0.0.1"
+
+
+class TemplateStatus(_Message):
+    """A template's first word on its channel, once its model is loaded (or not).
+
+    ``ready``: it forks workers; its first one's ForkReply follows. Not ready and ``serving``: the
+    model's load left threads behind, so it cannot fork safely and serves as the launch's worker
+    itself (``error`` says which threads). Neither: the load failed, and the first worker's status
+    pipe has the loader's error, as from any worker."""
+
+    ready: bool
+    serving: bool = False
+    error: str | None = None
+    setup_ms: float | None = None
+
+
 class ForkReply(_Message):
     """The zygote's answer: the forked worker's ``pid``, or the ``error`` that stopped it."""
 
@@ -150,6 +186,8 @@ class WorkerStatus(_Message):
     """What a zygote's preload left out because importing it started threads (issue 18)."""
     stages: WorkerStages | None = None
     """When a worker reached each step of its start: the gateway's cold-start breakdown."""
+    template_pid: int | None = None
+    """The model template this worker was forked from (it did not load the model itself)."""
 
     def line(self) -> bytes:
         """The status as written on the pipe: one JSON line."""

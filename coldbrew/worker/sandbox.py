@@ -37,6 +37,7 @@ MS_PRIVATE = 0x40000
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_NAME = 15
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -191,3 +192,19 @@ def _check(result: int, what: str) -> None:
 def prctl(option: int, value: int) -> None:
     if _libc.prctl(option, value, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def set_process_name(name: str) -> None:
+    """The name ``ps``, ``top`` and /proc/PID/comm show for this process (at most 15 bytes)."""
+    set_name = _libc["prctl"]  # a function object of its own: ``_libc.prctl`` takes ints only
+    set_name.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    set_name(PR_SET_NAME, name.encode()[:15], 0, 0, 0)
+
+
+def process_name() -> str:
+    """This process's name as /proc/self/comm has it."""
+    try:
+        with open("/proc/self/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""

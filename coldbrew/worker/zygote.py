@@ -38,8 +38,9 @@ from typing import NoReturn
 
 from pydantic import TypeAdapter, ValidationError
 
-from coldbrew.worker.messages import ForkReply, LeftOutModule, WorkerLaunch, WorkerStatus
+from coldbrew.worker.messages import ForkReply, LeftOutModule, TemplateStart, WorkerLaunch, WorkerStatus
 from coldbrew.worker.sandbox import PR_SET_DUMPABLE, die_with_parent, prctl
+from coldbrew.worker.threads import limit_threads, thread_count, thread_names
 
 # Thread pools of numerical libraries, one thread each unless the caller chose otherwise.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -64,6 +65,7 @@ WORKER_MODULES = (
     "coldbrew.worker.app",
     "coldbrew.worker.server",
     "coldbrew.worker.protocol",
+    "coldbrew.worker.template",
     "coldbrew.worker.codecs",
     "coldbrew.worker.frameworks.sklearn",
     "uvloop",
@@ -71,31 +73,6 @@ WORKER_MODULES = (
 )
 
 log = logging.getLogger("coldbrew.zygote")
-
-
-def thread_count() -> int:
-    """Threads of this process as the kernel sees them (not only Python's)."""
-    try:
-        return len(os.listdir("/proc/self/task"))
-    except OSError:
-        import threading
-
-        return threading.active_count()
-
-
-def thread_names() -> list[str]:
-    """The names of this process's threads other than the main one (``/proc/self/task/*/comm``)."""
-    names = []
-    with contextlib.suppress(OSError):
-        for tid in sorted(os.listdir("/proc/self/task")):
-            if tid == str(os.getpid()):
-                continue
-            try:
-                with open(f"/proc/self/task/{tid}/comm") as comm:
-                    names.append(comm.read().strip())
-            except OSError:
-                continue  # it has just exited
-    return names
 
 
 def quiet_threads(environ: dict[str, str] | os._Environ[str]) -> None:
@@ -176,40 +153,29 @@ def _child(launch: WorkerLaunch, status_fd: int, output_fd: int | None) -> NoRet
     # Every worker draws its own random numbers, as a freshly started one would.
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
-    _limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    limit_threads(launch.env.get("OMP_NUM_THREADS"))
     run_worker(launch, status_fd)
 
 
-def _limit_threads(threads: str | None) -> None:
-    """The zygote loaded BLAS with one thread; give this worker the count its memory size buys
-    (a fresh worker gets it from the environment before the libraries load)."""
-    if not threads or not threads.isdigit() or int(threads) <= 1:
-        return
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(int(threads))
-    except ImportError:
-        pass
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(int(threads))
-
-
 def _handle(conn: socket.socket, listener: socket.socket) -> bool:
-    """Fork a worker for the request on ``conn``; False if the zygote must stop (it has threads)."""
-    # The status pipe, then optionally the worker's stdout/stderr (a pipe to the log collector).
-    message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 2)
-    if len(fds) not in (1, 2):
-        for fd in fds:
-            os.close(fd)
-        conn.sendall(ForkReply(error="expected a status pipe and at most one output pipe").encoded())
-        return True
+    """Fork a worker (or a model template) for the request on ``conn``; False if the zygote must
+    stop (it has threads)."""
+    # A worker's status pipe, then optionally its stdout/stderr (a pipe to the log collector); a
+    # template's channel before those.
+    message, fds, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
     try:
-        launch = WorkerLaunch.model_validate_json(message)
+        request = _REQUEST.validate_json(message)
     except ValidationError as exc:
         for fd in fds:
             os.close(fd)
         conn.sendall(ForkReply(error=f"bad request: {exc}").encoded())
+        return True
+    expected = (2, 3) if isinstance(request, TemplateStart) else (1, 2)
+    if len(fds) not in expected:
+        for fd in fds:
+            os.close(fd)
+        error = f"expected {' or '.join(map(str, expected))} file descriptors"
+        conn.sendall(ForkReply(error=error).encoded())
         return True
     if thread_count() != 1:
         # Nothing the zygote runs after its preload starts one, but a fork now would copy a
@@ -226,13 +192,20 @@ def _handle(conn: socket.socket, listener: socket.socket) -> bool:
         try:
             listener.close()
             conn.close()
-            _child(launch, fds[0], fds[1] if len(fds) == 2 else None)
+            if isinstance(request, TemplateStart):
+                from coldbrew.worker.template import run_template
+
+                run_template(request, fds[0], fds[1], fds[2] if len(fds) == 3 else None)
+            _child(request, fds[0], fds[1] if len(fds) == 2 else None)
         finally:
             os._exit(1)
     for fd in fds:
         os.close(fd)
     conn.sendall(ForkReply(pid=pid).encoded())
     return True
+
+
+_REQUEST: TypeAdapter[WorkerLaunch | TemplateStart] = TypeAdapter(WorkerLaunch | TemplateStart)
 
 
 def serve_zygote(

@@ -26,7 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.sdk.environments import python_for
-from tests.support import REPO, ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
+from tests.support import REPO, ColdbrewServer, deploy_serverless, tar_gz, wait_for_status, zygote_of
 
 try:
     REAL_PYTHON: Path | None = python_for("real")
@@ -135,7 +135,7 @@ def test_a_model_is_served_from_the_zygote_in_the_real_environment(
         if "coldbrew.worker.zygote" in " ".join(c.cmdline())
     }
     # Forked by the scikit-learn zygote, which holds pandas and pyarrow (and no thread of theirs).
-    assert answer["ppid"] in zygotes
+    assert zygote_of(answer["ppid"]) in zygotes
     assert answer["pandas"] and answer["pyarrow"]
 
     deadline = time.monotonic() + 30

@@ -16,7 +16,7 @@ import joblib
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status
+from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status, zygote_of
 
 PPID = textwrap.dedent("""
     import json, os
@@ -75,7 +75,7 @@ def invoke_ppid(server: ColdbrewServer, name: str) -> int:
     response = server.client("sagemaker-runtime").invoke_endpoint(
         EndpointName=name, Body=json.dumps([[0.01] * 10]), ContentType="application/json"
     )
-    return int(json.loads(response["Body"].read())["ppid"])
+    return zygote_of(int(json.loads(response["Body"].read())["ppid"]))
 
 
 def test_unused_zygote_is_stopped_and_started_again_by_the_next_deploy(

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_diabetes
 
-from tests.support import ColdbrewServer, wait_for_status, worker_pids
+from tests.support import ColdbrewServer, wait_for_status, worker_pids, zygote_of
 
 ROWS = load_diabetes(return_X_y=True)[0][:2].tolist()
 THREADS = 4
@@ -248,7 +248,7 @@ def test_warm_workers_of_a_dead_zygote_get_no_request(server: ColdbrewServer, sc
         reply = runtime.invoke_endpoint(EndpointName="orphans", Body=body, ContentType="application/json")
         pids.add(json.loads(reply["Body"].read())["pid"])
     zygote = zygote_pid(server)
-    forked = {pid for pid in pids if psutil.Process(pid).ppid() == zygote}
+    forked = {pid for pid in pids if zygote_of(psutil.Process(pid).ppid()) == zygote}
     assert forked
     # One invocation is in flight on a forked worker when its zygote dies: it finishes.
     in_flight: list[Any] = []

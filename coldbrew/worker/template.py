@@ -1,0 +1,218 @@
+"""A model template: a process, forked from its runtime's zygote, that loads one model once and
+then forks that model's workers (issue 18: a cold start that does not load the model).
+
+A cold start from the zygote forks a child that loads the model (12 ms of a 2 MB forest's 31 ms
+cold start, 260 ms of MiniLM's 340). A template pays that once: every later worker of the same
+launch (same model directory, environment, containment) is a fork of a process that has it loaded
+already, and shares its pages copy-on-write: twenty workers of a 90 MB embedding model hold one
+copy of its weights. The template is not an environment: it serves nothing, and the gateway counts
+its memory in the budget and stops it once no worker of its model has run for a while
+(:mod:`coldbrew.backends.templates`).
+
+Protocol: the zygote forks the template for a :class:`~coldbrew.worker.messages.TemplateStart`,
+handing it its channel (a SOCK_SEQPACKET socket whose other end the gateway holds), the first
+worker's status pipe and optionally its output pipe. The template loads the model (contained as
+that worker would be), says how that went with a :class:`TemplateStatus` on the channel, forks the
+first worker and answers with its :class:`ForkReply`. Then each :class:`TemplateFork` on the
+channel, with a status pipe and optionally an output pipe, is one more worker, answered with its
+ForkReply. The template exits when the channel closes, or with the zygote.
+
+A template must stay single-threaded to fork safely, like the zygote. A model whose load leaves a
+thread behind (a library's pool, the user's own) cannot be a template: the process then serves as
+the first worker itself, as a zygote's child would, and says so (``serving``), so the gateway forks
+that model's later workers from the zygote as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from coldbrew.worker.errors import ModelLoadError, one_line
+from coldbrew.worker.main import Loaded, _bind, _fail, load, reset_process, serve_loaded
+from coldbrew.worker.messages import (
+    TEMPLATE_NAME,
+    ForkReply,
+    TemplateFork,
+    TemplateStart,
+    TemplateStatus,
+    WorkerLaunch,
+)
+from coldbrew.worker.sandbox import PR_SET_PDEATHSIG, die_with_parent, prctl, process_name, set_process_name
+from coldbrew.worker.threads import limit_threads, thread_count, thread_names
+
+log = logging.getLogger("coldbrew.template")
+
+_MAX_MESSAGE = 1 << 16
+
+
+def run_template(start: TemplateStart, channel_fd: int, status_fd: int, output_fd: int | None) -> NoReturn:
+    """The template's life, in the zygote's freshly forked child; never returns."""
+    code = 1
+    try:
+        code = _run(start.template, channel_fd, status_fd, output_fd)
+    except BaseException:
+        log.exception("template crashed")
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int | None) -> int:
+    running = time.monotonic()
+    zygote_pid = os.getppid()
+    # Gone with the zygote (which is gone with the gateway), its workers after it.
+    die_with_parent(signal.SIGKILL, zygote_pid)
+    worker_name = process_name()
+    set_process_name(TEMPLATE_NAME)
+    channel = socket.socket(fileno=channel_fd)
+    # Its own output (the zygote's, which is the gateway's) once the first worker is forked: the
+    # load's output belongs to that worker's log stream, but the template must not hold the stream
+    # open after that worker has gone.
+    own_output = os.dup(1), os.dup(2)
+    if output_fd is not None:
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+    logging.getLogger().handlers.clear()
+    reset_process(launch)
+    limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    try:
+        loaded = load(launch, running)
+    except BaseException as exc:
+        error = str(exc) if isinstance(exc, ModelLoadError) else one_line(exc)
+        if not isinstance(exc, ModelLoadError):
+            log.error("worker setup failed", exc_info=exc)
+        _send(channel, TemplateStatus(ready=False, error=error))
+        return _fail(status_fd, error)
+    # Again: entering the sandbox switched users, which clears the parent-death signal.
+    die_with_parent(signal.SIGKILL, zygote_pid)
+    if thread_count() != 1:
+        names = ", ".join(thread_names()) or "unnamed"
+        _send(
+            channel,
+            TemplateStatus(ready=False, serving=True, error=f"loading the model started threads ({names})"),
+        )
+        channel.close()
+        for fd in own_output:
+            os.close(fd)
+        # As a zygote's worker: when the zygote goes, it finishes what it serves (it watches its
+        # parent), rather than being killed with the template's signal.
+        prctl(PR_SET_PDEATHSIG, 0)
+        try:
+            sock = _bind(launch)
+        except ModelLoadError as exc:
+            return _fail(status_fd, str(exc))
+        set_process_name(worker_name)
+        return serve_loaded(launch, loaded, sock, status_fd, zygote_pid)
+    _send(channel, TemplateStatus(ready=True, setup_ms=round(loaded.setup_ms, 3)))
+    pid = _fork(launch, loaded, channel, status_fd, None, worker_name, first=True)
+    os.close(status_fd)
+    for fd, own in zip((1, 2), own_output, strict=True):
+        os.dup2(own, fd)
+        os.close(own)
+    _send(channel, ForkReply(pid=pid))
+    # The workers forked from here on did not load the model: their start begins at the fork.
+    return _serve(launch, loaded, channel, worker_name)
+
+
+def _serve(launch: WorkerLaunch, loaded: Loaded, channel: socket.socket, worker_name: str) -> int:
+    while True:
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(channel, _MAX_MESSAGE, 2)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0  # the gateway closed the channel: stopped, or gone
+        try:
+            reply = _fork_request(launch, loaded, channel, message, fds, worker_name)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        _send(channel, reply)
+        if thread_count() != 1:
+            return 1  # refused, and it cannot be fixed here: the gateway starts another
+
+
+def _fork_request(
+    launch: WorkerLaunch,
+    loaded: Loaded,
+    channel: socket.socket,
+    message: bytes,
+    fds: list[int],
+    worker_name: str,
+) -> ForkReply:
+    if len(fds) not in (1, 2):
+        return ForkReply(error="expected a status pipe and at most one output pipe")
+    try:
+        request = TemplateFork.model_validate_json(message)
+        target = WorkerLaunch.model_validate({**launch.model_dump(), **request.model_dump()})
+    except ValidationError as exc:
+        return ForkReply(error=f"bad request: {exc}")
+    if thread_count() != 1:
+        # Nothing the template runs after its load starts one; a fork now would copy a process
+        # whose other threads may hold locks.
+        names = ", ".join(thread_names()) or "unnamed"
+        return ForkReply(error=f"the template has started threads since its load ({names}); it exits")
+    output_fd = fds[1] if len(fds) == 2 else None
+    return ForkReply(pid=_fork(target, loaded, channel, fds[0], output_fd, worker_name))
+
+
+def _fork(
+    launch: WorkerLaunch,
+    loaded: Loaded,
+    channel: socket.socket,
+    status_fd: int,
+    output_fd: int | None,
+    worker_name: str,
+    first: bool = False,
+) -> int:
+    """Fork one worker serving ``loaded`` on ``launch``'s listener; its pid. The first one's start
+    includes the template's own (its stamps are the template's); a later one's begins here."""
+    template_pid = os.getpid()
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 1
+    try:
+        now = time.monotonic()
+        set_process_name(worker_name)
+        channel.close()
+        if output_fd is not None:
+            os.dup2(output_fd, 1)
+            os.dup2(output_fd, 2)
+            os.close(output_fd)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()  # its own random numbers, as a fresh worker's
+        stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)
+        try:
+            sock = _bind(launch)
+        except ModelLoadError as exc:
+            code = _fail(status_fd, str(exc))
+        else:
+            code = serve_loaded(launch, stamps, sock, status_fd, template_pid, template_pid)
+    except BaseException:
+        log.exception("worker crashed")
+    finally:
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _send(channel: socket.socket, message: TemplateStatus | ForkReply) -> None:
+    with contextlib.suppress(OSError):  # the gateway is gone: the next read ends the template
+        channel.sendall(message.encoded())

@@ -1,0 +1,50 @@
+"""The threads of this process: counted and named from the kernel's view, and the numerical
+libraries' pools sized. A process that forks (the zygote, a model template) must hold no thread
+but its main one: a fork copies only the calling thread, and locks other threads held stay held
+in the child."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+
+
+def thread_count() -> int:
+    """Threads of this process as the kernel sees them (not only Python's)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        import threading
+
+        return threading.active_count()
+
+
+def thread_names() -> list[str]:
+    """The names of this process's threads other than the main one (``/proc/self/task/*/comm``)."""
+    names = []
+    with contextlib.suppress(OSError):
+        for tid in sorted(os.listdir("/proc/self/task")):
+            if tid == str(os.getpid()):
+                continue
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as comm:
+                    names.append(comm.read().strip())
+            except OSError:
+                continue  # it has just exited
+    return names
+
+
+def limit_threads(threads: str | None) -> None:
+    """The zygote loaded BLAS with one thread; give this worker the count its memory size buys
+    (a fresh worker gets it from the environment before the libraries load)."""
+    if not threads or not threads.isdigit() or int(threads) <= 1:
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(int(threads))
+    except ImportError:
+        pass
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))

@@ -1,0 +1,209 @@
+"""Model templates (issue 18, point 3): a cold start after the first forks from a process that has
+the model loaded already, and every way that must not change what a worker sees or reports.
+
+Real ``coldbrew serve`` processes on loopback; the worker's own report (pid, parent, randomness)
+comes from the model's code, and the process tree is read with psutil.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import joblib
+import psutil
+import pytest
+
+from coldbrew.worker.messages import TEMPLATE_NAME
+from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status, worker_pids
+
+REPORT = textwrap.dedent("""
+    import json, os
+    import joblib
+    import numpy as np
+
+    def model_fn(model_dir):
+        {load}
+        return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+    def input_fn(body, content_type):
+        return np.array(json.loads(body))
+
+    def predict_fn(rows, model):
+        return {{
+            "predictions": model.predict(rows).tolist(),
+            "pid": os.getpid(),
+            "ppid": os.getppid(),
+            "random": float(np.random.random()),
+            "threads": len(os.listdir("/proc/self/task")),
+        }}
+
+    def output_fn(prediction, accept):
+        return json.dumps(prediction), "application/json"
+""")
+
+ROWS = [[0.01 * i for i in range(10)], [-0.02 * i for i in range(10)]]
+
+
+def archive(path: Path, model: Any, load: str = "pass") -> Path:
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer)
+    code = REPORT.format(load=load).encode()
+    path.write_bytes(tar_gz({"model.joblib": buffer.getvalue(), "code/inference.py": code}))
+    return path
+
+
+def invoke(server: ColdbrewServer, name: str) -> dict[str, Any]:
+    response = server.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=name, Body=json.dumps(ROWS), ContentType="application/json"
+    )
+    answer: dict[str, Any] = json.loads(response["Body"].read())
+    return answer
+
+
+def scaled_to_zero(server: ColdbrewServer, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while worker_pids(server):
+        assert time.monotonic() < deadline, "the endpoint did not scale to zero"
+        time.sleep(0.02)
+
+
+def templates(server: ColdbrewServer) -> dict[int, psutil.Process]:
+    assert server.process is not None
+    found = {}
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if child.name() == TEMPLATE_NAME and child.status() != psutil.STATUS_ZOMBIE:
+                found[child.pid] = child
+        except psutil.Error:
+            pass
+    return found
+
+
+def zygotes(server: ColdbrewServer) -> set[int]:
+    assert server.process is not None
+    return {
+        c.pid
+        for c in psutil.Process(server.process.pid).children()
+        if "coldbrew.worker.zygote" in " ".join(c.cmdline())
+    }
+
+
+def deploy(server: ColdbrewServer, name: str, path: Path) -> None:
+    sm = server.client()
+    deploy_serverless(sm, name, path.as_uri())
+    wait_for_status(sm, name, "InService")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ColdbrewServer]:
+    running = ColdbrewServer(
+        tmp_path_factory.mktemp("templates") / "data", env={"COLDBREW_IDLE_TIMEOUT_S": "0.3"}
+    ).start()
+    yield running
+    running.stop()
+
+
+def test_later_cold_starts_fork_from_the_template_and_do_not_load_the_model(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    model = model_archive[1]
+    deploy(server, "reused", archive(tmp_path / "model.tar.gz", model))
+    answers = []
+    for _ in range(3):
+        scaled_to_zero(server)
+        answers.append(invoke(server, "reused"))
+    expected = model.predict(ROWS).tolist()
+    assert all(answer["predictions"] == expected for answer in answers)
+    # Three workers, one parent: the template, itself a child of the runtime's zygote.
+    assert len({answer["pid"] for answer in answers}) == 3
+    [parent] = {answer["ppid"] for answer in answers}
+    template = templates(server)[parent]
+    assert template.ppid() in zygotes(server)
+    assert len({answer["random"] for answer in answers}) == 3, "each worker draws its own numbers"
+    assert all(answer["threads"] == 1 for answer in answers)
+    log = server.log()
+    # The model was loaded once, by the template (its log line goes to the first environment's
+    # stream, labelled with the endpoint); the later cold starts logged no model load.
+    loads = [
+        line for line in log.splitlines() if line.startswith("reused ") and "coldbrew.worker: loaded" in line
+    ]
+    assert len(loads) == 1, loads
+    starts = [line for line in log.splitlines() if "cold start of reused/" in line]
+    assert len(starts) >= 2
+    assert all("model_load=0.000" in line for line in starts[-2:]), starts
+
+
+def test_a_model_whose_load_starts_a_thread_is_served_without_a_template(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    # A forked copy of a process with another thread could inherit a lock that thread holds.
+    load = "import threading, time; threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()"
+    deploy(server, "threaded", archive(tmp_path / "model.tar.gz", model_archive[1], load))
+    first = invoke(server, "threaded")
+    assert first["threads"] == 2
+    assert "cannot be a template" in server.log()
+    assert first["ppid"] in zygotes(server), "the process that loaded it serves it itself"
+    scaled_to_zero(server)
+    second = invoke(server, "threaded")
+    assert second["pid"] != first["pid"]
+    assert second["ppid"] in zygotes(server), "later workers fork from the zygote, as without templates"
+    assert second["predictions"] == first["predictions"]
+    assert all(t.pid != first["pid"] for t in templates(server).values())
+
+
+def test_a_model_that_fails_to_load_fails_its_endpoint_with_the_loaders_error(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    load = "raise RuntimeError('weights.bin is not in the archive')"
+    sm = server.client()
+    deploy_serverless(sm, "broken", archive(tmp_path / "model.tar.gz", model_archive[1], load).as_uri())
+    failed = wait_for_status(sm, "broken", "Failed")
+    assert "weights.bin is not in the archive" in failed["FailureReason"]
+    assert not any("broken" in " ".join(t.cmdline()) for t in templates(server).values())
+
+
+def test_a_template_is_stopped_when_idle_but_never_while_a_worker_of_it_runs(
+    tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    env = {"COLDBREW_IDLE_TIMEOUT_S": "4", "COLDBREW_TEMPLATE_IDLE_S": "1"}
+    server = ColdbrewServer(tmp_path / "data", env=env).start()
+    try:
+        deploy(server, "idle", archive(tmp_path / "model.tar.gz", model_archive[1]))
+        scaled_to_zero(server)
+        first = invoke(server, "idle")
+        template = templates(server)[first["ppid"]]
+        time.sleep(2.5)  # past the template's idle time, within its worker's keep-alive
+        assert template.is_running(), "stopped while its worker ran (which would have ended it)"
+        assert invoke(server, "idle")["pid"] == first["pid"]
+        scaled_to_zero(server)
+        deadline = time.monotonic() + 10
+        while template.is_running() and template.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the idle template was not stopped"
+            time.sleep(0.05)
+        assert "stopping template" in server.log()
+        again = invoke(server, "idle")
+        assert again["ppid"] != first["ppid"], "a new template for the next cold start"
+        assert again["predictions"] == first["predictions"]
+    finally:
+        server.stop()
+
+
+def test_templates_can_be_switched_off(tmp_path: Path, model_archive: tuple[Path, Any]) -> None:
+    env = {"COLDBREW_IDLE_TIMEOUT_S": "0.3", "COLDBREW_TEMPLATES": "false"}
+    server = ColdbrewServer(tmp_path / "data", env=env).start()
+    try:
+        deploy(server, "plain", archive(tmp_path / "model.tar.gz", model_archive[1]))
+        answers = []
+        for _ in range(2):
+            scaled_to_zero(server)
+            answers.append(invoke(server, "plain"))
+        assert all(answer["ppid"] in zygotes(server) for answer in answers)
+        assert not templates(server)
+    finally:
+        server.stop()
