@@ -18,7 +18,7 @@ import httpx
 import psutil
 from botocore.config import Config
 
-from coldbrew.worker.messages import TEMPLATE_NAME
+from coldbrew.worker.messages import SPARE_NAME, TEMPLATE_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -202,8 +202,8 @@ def worker_pids(server: ColdbrewServer) -> set[int]:
                 continue
             if child.ppid() == server.process.pid and "coldbrew.worker.zygote" in " ".join(child.cmdline()):
                 continue  # the zygote itself
-            if child.name() == TEMPLATE_NAME:
-                continue  # a model template: it serves nothing (coldbrew/worker/template.py)
+            if child.name() in (TEMPLATE_NAME, SPARE_NAME):
+                continue  # a model template or its spare: they serve nothing (coldbrew/worker/template.py)
             pids.add(child.pid)
         except psutil.Error:
             pass

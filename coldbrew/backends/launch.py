@@ -62,7 +62,7 @@ async def launch_worker(
     forked: TemplateForked | None = None
     try:
         if zygote is not None and templates is not None:
-            key = Templates.key(runtime, launch)
+            key = Templates.key(runtime, launch, memory_mb)
             forked = await templates.fork(
                 key,
                 zygote,
@@ -94,8 +94,9 @@ async def launch_worker(
     # before: the child runs meanwhile (the move takes milliseconds; pages it touches before are
     # charged where it was). The move runs off the event loop (``attach_off_loop``).
     try:
-        if forked is not None and forked.template is None:
-            cgroup = forked.cgroup  # the template's own: it is the worker
+        if forked is not None and (forked.template is None or forked.cgroup is not None):
+            # In its cgroup already: a template that is the worker itself, or a template's spare.
+            cgroup = forked.cgroup
         elif cgroups is not None and memory_mb:
             cgroup = await cgroups.attach_off_loop(pid, memory_mb, background=launch.nice > 0)
         else:

@@ -3,7 +3,10 @@ containment) that has loaded the model and forks its workers (:mod:`coldbrew.wor
 
 The first cold start of a launch asks its runtime's zygote for a template, which loads the model
 and forks that start's worker; every later cold start of the same launch forks from the template,
-skipping the model's load. Workers of one template share its pages copy-on-write.
+skipping the model's load. Workers of one template share its pages copy-on-write. A moment after
+each cold start the template forks a spare, which the gateway moves into a memory cgroup of the
+model's size at once: the next cold start hands the spare its listener and pipes, and costs
+neither a fork nor a cgroup move (the move alone waits 6-13 ms in the kernel).
 
 A template is not an environment: it serves nothing, so scale to zero still leaves none of the
 model's workers running. It is memory held for a model that may be invoked again, and so is
@@ -50,6 +53,8 @@ TEMPLATE_MEMORY_MB = 1024
 
 _FORK_TIMEOUT_S = 5.0
 """A template answers a fork within milliseconds; one that does not is stuck and is stopped."""
+SPARE_DELAY_S = 0.1
+"""How long after a cold start its template forks the next spare."""
 _MEMORY_TTL_S = 1.0
 """How long a template's measured memory is reused (a measurement reads /proc/PID/smaps_rollup)."""
 
@@ -65,6 +70,9 @@ class Template:
         zygote: Zygote,
         cgroup: WorkerCgroup | None,
         clock: Callable[[], float],
+        cgroups: MemoryCgroups | None = None,
+        memory_mb: int = 0,
+        background: bool = False,
     ) -> None:
         self.key = key
         self.pid = pid
@@ -77,6 +85,13 @@ class Template:
         self.broken = False
         """Its channel failed mid-request: it forks nothing more and is stopped."""
         self._watch = ExitWatch(pid)
+        self._cgroups = cgroups
+        self._memory_mb = memory_mb
+        self._background = background
+        self.spare: Spare | None = None
+        """A child forked ahead, in its cgroup already, waiting to become the next cold start's
+        worker: that start then costs neither a fork nor a cgroup move."""
+        self._replenishing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._memory: tuple[float, int] = (-_MEMORY_TTL_S, 0)
         self._memory_lock = threading.Lock()
@@ -92,27 +107,49 @@ class Template:
         return bool(self.workers)
 
     def unique_bytes(self) -> int:
-        """What stopping it would free: memory no other process shares (not the zygote's pages)."""
+        """What stopping it would free: memory no other process shares (not the zygote's pages),
+        its spare's included."""
         with self._memory_lock:
             measured, size = self._memory
             if self.clock() - measured < _MEMORY_TTL_S:
                 return size
-            try:
-                size = int(psutil.Process(self.pid).memory_full_info().uss)
-            except psutil.Error:
-                size = 0
+            size = 0
+            spare = self.spare
+            for pid in (self.pid, spare.pid if spare is not None else None):
+                if pid is not None:
+                    with contextlib.suppress(psutil.Error):
+                        size += int(psutil.Process(pid).memory_full_info().uss)
             self._memory = (self.clock(), size)
             return size
 
-    async def fork(self, launch: WorkerLaunch, status_fd: int, output_fd: int | None) -> int:
-        """Fork a worker of this template listening as ``launch`` says; its pid."""
+    async def fork(
+        self, launch: WorkerLaunch, status_fd: int, output_fd: int | None
+    ) -> tuple[int, WorkerCgroup | None]:
+        """A worker of this template listening as ``launch`` says: its pid, and its cgroup if it
+        is in one already (it was the spare). Forks the next spare meanwhile."""
         request = TemplateFork(socket_path=launch.socket_path, port=launch.port, host=launch.host)
         fds = [status_fd] if output_fd is None else [status_fd, output_fd]
+        self.last_used = self.clock()
+        try:
+            spare = self._take_spare()
+            if spare is not None:
+                try:
+                    socket.send_fds(spare.channel, [request.encoded()], fds)
+                except OSError as exc:
+                    log.info("the spare %d of template %d is gone (%s); forking", spare.pid, self.pid, exc)
+                    spare.discard()
+                else:
+                    spare.channel.close()
+                    return spare.pid, spare.cgroup
+            return await self._request(request, fds), None
+        finally:
+            self.replenish()
+
+    async def _request(self, request: TemplateFork, fds: list[int]) -> int:
         loop = asyncio.get_running_loop()
         async with self._lock:  # one request at a time: the answers come back in order
             if self.broken:
                 raise OSError("its channel is out of step")
-            self.last_used = self.clock()
             try:
                 socket.send_fds(self.channel, [request.encoded()], fds)
                 reply = await asyncio.wait_for(loop.sock_recv(self.channel, 65536), _FORK_TIMEOUT_S)
@@ -124,8 +161,62 @@ class Template:
             self.broken = True
         return _forked(reply, "the template")
 
+    def _take_spare(self) -> Spare | None:
+        spare, self.spare = self.spare, None
+        if spare is not None and spare.watch.exited():
+            spare.discard()
+            return None
+        return spare
+
+    def replenish(self, delay_s: float = SPARE_DELAY_S) -> None:
+        """Fork the next spare ``delay_s`` from now, unless it has one or one is coming."""
+        if self.spare is not None or self._replenishing is not None or self.exited():
+            return
+        self._replenishing = asyncio.get_running_loop().create_task(self._fork_spare(delay_s))
+
+    async def _fork_spare(self, delay_s: float) -> None:
+        # Later than the start that used the last one: a fork and a cgroup move (which holds a
+        # lock every fork on the machine takes) would compete with its first invocation.
+        await asyncio.sleep(delay_s)
+        if self.spare is not None or self.exited():
+            self._replenishing = None
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = 0
+        try:
+            ours.setblocking(False)
+            try:
+                pid = await self._request(TemplateFork(socket_path="spare", spare=True), [theirs.fileno()])
+            finally:
+                theirs.close()
+            cgroup = (
+                await self._cgroups.attach_off_loop(pid, self._memory_mb, background=self._background)
+                if self._cgroups is not None and self._memory_mb
+                else None
+            )
+            spare = Spare(pid, ours, cgroup, ExitWatch(pid))
+            if self.exited() or self.spare is not None:
+                spare.discard()
+            else:
+                self.spare = spare
+        except Exception as exc:  # the next cold start forks as without a spare
+            log.info("template %d could not fork a spare: %s", self.pid, exc)
+            ours.close()
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        finally:
+            self._replenishing = None
+
     async def stop(self) -> None:
-        """Close its channel (it exits), SIGKILL if it has not within 3 s; remove its cgroup."""
+        """Close its channel (it exits), SIGKILL if it has not within 3 s; remove its cgroup and
+        its spare."""
+        self.broken = True
+        if self._replenishing is not None:
+            self._replenishing.cancel()
+        spare, self.spare = self.spare, None
+        if spare is not None:
+            spare.discard()
         self.channel.close()
         deadline = time.monotonic() + 3.0
         while not self.exited() and time.monotonic() < deadline:
@@ -141,6 +232,27 @@ class Template:
                 if not self.cgroup.path.exists():
                     break
                 await asyncio.sleep(0.01)
+
+
+@dataclass
+class Spare:
+    """A template's child waiting, on ``channel``, for the listener of the next cold start."""
+
+    pid: int
+    channel: socket.socket
+    cgroup: WorkerCgroup | None
+    watch: ExitWatch
+
+    def discard(self) -> None:
+        """Close its channel (it exits on the end of it) and remove its cgroup once it has gone."""
+        self.channel.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        self.watch.forget()
+        if self.cgroup is not None:
+            cgroup = self.cgroup
+            # Its pages are freed a moment after its exit; the directory can go once they are.
+            asyncio.get_running_loop().call_later(0.2, cgroup.remove)
 
 
 @dataclass(frozen=True)
@@ -186,9 +298,11 @@ class Templates:
         self._stopping: set[asyncio.Task[None]] = set()
 
     @staticmethod
-    def key(runtime: str, launch: WorkerLaunch) -> str:
-        """What workers of one template share: everything of the launch but its listener."""
-        return runtime + "\0" + launch.model_dump_json(exclude={"socket_path", "port", "host"})
+    def key(runtime: str, launch: WorkerLaunch, memory_mb: int) -> str:
+        """What workers of one template share: everything of the launch but its listener, and
+        their memory size (a spare is limited to it before it is anyone's)."""
+        listener = {"socket_path", "port", "host"}
+        return f"{runtime}\0{memory_mb}\0{launch.model_dump_json(exclude=listener)}"
 
     async def fork(
         self,
@@ -209,12 +323,12 @@ class Templates:
         template = await self._usable(key, zygote, timeout_s)
         if template is not None:
             try:
-                pid = await template.fork(launch, status_fd, output_fd)
+                pid, cgroup = await template.fork(launch, status_fd, output_fd)
             except OSError as exc:
                 log.warning("the template %d could not fork a worker (%s); stopping it", template.pid, exc)
                 self._retire(template)
                 return None
-            return TemplateForked(pid, template)
+            return TemplateForked(pid, template, cgroup)
         if key in self._starting or key in self._refused:
             return None  # one starts, and did not finish in time
         return await self._start(key, zygote, launch, status_fd, output_fd, cgroups, memory_mb, timeout_s)
@@ -292,8 +406,11 @@ class Templates:
                 return TemplateForked(pid, None, cgroup)
             reply = await asyncio.wait_for(loop.sock_recv(ours, 65536), timeout_s)
             child = _forked(reply, "the template")
-            template = Template(key, pid, ours, zygote, cgroup, self.clock)
+            template = Template(
+                key, pid, ours, zygote, cgroup, self.clock, cgroups, memory_mb, launch.nice > 0
+            )
             self.ready[key] = template
+            template.replenish()
             log.info(
                 "template %d of %s ready: its model loaded in %s ms; later cold starts fork from it",
                 pid,

@@ -44,6 +44,7 @@ from coldbrew.backends.containment import base_env as base_env_of
 from coldbrew.backends.processes import ExitWatch, ForkedWorker, child_env, rss
 from coldbrew.backends.status import read_status
 from coldbrew.worker.messages import (
+    SPARE_NAME,
     TEMPLATE_NAME,
     ForkReply,
     LeftOutModule,
@@ -109,14 +110,15 @@ class Zygote:
 
     def has_children(self) -> bool:
         """Whether a worker it forked, or one of its model templates forked, still runs (it would
-        exit with the zygote). A template on its own does not count: it serves nothing."""
+        exit with the zygote). A template (or its spare) on its own does not count: it serves
+        nothing."""
         try:
             children = psutil.Process(self.process.pid).children(recursive=True)
         except psutil.Error:
             return False
         for child in children:
             with contextlib.suppress(psutil.Error):
-                if child.name() != TEMPLATE_NAME and child.status() != psutil.STATUS_ZOMBIE:
+                if child.name() not in (TEMPLATE_NAME, SPARE_NAME) and child.status() != psutil.STATUS_ZOMBIE:
                     return True
         return False
 

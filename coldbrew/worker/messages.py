@@ -102,6 +102,8 @@ class WorkerLaunch(_Message):
 
 TEMPLATE_NAME = "coldbrew-tmpl"
 """A model template's process name (/proc/PID/comm): ``ps`` and the gateway tell it from workers."""
+SPARE_NAME = "coldbrew-spare"
+"""A template's spare's process name, until it is given a listener and becomes a worker."""
 
 
 class TemplateStart(_Message):
@@ -115,11 +117,16 @@ class TemplateStart(_Message):
 
 class TemplateFork(_Message):
     """Asks a template for one more worker of its model, listening here (sent on its channel with
-    the worker's status pipe and optionally its output pipe); answered with a ForkReply."""
+    the worker's status pipe and optionally its output pipe); answered with a ForkReply.
+
+    With ``spare``, sent with the spare's channel only: fork a child that waits on that channel
+    for the listener and pipes of the next cold start (a TemplateFork without ``spare``), and then
+    serves as that worker without being forked then."""
 
     socket_path: str | None = None
     port: int | None = Field(default=None, ge=0, le=65535)
     host: str = "127.0.0.1"
+    spare: bool = False
 
 
 class TemplateStatus(_Message):

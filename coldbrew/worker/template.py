@@ -15,7 +15,10 @@ worker's status pipe and optionally its output pipe. The template loads the mode
 that worker would be), says how that went with a :class:`TemplateStatus` on the channel, forks the
 first worker and answers with its :class:`ForkReply`. Then each :class:`TemplateFork` on the
 channel, with a status pipe and optionally an output pipe, is one more worker, answered with its
-ForkReply. The template exits when the channel closes, or with the zygote.
+ForkReply. A TemplateFork with ``spare`` (and the spare's own channel) forks a spare: a child that
+waits on that channel, forked already, for the next cold start's TemplateFork and pipes, and then
+serves as that worker. The template exits when the channel closes, or with the zygote; a spare
+exits at the end of its channel, or with the template.
 
 A template must stay single-threaded to fork safely, like the zygote. A model whose load leaves a
 thread behind (a library's pool, the user's own) cannot be a template: the process then serves as
@@ -26,6 +29,7 @@ that model's later workers from the zygote as before.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -39,6 +43,7 @@ from pydantic import ValidationError
 from coldbrew.worker.errors import ModelLoadError, one_line
 from coldbrew.worker.main import Loaded, _bind, _fail, load, reset_process, serve_loaded
 from coldbrew.worker.messages import (
+    SPARE_NAME,
     TEMPLATE_NAME,
     ForkReply,
     TemplateFork,
@@ -62,11 +67,7 @@ def run_template(start: TemplateStart, channel_fd: int, status_fd: int, output_f
     except BaseException:
         log.exception("template crashed")
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        _exit(code)
 
 
 def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int | None) -> int:
@@ -116,6 +117,10 @@ def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int |
             return _fail(status_fd, str(exc))
         set_process_name(worker_name)
         return serve_loaded(launch, loaded, sock, status_fd, zygote_pid)
+    # The model's objects out of the collector's reach: a collection in a worker would otherwise
+    # write to every one of them and copy each page they are on. (No collection first: on the
+    # zygote's heap one took 80 ms, all of it before the first worker.)
+    gc.freeze()
     _send(channel, TemplateStatus(ready=True, setup_ms=round(loaded.setup_ms, 3)))
     pid = _fork(launch, loaded, channel, status_fd, None, worker_name, first=True)
     os.close(status_fd)
@@ -153,20 +158,33 @@ def _fork_request(
     fds: list[int],
     worker_name: str,
 ) -> ForkReply:
-    if len(fds) not in (1, 2):
-        return ForkReply(error="expected a status pipe and at most one output pipe")
     try:
         request = TemplateFork.model_validate_json(message)
-        target = WorkerLaunch.model_validate({**launch.model_dump(), **request.model_dump()})
     except ValidationError as exc:
         return ForkReply(error=f"bad request: {exc}")
+    if request.spare:
+        if len(fds) != 1:
+            return ForkReply(error="expected the spare's channel")
+    elif len(fds) not in (1, 2):
+        return ForkReply(error="expected a status pipe and at most one output pipe")
     if thread_count() != 1:
         # Nothing the template runs after its load starts one; a fork now would copy a process
         # whose other threads may hold locks.
         names = ", ".join(thread_names()) or "unnamed"
         return ForkReply(error=f"the template has started threads since its load ({names}); it exits")
+    if request.spare:
+        return ForkReply(pid=_fork_spare(launch, loaded, channel, fds[0], worker_name))
+    try:
+        target = _listening(launch, request)
+    except ValidationError as exc:
+        return ForkReply(error=f"bad request: {exc}")
     output_fd = fds[1] if len(fds) == 2 else None
     return ForkReply(pid=_fork(target, loaded, channel, fds[0], output_fd, worker_name))
+
+
+def _listening(launch: WorkerLaunch, request: TemplateFork) -> WorkerLaunch:
+    listener = request.model_dump(include={"socket_path", "port", "host"})
+    return WorkerLaunch.model_validate({**launch.model_dump(), **listener})
 
 
 def _fork(
@@ -186,31 +204,91 @@ def _fork(
         return pid
     code = 1
     try:
-        now = time.monotonic()
-        set_process_name(worker_name)
         channel.close()
-        if output_fd is not None:
-            os.dup2(output_fd, 1)
-            os.dup2(output_fd, 2)
-            os.close(output_fd)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        if "numpy" in sys.modules:
-            sys.modules["numpy"].random.seed()  # its own random numbers, as a fresh worker's
-        stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)
-        try:
-            sock = _bind(launch)
-        except ModelLoadError as exc:
-            code = _fail(status_fd, str(exc))
-        else:
-            code = serve_loaded(launch, stamps, sock, status_fd, template_pid, template_pid)
+        code = _become_worker(launch, loaded, status_fd, output_fd, worker_name, template_pid, first)
     except BaseException:
         log.exception("worker crashed")
     finally:
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        _exit(code)
+
+
+def _fork_spare(
+    launch: WorkerLaunch, loaded: Loaded, channel: socket.socket, spare_fd: int, worker_name: str
+) -> int:
+    """Fork a spare: a child that waits, forked already (and moved into its memory cgroup by the
+    gateway meanwhile), for the listener of the next cold start, which then costs no fork."""
+    template_pid = os.getpid()
+    pid = os.fork()
+    if pid != 0:
+        return pid
+    code = 1
+    try:
+        channel.close()
+        set_process_name(SPARE_NAME)
+        # Until it serves, nothing of it is anyone's: it goes with the template.
+        die_with_parent(signal.SIGKILL, template_pid)
+        spare = socket.socket(fileno=spare_fd)
+        while True:
+            try:
+                message, fds, _flags, _addr = socket.recv_fds(spare, _MAX_MESSAGE, 2)
+            except InterruptedError:
+                continue
+            if not message:
+                code = 0  # the gateway released it (or is gone)
+                break
+            try:
+                request = TemplateFork.model_validate_json(message)
+                target = _listening(launch, request)
+            except ValidationError:
+                request = None
+            if request is None or request.spare or len(fds) not in (1, 2):
+                for fd in fds:
+                    os.close(fd)
+                continue  # not an assignment; the gateway sends none such
+            spare.close()
+            # A worker now: it finishes what it serves if the template goes (it watches it).
+            prctl(PR_SET_PDEATHSIG, 0)
+            output_fd = fds[1] if len(fds) == 2 else None
+            code = _become_worker(target, loaded, fds[0], output_fd, worker_name, template_pid, False)
+            break
+    except BaseException:
+        log.exception("spare crashed")
+    finally:
+        _exit(code)
+
+
+def _become_worker(
+    launch: WorkerLaunch,
+    loaded: Loaded,
+    status_fd: int,
+    output_fd: int | None,
+    worker_name: str,
+    template_pid: int,
+    first: bool,
+) -> int:
+    now = time.monotonic()
+    set_process_name(worker_name)
+    if output_fd is not None:
+        os.dup2(output_fd, 1)
+        os.dup2(output_fd, 2)
+        os.close(output_fd)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()  # its own random numbers, as a fresh worker's
+    stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)
+    try:
+        sock = _bind(launch)
+    except ModelLoadError as exc:
+        return _fail(status_fd, str(exc))
+    return serve_loaded(launch, stamps, sock, status_fd, template_pid, template_pid)
+
+
+def _exit(code: int) -> NoReturn:
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _send(channel: socket.socket, message: TemplateStatus | ForkReply) -> None:

@@ -19,7 +19,7 @@ import joblib
 import psutil
 import pytest
 
-from coldbrew.worker.messages import TEMPLATE_NAME
+from coldbrew.worker.messages import SPARE_NAME, TEMPLATE_NAME
 from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status, worker_pids
 
 REPORT = textwrap.dedent("""
@@ -34,6 +34,24 @@ REPORT = textwrap.dedent("""
     def input_fn(body, content_type):
         return np.array(json.loads(body))
 
+    def _memory_limit():
+        for line in open("/proc/self/cgroup"):
+            _, controllers, path = line.strip().split(":", 2)
+            if "memory" in controllers.split(","):
+                try:
+                    return int(open(f"/sys/fs/cgroup/memory{{path}}/memory.limit_in_bytes").read())
+                except OSError:
+                    return None
+            if controllers == "":
+                try:
+                    return int(open(f"/sys/fs/cgroup{{path}}/memory.max").read())
+                except (OSError, ValueError):
+                    return None
+        return None
+
+    def _cgroup():
+        return open("/proc/self/cgroup").read()
+
     def predict_fn(rows, model):
         return {{
             "predictions": model.predict(rows).tolist(),
@@ -41,6 +59,8 @@ REPORT = textwrap.dedent("""
             "ppid": os.getppid(),
             "random": float(np.random.random()),
             "threads": len(os.listdir("/proc/self/task")),
+            "memory_limit": _memory_limit(),
+            "cgroup": _cgroup(),
         }}
 
     def output_fn(prediction, accept):
@@ -127,6 +147,11 @@ def test_later_cold_starts_fork_from_the_template_and_do_not_load_the_model(
     assert template.ppid() in zygotes(server)
     assert len({answer["random"] for answer in answers}) == 3, "each worker draws its own numbers"
     assert all(answer["threads"] == 1 for answer in answers)
+    # Each in a memory cgroup of its own, of the endpoint's MemorySizeInMB (deploy's 1024), the
+    # one started from the template's spare (moved there before it was anyone's) as the others.
+    if answers[0]["memory_limit"] is not None:
+        assert all(answer["memory_limit"] == 1024 * 1024 * 1024 for answer in answers)
+        assert len({answer["cgroup"] for answer in answers}) == 3
     log = server.log()
     # The model was loaded once, by the template (its log line goes to the first environment's
     # stream, labelled with the endpoint); the later cold starts logged no model load.
@@ -207,3 +232,30 @@ def test_templates_can_be_switched_off(tmp_path: Path, model_archive: tuple[Path
         assert not templates(server)
     finally:
         server.stop()
+
+
+def test_the_next_cold_start_is_the_templates_spare_already_in_its_cgroup(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    deploy(server, "spared", archive(tmp_path / "model.tar.gz", model_archive[1]))
+    scaled_to_zero(server)
+    first = invoke(server, "spared")
+    template = templates(server)[first["ppid"]]
+    # The template forks its next spare a moment after a cold start; it is nobody's worker yet.
+    deadline = time.monotonic() + 10
+    while not (spares := [c for c in template.children() if c.name() == SPARE_NAME]):
+        assert time.monotonic() < deadline, "no spare forked"
+        time.sleep(0.05)
+    [spare] = spares
+    assert spare.pid not in worker_pids(server)
+    scaled_to_zero(server)
+    second = invoke(server, "spared")
+    assert second["pid"] == spare.pid, "the cold start took the spare"
+    assert second["ppid"] == template.pid
+    assert second["predictions"] == first["predictions"]
+    assert second["random"] != first["random"]
+    if first["memory_limit"] is not None:
+        assert second["memory_limit"] == first["memory_limit"] == 1024 * 1024 * 1024
+    starts = [line for line in server.log().splitlines() if "cold start of spared/" in line]
+    # No fork and no cgroup move while the client waited.
+    assert "limit=0.0" in starts[-1], starts[-1]
