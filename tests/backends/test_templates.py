@@ -259,3 +259,27 @@ def test_the_next_cold_start_is_the_templates_spare_already_in_its_cgroup(
     starts = [line for line in server.log().splitlines() if "cold start of spared/" in line]
     # No fork and no cgroup move while the client waited.
     assert "limit=0.0" in starts[-1], starts[-1]
+
+
+def test_templates_over_their_memory_cap_are_stopped_once_idle(
+    tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    # A cap every template exceeds: each is stopped as soon as no worker of it runs, not later.
+    env = {"COLDBREW_IDLE_TIMEOUT_S": "2", "COLDBREW_TEMPLATE_MEMORY_MB": "1"}
+    server = ColdbrewServer(tmp_path / "data", env=env).start()
+    try:
+        deploy(server, "capped", archive(tmp_path / "model.tar.gz", model_archive[1]))
+        scaled_to_zero(server)
+        first = invoke(server, "capped")
+        # (The load check's template was stopped once its worker went; this start made a new one.)
+        template = templates(server)[first["ppid"]]
+        time.sleep(0.5)
+        assert template.is_running(), "stopped while its worker ran"
+        scaled_to_zero(server)
+        deadline = time.monotonic() + 5
+        while template.is_running() and template.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the template over the cap was not stopped"
+            time.sleep(0.05)
+        assert "the templates hold more than 1 MB" in server.log()
+    finally:
+        server.stop()
