@@ -52,7 +52,7 @@ from coldbrew.worker.messages import (
     WorkerLaunch,
 )
 from coldbrew.worker.sandbox import PR_SET_PDEATHSIG, die_with_parent, prctl, process_name, set_process_name
-from coldbrew.worker.threads import limit_threads, thread_count, thread_names
+from coldbrew.worker.threads import limit_threads, quiet_loaders, thread_count, thread_names
 
 log = logging.getLogger("coldbrew.template")
 
@@ -88,7 +88,10 @@ def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int |
         os.close(output_fd)
     logging.getLogger().handlers.clear()
     reset_process(launch)
-    limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    # The numerical libraries' pools stay at the zygote's one thread while the model loads: a pool
+    # of more (OpenBLAS starts its threads when told their number) would keep it from forking.
+    # Each worker sizes its own after the fork.
+    quiet_loaders()
     try:
         loaded = load(launch, running)
     except BaseException as exc:
@@ -111,6 +114,7 @@ def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int |
         # As a zygote's worker: when the zygote goes, it finishes what it serves (it watches its
         # parent), rather than being killed with the template's signal.
         prctl(PR_SET_PDEATHSIG, 0)
+        limit_threads(launch.env.get("OMP_NUM_THREADS"))
         try:
             sock = _bind(launch)
         except ModelLoadError as exc:
@@ -275,6 +279,7 @@ def _become_worker(
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()  # its own random numbers, as a fresh worker's
+    limit_threads(launch.env.get("OMP_NUM_THREADS"))
     stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)
     try:
         sock = _bind(launch)

@@ -48,3 +48,15 @@ def limit_threads(threads: str | None) -> None:
         pass
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
+
+
+def quiet_loaders() -> None:
+    """Keep libraries from starting a thread while a model loads, where they have a setting for it,
+    so that the process that loaded it can still fork (a model template). tqdm starts a monitor
+    thread with its first progress bar (transformers shows one while weights load); its documented
+    ``monitor_interval = 0`` turns the monitor off. Only a tqdm already imported (a zygote's
+    preload of transformers imports it) is set: importing it here would cost every model."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None:
+        with contextlib.suppress(AttributeError):
+            tqdm.tqdm.monitor_interval = 0

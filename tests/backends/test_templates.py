@@ -60,6 +60,7 @@ REPORT = textwrap.dedent("""
             "random": float(np.random.random()),
             "threads": len(os.listdir("/proc/self/task")),
             "memory_limit": _memory_limit(),
+            "omp": os.environ.get("OMP_NUM_THREADS"),
             "cgroup": _cgroup(),
         }}
 
@@ -114,9 +115,9 @@ def zygotes(server: ColdbrewServer) -> set[int]:
     }
 
 
-def deploy(server: ColdbrewServer, name: str, path: Path) -> None:
+def deploy(server: ColdbrewServer, name: str, path: Path, memory: int = 1024) -> None:
     sm = server.client()
-    deploy_serverless(sm, name, path.as_uri())
+    deploy_serverless(sm, name, path.as_uri(), memory=memory)
     wait_for_status(sm, name, "InService")
 
 
@@ -283,3 +284,18 @@ def test_templates_over_their_memory_cap_are_stopped_once_idle(
         assert "the templates hold more than 1 MB" in server.log()
     finally:
         server.stop()
+
+
+def test_a_model_with_more_than_one_vcpu_still_has_a_template(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    # 4,096 MB buys two vCPUs' threads; a BLAS pool of two started before the load would keep the
+    # template from forking, so the template loads with one and each worker sizes its own.
+    deploy(server, "wide", archive(tmp_path / "model.tar.gz", model_archive[1]), memory=4096)
+    answers = []
+    for _ in range(2):
+        scaled_to_zero(server)
+        answers.append(invoke(server, "wide"))
+    [parent] = {answer["ppid"] for answer in answers}
+    assert parent in templates(server)
+    assert all(answer["omp"] == str(min(2, psutil.cpu_count() or 1)) for answer in answers)
