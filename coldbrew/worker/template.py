@@ -231,6 +231,9 @@ def _fork_spare(
         set_process_name(SPARE_NAME)
         # Until it serves, nothing of it is anyone's: it goes with the template.
         die_with_parent(signal.SIGKILL, template_pid)
+        # Its pools sized while it waits (tens of ms for torch's and BLAS's), not after: it never
+        # forks, so their threads harm nothing.
+        limit_threads(launch.env.get("OMP_NUM_THREADS"))
         spare = socket.socket(fileno=spare_fd)
         while True:
             try:
@@ -253,7 +256,9 @@ def _fork_spare(
             # A worker now: it finishes what it serves if the template goes (it watches it).
             prctl(PR_SET_PDEATHSIG, 0)
             output_fd = fds[1] if len(fds) == 2 else None
-            code = _become_worker(target, loaded, fds[0], output_fd, worker_name, template_pid, False)
+            code = _become_worker(
+                target, loaded, fds[0], output_fd, worker_name, template_pid, False, threads_sized=True
+            )
             break
     except BaseException:
         log.exception("spare crashed")
@@ -269,6 +274,7 @@ def _become_worker(
     worker_name: str,
     template_pid: int,
     first: bool,
+    threads_sized: bool = False,
 ) -> int:
     now = time.monotonic()
     set_process_name(worker_name)
@@ -279,7 +285,8 @@ def _become_worker(
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()  # its own random numbers, as a fresh worker's
-    limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    if not threads_sized:
+        limit_threads(launch.env.get("OMP_NUM_THREADS"))
     stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)
     try:
         sock = _bind(launch)
