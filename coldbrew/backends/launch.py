@@ -22,7 +22,7 @@ from coldbrew.backends.processes import ForkedWorker, SpawnedWorker, kill
 from coldbrew.backends.start_trace import StartTrace
 from coldbrew.backends.status import read_status
 from coldbrew.backends.templates import TemplateChild, TemplateForked, Templates
-from coldbrew.backends.zygotes import ZygoteChild, Zygotes
+from coldbrew.backends.zygotes import Zygote, ZygoteChild, Zygotes
 from coldbrew.worker.messages import WorkerLaunch, WorkerStatus
 
 log = logging.getLogger("coldbrew.backends")
@@ -49,7 +49,8 @@ async def launch_worker(
     """The worker of ``launch``, once it reported ready, and its status report.
 
     Raises WorkerStartError with the loader's error (paths as the worker saw them: the caller
-    rewrites them to the user's names) if it did not become ready; nothing of it is left then.
+    rewrites them to the user's names) if it did not become ready; nothing of it is left then
+    (a model template it may have started stays, for the model's next start).
     With ``templates``, a worker forked from the zygote is forked from its model's template
     (:mod:`~coldbrew.backends.templates`) when it can be.
     ``socket_path`` is what the worker object removes on stop (a worker on TCP never creates it).
@@ -90,6 +91,35 @@ async def launch_worker(
     finally:
         os.close(write_fd)
     launched = time.monotonic()
+    template = forked.template if forked is not None else None
+    try:
+        return await _ready(
+            launch, process, pid, zygote, forked, read_fd, cgroups, memory_mb, startup_timeout_s, socket_path,
+            requested, launched,
+        )  # fmt: skip
+    except BaseException:
+        if template is not None:
+            template.adopt(pid, None)  # its start is over: it did not start
+        raise
+
+
+async def _ready(
+    launch: WorkerLaunch,
+    process: asyncio.subprocess.Process | None,
+    pid: int,
+    zygote: Zygote | None,
+    forked: TemplateForked | None,
+    read_fd: int,
+    cgroups: MemoryCgroups | None,
+    memory_mb: int,
+    startup_timeout_s: float,
+    socket_path: str,
+    requested: float,
+    launched: float,
+) -> tuple[SpawnedWorker | ForkedWorker, WorkerStatus]:
+    """The launched worker ``pid`` once in its cgroup and ready (``read_fd`` is its status pipe,
+    closed here)."""
+    template = forked.template if forked is not None else None
     # Limited as soon as it is running, so that the model load counts against MemorySizeInMB. Not
     # before: the child runs meanwhile (the move takes milliseconds; pages it touches before are
     # charged where it was). The move runs off the event loop (``attach_off_loop``).
@@ -129,9 +159,9 @@ async def launch_worker(
     worker: SpawnedWorker | ForkedWorker
     if process is not None:
         worker = SpawnedWorker(process, socket_path, setup_ms)
-    elif forked is not None and forked.template is not None:
-        worker = TemplateChild(pid, socket_path, setup_ms, forked.template)
-        forked.template.workers.append(worker)
+    elif template is not None:
+        worker = TemplateChild(pid, socket_path, setup_ms, template)
+        template.adopt(pid, worker)
     else:
         assert zygote is not None
         worker = ZygoteChild(pid, socket_path, setup_ms, zygote)

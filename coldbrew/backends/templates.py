@@ -19,7 +19,12 @@ bounded (issue 18, "nothing held for nobody"):
 - when the templates together hold more than ``max_bytes`` (``COLDBREW_TEMPLATE_MEMORY_MB``), the
   least recently used ones without workers are stopped first.
 
-A template is never stopped while a worker it forked runs: those workers exit with it.
+A template is never stopped while a worker it forked runs (or one it forked is starting): those
+workers exit with it. One that has to go (its channel failed, its zygote was replaced) stops forking
+at once and is stopped when its last worker has gone.
+
+A template runs the model's code, so nothing it says is trusted beyond its own children: a pid it
+reports is used only if that process's parent is the template.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 
 import psutil
@@ -57,6 +62,49 @@ SPARE_DELAY_S = 0.1
 """How long after a cold start its template forks the next spare."""
 _MEMORY_TTL_S = 1.0
 """How long a template's measured memory is reused (a measurement reads /proc/PID/smaps_rollup)."""
+_MAX_REFUSED = 1000
+"""Launches remembered as unable to have a template (the oldest forgotten first)."""
+_CGROUP_REMOVE_S = 2.0
+"""How long a cgroup's removal is retried: its pages are freed a moment after its process exits."""
+
+
+class TemplateRefused(OSError):
+    """The template answered a fork with an error: nothing was forked, the pipes are unused."""
+
+
+class Background:
+    """Clean-up tasks (stops, cgroup removals) run off the caller's path, awaited on close."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def run(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def join(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+
+async def remove_cgroup(cgroup: WorkerCgroup) -> None:
+    """Remove ``cgroup`` once the kernel lets it (its process has exited and its pages are freed)."""
+    deadline = time.monotonic() + _CGROUP_REMOVE_S
+    while True:
+        cgroup.remove()
+        if not cgroup.path.exists() or time.monotonic() >= deadline:
+            return
+        await asyncio.sleep(0.02)
+
+
+def child_of(pid: int, parent: int) -> bool:
+    """Whether ``pid`` is a live child of ``parent`` (so a process the template forked)."""
+    try:
+        process = psutil.Process(pid)
+        return process.ppid() == parent and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 class Template:
@@ -70,9 +118,10 @@ class Template:
         zygote: Zygote,
         cgroup: WorkerCgroup | None,
         clock: Callable[[], float],
+        background: Background,
         cgroups: MemoryCgroups | None = None,
         memory_mb: int = 0,
-        background: bool = False,
+        low_priority: bool = False,
     ) -> None:
         self.key = key
         self.pid = pid
@@ -82,12 +131,15 @@ class Template:
         self.clock = clock
         self.last_used = clock()
         self.workers: list[ForkedWorker] = []
+        self.starting: set[int] = set()
+        """Workers it forked whose start is not over yet: it is busy while they start."""
         self.broken = False
-        """Its channel failed mid-request: it forks nothing more and is stopped."""
+        """It forks nothing more (its channel failed, or it is being stopped)."""
         self._watch = ExitWatch(pid)
+        self._background = background
         self._cgroups = cgroups
         self._memory_mb = memory_mb
-        self._background = background
+        self._low_priority = low_priority
         self.spare: Spare | None = None
         """A child forked ahead, in its cgroup already, waiting to become the next cold start's
         worker: that start then costs neither a fork nor a cgroup move."""
@@ -97,14 +149,24 @@ class Template:
         self._memory_lock = threading.Lock()
 
     def exited(self) -> bool:
-        return self.broken or self._watch.exited()
+        return self._watch.exited()
+
+    def usable(self) -> bool:
+        return not self.broken and not self._watch.exited()
 
     def busy(self) -> bool:
-        """Whether a worker it forked still runs (noted as a use: its idle time starts after)."""
+        """Whether a worker it forked runs or starts (noted as a use: its idle time starts after)."""
         self.workers = [w for w in self.workers if w.is_alive()]
-        if self.workers:
+        if self.workers or self.starting:
             self.last_used = self.clock()
-        return bool(self.workers)
+            return True
+        return False
+
+    def adopt(self, pid: int, worker: ForkedWorker | None) -> None:
+        """The start of its worker ``pid`` is over: ``worker`` runs, or (None) it did not start."""
+        self.starting.discard(pid)
+        if worker is not None:
+            self.workers.append(worker)
 
     def unique_bytes(self) -> int:
         """What stopping it would free: memory no other process shares (not the zygote's pages),
@@ -113,12 +175,8 @@ class Template:
             measured, size = self._memory
             if self.clock() - measured < _MEMORY_TTL_S:
                 return size
-            size = 0
             spare = self.spare
-            for pid in (self.pid, spare.pid if spare is not None else None):
-                if pid is not None:
-                    with contextlib.suppress(psutil.Error):
-                        size += int(psutil.Process(pid).memory_full_info().uss)
+            size = sum(_private_bytes(pid) for pid in (self.pid, spare.pid if spare else None) if pid)
             self._memory = (self.clock(), size)
             return size
 
@@ -126,7 +184,10 @@ class Template:
         self, launch: WorkerLaunch, status_fd: int, output_fd: int | None
     ) -> tuple[int, WorkerCgroup | None]:
         """A worker of this template listening as ``launch`` says: its pid, and its cgroup if it
-        is in one already (it was the spare). Forks the next spare meanwhile."""
+        is in one already (it was the spare). Forks the next spare meanwhile.
+
+        Raises TemplateRefused if the template forked nothing (the pipes are unused), any other
+        OSError if it is not known whether it did (the template is then broken)."""
         request = TemplateFork(socket_path=launch.socket_path, port=launch.port, host=launch.host)
         fds = [status_fd] if output_fd is None else [status_fd, output_fd]
         self.last_used = self.clock()
@@ -137,19 +198,22 @@ class Template:
                     socket.send_fds(spare.channel, [request.encoded()], fds)
                 except OSError as exc:
                     log.info("the spare %d of template %d is gone (%s); forking", spare.pid, self.pid, exc)
-                    spare.discard()
+                    spare.discard(self._background)
                 else:
-                    spare.channel.close()
+                    spare.handed_over()
+                    self.starting.add(spare.pid)
                     return spare.pid, spare.cgroup
-            return await self._request(request, fds), None
+            pid = await self._request(request, fds)
+            self.starting.add(pid)
+            return pid, None
         finally:
             self.replenish()
 
     async def _request(self, request: TemplateFork, fds: list[int]) -> int:
         loop = asyncio.get_running_loop()
         async with self._lock:  # one request at a time: the answers come back in order
-            if self.broken:
-                raise OSError("its channel is out of step")
+            if not self.usable():
+                raise TemplateRefused("the template is stopping")
             try:
                 socket.send_fds(self.channel, [request.encoded()], fds)
                 reply = await asyncio.wait_for(loop.sock_recv(self.channel, 65536), _FORK_TIMEOUT_S)
@@ -159,79 +223,94 @@ class Template:
                 raise
         if not reply:
             self.broken = True
-        return _forked(reply, "the template")
+            raise OSError("the template closed its channel")
+        pid = _forked(reply, "the template")
+        if not child_of(pid, self.pid):
+            self.broken = True
+            raise OSError(f"the template reported process {pid}, which is not a child of it")
+        return pid
 
     def _take_spare(self) -> Spare | None:
         spare, self.spare = self.spare, None
-        if spare is not None and spare.watch.exited():
-            spare.discard()
+        if spare is not None and (spare.watch.exited() or not child_of(spare.pid, self.pid)):
+            spare.discard(self._background)
             return None
         return spare
 
     def replenish(self, delay_s: float = SPARE_DELAY_S) -> None:
         """Fork the next spare ``delay_s`` from now, unless it has one or one is coming."""
-        if self.spare is not None or self._replenishing is not None or self.exited():
+        if self.spare is not None or self._replenishing is not None or not self.usable():
             return
         self._replenishing = asyncio.get_running_loop().create_task(self._fork_spare(delay_s))
 
     async def _fork_spare(self, delay_s: float) -> None:
-        # Later than the start that used the last one: a fork and a cgroup move (which holds a
-        # lock every fork on the machine takes) would compete with its first invocation.
-        await asyncio.sleep(delay_s)
-        if self.spare is not None or self.exited():
-            self._replenishing = None
-            return
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = 0
         try:
-            ours.setblocking(False)
-            try:
-                pid = await self._request(TemplateFork(socket_path="spare", spare=True), [theirs.fileno()])
-            finally:
-                theirs.close()
-            cgroup = (
-                await self._cgroups.attach_off_loop(pid, self._memory_mb, background=self._background)
-                if self._cgroups is not None and self._memory_mb
-                else None
-            )
-            spare = Spare(pid, ours, cgroup, ExitWatch(pid))
-            if self.exited() or self.spare is not None:
-                spare.discard()
-            else:
-                self.spare = spare
+            # Later than the start that used the last one: a fork and a cgroup move (which holds a
+            # lock every fork on the machine takes) would compete with its first invocation.
+            await asyncio.sleep(delay_s)
+            if self.spare is None and self.usable():
+                spare = await self._new_spare()
+                if spare is not None and (self.spare is not None or not self.usable()):
+                    spare.discard(self._background)
+                elif spare is not None:
+                    self.spare = spare
+        finally:
+            self._replenishing = None
+
+    async def _new_spare(self) -> Spare | None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setblocking(False)
+        try:
+            pid = await self._request(TemplateFork(socket_path="spare", spare=True), [theirs.fileno()])
         except Exception as exc:  # the next cold start forks as without a spare
             log.info("template %d could not fork a spare: %s", self.pid, exc)
             ours.close()
-            if pid:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            return None
         finally:
-            self._replenishing = None
+            theirs.close()
+        spare = Spare(pid, ours, None, ExitWatch(pid))
+        if self._cgroups is not None and self._memory_mb:
+            # Shielded: stopping the template waits for this task, so it ends only with the loop.
+            move = self._cgroups.attach_off_loop(pid, self._memory_mb, background=self._low_priority)
+            spare.cgroup = await asyncio.shield(move)
+        return spare
 
     async def stop(self) -> None:
         """Close its channel (it exits), SIGKILL if it has not within 3 s; remove its cgroup and
         its spare."""
         self.broken = True
         if self._replenishing is not None:
-            self._replenishing.cancel()
+            with contextlib.suppress(Exception):
+                await self._replenishing  # it discards what it forks now that this is broken
         spare, self.spare = self.spare, None
         if spare is not None:
-            spare.discard()
+            spare.discard(self._background)
         self.channel.close()
         deadline = time.monotonic() + 3.0
-        while not self.exited() and time.monotonic() < deadline:
+        while not self._watch.exited() and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        if not self.exited():
+        if not self._watch.exited():
+            log.warning("template %d did not exit when its channel closed; killing it", self.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
         self._watch.forget()
         if self.cgroup is not None:
-            # Its pages are freed a moment after the exit; the directory can go once they are.
-            for _ in range(50):
-                self.cgroup.remove()
-                if not self.cgroup.path.exists():
-                    break
-                await asyncio.sleep(0.01)
+            await remove_cgroup(self.cgroup)
+
+
+def _private_bytes(pid: int) -> int:
+    """Memory of ``pid`` no other process shares: its USS, read from smaps_rollup, which a process
+    that is not dumpable (a template) shows only to a reader that may ptrace it; else resident
+    less file-backed pages (counts pages it still shares with its zygote, so errs high)."""
+    try:
+        process = psutil.Process(pid)
+        try:
+            return int(process.memory_full_info().uss)
+        except psutil.AccessDenied:
+            info = process.memory_info()
+            return int(max(0, info.rss - info.shared))
+    except psutil.Error:
+        return 0
 
 
 @dataclass
@@ -243,16 +322,21 @@ class Spare:
     cgroup: WorkerCgroup | None
     watch: ExitWatch
 
-    def discard(self) -> None:
-        """Close its channel (it exits on the end of it) and remove its cgroup once it has gone."""
+    def handed_over(self) -> None:
+        """It has its listener: a worker from now on, watched as one (not by this object)."""
+        self.channel.close()
+        self.watch.forget()
+
+    def discard(self, background: Background) -> None:
+        """End it (SIGKILL; closing its channel alone would also do) and remove its cgroup once it
+        has gone."""
         self.channel.close()
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+            if not self.watch.exited():
+                os.kill(self.pid, signal.SIGKILL)
         self.watch.forget()
         if self.cgroup is not None:
-            cgroup = self.cgroup
-            # Its pages are freed a moment after its exit; the directory can go once they are.
-            asyncio.get_running_loop().call_later(0.2, cgroup.remove)
+            background.run(remove_cgroup(self.cgroup))
 
 
 @dataclass(frozen=True)
@@ -263,7 +347,7 @@ class TemplateForked:
     template: Template | None
     """None: the template could not be one (its load left threads) and is the worker itself."""
     cgroup: WorkerCgroup | None = None
-    """The cgroup it is in already (the template's own, when it is the worker)."""
+    """The cgroup it is in already (the template's own when it is the worker, or the spare's)."""
 
 
 class TemplateChild(ZygoteChild):
@@ -292,15 +376,18 @@ class Templates:
         self.max_bytes = max_bytes
         self.clock = clock
         self.ready: dict[str, Template] = {}
+        self.draining: list[Template] = []
+        """Templates that fork nothing more, stopped once no worker of theirs runs."""
         self._starting: dict[str, asyncio.Future[Template | None]] = {}
         self._refused: dict[str, str] = {}
         """Launch key -> why its model cannot be a template (its load started threads)."""
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     @staticmethod
     def key(runtime: str, launch: WorkerLaunch, memory_mb: int) -> str:
-        """What workers of one template share: everything of the launch but its listener, and
-        their memory size (a spare is limited to it before it is anyone's)."""
+        """What workers of one template share: everything of the launch but its listener (its
+        sandbox, so the tenant's user, included: tenants never share one), and their memory size
+        (a spare is limited to it before it is anyone's)."""
         listener = {"socket_path", "port", "host"}
         return f"{runtime}\0{memory_mb}\0{launch.model_dump_json(exclude=listener)}"
 
@@ -317,25 +404,33 @@ class Templates:
         timeout_s: float,
     ) -> TemplateForked | None:
         """Fork ``launch``'s worker from its template, starting the template if it has none; None
-        if it cannot have one now (the caller forks from the zygote as before)."""
+        if it cannot have one now and nothing was forked (the caller forks from the zygote).
+
+        Raises WorkerStartError if a template may have forked a worker with these pipes but did
+        not say so (they must not be used again)."""
         if not self.enabled or key in self._refused:
             return None
+        deadline = time.monotonic() + timeout_s
         template = await self._usable(key, zygote, timeout_s)
         if template is not None:
             try:
                 pid, cgroup = await template.fork(launch, status_fd, output_fd)
-            except OSError as exc:
-                log.warning("the template %d could not fork a worker (%s); stopping it", template.pid, exc)
+            except TemplateRefused as exc:
+                log.info("template %d forked no worker (%s); forking from the zygote", template.pid, exc)
                 self._retire(template)
                 return None
+            except OSError as exc:
+                self._retire(template)
+                raise WorkerStartError(f"The model's template did not fork its worker: {exc}") from None
             return TemplateForked(pid, template, cgroup)
         if key in self._starting or key in self._refused:
             return None  # one starts, and did not finish in time
-        return await self._start(key, zygote, launch, status_fd, output_fd, cgroups, memory_mb, timeout_s)
+        remaining = max(1.0, deadline - time.monotonic())
+        return await self._start(key, zygote, launch, status_fd, output_fd, cgroups, memory_mb, remaining)
 
     async def _usable(self, key: str, zygote: Zygote, timeout_s: float) -> Template | None:
         template = self.ready.get(key)
-        if template is not None and (template.exited() or template.zygote is not zygote):
+        if template is not None and (not template.usable() or template.zygote is not zygote):
             self._retire(template)
             template = None
         if template is None and key in self._starting:
@@ -360,7 +455,7 @@ class Templates:
         self._starting[key] = starting
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = 0
-        cgroup: WorkerCgroup | None = None
+        limiting: asyncio.Future[WorkerCgroup | None] | None = None
         template: Template | None = None
         try:
             ours.setblocking(False)
@@ -374,23 +469,16 @@ class Templates:
             finally:
                 theirs.close()
             # Limited from the start, so that the model's load counts against MemorySizeInMB.
-            limiting = (
-                asyncio.ensure_future(cgroups.attach_off_loop(pid, memory_mb, background=launch.nice > 0))
-                if cgroups is not None and memory_mb
-                else None
-            )
+            if cgroups is not None and memory_mb:
+                limiting = asyncio.ensure_future(
+                    cgroups.attach_off_loop(pid, memory_mb, background=launch.nice > 0)
+                )
             loop = asyncio.get_running_loop()
             try:
-                try:
-                    first = await asyncio.wait_for(loop.sock_recv(ours, 65536), timeout_s)
-                except TimeoutError:
-                    error = f"The model did not become ready within {timeout_s:.0f} s."
-                    raise WorkerStartError(error) from None
-                cgroup = await limiting if limiting is not None else None
-            except BaseException:
-                if limiting is not None:
-                    limiting.cancel()  # the move still finishes, and its cgroup is removed
-                raise
+                first = await asyncio.wait_for(loop.sock_recv(ours, 65536), timeout_s)
+            except TimeoutError:
+                raise WorkerStartError(f"The model did not become ready within {timeout_s:.0f} s.") from None
+            cgroup = await asyncio.shield(limiting) if limiting is not None else None
             status = _template_status(first)
             if not status.ready:
                 ours.close()
@@ -400,15 +488,30 @@ class Templates:
                         launch.model_dir,
                         status.error,
                     )
-                    self._refused[key] = status.error or "its load started threads"
+                    self._refuse(key, status.error or "its load started threads")
                 # Either way the process is the worker: serving, or it has written the loader's
                 # error on the worker's status pipe (its cgroup tells whether memory ran out).
                 return TemplateForked(pid, None, cgroup)
-            reply = await asyncio.wait_for(loop.sock_recv(ours, 65536), timeout_s)
-            child = _forked(reply, "the template")
+            try:
+                reply = await asyncio.wait_for(loop.sock_recv(ours, 65536), timeout_s)
+                child = _forked(reply, "the template")
+            except (OSError, TimeoutError) as exc:
+                raise WorkerStartError(f"The model's template did not fork its worker: {exc}") from None
+            if not child_of(child, pid):
+                raise WorkerStartError(f"The model's template reported process {child}, not a child of it.")
             template = Template(
-                key, pid, ours, zygote, cgroup, self.clock, cgroups, memory_mb, launch.nice > 0
+                key,
+                pid,
+                ours,
+                zygote,
+                cgroup,
+                self.clock,
+                self._background,
+                cgroups,
+                memory_mb,
+                launch.nice > 0,
             )
+            template.starting.add(child)
             self.ready[key] = template
             template.replenish()
             log.info(
@@ -424,19 +527,25 @@ class Templates:
                 if pid:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                if cgroup is not None:
-                    cgroup.remove()
+                if limiting is not None:
+                    self._background.run(_remove_when_moved(limiting))
             raise
         finally:
             del self._starting[key]
             starting.set_result(template)
 
+    def _refuse(self, key: str, reason: str) -> None:
+        self._refused[key] = reason
+        while len(self._refused) > _MAX_REFUSED:
+            del self._refused[next(iter(self._refused))]
+
     def maintain(self) -> None:
         """Stop templates idle for ``idle_s``, and the least recently used idle ones while the
-        templates hold more than ``max_bytes``; forget those that exited."""
+        templates hold more than ``max_bytes``; those that cannot fork any more once their workers
+        have gone."""
         now = self.clock()
         for template in list(self.ready.values()):
-            if template.exited() or template.zygote.exited():
+            if not template.usable() or template.zygote.exited():
                 self._retire(template)
             elif not template.busy() and now - template.last_used >= self.idle_s:
                 log.info(
@@ -459,22 +568,40 @@ class Templates:
                 self.max_bytes // (1024 * 1024),
             )
             self._retire(template)
+        for template in list(self.draining):
+            if template.exited() or not template.busy():
+                self.draining.remove(template)
+                self._background.run(template.stop())
 
     def unique_bytes(self) -> int:
         """The memory the templates hold (for the memory budget)."""
-        return sum(t.unique_bytes() for t in list(self.ready.values()))
+        return sum(t.unique_bytes() for t in [*self.ready.values(), *self.draining])
 
     def _retire(self, template: Template) -> None:
+        """It forks nothing more; it is stopped now, or once no worker of it runs."""
         if self.ready.get(template.key) is template:
             del self.ready[template.key]
-        task = asyncio.get_running_loop().create_task(template.stop())
-        self._stopping.add(task)
-        task.add_done_callback(self._stopping.discard)
+        template.broken = True
+        if template.busy() and not template.exited():
+            if template not in self.draining:
+                self.draining.append(template)
+        else:
+            self._background.run(template.stop())
 
     async def close(self) -> None:
-        for template in list(self.ready.values()):
-            self._retire(template)
-        await asyncio.gather(*self._stopping, return_exceptions=True)
+        for template in [*self.ready.values(), *self.draining]:
+            self.ready.pop(template.key, None)
+            self._background.run(template.stop())
+        self.draining.clear()
+        await self._background.join()
+
+
+async def _remove_when_moved(move: asyncio.Future[WorkerCgroup | None]) -> None:
+    """Remove the cgroup a move (still running, or done) put a process that was killed in."""
+    with contextlib.suppress(Exception):
+        cgroup = await asyncio.shield(move)
+        if cgroup is not None:
+            await remove_cgroup(cgroup)
 
 
 def _template_status(message: bytes) -> TemplateStatus:
@@ -494,5 +621,5 @@ def _forked(reply: bytes, who: str) -> int:
     except ValidationError:
         raise OSError(f"{who} sent an unreadable reply") from None
     if answer.pid is None:
-        raise OSError(answer.error or f"{who} refused")
+        raise TemplateRefused(answer.error or f"{who} refused")
     return answer.pid

@@ -78,10 +78,8 @@ def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int |
     worker_name = process_name()
     set_process_name(TEMPLATE_NAME)
     channel = socket.socket(fileno=channel_fd)
-    # Its own output (the zygote's, which is the gateway's) once the first worker is forked: the
-    # load's output belongs to that worker's log stream, but the template must not hold the stream
-    # open after that worker has gone.
-    own_output = os.dup(1), os.dup(2)
+    # The load's output belongs to the first worker's log stream. The template keeps no copy of the
+    # gateway's own output: it runs the model's code, which must not write into the gateway's log.
     if output_fd is not None:
         os.dup2(output_fd, 1)
         os.dup2(output_fd, 2)
@@ -109,8 +107,6 @@ def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int |
             TemplateStatus(ready=False, serving=True, error=f"loading the model started threads ({names})"),
         )
         channel.close()
-        for fd in own_output:
-            os.close(fd)
         # As a zygote's worker: when the zygote goes, it finishes what it serves (it watches its
         # parent), rather than being killed with the template's signal.
         prctl(PR_SET_PDEATHSIG, 0)
@@ -128,9 +124,12 @@ def _run(launch: WorkerLaunch, channel_fd: int, status_fd: int, output_fd: int |
     _send(channel, TemplateStatus(ready=True, setup_ms=round(loaded.setup_ms, 3)))
     pid = _fork(launch, loaded, channel, status_fd, None, worker_name, first=True)
     os.close(status_fd)
-    for fd, own in zip((1, 2), own_output, strict=True):
-        os.dup2(own, fd)
-        os.close(own)
+    # Nor does it hold the first worker's stream open after that worker has gone: what it would
+    # write from here on (a crash's traceback) has no reader; the gateway logs its exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
     _send(channel, ForkReply(pid=pid))
     # The workers forked from here on did not load the model: their start begins at the fork.
     return _serve(launch, loaded, channel, worker_name)
@@ -283,8 +282,12 @@ def _become_worker(
         os.dup2(output_fd, 2)
         os.close(output_fd)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # Its own random numbers, as a fresh worker's (``random`` reseeds itself at fork). Generators
+    # the model's code made while loading (numpy's default_rng) are copies in every worker.
     if "numpy" in sys.modules:
-        sys.modules["numpy"].random.seed()  # its own random numbers, as a fresh worker's
+        sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:
+        sys.modules["torch"].seed()
     if not threads_sized:
         limit_threads(launch.env.get("OMP_NUM_THREADS"))
     stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import textwrap
 import time
 from collections.abc import Iterator
@@ -299,3 +300,67 @@ def test_a_model_with_more_than_one_vcpu_still_has_a_template(
     [parent] = {answer["ppid"] for answer in answers}
     assert parent in templates(server)
     assert all(answer["omp"] == str(min(2, psutil.cpu_count() or 1)) for answer in answers)
+
+
+# A model that, once loaded in its template, forges the template's answers on the channel to the
+# gateway: "ready", then "forked" with the gateway's own pid (to have it moved into a cgroup and
+# later killed as a worker).
+FORGER = """
+import json, os, socket
+
+def _gateway():
+    with open(f"/proc/{os.getppid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("PPid:"))
+
+for fd in map(int, os.listdir("/proc/self/fd")):
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if sock.type == socket.SOCK_SEQPACKET:
+        sock.send(json.dumps({"ready": True}).encode())
+        sock.send(json.dumps({"pid": _gateway()}).encode())
+    sock.detach()
+"""
+
+
+def test_a_pid_the_models_code_forges_is_never_taken_for_a_worker(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    assert server.process is not None
+    gateway = psutil.Process(server.process.pid)
+    cgroups_before = Path(f"/proc/{gateway.pid}/cgroup").read_text()
+    load = "exec(" + repr(FORGER) + ")"
+    sm = server.client()
+    deploy_serverless(sm, "forger", archive(tmp_path / "model.tar.gz", model_archive[1], load).as_uri())
+    failed = wait_for_status(sm, "forger", "Failed")
+    assert "not a child of it" in failed["FailureReason"], failed["FailureReason"]
+    assert gateway.is_running() and gateway.status() != psutil.STATUS_ZOMBIE
+    assert Path(f"/proc/{gateway.pid}/cgroup").read_text() == cgroups_before
+    # Other endpoints are served as before.
+    deploy(server, "after-forger", archive(tmp_path / "plain.tar.gz", model_archive[1]))
+    assert invoke(server, "after-forger")["predictions"]
+
+
+def test_cold_starts_from_spares_leak_no_descriptor_and_templates_write_to_no_log(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    assert server.process is not None
+    gateway = psutil.Process(server.process.pid)
+    deploy(server, "leaks", archive(tmp_path / "model.tar.gz", model_archive[1]))
+    scaled_to_zero(server)
+    invoke(server, "leaks")
+    time.sleep(0.3)  # its spare forked
+    scaled_to_zero(server)
+    before = gateway.num_fds()
+    for _ in range(6):
+        invoke(server, "leaks")
+        time.sleep(0.3)
+        scaled_to_zero(server)
+    assert gateway.num_fds() <= before + 2, (before, gateway.num_fds())
+    # Its stdout and stderr are neither the gateway's nor any environment's log stream.
+    log = server.log_path.resolve()
+    for template in templates(server).values():
+        for fd in (1, 2):
+            assert Path(os.readlink(f"/proc/{template.pid}/fd/{fd}")) == Path(os.devnull)
+    assert log.exists()
