@@ -68,6 +68,16 @@ _CGROUP_REMOVE_S = 2.0
 """How long a cgroup's removal is retried: its pages are freed a moment after its process exits."""
 
 
+OPT_OUT = "COLDBREW_TEMPLATES"
+"""The key in a model's Environment that, false, has every cold start of it load the model."""
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+def wants_template(launch: WorkerLaunch) -> bool:
+    """Whether the model's Environment leaves templates on (serving validated the value)."""
+    return launch.env.get(OPT_OUT, "true").strip().lower() not in _FALSE
+
+
 class TemplateRefused(OSError):
     """The template answered a fork with an error: nothing was forked, the pipes are unused."""
 
@@ -408,7 +418,7 @@ class Templates:
 
         Raises WorkerStartError if a template may have forked a worker with these pipes but did
         not say so (they must not be used again)."""
-        if not self.enabled or key in self._refused:
+        if not self.enabled or not wants_template(launch) or key in self._refused:
             return None
         deadline = time.monotonic() + timeout_s
         template = await self._usable(key, zygote, timeout_s)

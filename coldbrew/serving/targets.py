@@ -32,6 +32,10 @@ class EndpointSettings(BaseModel):
     """Keep-alive policy for this endpoint (the server's COLDBREW_KEEPALIVE_POLICY otherwise)."""
     serve_command: str | None = Field(default=None, alias="COLDBREW_SERVE_COMMAND", min_length=1)
     """A user's own server command, like an ``exec:`` image."""
+    templates: bool | None = Field(default=None, alias="COLDBREW_TEMPLATES")
+    """False: every cold start of this model loads it (runs model_fn) rather than forking from a
+    process that loaded it once (:mod:`coldbrew.backends.templates`); the backend reads the key
+    from the worker's environment, this only validates it."""
     exec_network: Literal["private", "host"] | None = Field(default=None, alias="COLDBREW_EXEC_NETWORK")
     """An ``exec:`` server's network: a namespace of its own, reached only through the gateway
     (``private``, the default), or the host's (``host``; :mod:`coldbrew.backends.user_server`)."""
@@ -57,6 +61,8 @@ def _accepts(key: str, message: str) -> str:
         return "use a number of seconds greater than 0."
     if key == "COLDBREW_EXEC_NETWORK":
         return "use private or host."
+    if key == "COLDBREW_TEMPLATES":
+        return "use true or false."
     return message + "."
 
 

@@ -364,3 +364,21 @@ def test_cold_starts_from_spares_leak_no_descriptor_and_templates_write_to_no_lo
         for fd in (1, 2):
             assert Path(os.readlink(f"/proc/{template.pid}/fd/{fd}")) == Path(os.devnull)
     assert log.exists()
+
+
+def test_one_model_can_switch_templates_off_in_its_environment(
+    server: ColdbrewServer, tmp_path: Path, model_archive: tuple[Path, Any]
+) -> None:
+    sm = server.client()
+    path = archive(tmp_path / "model.tar.gz", model_archive[1])
+    deploy_serverless(sm, "untemplated", path.as_uri(), environment={"COLDBREW_TEMPLATES": "false"})
+    wait_for_status(sm, "untemplated", "InService")
+    answers = []
+    for _ in range(2):
+        scaled_to_zero(server)
+        answers.append(invoke(server, "untemplated"))
+    assert all(answer["ppid"] in zygotes(server) for answer in answers)
+    loads = [
+        line for line in server.log().splitlines() if line.startswith("untemplated ") and "loaded" in line
+    ]
+    assert len(loads) >= 3, "the load check and each cold start loaded the model"

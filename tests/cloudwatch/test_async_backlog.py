@@ -137,7 +137,8 @@ def test_backlog_metrics_while_the_queue_fills_and_drains(
         PrimaryContainer={
             "Image": "coldbrew/sklearn",
             "ModelDataUrl": slow_forest.as_uri(),
-            "Environment": {"COLDBREW_IDLE_TIMEOUT_S": "0.5"},
+            # Every cold start loads the model (its slow load is the window the test reads).
+            "Environment": {"COLDBREW_IDLE_TIMEOUT_S": "0.5", "COLDBREW_TEMPLATES": "false"},
         },
         ExecutionRoleArn="arn:aws:iam::123456789012:role/coldbrew",
     )

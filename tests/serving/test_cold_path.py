@@ -27,9 +27,14 @@ def call(runtime: Any, name: str, **payload: Any) -> tuple[dict[str, Any], float
 
 def test_hedged_cold_start(sm: Any, server: ColdbrewServer, scripted_archive: Path) -> None:
     runtime = server.client("sagemaker-runtime", read_timeout=60)
-    # Loading this model takes 2 s, so a busy environment that frees up first wins the race.
+    # Loading this model takes 2 s, so a busy environment that frees up first wins the race (each
+    # cold start loads it: no template).
     deploy_serverless(
-        sm, "hedge", scripted_archive.as_uri(), max_concurrency=2, environment={"LOAD_SLEEP_S": "2"}
+        sm,
+        "hedge",
+        scripted_archive.as_uri(),
+        max_concurrency=2,
+        environment={"LOAD_SLEEP_S": "2", "COLDBREW_TEMPLATES": "false"},
     )
     wait_for_status(sm, "hedge", "InService")
     first, _ = call(runtime, "hedge")
@@ -119,6 +124,7 @@ def test_keepalive_policy_per_endpoint(sm: Any, server: ColdbrewServer, scripted
         ("COLDBREW_KEEPALIVE_POLICY", "forever", "use one of fixed, adaptive"),
         ("COLDBREW_IDLE_TIMEOUT_S", "soon", "a number of seconds greater than 0"),
         ("COLDBREW_IDLE_TIMEOUT_S", "-5", "a number of seconds greater than 0"),
+        ("COLDBREW_TEMPLATES", "sometimes", "use true or false"),
     ],
 )
 def test_bad_endpoint_setting_fails_create_endpoint_naming_the_key(
@@ -146,7 +152,12 @@ def test_model_that_stops_loading_fails_the_invocation_not_the_server(
         "flaky-load",
         scripted_archive.as_uri(),
         max_concurrency=3,
-        environment={"FAIL_IF_EXISTS": str(marker), "COLDBREW_IDLE_TIMEOUT_S": "0.5"},
+        # Templates off: with one, later cold starts would not load the model again.
+        environment={
+            "FAIL_IF_EXISTS": str(marker),
+            "COLDBREW_IDLE_TIMEOUT_S": "0.5",
+            "COLDBREW_TEMPLATES": "false",
+        },
     )
     wait_for_status(sm, "flaky-load", "InService")
     # The worker that passed the load check serves first; once released, the variant is at zero.

@@ -54,12 +54,13 @@ def test_a_server_without_worker_steps_gets_one_start_stage() -> None:
 def test_every_cold_start_is_logged_with_its_stages(
     sm: Any, server: ColdbrewServer, scripted_archive: Path
 ) -> None:
-    # The model's load sleeps 0.4 s and the first predict 0.3 s: each must land in its own stage.
+    # The model's load sleeps 0.4 s and the first predict 0.3 s: each must land in its own stage
+    # (templates off: every cold start loads the model).
     deploy_serverless(
         sm,
         "breakdown",
         scripted_archive.as_uri(),
-        environment={"LOAD_SLEEP_S": "0.4", "COLDBREW_IDLE_TIMEOUT_S": "0.2"},
+        environment={"LOAD_SLEEP_S": "0.4", "COLDBREW_IDLE_TIMEOUT_S": "0.2", "COLDBREW_TEMPLATES": "false"},
     )
     wait_for_status(sm, "breakdown", "InService")
     before = server.log().count("cold start of breakdown/")
