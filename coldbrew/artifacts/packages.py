@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from coldbrew.backends.containment import base_env
+from coldbrew.inherited_env import base_env
 
 from .errors import ArtifactError
 from .permissions import ContentGroups, reseal, seal, sealed

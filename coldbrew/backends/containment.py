@@ -2,9 +2,10 @@
 
 - **Environment.** Every process the backend starts (zygotes, workers, users' servers) gets an
   environment built from an allow-list, never a copy of the gateway's: what the interpreter needs
-  (:data:`INTERPRETER_ENV`), what the operator names in ``COLDBREW_WORKER_ENV_PASSTHROUGH``, then
-  the model's Environment and the variables SageMaker's containers set. The gateway's AWS
-  credentials, ``COLDBREW_*`` settings and anything else it was started with stay with it.
+  (:data:`coldbrew.inherited_env.INTERPRETER_ENV`), what the operator names in
+  ``COLDBREW_WORKER_ENV_PASSTHROUGH``, then the model's Environment and the variables SageMaker's
+  containers set. The gateway's AWS credentials, ``COLDBREW_*`` settings and anything else it was
+  started with stay with it.
 - **User.** When the gateway runs as root, each tenant (an endpoint, or a batch transform job)
   runs as a user of its own from ``COLDBREW_WORKER_IDS``, with a private directory for its
   sockets and its ``HOME``. Cache entries (model, code, packages) belong to a group of their own
@@ -26,28 +27,15 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import coldbrew
 from coldbrew.backends.base import WorkerSpec
+from coldbrew.inherited_env import base_env
 from coldbrew.worker.container import INSTALLED_REQUIREMENTS
 from coldbrew.worker.messages import Bind, Sandbox
-from coldbrew.worker.zygote import THREAD_ENV
-
-INTERPRETER_ENV = frozenset(
-    {
-        "PATH", "LANG", "LANGUAGE", "TZ", "TERM",
-        "PYTHONPATH", "PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONDONTWRITEBYTECODE",
-        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "PYTHONUTF8",
-        "VIRTUAL_ENV", "CONDA_PREFIX", "CONDA_DEFAULT_ENV", "LD_LIBRARY_PATH",
-        "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "SSL_CERT_FILE", "SSL_CERT_DIR",
-        *THREAD_ENV,
-    }
-)  # fmt: skip
-"""Variables of the gateway's environment every worker gets: what finds and runs the interpreter
-and its libraries, and the locale (``LC_*`` too). Never credentials."""
 
 SUBMIT_DIRECTORY = "SAGEMAKER_SUBMIT_DIRECTORY"
 
@@ -97,12 +85,6 @@ def parse_ids(value: str) -> IdRange | None:
 def parse_names(value: str) -> tuple[str, ...]:
     """``COLDBREW_WORKER_ENV_PASSTHROUGH``: names separated by commas or spaces."""
     return tuple(name for name in re.split(r"[\s,]+", value) if name)
-
-
-def base_env(passthrough: Iterable[str] = (), environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The part of the gateway's environment every process the backend starts gets."""
-    allowed = INTERPRETER_ENV | set(passthrough)
-    return {k: v for k, v in environ.items() if k in allowed or k.startswith("LC_")}
 
 
 @dataclass(frozen=True)

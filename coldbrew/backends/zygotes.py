@@ -40,9 +40,9 @@ from typing import Literal
 import psutil
 from pydantic import ValidationError
 
-from coldbrew.backends.containment import base_env as base_env_of
 from coldbrew.backends.processes import ExitWatch, ForkedWorker, child_env, rss
 from coldbrew.backends.status import read_status
+from coldbrew.inherited_env import base_env as base_env_of
 from coldbrew.worker.messages import (
     SPARE_NAME,
     TEMPLATE_NAME,

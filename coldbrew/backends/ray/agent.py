@@ -30,7 +30,6 @@ from coldbrew.artifacts.errors import ArtifactError
 from coldbrew.artifacts.extract import Budget, unpack_file, write_stream
 from coldbrew.backends.base import WorkerStartError
 from coldbrew.backends.cgroups import MemoryCgroups
-from coldbrew.backends.containment import base_env
 from coldbrew.backends.launch import launch_worker
 from coldbrew.backends.processes import ForkedWorker, SpawnedWorker
 from coldbrew.backends.ray.messages import (
@@ -43,6 +42,7 @@ from coldbrew.backends.ray.messages import (
     WorkerReport,
 )
 from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
+from coldbrew.inherited_env import base_env
 from coldbrew.worker.messages import WorkerLaunch
 from coldbrew.worker.runtimes import RUNTIME_PRELOAD
 
