@@ -256,13 +256,24 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "Where a cold start's time goes (medians, ms; `limit` runs beside the others):", ""]
         stages = [*STAGES, "total", "limit"]
         lines += ["| model | p50 | p99 | " + " | ".join(stages) + " |", "|---" * (3 + len(stages)) + "|"]
-        for model, figures in cold.items():
+        plain = _get(benchmarks, "coldstart", "result", "cold_start_zygote_no_templates") or {}
+        rows = [(model, figures) for model, figures in cold.items()]
+        rows += [(f"{model}, templates off", figures) for model, figures in plain.items()]
+        for model, figures in rows:
             parts = figures.get("breakdown_p50_ms", {})
             lines.append(
                 f"| {model} | {figures['p50_ms']} | {figures['p99_ms']} | "
                 + " | ".join(_cell(parts.get(stage)) for stage in stages)
                 + " |"
             )
+        speedup = _get(benchmarks, "coldstart", "result", "templates_speedup_p50")
+        if speedup:
+            ratios = ", ".join(f"{model} {ratio}x" for model, ratio in speedup.items())
+            lines += [
+                "",
+                "Model templates (later cold starts fork from a process that loaded the model once; "
+                f"`COLDBREW_TEMPLATES=false` turns them off), p50 off / on in the same run: {ratios}.",
+            ]
     burst = _get(benchmarks, "burst", "result", "runs")
     if burst:
         head = "| burst (Poisson, from zero) | sent | answered | throttled | p50 | p99 | max | cold starts |"
