@@ -334,6 +334,43 @@ def test_each_environment_reserves_its_memory_and_vcpus_on_its_node_as_a_ray_pla
         ray.shutdown()
 
 
+def test_a_cold_start_soon_after_scale_to_zero_reuses_the_stopped_environments_reservation(
+    ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """A placement group made in the room of one just removed waits about a second for Ray; the
+    reservation of an environment that stopped is kept a few seconds for the next start of its
+    size on its node, and removed after."""
+    import ray
+
+    from coldbrew.backends.ray.backend import PARK_S
+
+    def reservations() -> dict[str, dict[str, Any]]:
+        table = ray.util.placement_group_table()
+        return {pg: group for pg, group in table.items() if group["state"] == "CREATED"}
+
+    ray.init(address=ray_cluster.address, namespace="observer", log_to_driver=False)
+    try:
+        before = set(reservations())
+        deploy(ray_sm, "parked", node_archive, memory=1024, max_concurrency=1)
+        first = invoke(ray_runtime, "parked")
+        ours = {pg: group for pg, group in reservations().items() if pg not in before}
+        assert len(ours) == 1, ours
+        # Idle past the server's COLDBREW_IDLE_TIMEOUT_S (2 s): released; back at once.
+        wait_until(lambda: gone({first["pid"]}), "the idle environment is released")
+        again = invoke(ray_runtime, "parked")
+        assert again["pid"] != first["pid"] and again["node"] == first["node"]
+        now = {pg: group for pg, group in reservations().items() if pg not in before}
+        assert set(now) == set(ours), "the new environment holds the stopped one's reservation"
+        delete(ray_sm, "parked")
+        wait_until(lambda: gone({again["pid"]}), "the deleted endpoint's environment is stopped")
+        # Kept PARK_S for a start that does not come, then removed.
+        wait_until(
+            lambda: not set(ours) & set(reservations()), "the parked reservation is removed", PARK_S + 30
+        )
+    finally:
+        ray.shutdown()
+
+
 def test_max_concurrency_throttles_on_the_cluster_as_on_one_machine(
     ray_sm: Any, ray_runtime: Any, node_archive: Path
 ) -> None:

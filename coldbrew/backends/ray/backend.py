@@ -69,6 +69,9 @@ RESERVE_PATIENCE_S = 10.0
 """How long a start waits for Ray to place the placement group that reserves its memory and
 vCPUs on the chosen node. In free room it takes milliseconds; in the room of a group just removed
 about a second (Ray retries a pending group then); longer means other Ray work holds it."""
+PARK_S = 5.0
+"""How long a stopped environment's reservation is kept for the next start of its size on its
+node: past the second in which a new group in that room would wait for Ray."""
 ROOM_RECHECK_S = 1.0
 """A waiting start looks again at least this often (the zygotes' memory changes without a
 signal)."""
@@ -139,6 +142,9 @@ class _Node:
     """Where each worker's output goes, until the agent reports its end."""
     zygote_rss_bytes: int = 0
     poller: asyncio.Task[None] | None = None
+    parked: list[tuple[int, Any]] = field(default_factory=list)
+    """Reservations of environments that stopped a moment ago (MemorySizeInMB, placement group),
+    kept for the next start of that size here (``RayBackend._park``)."""
 
     def state(self) -> NodeState:
         environments: dict[str, int] = {}
@@ -214,7 +220,7 @@ class RayWorker:
     def _unreserve(self) -> None:
         reservation, self.reservation = self.reservation, None
         if reservation is not None:
-            self.backend._release(reservation)
+            self.backend._park(self.node, self.memory_mb, reservation)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         self._stopping = True
@@ -301,8 +307,6 @@ class RayBackend:
         self._s3_client: Any = None
         self._releases: set[asyncio.Future[None]] = set()
         """Reservations being removed (``_release``): waited for on close."""
-        """Signs the nodes' S3 GETs (made when first needed, in a thread: boto3 reads its
-        configuration)."""
         self._room_waiters: set[asyncio.Future[None]] = set()
         """Starts waiting for room on a node: woken when some may have appeared."""
 
@@ -417,6 +421,8 @@ class RayBackend:
         if node.dead:
             return
         node.dead = True
+        while node.parked:
+            self._release(node.parked.pop()[1])
         lost = [w for w in node.workers.values() if isinstance(w, RayWorker)]
         log.warning(
             "Ray node %s lost: %s; %d environment(s) on it are gone", node.node_id[:8], why, len(lost)
@@ -503,9 +509,17 @@ class RayBackend:
         """Reserve an environment's MemorySizeInMB and vCPUs on its node as Ray resources: a
         placement group of one bundle ``{"memory", "CPU"}`` pinned to the node (its
         ``ray.io/node-id`` label), so Ray schedules no other work into that room. Removed when
-        the environment stops or exits (``_release``); Ray removes it with the gateway's job."""
+        the environment stops or exits, after a few seconds parked for the next start of its size
+        on the node (``_park``); Ray removes it with the gateway's job."""
         from ray.util.placement_group import placement_group
 
+        for index, (size, parked) in enumerate(node.parked):
+            if size == memory_mb:
+                del node.parked[index]
+                return parked  # granted already: no wait for Ray to place a new group
+        # Parked groups of other sizes hold room this one may need: given back first.
+        while node.parked:
+            self._release(node.parked.pop()[1])
         bundle = {"memory": float(memory_mb * 1024 * 1024), "CPU": round(cpus_for(memory_mb), 4)}
         group = await asyncio.to_thread(
             placement_group,
@@ -526,6 +540,25 @@ class RayBackend:
             self._release(group)
             raise
         return group
+
+    def _park(self, node: _Node, memory_mb: int, group: Any) -> None:
+        """Keep a stopped environment's reservation on its node for ``PARK_S`` for the next start
+        of the same size there, then remove it. A group created in the room of one just removed
+        waits for Ray's retry of pending groups (996 ms median, bench/ray_backend.py
+        --placement-groups), which made every scale-to-zero-and-back within a second pay it."""
+        if node.dead or self._closed:
+            self._release(group)
+            return
+        node.parked.append((memory_mb, group))
+
+        def expire() -> None:
+            for index, (_, parked) in enumerate(node.parked):
+                if parked is group:
+                    del node.parked[index]
+                    self._release(group)
+                    return
+
+        asyncio.get_running_loop().call_later(PARK_S, expire)
 
     def _release(self, group: Any) -> None:
         """Remove a reservation (off the loop: it is a call to Ray's GCS)."""
@@ -779,6 +812,9 @@ class RayBackend:
                 self._ray.kill(node.agent)
 
         await asyncio.gather(*(shut(n) for n in nodes), return_exceptions=True)
+        for node in nodes:
+            while node.parked:
+                self._release(node.parked.pop()[1])
         await asyncio.gather(*self._releases, return_exceptions=True)
         for node in nodes:
             for pipe in node.outputs.values():
