@@ -36,6 +36,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -201,6 +202,18 @@ def _fork(
 ) -> int:
     """Fork one worker serving ``loaded`` on ``launch``'s listener; its pid. The first one's start
     includes the template's own (its stamps are the template's); a later one's begins here."""
+    return _child(
+        channel,
+        "worker",
+        lambda template_pid: _become_worker(
+            launch, loaded, status_fd, output_fd, worker_name, template_pid, first
+        ),
+    )
+
+
+def _child(channel: socket.socket, what: str, life: Callable[[int], int]) -> int:
+    """Fork a child of the template that lives ``life(template_pid)`` and exits with its status;
+    the child's pid."""
     template_pid = os.getpid()
     pid = os.fork()
     if pid != 0:
@@ -208,9 +221,9 @@ def _fork(
     code = 1
     try:
         channel.close()
-        code = _become_worker(launch, loaded, status_fd, output_fd, worker_name, template_pid, first)
+        code = life(template_pid)
     except BaseException:
-        log.exception("worker crashed")
+        log.exception("%s crashed", what)
     finally:
         _exit(code)
 
@@ -220,49 +233,43 @@ def _fork_spare(
 ) -> int:
     """Fork a spare: a child that waits, forked already (and moved into its memory cgroup by the
     gateway meanwhile), for the listener of the next cold start, which then costs no fork."""
-    template_pid = os.getpid()
-    pid = os.fork()
-    if pid != 0:
-        return pid
-    code = 1
-    try:
-        channel.close()
-        set_process_name(SPARE_NAME)
-        # Until it serves, nothing of it is anyone's: it goes with the template.
-        die_with_parent(signal.SIGKILL, template_pid)
-        # Its pools sized while it waits (tens of ms for torch's and BLAS's), not after: it never
-        # forks, so their threads harm nothing.
-        limit_threads(launch.env.get("OMP_NUM_THREADS"))
-        spare = socket.socket(fileno=spare_fd)
-        while True:
-            try:
-                message, fds, _flags, _addr = socket.recv_fds(spare, _MAX_MESSAGE, 2)
-            except InterruptedError:
-                continue
-            if not message:
-                code = 0  # the gateway released it (or is gone)
-                break
-            try:
-                request = TemplateFork.model_validate_json(message)
-                target = _listening(launch, request)
-            except ValidationError:
-                request = None
-            if request is None or request.spare or len(fds) not in (1, 2):
-                for fd in fds:
-                    os.close(fd)
-                continue  # not an assignment; the gateway sends none such
-            spare.close()
-            # A worker now: it finishes what it serves if the template goes (it watches it).
-            prctl(PR_SET_PDEATHSIG, 0)
-            output_fd = fds[1] if len(fds) == 2 else None
-            code = _become_worker(
-                target, loaded, fds[0], output_fd, worker_name, template_pid, False, threads_sized=True
-            )
-            break
-    except BaseException:
-        log.exception("spare crashed")
-    finally:
-        _exit(code)
+    return _child(
+        channel, "spare", lambda template_pid: _spare(launch, loaded, spare_fd, worker_name, template_pid)
+    )
+
+
+def _spare(launch: WorkerLaunch, loaded: Loaded, spare_fd: int, worker_name: str, template_pid: int) -> int:
+    """A spare's life: wait on its channel for an assignment, then serve as that worker."""
+    set_process_name(SPARE_NAME)
+    # Until it serves, nothing of it is anyone's: it goes with the template.
+    die_with_parent(signal.SIGKILL, template_pid)
+    # Its pools sized while it waits (tens of ms for torch's and BLAS's), not after: it never
+    # forks, so their threads harm nothing.
+    limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    spare = socket.socket(fileno=spare_fd)
+    while True:
+        try:
+            message, fds, _flags, _addr = socket.recv_fds(spare, _MAX_MESSAGE, 2)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0  # the gateway released it (or is gone)
+        try:
+            request = TemplateFork.model_validate_json(message)
+            target = _listening(launch, request)
+        except ValidationError:
+            request = None
+        if request is None or request.spare or len(fds) not in (1, 2):
+            for fd in fds:
+                os.close(fd)
+            continue  # not an assignment; the gateway sends none such
+        spare.close()
+        # A worker now: it finishes what it serves if the template goes (it watches it).
+        prctl(PR_SET_PDEATHSIG, 0)
+        output_fd = fds[1] if len(fds) == 2 else None
+        return _become_worker(
+            target, loaded, fds[0], output_fd, worker_name, template_pid, False, threads_sized=True
+        )
 
 
 def _become_worker(

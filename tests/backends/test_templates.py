@@ -107,6 +107,13 @@ def templates(server: ColdbrewServer) -> dict[int, psutil.Process]:
     return found
 
 
+def stopped(process: psutil.Process, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
 def zygotes(server: ColdbrewServer) -> set[int]:
     assert server.process is not None
     return {
@@ -209,10 +216,7 @@ def test_a_template_is_stopped_when_idle_but_never_while_a_worker_of_it_runs(
         assert template.is_running(), "stopped while its worker ran (which would have ended it)"
         assert invoke(server, "idle")["pid"] == first["pid"]
         scaled_to_zero(server)
-        deadline = time.monotonic() + 10
-        while template.is_running() and template.status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "the idle template was not stopped"
-            time.sleep(0.05)
+        stopped(template, "the idle template was not stopped", timeout=10)
         assert "stopping template" in server.log()
         again = invoke(server, "idle")
         assert again["ppid"] != first["ppid"], "a new template for the next cold start"
@@ -278,10 +282,7 @@ def test_templates_over_their_memory_cap_are_stopped_once_idle(
         time.sleep(0.5)
         assert template.is_running(), "stopped while its worker ran"
         scaled_to_zero(server)
-        deadline = time.monotonic() + 5
-        while template.is_running() and template.status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "the template over the cap was not stopped"
-            time.sleep(0.05)
+        stopped(template, "the template over the cap was not stopped", timeout=5)
         assert "the templates hold more than 1 MB" in server.log()
     finally:
         server.stop()

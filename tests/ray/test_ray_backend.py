@@ -78,6 +78,14 @@ def delete(sm: Any, name: str) -> None:
     sm.delete_endpoint(EndpointName=name)
 
 
+def created_reservations() -> dict[str, dict[str, Any]]:
+    """The cluster's placement groups that Ray has placed, by id (from a driver of the test's)."""
+    import ray
+
+    table = ray.util.placement_group_table()
+    return {pg: group for pg, group in table.items() if group["state"] == "CREATED"}
+
+
 def wait_until(condition: Any, what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -313,22 +321,20 @@ def test_each_environment_reserves_its_memory_and_vcpus_on_its_node_as_a_ray_pla
     schedules no other work there; it is removed when the environment stops."""
     import ray
 
-    def reservations() -> dict[str, dict[str, Any]]:
-        table = ray.util.placement_group_table()
-        return {pg: group for pg, group in table.items() if group["state"] == "CREATED"}
-
     ray.init(address=ray_cluster.address, namespace="observer", log_to_driver=False)
     try:
-        before = set(reservations())
+        before = set(created_reservations())
         deploy(ray_sm, "reserved", node_archive, memory=1024, max_concurrency=1)
         answer = invoke(ray_runtime, "reserved")
-        new = {pg: group for pg, group in reservations().items() if pg not in before}
+        new = {pg: group for pg, group in created_reservations().items() if pg not in before}
         assert len(new) == 1, new
         (group,) = new.values()
         assert group["bundles"] == {0: {"memory": 1024 * MB, "CPU": pytest.approx(1024 / 1769, abs=1e-4)}}
         assert group["bundles_to_node_id"] == {0: answer["node"]}
         delete(ray_sm, "reserved")
-        wait_until(lambda: not set(new) & set(reservations()), "the environment's reservation is removed")
+        wait_until(
+            lambda: not set(new) & set(created_reservations()), "the environment's reservation is removed"
+        )
         wait_until(lambda: gone({answer["pid"]}), "the deleted endpoint's environment is stopped")
     finally:
         ray.shutdown()
@@ -344,28 +350,26 @@ def test_a_cold_start_soon_after_scale_to_zero_reuses_the_stopped_environments_r
 
     from coldbrew.backends.ray.backend import PARK_S
 
-    def reservations() -> dict[str, dict[str, Any]]:
-        table = ray.util.placement_group_table()
-        return {pg: group for pg, group in table.items() if group["state"] == "CREATED"}
-
     ray.init(address=ray_cluster.address, namespace="observer", log_to_driver=False)
     try:
-        before = set(reservations())
+        before = set(created_reservations())
         deploy(ray_sm, "parked", node_archive, memory=1024, max_concurrency=1)
         first = invoke(ray_runtime, "parked")
-        ours = {pg: group for pg, group in reservations().items() if pg not in before}
+        ours = {pg: group for pg, group in created_reservations().items() if pg not in before}
         assert len(ours) == 1, ours
         # Idle past the server's COLDBREW_IDLE_TIMEOUT_S (2 s): released; back at once.
         wait_until(lambda: gone({first["pid"]}), "the idle environment is released")
         again = invoke(ray_runtime, "parked")
         assert again["pid"] != first["pid"] and again["node"] == first["node"]
-        now = {pg: group for pg, group in reservations().items() if pg not in before}
+        now = {pg: group for pg, group in created_reservations().items() if pg not in before}
         assert set(now) == set(ours), "the new environment holds the stopped one's reservation"
         delete(ray_sm, "parked")
         wait_until(lambda: gone({again["pid"]}), "the deleted endpoint's environment is stopped")
         # Kept PARK_S for a start that does not come, then removed.
         wait_until(
-            lambda: not set(ours) & set(reservations()), "the parked reservation is removed", PARK_S + 30
+            lambda: not set(ours) & set(created_reservations()),
+            "the parked reservation is removed",
+            PARK_S + 30,
         )
     finally:
         ray.shutdown()
