@@ -40,6 +40,9 @@ class WorkerSpec:
     """Where the worker's stdout and stderr go: the write end of a pipe to the log collector
     (``coldbrew.logs``), one per environment. The backend hands it to the worker and leaves
     closing its own copy to the caller; None leaves them the gateway's own, as a child's are."""
+    environment: int | None = None
+    """The scaling core's id of the environment being started: a backend whose memory is split
+    among nodes names environments by it when it asks for room (``SplitMemory``)."""
 
 
 class WorkerStartError(ColdbrewError):
@@ -99,6 +102,35 @@ class ClusterMemory(Protocol):
 
     def memory_capacity_mb(self) -> int:
         """The memory environments may hold on all the nodes together, now."""
+
+
+@dataclass(frozen=True)
+class NodeShortfall:
+    """A node a waiting start could go to: the environments on it (``WorkerSpec.environment``)
+    and how much more memory it needs free for the start."""
+
+    environments: tuple[int, ...]
+    short_mb: int
+
+
+@dataclass(frozen=True)
+class RoomWanted:
+    """A start that found no node with room though the budget had it: the nodes it could go to
+    once environments on them stop, fewest megabytes to free first."""
+
+    environment: int
+    nodes: tuple[NodeShortfall, ...]
+
+
+@runtime_checkable
+class SplitMemory(Protocol):
+    """A backend whose budget is the sum of nodes an environment must fit in whole (the Ray
+    backend): a start that finds no node with room waits in the backend, and serving asks, each
+    housekeeping round, which starts wait and where (the scaling core then releases idle
+    environments on one of those nodes, as it would for a start the budget has no room for)."""
+
+    def room_wanted(self) -> list[RoomWanted]:
+        """The starts waiting for room on a node now, and the nodes that could make it."""
 
 
 class Backend(Protocol):

@@ -36,6 +36,10 @@ The rules, per pool (one variant of one deployment):
   machine's helpers (the zygotes, reported by ``Helpers``) comes out of the budget first: what
   environments may hold is the budget less that. The budget itself may change (``Budget``: a Ray
   cluster's nodes joining or leaving); a smaller one stops nothing, it only keeps starts out.
+- **Room on one place**: where the budget is the sum of places a start must fit in whole (a Ray
+  cluster's nodes), a start that fits the budget may find no place with room; the backend then
+  says where it could go (``Reclaim``), and the core releases idle environments of other pools
+  on the first of those places where that frees enough, by the rule above.
 - **Starting together**: a pool with ``start_with`` (a transform job's instances) starts that many
   environments when it is deployed, the load check included, in free memory only.
 - **Retirement**: an environment whose worker is going to exit on its own (its zygote died)
@@ -48,7 +52,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +73,7 @@ from coldbrew.scaling.messages import (
     PoolConfig,
     Purpose,
     Ready,
+    Reclaim,
     Reconfigure,
     Refused,
     Reject,
@@ -176,6 +181,21 @@ class PoolState:
         return sorted((e for e in self.envs.values() if e.ready and e.in_flight == 0), key=_last_used)
 
 
+def _freeing(
+    candidates: Iterable[tuple[PoolState, EnvironmentState]], needed_mb: int
+) -> list[tuple[PoolState, EnvironmentState]] | None:
+    """The first of ``candidates`` (in their order) that free at least ``needed_mb`` together;
+    None if all of them would not."""
+    chosen: list[tuple[PoolState, EnvironmentState]] = []
+    freed = 0
+    for owner, env in candidates:
+        if freed >= needed_mb:
+            break
+        chosen.append((owner, env))
+        freed += env.memory_mb
+    return chosen if freed >= needed_mb else None
+
+
 def _last_used(env: EnvironmentState) -> float:
     return env.last_used
 
@@ -245,6 +265,7 @@ class ScalingCore:
             Retire: self._retire,
             Helpers: self._helpers,
             Budget: self._budget,
+            Reclaim: self._reclaim,
             Tick: self._tick,
         }
 
@@ -598,6 +619,25 @@ class ScalingCore:
 
     # --- time ----------------------------------------------------------------------------------
 
+    def _reclaim(self, event: Reclaim, now: float, out: list[Action]) -> None:
+        env = self.envs.get(event.env)
+        if env is None or env.ready:
+            return  # started meanwhile, or given up: nothing waits any more
+        pool = self.pools[env.pool]
+        if pool.config.preemptible:
+            return  # a job's environment waits for room; it never releases an endpoint's
+        evictable = self._evictable(pool)
+        for place in event.places:
+            on_place = set(place.envs)
+            victims = _freeing(((o, e) for o, e in evictable if e.id in on_place), place.short_mb)
+            if victims is None:
+                continue
+            for owner, victim in victims:
+                self.evictions += 1
+                owner.stats.evicted += 1
+                self._stop(owner, victim, StopReason.EVICTED, out)
+            return
+
     def _tick(self, event: Tick, now: float, out: list[Action]) -> None:
         for pool_id in list(self._active):
             pool = self.pools.get(pool_id)
@@ -822,14 +862,7 @@ class ScalingCore:
     ) -> list[tuple[PoolState, EnvironmentState]] | None:
         """Environments of other pools to release, freeing at least ``needed_mb``; None if all of
         them together would not."""
-        chosen: list[tuple[PoolState, EnvironmentState]] = []
-        freed = 0
-        for pool, env in self._evictable(requester):
-            if freed >= needed_mb:
-                break
-            chosen.append((pool, env))
-            freed += env.memory_mb
-        return chosen if freed >= needed_mb else None
+        return _freeing(self._evictable(requester), needed_mb)
 
     def _evictable(self, requester: PoolState) -> list[tuple[PoolState, EnvironmentState]]:
         """What a start of ``requester`` may release, in order: preemptible pools' environments

@@ -172,6 +172,27 @@ class Budget:
 
 
 @dataclass(frozen=True, slots=True)
+class Place:
+    """One part of the budget that a start must fit in whole (a Ray node): the environments on it,
+    and how much more memory it needs free for the start."""
+
+    envs: tuple[int, ...]
+    short_mb: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """The start of ``env`` fits the budget but no single place of it (the budget is the sum of a
+    Ray cluster's nodes): it waits in the backend for room on one. ``places`` are where it could
+    go, in the backend's order of preference. The core releases idle environments of other pools
+    on the first place where that frees enough, as a start that does not fit the budget would; on
+    none, if no place can be freed so."""
+
+    env: int
+    places: tuple[Place, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Tick:
     """Time has passed: apply the keep-alive (release, pre-warm) and keep minimums."""
 
@@ -190,6 +211,7 @@ Event = (
     | Retire
     | Helpers
     | Budget
+    | Reclaim
     | Tick
 )
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-from coldbrew.backends.base import Backend, WorkerSpec, WorkerStartError
+from coldbrew.backends.base import Backend, RoomWanted, WorkerSpec, WorkerStartError
 from coldbrew.errors import ModelError, ModelNotReadyException, ThrottlingException
 from coldbrew.logs.collector import EnvironmentLog, LogCollector
 from coldbrew.scaling.core import ScalingCore
@@ -38,8 +38,10 @@ from coldbrew.scaling.messages import (
     Forget,
     Helpers,
     Lost,
+    Place,
     PoolConfig,
     Ready,
+    Reclaim,
     Reconfigure,
     Refused,
     Reject,
@@ -319,6 +321,12 @@ class Pools:
         if mb != self.core.memory_budget_mb:
             self._handle(Budget(mb))
 
+    def reclaim(self, wanted: RoomWanted) -> None:
+        """A start waits in the backend for room on one node: the core may release idle
+        environments on one of the nodes it could go to."""
+        places = tuple(Place(node.environments, node.short_mb) for node in wanted.nodes)
+        self._handle(Reclaim(wanted.environment, places))
+
     def tick(self) -> None:
         """Let the core apply what time has made due (the timer calls this; tests may too)."""
         self._handle(Tick())
@@ -470,7 +478,7 @@ class Pools:
         try:
             if spec is None:
                 raise WorkerStartError("the variant was removed before its worker started")
-            spec, env_log = self._open_log(action.env, action.pool, spec)
+            spec, env_log = self._open_log(action.env, action.pool, replace(spec, environment=action.env))
             try:
                 worker = await self.backend.start(spec)
             finally:

@@ -19,7 +19,7 @@ import psutil
 
 from coldbrew.artifacts import ArtifactStore
 from coldbrew.artifacts.packages import PackageCache
-from coldbrew.backends.base import Backend, ClusterMemory, RuntimeHelpers
+from coldbrew.backends.base import Backend, ClusterMemory, RuntimeHelpers, SplitMemory
 from coldbrew.backends.processes import cpu_seconds
 from coldbrew.backends.worker_client import WorkerConnectionError, WorkerResponse
 from coldbrew.errors import ModelNotReadyException
@@ -246,6 +246,9 @@ class Serving:
                 self.pools.helpers(self.backend.helper_rss_bytes() // MiB)
             if self._budget_from_backend and isinstance(self.backend, ClusterMemory):
                 self.pools.budget(self.backend.memory_capacity_mb())
+            if isinstance(self.backend, SplitMemory):
+                for wanted in self.backend.room_wanted():
+                    self.pools.reclaim(wanted)
             self.backend.maintain()
             self.pools.reap_dead()
             watch_memory(self.pools)

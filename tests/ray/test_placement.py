@@ -9,7 +9,14 @@ from typing import Any
 from coldbrew.backends.base import WorkerSpec, WorkerStartError
 from coldbrew.backends.ray.backend import _capacity_mb, _listed_memory_mb, _Node
 from coldbrew.backends.ray.messages import AgentInfo
-from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+from coldbrew.backends.ray.placement import (
+    NodeState,
+    PlacementRequest,
+    cpus_for,
+    explain_full,
+    place,
+    shortfalls,
+)
 from coldbrew.scaling.core import CLUSTER_BUDGET, MACHINE_BUDGET
 from coldbrew.serving.service import Serving
 
@@ -50,6 +57,23 @@ def test_dead_nodes_are_never_chosen_and_a_full_cluster_says_why() -> None:
     busy = [node("n1", memory_mb=2048, used_memory_mb=2048)]
     assert "add a node" in explain_full(busy, 1024)
     assert "no live node" in explain_full([node("x", alive=False)], 1024)
+
+
+def test_a_start_no_node_has_room_for_names_the_nodes_that_could_make_it_fewest_megabytes_first() -> None:
+    nodes = [
+        node("full", memory_mb=2048, used_memory_mb=2048, used_cpus=1.0),
+        node("half", memory_mb=2048, used_memory_mb=1280, used_cpus=0.5),
+        # Its zygotes hold so much that even empty it could not hold 1536 MB.
+        node("zygotes", memory_mb=2048, used_memory_mb=1024, helpers_mb=1024),
+        node("dead", memory_mb=8192, used_memory_mb=8000, alive=False),
+        node("small", memory_mb=1024),
+    ]
+    assert place(nodes, PlacementRequest(1536, DIGEST, "ep")) is None
+    assert shortfalls(nodes, 1536) == [("half", 768), ("full", 1536)]
+    # The vCPUs a node lacks count as the memory whose environments hold them: 1,024 MB needs
+    # 0.579 vCPU, 0.25 is free, and 0.329 vCPU is what 582 MB of environments hold.
+    few = node("few", memory_mb=8192, cpus=1.0, used_memory_mb=1024, used_cpus=0.75)
+    assert shortfalls([few], 1024) == [("few", 582)]
 
 
 def test_a_nodes_zygotes_count_against_its_memory() -> None:

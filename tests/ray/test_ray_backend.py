@@ -313,6 +313,42 @@ def test_a_start_that_fits_the_cluster_but_no_node_waits_for_room_on_one(
     wait_until(lambda: gone({served["pid"]}), "the deleted endpoint's environment is stopped")
 
 
+def test_a_start_no_node_has_room_for_releases_an_idle_environment_on_one_node(
+    ray_server: ColdbrewServer, ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
+) -> None:
+    """2,048 MB asked while each worker node holds one idle 1,024 MB environment of another
+    endpoint, kept for 600 s: the cluster's budget has room, no node has, and nothing would stop
+    on its own for minutes. The scaling core releases the idle environment on one node (the
+    memory budget per node, issue 16), and the cold start is served there; the other stays."""
+    deploy(ray_sm, "whole-2", node_archive, memory=2048, max_concurrency=1)
+    wait_until(lambda: budget(ray_server).used == 0, "the load check's environment is released")
+    deploy(
+        ray_sm,
+        "kept-pair",
+        node_archive,
+        memory=1024,
+        max_concurrency=2,
+        environment={"COLDBREW_IDLE_TIMEOUT_S": "600"},
+    )
+    with ThreadPoolExecutor(2) as pool:
+        pair = list(pool.map(lambda _: invoke(ray_runtime, "kept-pair", sleep=1.5), range(2)))
+    # One on each worker node (an endpoint's environments spread), both idle now and kept.
+    assert len({answer["node"] for answer in pair}) == 2, pair
+    assert budget(ray_server).used == 2048
+    assert budget(ray_server).free >= 2048
+    served = invoke(ray_runtime, "whole-2")
+    assert "whole-2: no node has 2048 MB free" in ray_server.log()
+    [evicted] = [a for a in pair if a["node"] == served["node"]]
+    [kept] = [a for a in pair if a["node"] != served["node"]]
+    wait_until(lambda: gone({evicted["pid"]}), "the idle environment on the chosen node is released")
+    assert "evicted to make room" in ray_server.log()
+    assert not gone({kept["pid"]})  # the other node's room was not needed
+    assert invoke(ray_runtime, "kept-pair")["pid"] == kept["pid"]
+    delete(ray_sm, "whole-2")
+    delete(ray_sm, "kept-pair")
+    wait_until(lambda: gone({served["pid"], kept["pid"]}), "the deleted endpoints' environments are stopped")
+
+
 def test_each_environment_reserves_its_memory_and_vcpus_on_its_node_as_a_ray_placement_group(
     ray_sm: Any, ray_runtime: Any, ray_cluster: RayCluster, node_archive: Path
 ) -> None:

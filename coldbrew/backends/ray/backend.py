@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coldbrew.backends.base import WorkerSpec, WorkerStartError
+from coldbrew.backends.base import NodeShortfall, RoomWanted, WorkerSpec, WorkerStartError
 from coldbrew.backends.ray.agent import NodeAgent
 from coldbrew.backends.ray.messages import (
     AgentInfo,
@@ -40,7 +40,14 @@ from coldbrew.backends.ray.messages import (
     StartReply,
     StartRequest,
 )
-from coldbrew.backends.ray.placement import NodeState, PlacementRequest, cpus_for, explain_full, place
+from coldbrew.backends.ray.placement import (
+    NodeState,
+    PlacementRequest,
+    cpus_for,
+    explain_full,
+    place,
+    shortfalls,
+)
 from coldbrew.backends.start_trace import StartTrace
 from coldbrew.backends.zygotes import ZYGOTE_IDLE_S, Zygotes
 from coldbrew.worker.container import INSTALLED_REQUIREMENTS
@@ -150,17 +157,18 @@ class _Node:
         environments: dict[str, int] = {}
         for worker in self.workers.values():
             environments[worker.tenant] = environments.get(worker.tenant, 0) + 1
+        zygotes_mb = self.zygote_rss_bytes // (1024 * 1024)
         return NodeState(
             node_id=self.node_id,
             memory_mb=self.memory_mb,
             cpus=self.cpus,
             # The agent's zygotes hold memory of the node too: what they hold is not placed.
-            used_memory_mb=sum(w.memory_mb for w in self.workers.values())
-            + self.zygote_rss_bytes // (1024 * 1024),
+            used_memory_mb=sum(w.memory_mb for w in self.workers.values()) + zygotes_mb,
             used_cpus=sum(cpus_for(w.memory_mb) for w in self.workers.values()),
             models=frozenset(self.models),
             environments=environments,
             alive=not self.dead and _succeeded(self.ready),
+            helpers_mb=zygotes_mb,
         )
 
 
@@ -175,6 +183,7 @@ class RayWorker:
         self.worker_id = worker_id
         self.tenant = spec.tenant
         self.memory_mb = spec.memory_mb
+        self.environment = spec.environment
         self.pid = reply.pid
         """The worker's pid on its node (not this machine's, unless the node runs here)."""
         self.address = f"http://{node.host}:{reply.port}"
@@ -309,6 +318,9 @@ class RayBackend:
         """Reservations being removed (``_release``): waited for on close."""
         self._room_waiters: set[asyncio.Future[None]] = set()
         """Starts waiting for room on a node: woken when some may have appeared."""
+        self._wanting: dict[int, tuple[int, int]] = {}
+        """The same starts (those serving named), by a number of their own: the environment's id
+        and its MemorySizeInMB, for ``room_wanted``."""
 
     # --- nodes ---------------------------------------------------------------------------------
 
@@ -748,36 +760,44 @@ class RayBackend:
             states = [n.state() for n in await self._ready_nodes()]
             chosen = place(states, wanted)
         began, waiting = time.monotonic(), False
-        while chosen is None:
-            waited = time.monotonic() - began
-            alive = [n for n in states if n.alive]
-            # One that no node could hold even empty (its memory, or its vCPUs) never will.
-            cpus = cpus_for(spec.memory_mb)
-            never = not any(n.memory_mb >= spec.memory_mb and n.cpus + 1e-9 >= cpus for n in alive)
-            if never or self._closed:
-                raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
-            if waited >= self.room_wait_s:
-                raise WorkerStartError(
-                    f"{explain_full(states, spec.memory_mb)}; waited {waited:.0f} s for room on a node."
-                )
-            if not waiting:
-                waiting = True
-                log.info(
-                    "%s: no node has %d MB free (%s); waiting for room on one",
-                    spec.tenant or "-",
-                    spec.memory_mb,
-                    ", ".join(f"{n.node_id[:8]}: {n.memory_mb - n.used_memory_mb} MB" for n in alive),
-                )
-            woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._room_waiters.add(woken)
-            try:
-                await asyncio.wait_for(woken, min(ROOM_RECHECK_S, self.room_wait_s - waited))
-            except TimeoutError:
-                pass
-            finally:
-                self._room_waiters.discard(woken)
-            states = [n.state() for n in await self._ready_nodes()]
-            chosen = place(states, wanted)
+        wanting: int | None = None
+        try:
+            while chosen is None:
+                waited = time.monotonic() - began
+                alive = [n for n in states if n.alive]
+                # One that no node could hold even empty (its memory, or its vCPUs) never will.
+                cpus = cpus_for(spec.memory_mb)
+                never = not any(n.memory_mb >= spec.memory_mb and n.cpus + 1e-9 >= cpus for n in alive)
+                if never or self._closed:
+                    raise WorkerStartError(explain_full(states, spec.memory_mb) + ".")
+                if waited >= self.room_wait_s:
+                    raise WorkerStartError(
+                        f"{explain_full(states, spec.memory_mb)}; waited {waited:.0f} s for room on a node."
+                    )
+                if not waiting:
+                    waiting = True
+                    if spec.environment is not None:
+                        wanting = next(self._ids)
+                        self._wanting[wanting] = (spec.environment, spec.memory_mb)
+                    log.info(
+                        "%s: no node has %d MB free (%s); waiting for room on one",
+                        spec.tenant or "-",
+                        spec.memory_mb,
+                        ", ".join(f"{n.node_id[:8]}: {n.memory_mb - n.used_memory_mb} MB" for n in alive),
+                    )
+                woken: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._room_waiters.add(woken)
+                try:
+                    await asyncio.wait_for(woken, min(ROOM_RECHECK_S, self.room_wait_s - waited))
+                except TimeoutError:
+                    pass
+                finally:
+                    self._room_waiters.discard(woken)
+                states = [n.state() for n in await self._ready_nodes()]
+                chosen = place(states, wanted)
+        finally:
+            if wanting is not None:
+                del self._wanting[wanting]
         if waiting:
             log.info(
                 "%s: room for %d MB on node %s after %.1f s",
@@ -787,6 +807,27 @@ class RayBackend:
                 time.monotonic() - began,
             )
         return chosen
+
+    def room_wanted(self) -> list[RoomWanted]:
+        """The starts waiting for room on a node, each with the nodes that could make it by
+        releasing environments (``SplitMemory``): serving's core picks which."""
+        if not self._wanting:
+            return []
+        states = [n.state() for n in self.nodes.values()]
+        wanted = []
+        for environment, memory_mb in self._wanting.values():
+            nodes = []
+            for node_id, short_mb in shortfalls(states, memory_mb):
+                on_node = tuple(
+                    w.environment
+                    for w in self.nodes[node_id].workers.values()
+                    if isinstance(w, RayWorker) and w.environment is not None
+                )
+                if on_node:
+                    nodes.append(NodeShortfall(on_node, short_mb))
+            if nodes:
+                wanted.append(RoomWanted(environment, tuple(nodes)))
+        return wanted
 
     def _room_freed(self) -> None:
         """Memory on some node may have been freed (or a node became ready): waiting starts look."""

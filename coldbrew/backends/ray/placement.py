@@ -6,6 +6,7 @@ Nothing here reads a clock or the cluster, so the rules are tested without one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,7 +27,9 @@ class NodeState:
     cpus: float
     """Ray's ``CPU`` resource of the node."""
     used_memory_mb: int = 0
+    """Held by environments, starts in progress and the node's zygotes (``helpers_mb``)."""
     used_cpus: float = 0.0
+    helpers_mb: int = 0
     models: frozenset[str] = frozenset()
     """Digests of the models the node's artifact cache holds."""
     environments: Mapping[str, int] = field(default_factory=dict)
@@ -70,6 +73,23 @@ def place(nodes: Sequence[NodeState], request: PlacementRequest) -> str | None:
         ),
     )
     return best.node_id
+
+
+def shortfalls(nodes: Sequence[NodeState], memory_mb: int) -> list[tuple[str, int]]:
+    """For a start of ``memory_mb`` that ``place`` found no node for: each live node that could
+    hold it with only its zygotes beside it, and how many megabytes more must be freed there,
+    fewest first (then by node id). The vCPUs a node lacks count as the memory whose release
+    frees them (1,769 MB each): an environment's vCPUs are its memory's."""
+    cpus = cpus_for(memory_mb)
+    short: list[tuple[int, str]] = []
+    for n in nodes:
+        if not n.alive or n.memory_mb - n.helpers_mb < memory_mb or n.cpus + 1e-9 < cpus:
+            continue
+        memory = n.used_memory_mb + memory_mb - n.memory_mb
+        vcpus = math.ceil((n.used_cpus + cpus - n.cpus) * MB_PER_VCPU - 1e-6)
+        if max(memory, vcpus) > 0:
+            short.append((max(memory, vcpus), n.node_id))
+    return [(node_id, mb) for mb, node_id in sorted(short)]
 
 
 def explain_full(nodes: Sequence[NodeState], memory_mb: int) -> str:
