@@ -17,6 +17,8 @@ then falls on both alike): ``cold_start_zygote_side_by_side`` and ``real_env_ove
 ``templates_speedup_p50`` the ratio of its p50 to the templated one; ``--skip-no-templates`` leaves
 it out.
 
+Each model's ``warm_p50_ms`` is the same request to a warm environment, back to back on the same
+client, and ``over_warm_p50_ms`` what a cold start adds to it (the model's own predict is in both).
 Each model's ``breakdown_p50_ms`` is where a cold start's time goes (issue 18, point 3): the median
 of each stage over the trials, from the line the gateway logs for every cold start (admit, fork,
 prepare, model_load, listen, report, first_invoke: one after another, summing to total; limit, the
@@ -102,6 +104,27 @@ def cold_starts(
     return samples
 
 
+def warm_invokes(
+    server: ColdbrewServer, name: str, body: bytes, content_type: str, n: int = 100
+) -> list[float]:
+    """Invokes of a warm environment, back to back on the client cold_starts uses: what the same
+    request costs without the start (issue 18: a cold start's price is its excess over this)."""
+    path = f"/endpoints/{name}/invocations"
+    client = BlockingClient(server.url, timeout_s=120)
+    samples = []
+    try:
+        for index in range(n + 10):
+            started = time.perf_counter()
+            response = client.post(path, body, content_type)
+            if index >= 10:  # the first ones start the environment and warm it
+                samples.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise RuntimeError(f"{name}: {response.status} {response.text[:200]}")
+    finally:
+        client.close()
+    return samples
+
+
 def breakdowns(server: ColdbrewServer, name: str, last: int) -> dict[str, float]:
     """Median milliseconds per stage of the endpoint's last ``last`` cold starts, from the server's
     log (the gateway writes one line per cold start: coldbrew/backends/start_trace.py)."""
@@ -175,6 +198,9 @@ def measure(
             time.sleep(5 if zygote else 0)
             results[name] = stats_ms(cold_starts(server, name.replace("_", "-"), body, content_type, trials))
             results[name]["breakdown_p50_ms"] = breakdowns(server, name.replace("_", "-"), trials)
+            warm = stats_ms(warm_invokes(server, name.replace("_", "-"), body, content_type))
+            results[name]["warm_p50_ms"] = warm["p50_ms"]
+            results[name]["over_warm_p50_ms"] = round(results[name]["p50_ms"] - warm["p50_ms"], 2)
             results[name]["memory"] = environment_memory(server, name.replace("_", "-"), body, content_type)
     finally:
         server.stop()

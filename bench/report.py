@@ -253,9 +253,15 @@ def render(report: dict[str, Any]) -> str:
         ]
     cold = _get(benchmarks, "coldstart", "result", "cold_start_zygote")
     if cold:
-        lines += ["", "Where a cold start's time goes (medians, ms; `limit` runs beside the others):", ""]
+        lines += [
+            "",
+            "Where a cold start's time goes (medians, ms; `limit` runs beside the others; warm p50 is the "
+            "same request to a warm environment, the model's predict included in both):",
+            "",
+        ]
         stages = [*STAGES, "total", "limit"]
-        lines += ["| model | p50 | p99 | " + " | ".join(stages) + " |", "|---" * (3 + len(stages)) + "|"]
+        head = "| model | p50 | p99 | warm p50 | " + " | ".join(stages) + " |"
+        lines += [head, "|---" * (4 + len(stages)) + "|"]
         plain = _get(benchmarks, "coldstart", "result", "cold_start_zygote_no_templates") or {}
         rows = [(model, figures) for model, figures in cold.items()]
         rows += [(f"{model}, templates off", figures) for model, figures in plain.items()]
@@ -263,6 +269,7 @@ def render(report: dict[str, Any]) -> str:
             parts = figures.get("breakdown_p50_ms", {})
             lines.append(
                 f"| {model} | {figures['p50_ms']} | {figures['p99_ms']} | "
+                f"{_cell(figures.get('warm_p50_ms'))} | "
                 + " | ".join(_cell(parts.get(stage)) for stage in stages)
                 + " |"
             )

@@ -82,10 +82,12 @@ def _log_cold_start(
         return
     stages = breakdown(trace, lease.arrived, answered)
     # One line per cold start, "stage=ms" pairs: bench/coldstart.py reads them back from the log.
+    warmed = " (a warmed-up spare)" if trace.worker is not None and trace.worker.rehearsed else ""
     log.info(
-        "cold start of %s/%s: %s",
+        "cold start of %s/%s%s: %s",
         endpoint,
         variant.name,
+        warmed,
         " ".join(f"{stage}={ms:.3f}" for stage, ms in stages.items()),
     )
 

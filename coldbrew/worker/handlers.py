@@ -74,10 +74,13 @@ class InferenceHandler:
         transform_fn: Handler,
         default_accept: str,
         body_source: str,
+        warm_up: bytes | None = None,
     ) -> None:
         self.model_dir = model_dir
         self.model = model
         self.default_accept = default_accept
+        # A CSV request this model answers without running any of the user's code, or None.
+        self.warm_up = warm_up
         self._transform_fn = transform_fn
         self._body_source = body_source  # the function named when a returned body is unusable
 
@@ -222,7 +225,22 @@ def _load(model_dir: str, entry: container.EntryPoint) -> InferenceHandler:
             check_accept(accept)
         return output_fn(predict_fn(input_fn(data, content_type, context), model, context), accept, context)
 
-    return InferenceHandler(model_dir, model, pipeline_fn, default_accept, "output_fn")
+    warm_up = _warm_up_body(framework, model) if not user else None
+    return InferenceHandler(model_dir, model, pipeline_fn, default_accept, "output_fn", warm_up)
+
+
+def _warm_up_body(framework: frameworks.Framework | None, model: Any) -> bytes | None:
+    """The framework's throwaway request for ``model`` (only frameworks whose default functions
+    run nothing of the user's define ``warm_up_body``), or None."""
+    make = getattr(framework, "warm_up_body", None)
+    if make is None:
+        return None
+    try:
+        body = make(model)
+    except Exception:
+        logger.debug("no warm-up request for this model", exc_info=True)
+        return None
+    return body if isinstance(body, bytes) else None
 
 
 def _caused_by_import(exc: BaseException) -> bool:

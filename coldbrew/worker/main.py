@@ -22,6 +22,7 @@ from coldbrew.worker.sandbox import SandboxError
 from coldbrew.worker.sandbox import enter as enter_sandbox
 
 if TYPE_CHECKING:
+    from coldbrew.worker.app import WorkerApp
     from coldbrew.worker.handlers import InferenceHandler
 
 logger = logging.getLogger("coldbrew.worker")
@@ -138,12 +139,20 @@ def serve_loaded(
     status_fd: int,
     parent_pid: int,
     template_pid: int | None = None,
+    prepared: Prepared | None = None,
 ) -> int:
-    """Serve the loaded model on the bound ``sock``, report ready on ``status_fd``; the exit status."""
+    """Serve the loaded model on the bound ``sock``, report ready on ``status_fd``; the exit status.
+    ``prepared``: what a spare made while it waited (:func:`prepare`), used rather than made now."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from coldbrew.worker.app import WorkerApp
     from coldbrew.worker.server import serve
+
+    if prepared is None:
+        from coldbrew.worker.app import WorkerApp
+
+        app, runner = WorkerApp(loaded.handler), None
+    else:
+        app, runner = prepared.app, prepared.runner
 
     executor = None
     if launch.environment_concurrency > 1:
@@ -161,19 +170,52 @@ def serve_loaded(
 
     def on_ready() -> bool:
         stages = WorkerStages(
-            running=loaded.running, loading=loaded.loading, loaded=loaded.loaded, listening=time.monotonic()
+            running=loaded.running,
+            loading=loaded.loading,
+            loaded=loaded.loaded,
+            listening=time.monotonic(),
+            rehearsed=prepared is not None and prepared.rehearsed,
         )
         reported.append(_report(status_fd, status.model_copy(update={"stages": stages})))
         return reported[-1]
 
     try:
-        serve(WorkerApp(loaded.handler), sock, on_ready, parent_pid, executor)
+        serve(app, sock, on_ready, parent_pid, executor, runner)
     finally:
         if executor is not None:
             # Threads still predicting are abandoned: os._exit follows and must not wait for them.
             executor.shutdown(wait=False, cancel_futures=True)
         _remove_socket(launch.socket_path, socket_id)
     return 0 if reported == [True] else 1
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What a process that will serve ``loaded`` made before it knew its listener."""
+
+    app: WorkerApp
+    runner: asyncio.Runner
+    rehearsed: bool
+    """Whether the app answered its handler's warm-up request with a 200."""
+
+
+def prepare(loaded: Loaded) -> Prepared:
+    """Make ahead, in a process that will serve ``loaded`` and never forks (a template's spare),
+    what a cold start would otherwise make (or touch first) between its assignment and its first
+    answer: the event loop, the ready status's encoding, the first request (the handler's warm-up
+    request, when its model has one). Each is a first call in a freshly forked process, paying
+    copy-on-write faults and one-time caches: bench/coldstart.py's breakdown, listen and
+    first_invoke."""
+    from coldbrew.worker.app import WorkerApp
+    from coldbrew.worker.server import prepared_runner, rehearse
+
+    app = WorkerApp(loaded.handler)
+    runner = prepared_runner()
+    body = loaded.handler.warm_up
+    rehearsed = rehearse(runner, app, body) if body is not None else False
+    stages = WorkerStages(running=0.0, loading=0.0, loaded=0.0, listening=0.0)
+    WorkerStatus(ready=True, pid=os.getpid(), setup_ms=0.0).model_copy(update={"stages": stages}).line()
+    return Prepared(app, runner, rehearsed)
 
 
 def _apply_pythonpath(env: dict[str, str]) -> None:

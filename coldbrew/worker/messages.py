@@ -174,6 +174,9 @@ class WorkerStages(_Message):
     loaded: float
     listening: float
     """Accepting connections, about to report ready."""
+    rehearsed: bool = False
+    """It answered its model's warm-up request before it was assigned (a template's spare): its
+    first predict is not its first."""
 
 
 class WorkerStatus(_Message):

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor
 
@@ -29,14 +30,69 @@ def serve(
     on_ready: Callable[[], bool],
     parent_pid: int,
     executor: Executor | None = None,
+    runner: asyncio.Runner | None = None,
 ) -> None:
     """Serve ``app`` on the bound, listening ``sock`` until SIGTERM or the parent's death.
 
     ``on_ready`` runs once connections are being accepted; if it returns False (nobody reads
-    the status line any more) the server stops at once.
+    the status line any more) the server stops at once. ``runner``, from :func:`prepared_runner`,
+    is one made before the listener was known (a template's spare); it is closed here.
     """
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve(app, sock, on_ready, parent_pid, executor))
+    with runner or asyncio.Runner(loop_factory=_loop_factory()) as running:
+        running.run(_serve(app, sock, on_ready, parent_pid, executor))
+
+
+def prepared_runner() -> asyncio.Runner:
+    """An entered runner whose loop has run once: what serve() would otherwise build after the
+    listener is known (~1.5 ms in a process forked from a template: the loop's creation, its
+    first run, the copy-on-write faults of both). Only for a process that never forks again: the
+    loop holds file descriptors (and uvloop's signal wake-up) a fork would share."""
+    runner = asyncio.Runner(loop_factory=_loop_factory())
+    runner.__enter__()
+    runner.run(asyncio.sleep(0))
+    return runner
+
+
+REHEARSAL_TIMEOUT_S = 5.0
+
+
+def rehearse(runner: asyncio.Runner, app: WorkerApp, body: bytes) -> bool:
+    """Send ``app`` one CSV request, ``body``, over a socket pair on ``runner``'s loop, through
+    the same protocol a real connection takes, and drop the answer; whether it was a 200.
+
+    For a process that will serve and has not yet (a template's spare): its first real request
+    then finds the code and data of the whole path paged in and copied-on-write, and every
+    first-call cache filled (scikit-learn reads all installed packages' entry points once per
+    process): ~4 ms of the random forest's first invoke (bench/coldstart.py). Warnings are
+    silenced and forgotten afterwards, so the first real request still shows the user each one.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return runner.run(asyncio.wait_for(_rehearse(app, body), REHEARSAL_TIMEOUT_S))
+        except (OSError, TimeoutError):
+            logger.debug("the warm-up request failed", exc_info=True)
+            return False
+
+
+async def _rehearse(app: WorkerApp, body: bytes) -> bool:
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        await loop.connect_accepted_socket(connection_factory(app, None, ServerState()), theirs)
+        await loop.sock_sendall(
+            ours,
+            b"POST /invocations HTTP/1.1\r\nHost: worker\r\nContent-Type: text/csv\r\n"
+            b"Accept: application/json\r\nX-Amzn-RequestId: warm-up\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body),
+        )
+        answer = b""
+        while chunk := await loop.sock_recv(ours, 1 << 16):
+            answer += chunk  # the worker closes after answering: the request said so
+        return answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        ours.close()
 
 
 async def _serve(

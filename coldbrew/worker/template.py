@@ -42,7 +42,7 @@ from typing import NoReturn
 from pydantic import ValidationError
 
 from coldbrew.worker.errors import ModelLoadError, one_line
-from coldbrew.worker.main import Loaded, _bind, _fail, load, reset_process, serve_loaded
+from coldbrew.worker.main import Loaded, Prepared, _bind, _fail, load, prepare, reset_process, serve_loaded
 from coldbrew.worker.messages import (
     SPARE_NAME,
     TEMPLATE_NAME,
@@ -246,6 +246,7 @@ def _spare(launch: WorkerLaunch, loaded: Loaded, spare_fd: int, worker_name: str
     # Its pools sized while it waits (tens of ms for torch's and BLAS's), not after: it never
     # forks, so their threads harm nothing.
     limit_threads(launch.env.get("OMP_NUM_THREADS"))
+    prepared = prepare(loaded)
     spare = socket.socket(fileno=spare_fd)
     while True:
         try:
@@ -267,9 +268,7 @@ def _spare(launch: WorkerLaunch, loaded: Loaded, spare_fd: int, worker_name: str
         # A worker now: it finishes what it serves if the template goes (it watches it).
         prctl(PR_SET_PDEATHSIG, 0)
         output_fd = fds[1] if len(fds) == 2 else None
-        return _become_worker(
-            target, loaded, fds[0], output_fd, worker_name, template_pid, False, threads_sized=True
-        )
+        return _become_worker(target, loaded, fds[0], output_fd, worker_name, template_pid, False, prepared)
 
 
 def _become_worker(
@@ -280,8 +279,10 @@ def _become_worker(
     worker_name: str,
     template_pid: int,
     first: bool,
-    threads_sized: bool = False,
+    prepared: Prepared | None = None,
 ) -> int:
+    """Serve as a worker: ``first`` is the template's first (whose start includes the template's
+    own); ``prepared`` what a spare made while it waited (its thread pools sized among it)."""
     now = time.monotonic()
     set_process_name(worker_name)
     if output_fd is not None:
@@ -295,14 +296,14 @@ def _become_worker(
         sys.modules["numpy"].random.seed()
     if "torch" in sys.modules:
         sys.modules["torch"].seed()
-    if not threads_sized:
+    if prepared is None:
         limit_threads(launch.env.get("OMP_NUM_THREADS"))
     stamps = loaded if first else Loaded(loaded.handler, 0.0, running=now, loading=now, loaded=now)
     try:
         sock = _bind(launch)
     except ModelLoadError as exc:
         return _fail(status_fd, str(exc))
-    return serve_loaded(launch, stamps, sock, status_fd, template_pid, template_pid)
+    return serve_loaded(launch, stamps, sock, status_fd, template_pid, template_pid, prepared)
 
 
 def _exit(code: int) -> NoReturn:

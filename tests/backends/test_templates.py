@@ -21,7 +21,14 @@ import psutil
 import pytest
 
 from coldbrew.worker.messages import SPARE_NAME, TEMPLATE_NAME
-from tests.support import ColdbrewServer, deploy_serverless, tar_gz, wait_for_status, worker_pids
+from tests.support import (
+    ColdbrewServer,
+    deploy_serverless,
+    sklearn_archive,
+    tar_gz,
+    wait_for_status,
+    worker_pids,
+)
 
 REPORT = textwrap.dedent("""
     import json, os
@@ -265,6 +272,31 @@ def test_the_next_cold_start_is_the_templates_spare_already_in_its_cgroup(
     starts = [line for line in server.log().splitlines() if "cold start of spared/" in line]
     # No fork and no cgroup move while the client waited.
     assert "limit=0.0" in starts[-1], starts[-1]
+    # The model's functions are the user's: the spare sent itself no warm-up request.
+    assert "warmed-up" not in starts[-1], starts[-1]
+
+
+def test_a_plain_models_spare_answers_its_warm_up_request_before_it_serves(
+    server: ColdbrewServer, tmp_path: Path
+) -> None:
+    path, model = sklearn_archive(tmp_path / "plain.tar.gz")
+    deploy(server, "rehearsed", path)
+    runtime = server.client("sagemaker-runtime")
+    body = "\n".join(",".join(str(v) for v in row) for row in ROWS)
+    answers = []
+    for _ in range(2):  # the template's first worker, then its spare
+        scaled_to_zero(server)
+        if answers:
+            template = next(iter(templates(server).values()))
+            deadline = time.monotonic() + 10
+            while not any(c.name() == SPARE_NAME for c in template.children()):
+                assert time.monotonic() < deadline, "no spare forked"
+                time.sleep(0.05)
+        response = runtime.invoke_endpoint(EndpointName="rehearsed", Body=body, ContentType="text/csv")
+        answers.append(json.loads(response["Body"].read()))
+    assert answers == [model.predict(ROWS).tolist()] * 2
+    starts = [line for line in server.log().splitlines() if "cold start of rehearsed/" in line]
+    assert "(a warmed-up spare)" in starts[-1], starts[-1]
 
 
 def test_templates_over_their_memory_cap_are_stopped_once_idle(

@@ -38,7 +38,10 @@ class Framework(Protocol):
     # A framework whose models take something other than a 2-D float array (tensors, DMatrix,
     # text/libsvm) may also define ``input_fn(input_data, content_type)`` and
     # ``output_fn(prediction, accept)``; without them the defaults of ``coldbrew.worker.codecs``
-    # apply. Optional members cannot be spelled in a Protocol, so they are looked up by name.
+    # apply. One whose default functions run nothing of the user's may define
+    # ``warm_up_body(model) -> bytes | None``: a CSV request the model answers, which a template's
+    # spare sends itself before it serves (its first real predict is then a warm one). Optional
+    # members cannot be spelled in a Protocol, so they are looked up by name.
 
 
 # Probed in order; the first that finds a file wins.

@@ -75,3 +75,42 @@ def predict_fn(data: Any, model: Any) -> Any:
     if isinstance(expected, int) and shape is not None and len(shape) == 2 and shape[1] != expected:
         raise BadRequest(f"each row must have {expected} features, got {shape[1]}")
     return model.predict(data)
+
+
+def warm_up_body(model: Any) -> bytes | None:
+    """A CSV row of zeros the model takes, for a throwaway request (a template's spare runs one
+    while it waits: :mod:`coldbrew.worker.template`); None unless every estimator and function in
+    the model is scikit-learn's, numpy's or scipy's, whose predict has no side effects (a pickled
+    class of the user's, or a FunctionTransformer's function, is user code, which must not run
+    unasked)."""
+    features = getattr(model, "n_features_in_", None)
+    if not isinstance(features, int) or features < 1 or not _library_only(model):
+        return None
+    return ",".join(["0"] * features).encode()
+
+
+_LIBRARIES = ("sklearn", "numpy", "scipy")
+_PLAIN = (str, bytes, int, float, bool, list, tuple, dict, type(None))
+
+
+def _library_only(model: Any) -> bool:
+    if not _of_library(type(model)):
+        return False
+    try:
+        params = model.get_params(deep=True)
+    except Exception:  # not an estimator, or one whose get_params is its own
+        return False
+    for value in params.values():
+        if isinstance(value, _PLAIN):
+            continue  # a container's estimators are among the deep parameters themselves
+        # A class or function stands for itself; an object (an estimator) for its class.
+        function = isinstance(value, type) or callable(value) and not hasattr(value, "get_params")
+        owner = value if function else type(value)
+        if not _of_library(owner):
+            return False
+    return True
+
+
+def _of_library(owner: Any) -> bool:
+    module = getattr(owner, "__module__", None) or ""
+    return module.split(".", 1)[0] in _LIBRARIES
