@@ -5,7 +5,8 @@ real protocol on a socket pair."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,47 +76,63 @@ def test_a_model_never_fitted_gets_none() -> None:
     assert warm_up_body(Ridge()) is None  # no n_features_in_: its width is unknown
 
 
+def _in_a_thread_with_no_loop(body: Callable[[], None]) -> None:
+    # A spare prepares in a fresh process with no event loop; an earlier test in this process may
+    # have left one marked running on the main thread, so the body runs where none ever ran.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(body).result(timeout=60)
+
+
 def _loaded(model_dir: Path) -> Loaded:
     return Loaded(load_handler(str(model_dir)), 0.0, running=0.0, loading=0.0, loaded=0.0)
 
 
 def test_a_plain_model_is_rehearsed_through_the_protocol(tmp_path: Path) -> None:
-    joblib.dump(RandomForestRegressor(n_estimators=3, random_state=0).fit(X, Y), tmp_path / "model.joblib")
-    prepared = prepare(_loaded(tmp_path))
-    try:
-        assert prepared.rehearsed
-    finally:
-        prepared.runner.close()
+    def body() -> None:
+        joblib.dump(RandomForestRegressor(n_estimators=3, random_state=0).fit(X, Y), tmp_path / "model.joblib")
+        prepared = prepare(_loaded(tmp_path))
+        try:
+            assert prepared.rehearsed
+        finally:
+            prepared.runner.close()
+
+    _in_a_thread_with_no_loop(body)
 
 
 def test_a_refused_rehearsal_is_reported_not_raised(tmp_path: Path) -> None:
-    joblib.dump(Ridge().fit(X, Y), tmp_path / "model.joblib")
-    app = WorkerApp(load_handler(str(tmp_path)))
-    runner = prepared_runner()
-    try:
-        assert not rehearse(runner, app, b"0,0,0")  # ten features expected: a 400
-        assert not rehearse(runner, app, b"\xff\xfe")  # not CSV at all
-        assert rehearse(runner, app, b"0,0,0,0,0,0,0,0,0,0")
-    finally:
-        runner.close()
+    def body() -> None:
+        joblib.dump(Ridge().fit(X, Y), tmp_path / "model.joblib")
+        app = WorkerApp(load_handler(str(tmp_path)))
+        runner = prepared_runner()
+        try:
+            assert not rehearse(runner, app, b"0,0,0")  # ten features expected: a 400
+            assert not rehearse(runner, app, b"\xff\xfe")  # not CSV at all
+            assert rehearse(runner, app, b"0,0,0,0,0,0,0,0,0,0")
+        finally:
+            runner.close()
+
+    _in_a_thread_with_no_loop(body)
 
 
 def test_the_users_code_never_runs_unasked(tmp_path: Path) -> None:
-    joblib.dump(Ridge().fit(X, Y), tmp_path / "model.joblib")
-    marker = tmp_path / "predicted"
-    write_code(
-        tmp_path,
-        f"""
-        def predict_fn(data, model):
-            open({str(marker)!r}, "w").close()
-            return model.predict(data)
-        """,
-    )
-    loaded = _loaded(tmp_path)
-    assert loaded.handler.warm_up is None
-    prepared = prepare(loaded)
-    try:
-        assert not prepared.rehearsed
-        assert not marker.exists()
-    finally:
-        prepared.runner.close()
+    def body() -> None:
+        joblib.dump(Ridge().fit(X, Y), tmp_path / "model.joblib")
+        marker = tmp_path / "predicted"
+        write_code(
+            tmp_path,
+            f"""
+            def predict_fn(data, model):
+                open({str(marker)!r}, "w").close()
+                return model.predict(data)
+            """,
+        )
+        loaded = _loaded(tmp_path)
+        assert loaded.handler.warm_up is None
+        prepared = prepare(loaded)
+        try:
+            assert not prepared.rehearsed
+            assert not marker.exists()
+        finally:
+            prepared.runner.close()
+
+    _in_a_thread_with_no_loop(body)
