@@ -5,8 +5,8 @@ real protocol on a socket pair."""
 from __future__ import annotations
 
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,8 @@ def _loaded(model_dir: Path) -> Loaded:
 
 def test_a_plain_model_is_rehearsed_through_the_protocol(tmp_path: Path) -> None:
     def body() -> None:
-        joblib.dump(RandomForestRegressor(n_estimators=3, random_state=0).fit(X, Y), tmp_path / "model.joblib")
+        forest = RandomForestRegressor(n_estimators=3, random_state=0).fit(X, Y)
+        joblib.dump(forest, tmp_path / "model.joblib")
         prepared = prepare(_loaded(tmp_path))
         try:
             assert prepared.rehearsed
