@@ -85,7 +85,6 @@ def cold_starts(
     server: ColdbrewServer, name: str, body: bytes, content_type: str, trials: int
 ) -> list[float]:
     """First invoke after scale-to-zero, end to end, ``trials`` times."""
-    path = f"/endpoints/{name}/invocations"
     samples = []
     client = BlockingClient(server.url, timeout_s=120)
     try:
@@ -94,14 +93,20 @@ def cold_starts(
             while worker_pids(server) and time.monotonic() < deadline:
                 time.sleep(0.02)
             time.sleep(0.05)
-            started = time.perf_counter()
-            response = client.post(path, body, content_type)
-            samples.append(time.perf_counter() - started)
-            if response.status != 200:
-                raise RuntimeError(f"{name}: {response.status} {response.text[:200]}")
+            samples.append(_timed_invoke(client, name, body, content_type))
     finally:
         client.close()
     return samples
+
+
+def _timed_invoke(client: BlockingClient, name: str, body: bytes, content_type: str) -> float:
+    """Seconds one invocation took, end to end; anything but a 200 ends the benchmark."""
+    started = time.perf_counter()
+    response = client.post(f"/endpoints/{name}/invocations", body, content_type)
+    elapsed = time.perf_counter() - started
+    if response.status != 200:
+        raise RuntimeError(f"{name}: {response.status} {response.text[:200]}")
+    return elapsed
 
 
 def warm_invokes(
@@ -109,17 +114,13 @@ def warm_invokes(
 ) -> list[float]:
     """Invokes of a warm environment, back to back on the client cold_starts uses: what the same
     request costs without the start (issue 18: a cold start's price is its excess over this)."""
-    path = f"/endpoints/{name}/invocations"
     client = BlockingClient(server.url, timeout_s=120)
     samples = []
     try:
         for index in range(n + 10):
-            started = time.perf_counter()
-            response = client.post(path, body, content_type)
+            elapsed = _timed_invoke(client, name, body, content_type)
             if index >= 10:  # the first ones start the environment and warm it
-                samples.append(time.perf_counter() - started)
-            if response.status != 200:
-                raise RuntimeError(f"{name}: {response.status} {response.text[:200]}")
+                samples.append(elapsed)
     finally:
         client.close()
     return samples
