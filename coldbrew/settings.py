@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, PositiveFloat, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     """At most this many environments of one serverless variant start at once; requests beyond
     wait for the first free one (default: this machine's CPU count with the local backend, where
     starts are CPU-bound; no limit with the Ray backend)."""
+
+    cpu_slots: NonNegativeInt | None = None
+    """Cores the running invocations of one serverless variant may keep busy together, by the
+    cores each was measured to use; more wait for one of them to finish (default: this machine's
+    CPU count plus one with the local backend; 0: no limit; no limit with the Ray backend)."""
 
     zygote: bool = True
     """Fork workers from a process that has pre-imported the frameworks (fast cold starts)."""

@@ -136,6 +136,10 @@ class Finished:
 
     env: int
     request: int
+    cores: float | None = None
+    """The cores it kept busy while it ran, as its worker measured them (CPU time over the time it
+    ran or blocked, not counting the time it waited for a core); None when not known (a user's
+    own server, the simulator)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,10 @@ from coldbrew.serving.router import RoutedVariant
 
 log = logging.getLogger("coldbrew.serving")
 
+CORES_HEADER = "x-coldbrew-cores"
+MAX_CORES = 1024.0
+"""More than any machine a worker runs on has: a larger figure is not a measurement."""
+
 _SENDS = 3
 """An invocation that its worker never read is sent to another environment, at most this many times."""
 
@@ -34,10 +38,12 @@ async def invoke(
         lease = await pools.acquire(variant.pool)
         env = lease.env
         started = time.perf_counter()
+        cores = None
         try:
             response = await asyncio.wait_for(
                 env.client.request("POST", "/invocations", headers, request.body), timeout_s
             )
+            cores = reported_cores(response)
         except TimeoutError:
             env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
             raise _on(
@@ -55,7 +61,7 @@ async def invoke(
                 continue
             raise _on(env, _lost(env, variant)) from None
         finally:
-            pools.release(lease)
+            pools.release(lease, cores)
         latency_us = int((time.perf_counter() - started) * 1_000_000)
         if lease.cold:
             _log_cold_start(request.endpoint, variant, env, lease, time.monotonic())
@@ -72,6 +78,19 @@ async def invoke(
             node=getattr(env.worker, "node_id", None),
         )
     raise AssertionError("the last send returns or raises")
+
+
+def reported_cores(response: WorkerResponse) -> float | None:
+    """The cores the invocation kept busy, as coldbrew's worker says (:mod:`coldbrew.worker.cores`);
+    None from a server that does not say (a user's ``exec:`` server) or says nonsense."""
+    value = response.headers.get(CORES_HEADER)
+    if value is None:
+        return None
+    try:
+        cores = float(value)
+    except ValueError:
+        return None
+    return cores if 0.0 <= cores <= MAX_CORES else None
 
 
 def _log_cold_start(

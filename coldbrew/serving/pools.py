@@ -91,8 +91,9 @@ class Pools:
         timer: bool = True,
         logs: LogCollector | None = None,
         max_starting: int | None = None,
+        cpu_slots: int | None = None,
     ) -> None:
-        self.core = ScalingCore(memory_budget_mb, max_starting)
+        self.core = ScalingCore(memory_budget_mb, max_starting, cpu_slots)
         self.backend = backend
         self.clock = clock
         self.logs = logs
@@ -272,14 +273,15 @@ class Pools:
         if isinstance(decision, Route):
             self._handle(Finished(decision.env, request))
 
-    def release(self, lease: Lease) -> None:
-        """The invocation is over; an environment coldbrew had to stop is reported lost."""
+    def release(self, lease: Lease, cores: float | None = None) -> None:
+        """The invocation is over (``cores``: what it kept busy, if its worker said); an environment
+        coldbrew had to stop is reported lost."""
         env = lease.env
         env.served += 1
         if env.stop_reason is not None or not env.worker.is_alive():
             self.lost(env)
             return
-        self._handle(Finished(env.id, lease.request))
+        self._handle(Finished(env.id, lease.request, cores))
 
     def lost(self, env: Environment, readmitted: bool = False) -> None:
         """The worker died or coldbrew stopped it (memory, timeout): forget it and stop it.

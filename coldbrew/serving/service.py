@@ -61,6 +61,7 @@ class Serving:
         keepalive: str = "fixed",
         logs: LogCollector | None = None,
         max_starting: int | None = None,
+        cpu_slots: int | None = None,
     ) -> None:
         self.backend = backend
         self.artifacts = artifacts
@@ -76,7 +77,9 @@ class Serving:
                 memory_budget_mb = backend.memory_capacity_mb()
             else:
                 memory_budget_mb = default_memory_budget_mb()
-        self.pools = Pools(backend, memory_budget_mb, logs=logs, max_starting=max_starting)
+        self.pools = Pools(
+            backend, memory_budget_mb, logs=logs, max_starting=max_starting, cpu_slots=cpu_slots
+        )
         if self._budget_from_backend:
             self.pools.core.wording = CLUSTER_BUDGET
         self.endpoints: dict[str, LiveEndpoint] = {}

@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 
+from coldbrew.worker import cores
 from coldbrew.worker.context import Context
 from coldbrew.worker.errors import describe
 from coldbrew.worker.handlers import InferenceHandler
@@ -19,7 +20,10 @@ from coldbrew.worker.handlers import InferenceHandler
 CONTENT_TYPE = b"content-type"
 ACCEPT = b"accept"
 CUSTOM_ATTRIBUTES = b"x-amzn-sagemaker-custom-attributes"
-_FRAMING_HEADERS = frozenset({"content-type", "content-length", "transfer-encoding", "connection"})
+_OURS = frozenset(
+    {"content-type", "content-length", "transfer-encoding", "connection", cores.HEADER.decode()}
+)
+"""Headers a handler may not set: the protocol's framing, and the figure the gateway schedules by."""
 REQUEST_ID = b"x-amzn-requestid"
 
 _JSON = b"application/json"
@@ -63,6 +67,7 @@ class WorkerApp:
 
     def __init__(self, handler: InferenceHandler) -> None:
         self.handler = handler
+        self.core_meter = cores.CoreMeter()
 
     def handle(self, request: Request) -> Response:
         path = request.path
@@ -91,6 +96,7 @@ class WorkerApp:
             accept=accept,
             headers=headers,
         )
+        started = self.core_meter.start()
         try:
             body, result_type = self.handler.invoke(request.body, content_type, accept, context)
         except Exception as exc:
@@ -105,11 +111,14 @@ class WorkerApp:
         # set_response_header, set_http_response_status) wins, as in SageMaker's containers.
         set_headers = processor.response_headers
         result_type = set_headers.get("content-type", result_type)
-        response_headers = [(CONTENT_TYPE, result_type.encode("latin-1"))]
+        response_headers = [
+            (CONTENT_TYPE, result_type.encode("latin-1")),
+            (cores.HEADER, cores.header_value(self.core_meter.cores(started))),
+        ]
         if context.response_custom_attributes is not None:
             response_headers.append((CUSTOM_ATTRIBUTES, context.response_custom_attributes.encode("latin-1")))
         for name, value in set_headers.items():
-            if name in _FRAMING_HEADERS or "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            if name in _OURS or "\r" in value or "\n" in value or "\r" in name or "\n" in name:
                 continue  # the protocol owns framing; a line break would forge a header
             response_headers.append((name.encode("latin-1", "replace"), value.encode("latin-1", "replace")))
         status = processor.status_code if 200 <= processor.status_code <= 599 else 500

@@ -988,8 +988,11 @@ class Loop:
         patience_s: float = math.inf,
         rng: random.Random | None = None,
         check_wake: bool = True,
+        cores: Callable[[int], float | None] = lambda pool: None,
     ) -> None:
         self.core = core
+        self.cores = cores
+        """The cores an invocation of a pool reports when it finishes (``Finished.cores``)."""
         self.start_s = start_s
         self.fails = fails
         self.patience_s = patience_s
@@ -1063,7 +1066,10 @@ class Loop:
                 assert len(self.outcomes[action.request]) == 1, f"request {action.request} answered twice"
                 env = self.core.envs[action.env]
                 assert env.ready
-                self.push(at + self.durations[action.request], Finished(action.env, action.request))
+                self.push(
+                    at + self.durations[action.request],
+                    Finished(action.env, action.request, self.cores(env.pool)),
+                )
             elif isinstance(action, Reject):
                 assert action.request not in self.withdrawn
                 self.outcomes[action.request].append(action)
@@ -1104,6 +1110,10 @@ def check_invariants(core: ScalingCore) -> None:
                 demand = [e for e in pool.envs.values() if not e.ready and e.purpose is DEMAND]
                 assert len(demand) <= core.max_starting
         assert set(pool.dedicated) <= set(pool.waiters)
+        if pool.waiters and pool.free:
+            # A request waits beside a free environment only for a core.
+            limit = core.cpu_limit(pool)
+            assert limit is not None and pool.in_flight >= limit
         assert all(e.ready for e in pool.envs.values() if e.in_flight)
         check_free_list(pool)
     assert in_pools == len(core.envs)
@@ -1182,17 +1192,28 @@ def test_bursty_trace_under_memory_pressure() -> None:
     assert core.evictions > 0
 
 
+@pytest.mark.parametrize("cpu_slots", [None, 3])
 @pytest.mark.parametrize("max_starting", [None, 1, 2])
 @pytest.mark.parametrize("seed", range(12))
-def test_random_trace(seed: int, max_starting: int | None) -> None:
+def test_random_trace(seed: int, max_starting: int | None, cpu_slots: int | None) -> None:
     rng = random.Random(seed)
-    core = ScalingCore(memory_budget_mb=rng.choice([2048, 4096, 6144]), max_starting=max_starting)
+    core = ScalingCore(
+        memory_budget_mb=rng.choice([2048, 4096, 6144]), max_starting=max_starting, cpu_slots=cpu_slots
+    )
+    # Per pool, the cores its invocations use (I/O-bound to multi-threaded), each one a little off.
+    pool_cores = {pool: rng.choice([None, 0.02, 0.5, 1.0, 2.0]) for pool in range(1, 5)}
+
+    def cores(pool: int) -> float | None:
+        typical = pool_cores.get(pool)
+        return None if typical is None else typical * rng.uniform(0.7, 1.3)
+
     loop = Loop(
         core,
         start_s=lambda: rng.expovariate(1 / 2.0),
         fails=lambda start, at: at > 0 and rng.random() < 0.05,
         patience_s=rng.choice([math.inf, 5.0, 30.0]),
         rng=rng,
+        cores=cores,
     )
     pools = []
     for name in "abc":

@@ -11,7 +11,7 @@ import pytest
 from tests.support import tar_gz
 
 # A model with code/inference.py that echoes custom attributes, can sleep, fail, or hog memory,
-# driven by the JSON request: {"rows": [[...]], "sleep": s, "fail": msg, "hog_mb": n}.
+# driven by the JSON request: {"rows": [[...]], "sleep": s, "spin": cpu_s, "fail": msg, "hog_mb": n}.
 INFERENCE_PY = textwrap.dedent("""
     import json
     import os
@@ -34,6 +34,10 @@ INFERENCE_PY = textwrap.dedent("""
     def predict_fn(data, model, context):
         if data.get("sleep"):
             time.sleep(data["sleep"])
+        if data.get("spin"):
+            end = time.process_time() + data["spin"]
+            while time.process_time() < end:
+                pass
         if data.get("fail"):
             raise ValueError(data["fail"])
         if data.get("hog_mb"):
