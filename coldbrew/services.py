@@ -53,8 +53,9 @@ log = logging.getLogger("coldbrew")
 
 def _cpu_slots(settings: Settings) -> int | None:
     """The scaling core's ``cpu_slots``: COLDBREW_CPU_SLOTS (0: none); by default the cores this
-    process may run on, and one more (measured best with a 2.2 ms forest on 2 cores: 716 req/s at
-    3, 676 at 2, 654 with no limit); none with the Ray backend, whose workers run on other machines."""
+    process may run on, and one more (with a 2.2 ms forest on 2 cores, 8 clients, four interleaved
+    runs each: 694 req/s at 3, 644 at 2, 674 with no limit); none with the Ray backend, whose
+    workers run on other machines."""
     if settings.cpu_slots is not None:
         return settings.cpu_slots or None
     return len(os.sched_getaffinity(0)) + 1 if settings.backend == "local" else None

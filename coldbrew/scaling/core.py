@@ -48,8 +48,9 @@ The rules, per pool (one variant of one deployment):
   wait, still counted against MaxConcurrency, for the first of them to finish, and take the most
   recently used environment then. Environments are not started for requests that wait only for a
   core. More invocations than cores would only share them: each runs no sooner, and every process
-  beyond the first few costs the machine's caches (measured: 0.25 ms of CPU per invocation more
-  with eight environments of a 2.2 ms forest on 2 cores than with three). A variant whose
+  beyond the first few costs the machine's caches (measured with a 2.2 ms forest, 8 clients, 2
+  cores: 2.85 ms of CPU per invocation and 674 req/s with eight environments taking turns, 2.75 ms
+  and 694 req/s with the rule's three). A variant whose
   invocations use little CPU (they wait on I/O) is held back only as far as its CPU use says, one
   not yet measured not at all (nor any in the simulator, which models no shared cores and reports
   no figure).

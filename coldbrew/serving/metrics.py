@@ -47,6 +47,21 @@ class ScalingCollector(Collector):
             "Environments that exist now, by state",
             labels=[*_LABELS, "state"],
         )
+        waiting = GaugeMetricFamily(
+            "coldbrew_scaling_waiting",
+            "Invocations waiting for an environment, or for a core (the rule for cores)",
+            labels=_LABELS,
+        )
+        cores = GaugeMetricFamily(
+            "coldbrew_scaling_invocation_cores",
+            "Cores one invocation keeps busy, as its workers measure it (moving average)",
+            labels=_LABELS,
+        )
+        cpu_limit = GaugeMetricFamily(
+            "coldbrew_scaling_cpu_limit",
+            "Invocations the variant runs at once at most, by its cores and COLDBREW_CPU_SLOTS",
+            labels=_LABELS,
+        )
         for name, endpoint in list(self.serving.endpoints.items()):
             for variant in list(endpoint.variants.values()):
                 pool = core.pools.get(variant.pool)
@@ -68,6 +83,15 @@ class ScalingCollector(Collector):
                 environments.add_metric([*labels, "busy"], busy)
                 environments.add_metric([*labels, "idle"], ready - busy)
                 environments.add_metric([*labels, "starting"], len(envs) - ready)
+                waiting.add_metric(labels, len(pool.waiters))
+                if pool.cores is not None:
+                    cores.add_metric(labels, pool.cores)
+                limit = core.cpu_limit(pool)
+                if limit is not None:
+                    cpu_limit.add_metric(labels, limit)
         yield from counters.values()
         yield held
         yield environments
+        yield waiting
+        yield cores
+        yield cpu_limit

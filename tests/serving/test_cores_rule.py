@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import ColdbrewServer, deploy_serverless, wait_for_status
 
@@ -22,6 +24,16 @@ def server(tmp_path: Path) -> Any:
     server = ColdbrewServer(tmp_path / "data", env={"COLDBREW_CPU_SLOTS": "2"}).start()
     yield server
     server.stop()
+
+
+def scaling_gauges(server: ColdbrewServer, endpoint: str) -> dict[str, float]:
+    """The endpoint's coldbrew_scaling_* gauges in /metrics, by name."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(f"{server.url}/metrics", timeout=10).text):
+        for sample in family.samples:
+            if sample.name.startswith("coldbrew_scaling_") and sample.labels.get("EndpointName") == endpoint:
+                out[sample.name] = sample.value
+    return out
 
 
 def served_by(server: ColdbrewServer, name: str, archive: Path, payload: dict[str, Any]) -> set[int]:
@@ -49,6 +61,10 @@ def test_cpu_bound_invocations_are_served_by_as_many_environments_as_cores(
     # Eight at once with MaxConcurrency 8, but two cores' worth: two environments serve them all
     # (without the rule: eight).
     assert 1 <= len(pids) <= 2
+    figures = scaling_gauges(server, "spin")
+    assert 0.7 <= figures["coldbrew_scaling_invocation_cores"] <= 1.3
+    assert figures["coldbrew_scaling_cpu_limit"] == 2
+    assert figures["coldbrew_scaling_waiting"] == 0
 
 
 def test_invocations_that_wait_on_io_are_not_held_back(
@@ -58,3 +74,6 @@ def test_invocations_that_wait_on_io_are_not_held_back(
     # They use next to no CPU: each of the eight at once gets an environment of its own (a few
     # may be served by one that freed up before their own start was ready).
     assert len(pids) > 2
+    figures = scaling_gauges(server, "sleepy")
+    assert figures["coldbrew_scaling_invocation_cores"] < 0.2
+    assert figures["coldbrew_scaling_cpu_limit"] >= 10
