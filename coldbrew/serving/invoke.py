@@ -15,10 +15,11 @@ from coldbrew.serving.errors import EnvironmentLost, InvocationTimedOut, ModelAn
 from coldbrew.serving.invocation import Invocation, InvocationResult
 from coldbrew.serving.pools import Lease, Pools
 from coldbrew.serving.router import RoutedVariant
+from coldbrew.worker import cores
 
 log = logging.getLogger("coldbrew.serving")
 
-CORES_HEADER = "x-coldbrew-cores"
+CORES_HEADER = cores.HEADER.decode()
 MAX_CORES = 1024.0
 """More than any machine a worker runs on has: a larger figure is not a measurement."""
 
@@ -38,12 +39,12 @@ async def invoke(
         lease = await pools.acquire(variant.pool)
         env = lease.env
         started = time.perf_counter()
-        cores = None
+        busy = None
         try:
             response = await asyncio.wait_for(
                 env.client.request("POST", "/invocations", headers, request.body), timeout_s
             )
-            cores = reported_cores(response)
+            busy = reported_cores(response)
         except TimeoutError:
             env.stop_reason = f"The invocation ran past the {timeout_s:g} s limit and was stopped."
             raise _on(
@@ -61,7 +62,7 @@ async def invoke(
                 continue
             raise _on(env, _lost(env, variant)) from None
         finally:
-            pools.release(lease, cores)
+            pools.release(lease, busy)
         latency_us = int((time.perf_counter() - started) * 1_000_000)
         if lease.cold:
             _log_cold_start(request.endpoint, variant, env, lease, time.monotonic())
@@ -87,10 +88,10 @@ def reported_cores(response: WorkerResponse) -> float | None:
     if value is None:
         return None
     try:
-        cores = float(value)
+        figure = float(value)
     except ValueError:
         return None
-    return cores if 0.0 <= cores <= MAX_CORES else None
+    return figure if 0.0 <= figure <= MAX_CORES else None
 
 
 def _log_cold_start(
