@@ -25,8 +25,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Any]:
+    # Not session-wide: Playwright's sync API marks an asyncio loop running on the main thread for
+    # as long as it is open, and every later test that starts a loop there (asyncio.run) failed.
     path = chromium_path()
     if path is None:
         if os.environ.get("CI"):
